@@ -1,0 +1,253 @@
+"""Search space and sparsity configs.
+
+A *knob* is one sparsity value shared by a pair of Swin blocks (W-MSA + SW-MSA, the
+SparseViT default) or by a single block.  A :class:`SparsityConfig` holds one value per
+knob plus the signature of the model it was made for, so a config saved for Swin-T is
+refused by Swin-S instead of silently meaning something else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Granularity = Literal["pair", "block"]
+DEFAULT_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(9))  # 0.0 … 0.8
+
+
+def _check_ratio(value: float, where: str) -> float:
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"{where}: sparsity {value} is outside [0, 1); it is the fraction of windows "
+            "skipped, so use e.g. 0.5 to skip half of them"
+        )
+    return value
+
+
+def _knob_blocks(depths: Sequence[int], granularity: Granularity) -> list[tuple[int, tuple[int, ...]]]:
+    """``(stage, block indices)`` of every knob, in model order."""
+    if granularity not in ("pair", "block"):
+        raise ValueError(f"granularity must be 'pair' or 'block', got {granularity!r}")
+    knobs = []
+    for stage, depth in enumerate(depths):
+        step = 2 if granularity == "pair" else 1
+        for start in range(0, depth, step):
+            knobs.append((stage, tuple(range(start, min(start + step, depth)))))
+    return knobs
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """One sparsity per knob (fraction of windows skipped), for one model architecture.
+
+    Frozen and hashable: it is the cache key of every latency and accuracy evaluation.
+    """
+
+    ratios: tuple[float, ...]
+    signature: str
+    granularity: Granularity = "pair"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ratios", tuple(round(float(r), 6) for r in self.ratios))
+        for i, r in enumerate(self.ratios):
+            _check_ratio(r, f"knob {i}")
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(f"{r:g}" for r in self.ratios) + "]"
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.ratios)) if self.ratios else 0.0
+
+    def check_model(self, signature: str) -> None:
+        if signature != self.signature:
+            raise ValueError(
+                f"this config was made for model {self.signature!r} but is applied to "
+                f"{signature!r}; build a config from this model's SearchSpace.from_model(model)"
+            )
+
+    def block_sparsity(self, signature: str, depths: Sequence[int]) -> list[list[float]]:
+        """Expand knobs to one value per block, per stage, after checking the model."""
+        self.check_model(signature)
+        knobs = _knob_blocks(depths, self.granularity)
+        if len(knobs) != len(self.ratios):
+            raise ValueError(
+                f"config has {len(self.ratios)} values but the model has {len(knobs)} "
+                f"{self.granularity} knobs"
+            )
+        out = [[0.0] * d for d in depths]
+        for (stage, blocks), r in zip(knobs, self.ratios):
+            for b in blocks:
+                out[stage][b] = r
+        return out
+
+    def to_dict(self) -> dict:
+        return {"ratios": list(self.ratios), "signature": self.signature, "granularity": self.granularity}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SparsityConfig:
+        try:
+            return cls(tuple(data["ratios"]), str(data["signature"]), data.get("granularity", "pair"))
+        except (KeyError, TypeError) as err:
+            raise ValueError(
+                f"not a sparsity config (needs 'ratios' and 'signature'): {data!r}"
+            ) from err
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike, model=None) -> SparsityConfig:
+        """Read a config from a JSON string or file; with ``model``, refuse a mismatch now."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            with open(source) as f:
+                text = f.read()
+        try:
+            cfg = cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source!s:.80}: not valid JSON ({err})") from err
+        if model is not None:
+            cfg.check_model(model.signature)
+        return cfg
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str  # e.g. "stage3.pair1"
+    stage: int
+    blocks: tuple[int, ...]
+
+
+class SearchSpace:
+    """The knobs of one model, the grid each knob draws from, and the order constraint.
+
+    With ``monotonic=True`` (SparseViT's rule) sparsity never decreases along the depth
+    of a stage, so a later block keeps a subset of the windows of an earlier one.
+    """
+
+    def __init__(
+        self,
+        depths: Sequence[int],
+        signature: str,
+        *,
+        granularity: Granularity = "pair",
+        grid: Sequence[float] = DEFAULT_GRID,
+        monotonic: bool = True,
+    ) -> None:
+        self.depths = tuple(int(d) for d in depths)
+        self.signature = signature
+        self.granularity = granularity
+        if not grid:
+            raise ValueError("grid must hold at least one sparsity value")
+        self.grid = tuple(sorted(_check_ratio(g, "grid") for g in grid))
+        self.monotonic = monotonic
+        kind = "pair" if granularity == "pair" else "block"
+        self.knobs = []
+        per_stage: dict[int, int] = {}
+        for stage, blocks in _knob_blocks(self.depths, granularity):
+            n = per_stage[stage] = per_stage.get(stage, 0) + 1
+            self.knobs.append(Knob(f"stage{stage + 1}.{kind}{n}", stage, blocks))
+
+    @classmethod
+    def from_model(cls, model, **kwargs) -> SearchSpace:
+        """Space of a :class:`SparseSwin` (see ``sparsify`` for timm/torchvision models)."""
+        if not hasattr(model, "signature") or not hasattr(model, "depths"):
+            raise TypeError(
+                f"{type(model).__name__} is not a SparseSwin; call sparsevit_sdk.sparsify(model) first"
+            )
+        return cls(model.depths, model.signature, **kwargs)
+
+    @property
+    def num_knobs(self) -> int:
+        return len(self.knobs)
+
+    def __repr__(self) -> str:
+        return (
+            f"SearchSpace({self.signature}, {self.num_knobs} {self.granularity} knobs, "
+            f"grid={list(self.grid)}, monotonic={self.monotonic})"
+        )
+
+    def _stage_groups(self) -> list[list[int]]:
+        groups: dict[int, list[int]] = {}
+        for i, knob in enumerate(self.knobs):
+            groups.setdefault(knob.stage, []).append(i)
+        return list(groups.values())
+
+    def repair(self, ratios: Sequence[float]) -> tuple[float, ...]:
+        """Sort each stage's values ascending: keeps the sampled values, fixes the order."""
+        out = [float(r) for r in ratios]
+        if self.monotonic:
+            for group in self._stage_groups():
+                for i, v in zip(group, sorted(out[i] for i in group)):
+                    out[i] = v
+        return tuple(out)
+
+    def config(self, ratios: Sequence[float]) -> SparsityConfig:
+        """A validated config from one value per knob."""
+        ratios = tuple(float(r) for r in ratios)
+        if len(ratios) != self.num_knobs:
+            raise ValueError(
+                f"expected {self.num_knobs} sparsity values ({', '.join(k.name for k in self.knobs)}), "
+                f"got {len(ratios)}"
+            )
+        cfg = SparsityConfig(ratios, self.signature, self.granularity)
+        self.validate(cfg)
+        return cfg
+
+    def validate(self, cfg: SparsityConfig) -> None:
+        cfg.check_model(self.signature)
+        if cfg.granularity != self.granularity or len(cfg.ratios) != self.num_knobs:
+            raise ValueError(
+                f"config has {len(cfg.ratios)} {cfg.granularity} values; this space has "
+                f"{self.num_knobs} {self.granularity} knobs"
+            )
+        if self.monotonic:
+            for group in self._stage_groups():
+                values = [cfg.ratios[i] for i in group]
+                if values != sorted(values):
+                    stage = self.knobs[group[0]].stage + 1
+                    raise ValueError(
+                        f"sparsity decreases within stage {stage} ({values}); this space requires "
+                        "non-decreasing sparsity along a stage: use space.repair(ratios) or "
+                        "SearchSpace(..., monotonic=False)"
+                    )
+
+    def uniform(self, sparsity: float) -> SparsityConfig:
+        return self.config([_check_ratio(sparsity, "uniform")] * self.num_knobs)
+
+    def dense(self) -> SparsityConfig:
+        return self.uniform(0.0)
+
+    def sparsest(self) -> SparsityConfig:
+        return self.uniform(self.grid[-1])
+
+    def sample(self, rng: np.random.Generator | int | None = None) -> SparsityConfig:
+        """Draw each knob uniformly from the grid, then repair the order."""
+        rng = np.random.default_rng(rng)
+        picks = rng.integers(0, len(self.grid), size=self.num_knobs)
+        return self.decode(picks)
+
+    def decode(self, genome: Sequence[int]) -> SparsityConfig:
+        """Grid indices (a search genome) → repaired config."""
+        if len(genome) != self.num_knobs:
+            raise ValueError(f"genome has {len(genome)} genes, space has {self.num_knobs} knobs")
+        return self.config(self.repair([self.grid[int(g)] for g in genome]))
+
+    def encode(self, cfg: SparsityConfig) -> list[int]:
+        """Config → grid indices; every value must lie on the grid."""
+        self.validate(cfg)
+        try:
+            return [self.grid.index(r) for r in cfg.ratios]
+        except ValueError as err:
+            raise ValueError(f"config {cfg} has values off the grid {list(self.grid)}") from err

@@ -1,0 +1,63 @@
+"""Built-in architectures, registered by name; random initialisation only (no hub downloads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .sparse.swin import SparseSwin
+
+_REGISTRY: dict[str, Callable[..., SparseSwin]] = {}
+
+
+def register_model(fn: Callable[..., SparseSwin]) -> Callable[..., SparseSwin]:
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, *, seed: int | None = 0, **kwargs) -> SparseSwin:
+    """Build a registered model in eval mode.
+
+    ``seed`` makes the random weights reproducible (None leaves torch's global RNG alone);
+    other keyword arguments override the variant's defaults (e.g. ``num_classes=10``).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    if seed is None:
+        return _REGISTRY[name](**kwargs).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _REGISTRY[name](**kwargs).eval()
+
+
+def _swin(defaults: dict, kwargs: dict) -> SparseSwin:
+    return SparseSwin(**{**defaults, **kwargs})
+
+
+@register_model
+def swin_micro(**kwargs) -> SparseSwin:
+    """A 4-stage Swin small enough for tests and CPU demos (~1.3 M parameters)."""
+    return _swin(dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)), kwargs)
+
+
+@register_model
+def swin_t(**kwargs) -> SparseSwin:
+    """Swin-T (Liu et al. 2021): C=96, depths 2-2-6-2."""
+    return _swin(dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)), kwargs)
+
+
+@register_model
+def swin_s(**kwargs) -> SparseSwin:
+    """Swin-S: C=96, depths 2-2-18-2."""
+    return _swin(dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)), kwargs)
+
+
+@register_model
+def swin_b(**kwargs) -> SparseSwin:
+    """Swin-B: C=128, depths 2-2-18-2."""
+    return _swin(dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)), kwargs)

@@ -1,0 +1,120 @@
+"""Latency measurement: warm-up, repeats, robust statistics.
+
+On CUDA each repeat is bracketed by CUDA events and a synchronize; on the CPU by
+``time.perf_counter``.  Medians drift on a shared machine, so the low percentiles
+(``p10_ms``, ``min_ms``) are reported too: they are the stable statistic to fit on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..devices import resolve_device
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of repeated timings, all in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    min_ms: float
+    mean_ms: float
+    repeats: int
+    threads: int
+    device: str
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float], threads: int, device: str) -> LatencyStats:
+        s = np.asarray(samples_ms, dtype=float)
+        return cls(
+            median_ms=float(np.median(s)),
+            p10_ms=float(np.percentile(s, 10)),
+            p90_ms=float(np.percentile(s, 90)),
+            min_ms=float(s.min()),
+            mean_ms=float(s.mean()),
+            repeats=len(s),
+            threads=threads,
+            device=device,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextmanager
+def num_threads(threads: int | None):
+    """Temporarily pin torch's intra-op thread count (None leaves it alone)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_callable(
+    fn: Callable[[], object],
+    device: str | torch.device = "cpu",
+    *,
+    warmup: int = 3,
+    repeats: int = 10,
+    threads: int | None = None,
+) -> LatencyStats:
+    """Time ``fn()`` ``repeats`` times after ``warmup`` untimed calls."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    dev = resolve_device(device)
+    samples = []
+    with num_threads(threads), torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            for _ in range(repeats):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end))
+        else:
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - t0) * 1e3)
+        return LatencyStats.from_samples(samples, torch.get_num_threads(), str(dev))
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device: str | torch.device = "cpu",
+    *,
+    warmup: int = 3,
+    repeats: int = 10,
+    dtype: torch.dtype = torch.float32,
+    threads: int | None = None,
+) -> LatencyStats:
+    """Forward latency of ``model`` on a random input of ``input_shape`` (B, C, H, W).
+
+    The model is moved to ``device`` and ``dtype`` in place and put in eval mode.
+    """
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape must be (B, C, H, W), got {tuple(input_shape)}")
+    dev = resolve_device(device)
+    model.to(device=dev, dtype=dtype).eval()
+    x = torch.randn(*input_shape, device=dev, dtype=dtype)
+    return time_callable(lambda: model(x), dev, warmup=warmup, repeats=repeats, threads=threads)

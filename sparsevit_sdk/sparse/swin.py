@@ -1,0 +1,319 @@
+"""Window-sparse Swin Transformer.
+
+Read top to bottom in the order the data meets the code: patch embedding → stage
+(patch merging, window scoring, then blocks that gather their kept windows, run
+LayerNorm → window attention → MLP on them and scatter them back) → final norm → head.
+
+Activations are NHWC, as in timm.  Each stage pads its input once to a multiple of the
+window size, works on the flattened ``(B * Hp * Wp, C)`` buffer in place, and crops at
+the end.  A pruned window is never read or written, so it passes through exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import SparsityConfig
+from .windows import WindowLayout, kept_windows, pad_to_windows, top_windows
+
+
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """Index into the ``((2ws-1)^2, heads)`` bias table for every token pair: ``(N, N)``."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
+    ).flatten(1)  # (2, N)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
+    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]  # (N, N)
+
+
+class PatchEmbed(nn.Module):
+    """Image ``(B, C, H, W)`` → tokens ``(B, H/p, W/p, D)``; pads H and W up to multiples of p."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 96, patch_size: int = 4) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected an image batch of shape (B, {self.in_chans}, H, W), got "
+                f"{tuple(x.shape)}; convert grayscale/RGBA inputs to {self.in_chans} channels"
+            )
+        p = self.patch_size
+        pad_h, pad_w = (-x.shape[2]) % p, (-x.shape[3]) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/p, W/p, D)
+
+
+class PatchMerging(nn.Module):
+    """Concatenate each 2x2 neighbourhood and project: ``(B, H, W, C)`` → ``(B, ⌈H/2⌉, ⌈W/2⌉, 2C)``."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        H, W = x.shape[1], x.shape[2]
+        # channel order x[0::2,0::2], x[1::2,0::2], x[0::2,1::2], x[1::2,1::2] as in Swin
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))  # (B, H/2, W/2, out_dim)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside a window, with a learned relative-position bias."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads)
+        )
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer(
+            "relative_position_index", relative_position_index(window_size), persistent=False
+        )
+
+    def relative_bias(self) -> torch.Tensor:
+        """``(heads, N, N)`` bias added to every window's attention logits."""
+        bias = self.relative_position_bias_table[self.relative_position_index]  # (N, N, heads)
+        return bias.permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, window_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: ``(B*K, N, C)``; window_mask: ``(B*K, N, N)`` shift mask of each window or None."""
+        BK, N, C = x.shape
+        qkv = self.qkv(x).reshape(BK, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*K, heads, N, d)
+        bias = self.relative_bias().unsqueeze(0).to(q.dtype)  # (1, heads, N, N)
+        if window_mask is not None:
+            bias = bias + window_mask.unsqueeze(1).to(q.dtype)  # (B*K, heads, N, N)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*K, heads, N, d)
+        return self.proj(x.transpose(1, 2).reshape(BK, N, C))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SparseSwinBlock(nn.Module):
+    """One Swin block that runs only on the rows of the windows it is given."""
+
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, shifted: bool,
+        mlp_ratio: float = 4.0, qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.shifted = shifted
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rows: torch.Tensor,
+        window_mask: torch.Tensor | None,
+        valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Update ``x: (B*Hp*Wp, C)`` in place at ``rows: (B*K*N,)``.
+
+        ``valid: (B*K*N, 1)`` zeroes padded tokens after norm1 (dense Swin pads after
+        the norm, so padding must look like zeros to attention).
+        """
+        N = self.attn.window_size**2
+        C = x.shape[-1]
+        tokens = x.index_select(0, rows)  # (B*K*N, C)
+        h = self.norm1(tokens)
+        if valid is not None:
+            h = h * valid
+        h = self.attn(h.view(-1, N, C), window_mask).view(-1, C)
+        tokens = tokens + h
+        tokens = tokens + self.mlp(self.norm2(tokens))
+        return x.index_copy_(0, rows, tokens)
+
+
+class SparseSwinStage(nn.Module):
+    """Optional patch merging, then ``depth`` blocks alternating regular/shifted windows.
+
+    Windows are scored once, at the stage input; each block keeps a prefix of the
+    ranking of its partition (regular or shifted), sized by its own sparsity.
+    """
+
+    def __init__(
+        self, dim: int, out_dim: int, depth: int, num_heads: int, window_size: int,
+        downsample: bool, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.downsample = PatchMerging(dim, out_dim) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(
+            SparseSwinBlock(out_dim, num_heads, window_size, i % 2 == 1, mlp_ratio, qkv_bias)
+            for i in range(depth)
+        )
+        self.sparsity: list[float] = [0.0] * depth
+        self._layouts: dict[tuple[int, int, str], WindowLayout] = {}
+
+    def layout(self, H: int, W: int, device: torch.device) -> WindowLayout:
+        """Window geometry for an ``H x W`` map, built once per size and device."""
+        key = (H, W, str(device))
+        if key not in self._layouts:
+            self._layouts[key] = WindowLayout.build(H, W, self.window_size, device)
+        return self._layouts[key]
+
+    def select(self, x: torch.Tensor, layout: WindowLayout) -> list[torch.Tensor | None]:
+        """Kept window ids ``(B, K)`` for every block, or None where a block keeps all.
+
+        x: padded ``(B, Hp, Wp, C)``.  Scoring is skipped when no block prunes.
+        """
+        nW = layout.num_windows
+        keep = [kept_windows(nW, s) for s in self.sparsity]
+        if all(k == nW for k in keep):
+            return [None] * len(keep)
+        scores = layout.window_scores(x)  # regular, shifted: (B, nW) each
+        ranking = [top_windows(scores[p], max(keep[p::2], default=1)) for p in (0, 1)]
+        return [
+            None if k == nW else ranking[blk.shifted][:, :k] for k, blk in zip(keep, self.blocks)
+        ]
+
+    def run_block(
+        self, index: int, x: torch.Tensor, windows: torch.Tensor | None, layout: WindowLayout
+    ) -> torch.Tensor:
+        """Run block ``index`` on padded ``x: (B, Hp, Wp, C)`` (in place) over ``windows``."""
+        block = self.blocks[index]
+        B = x.shape[0]
+        rows = layout.rows(windows, block.shifted, B)
+        mask = None
+        if block.shifted and layout.shift_mask is not None:
+            mask = layout.shift_mask if windows is None else layout.shift_mask[windows]
+            mask = mask.expand(B, -1, -1, -1) if windows is None else mask
+            mask = mask.flatten(0, 1)  # (B*K, N, N)
+        valid = None
+        if layout.valid is not None:
+            valid = layout.valid.repeat(B)[rows].unsqueeze(-1).to(x.dtype)  # (B*K*N, 1)
+        block(x.view(-1, x.shape[-1]), rows, mask, valid)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C_in)`` → ``(B, H', W', C_out)``."""
+        x = self.downsample(x)
+        B, H, W, C = x.shape
+        layout = self.layout(H, W, x.device)
+        x = pad_to_windows(x, self.window_size)  # (B, Hp, Wp, C), a fresh buffer
+        for i, windows in enumerate(self.select(x, layout)):
+            self.run_block(i, x, windows, layout)
+        return x[:, :H, :W, :]
+
+
+class SparseSwin(nn.Module):
+    """Swin Transformer backbone whose blocks skip their least important windows.
+
+    ``forward`` returns the four stage feature maps ``(B, C_i, H_i, W_i)`` (a detection /
+    segmentation backbone); ``forward_features`` returns the final-normed last stage
+    ``(B, H, W, C)`` as timm does, and ``forward_head`` pools it into logits.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int | Sequence[int] = 7,
+        patch_size: int = 4,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
+        self.depths = tuple(int(d) for d in depths)
+        self.num_heads = tuple(int(h) for h in num_heads)
+        self.embed_dim = embed_dim
+        windows = [window_size] * len(depths) if isinstance(window_size, int) else list(window_size)
+        if len(windows) != len(depths):
+            raise ValueError(f"window_size needs one value per stage ({len(depths)}), got {windows}")
+        self.window_size = tuple(int(w) for w in windows)
+        self.patch_size = patch_size
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
+        dims = [embed_dim * 2**i for i in range(len(depths))]
+        self.dims = tuple(dims)
+        self.stages = nn.ModuleList(
+            SparseSwinStage(
+                dims[max(i - 1, 0)], dims[i], depths[i], num_heads[i], self.window_size[i],
+                downsample=i > 0, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+            )
+            for i in range(len(depths))
+        )
+        self.norm = nn.LayerNorm(dims[-1])
+        self.num_classes = num_classes
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes else nn.Identity()
+
+    @property
+    def signature(self) -> str:
+        """Architecture id stored with every config, so a config cannot be applied to a
+        model whose knobs mean something else."""
+        def join(values: Sequence[int]) -> str:
+            return ".".join(map(str, values))
+
+        windows = self.window_size
+        w = str(windows[0]) if len(set(windows)) == 1 else join(windows)
+        return (
+            f"swin-e{self.embed_dim}-d{join(self.depths)}-h{join(self.num_heads)}"
+            f"-w{w}-p{self.patch_size}"
+        )
+
+    @property
+    def block_sparsity(self) -> list[list[float]]:
+        """Current sparsity of every block, per stage."""
+        return [list(stage.sparsity) for stage in self.stages]
+
+    def set_sparsity(self, config: SparsityConfig) -> SparseSwin:
+        """Make every block skip its share of windows; validated before anything changes."""
+        per_block = config.block_sparsity(self.signature, self.depths)
+        for stage, values in zip(self.stages, per_block):
+            stage.sparsity = list(values)
+        return self
+
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Image ``(B, C, H, W)`` → NHWC output of every stage."""
+        x = self.patch_embed(x)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [o.permute(0, 3, 1, 2).contiguous() for o in self.stage_outputs(x)]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.stage_outputs(x)[-1])  # (B, H, W, C)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Average-pool NHWC features and classify: ``(B, num_classes)``."""
+        return self.head(features.mean(dim=(1, 2)))
