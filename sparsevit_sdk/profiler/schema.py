@@ -1,0 +1,83 @@
+"""The profile dataset contract shared by the profiler (writer) and predictors (reader).
+
+One row per measurement.  A *layer unit* is the smallest piece timed in isolation; a
+whole model is the sum of its units plus a per-device overhead:
+
+- ``patch_embed``: conv + norm on the image (``in_h, in_w`` = image pixels)
+- ``patch_merge``: 2x2 merge at the start of stages 2..4 (``in_h, in_w`` = input tokens)
+- ``score``: window scoring + top-k of one stage (only runs when a block of it prunes)
+- ``block_pair``: two blocks (W-MSA + SW-MSA) at one sparsity, gather/scatter included
+- ``norm``: final LayerNorm
+- ``model``: the whole forward at a config (``config`` holds the ratios as JSON); these
+  rows judge predictors and are never mixed into layer fitting.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model")
+
+# column → pandas dtype
+COLUMNS: dict[str, str] = {
+    "hw": "string",  # user's target name, e.g. "cpu", "jetson-orin"
+    "fingerprint_id": "string",  # short hash of the device fingerprint (JSON sidecar)
+    "device": "string",  # torch device string, e.g. "cpu", "cuda:0"
+    "model": "string",  # model name (registry) or "custom"
+    "signature": "string",  # SparseSwin.signature
+    "layer": "string",  # one of LAYER_KINDS
+    "stage": "int64",  # 0-based stage; -1 for model rows
+    "index": "int64",  # pair index within the stage for block_pair, else 0
+    "dim": "int64",  # channels entering the unit
+    "out_dim": "int64",  # channels leaving the unit
+    "heads": "int64",
+    "window": "int64",
+    "mlp_ratio": "float64",
+    "in_h": "int64",  # unit input height (tokens; pixels for patch_embed and model)
+    "in_w": "int64",
+    "img_h": "int64",  # image resolution the unit was measured under
+    "img_w": "int64",
+    "batch": "int64",
+    "dtype": "string",  # "fp32", "fp16", "bf16"
+    "windows_total": "int64",  # windows per image in the unit's stage (0 where n/a)
+    "windows_kept": "int64",  # windows kept per image by the unit (0 where n/a)
+    "sparsity": "float64",  # unit sparsity; mean knob sparsity for model rows
+    "config": "string",  # JSON list of knob ratios for model rows, "" otherwise
+    "latency_ms": "float64",  # median
+    "p10_ms": "float64",
+    "p90_ms": "float64",
+    "min_ms": "float64",
+    "repeats": "int64",
+    "threads": "int64",
+    "torch_version": "string",
+    "sdk_version": "string",
+    "timestamp": "string",  # ISO 8601, UTC
+}
+
+# what identifies a measurement: re-running a sweep replaces, never duplicates, these
+KEY = ("fingerprint_id", "signature", "layer", "stage", "index", "img_h", "img_w",
+       "batch", "dtype", "sparsity", "config")
+
+
+class SchemaError(ValueError):
+    """A profile file that does not follow :data:`COLUMNS`."""
+
+
+def validate_frame(df: pd.DataFrame, source: str = "dataset") -> pd.DataFrame:
+    """Check columns, kinds and values; return the frame with canonical dtypes."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing columns {missing}; is this a sparsevit profile? "
+            "Re-create it with `sparsevit-profile`"
+        )
+    try:
+        df = df[list(COLUMNS)].astype(COLUMNS)
+    except (ValueError, TypeError) as err:
+        raise SchemaError(f"{source}: a column has values of the wrong type ({err})") from err
+    bad = sorted(set(df["layer"]) - set(LAYER_KINDS))
+    if bad:
+        raise SchemaError(f"{source}: unknown layer kinds {bad}; expected {list(LAYER_KINDS)}")
+    if (df[["latency_ms", "p10_ms", "min_ms"]] <= 0).any().any():
+        raise SchemaError(f"{source}: non-positive latencies; the file is corrupt, re-profile")
+    return df
