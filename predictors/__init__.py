@@ -1,0 +1,1 @@
+"""Shipped latency predictors (package data)."""

@@ -1,0 +1,1 @@
+"""Shipped latency profiles (package data)."""
