@@ -1,0 +1,145 @@
+"""Window-sparse kernels: exactness, pruned-window identity, top-k, padding, batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsevit_sdk import SearchSpace, build_model
+from sparsevit_sdk.sparse import WindowLayout, kept_windows
+
+from .conftest import requires_cuda
+
+
+def _reset(model) -> None:
+    model.set_sparsity(SearchSpace.from_model(model).dense())
+
+
+def test_kept_windows_rounding_and_floor():
+    assert kept_windows(10, 0.3) == 7  # 10 * 0.7 is 6.999… in floats
+    assert kept_windows(576, 0.5) == 288
+    assert kept_windows(1, 0.8) == 1  # never an empty stage
+
+
+def test_forward_shapes_any_size(micro):
+    x = torch.randn(1, 3, 97, 130)
+    with torch.inference_mode():
+        outs = micro(x)
+    expected = [(1, 32, 25, 33), (1, 64, 13, 17), (1, 128, 7, 9), (1, 256, 4, 5)]
+    assert [tuple(o.shape) for o in outs] == expected
+
+
+def test_gather_scatter_path_equals_dense_path(micro, image):
+    """Selecting every window (in score order) must reproduce the dense fast path."""
+    stage = micro.stages[0]
+    with torch.inference_mode():
+        x = micro.patch_embed(image)
+        layout = stage.layout(x.shape[1], x.shape[2], x.device)
+        dense = x.clone()
+        sparse = x.clone()
+        every = torch.stack([torch.randperm(layout.num_windows) for _ in range(x.shape[0])])
+        for i in range(len(stage.blocks)):
+            stage.run_block(i, dense, None, layout)
+            stage.run_block(i, sparse, every, layout)
+    torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-5)
+
+
+def test_pruned_windows_are_exact_identity(micro, image):
+    stage = micro.stages[0]
+    with torch.inference_mode():
+        x = micro.patch_embed(image)
+        layout = stage.layout(x.shape[1], x.shape[2], x.device)
+        windows = torch.tensor([[0, 5, 7], [1, 2, 15]])
+        before = x.clone()
+        for i, shifted in ((0, False), (1, True)):
+            stage.run_block(i, x, windows, layout)
+            touched = torch.zeros(x.shape[0] * layout.height * layout.width, dtype=torch.bool)
+            touched[layout.rows(windows, shifted, x.shape[0])] = True
+            flat_before, flat_after = before.view(-1, x.shape[-1]), x.view(-1, x.shape[-1])
+            assert torch.equal(flat_after[~touched], flat_before[~touched])
+            assert not torch.equal(flat_after[touched], flat_before[touched])
+            before = x.clone()
+
+
+def test_topk_picks_highest_norm_windows(micro):
+    stage = micro.stages[1]
+    layout = WindowLayout.build(14, 14, 7)  # 2x2 windows
+    x = torch.zeros(2, 14, 14, 64)
+    x[0, 7:, 7:] = 3.0  # image 0: bottom-right window (id 3) is loudest
+    x[0, :7, :7] = 1.0  # then top-left (id 0)
+    x[1, :7, 7:] = 2.0  # image 1: top-right window (id 1)
+    x[1, 3:10, 3:10] += 5.0  # shifted window 0 (rolled by 3) covers rows/cols 3..9 exactly
+    stage.sparsity = [0.5, 0.5]
+    try:
+        regular, shifted = stage.select(x, layout)
+    finally:
+        stage.sparsity = [0.0, 0.0]
+    assert regular[0].tolist() == [3, 0]
+    assert regular[1, 0].item() == 1
+    assert shifted[1, 0].item() == 0
+
+
+def test_batch_images_choose_their_own_windows(micro):
+    """Different images keep different windows, and batching does not change results."""
+    space = SearchSpace.from_model(micro)
+    a = torch.zeros(1, 3, 112, 112)
+    b = torch.zeros(1, 3, 112, 112)
+    a[..., :40, :40] = torch.randn(1, 3, 40, 40) * 5
+    b[..., 70:, 70:] = torch.randn(1, 3, 42, 42) * 5
+    micro.set_sparsity(space.uniform(0.6))
+    try:
+        stage = micro.stages[0]
+        with torch.inference_mode():
+            tokens = micro.patch_embed(torch.cat([a, b]))
+            layout = stage.layout(28, 28, tokens.device)
+            chosen = stage.select(tokens, layout)[0]
+            assert set(chosen[0].tolist()) != set(chosen[1].tolist())
+            together = micro.forward_features(torch.cat([a, b]))
+            alone = torch.cat([micro.forward_features(a), micro.forward_features(b)])
+    finally:
+        _reset(micro)
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+
+
+def test_sparsity_changes_output_and_zero_does_not(micro, image):
+    space = SearchSpace.from_model(micro)
+    with torch.inference_mode():
+        dense = micro.forward_features(image)
+        micro.set_sparsity(space.uniform(0.5))
+        sparse = micro.forward_features(image)
+        _reset(micro)
+        again = micro.forward_features(image)
+    assert torch.equal(dense, again)
+    assert (dense - sparse).abs().max() > 1e-3
+
+
+def test_gradients_flow_through_sparse_blocks(micro_space):
+    model = build_model("swin_micro").train()
+    model.set_sparsity(micro_space.uniform(0.5))
+    model.forward_features(torch.randn(2, 3, 64, 64)).square().mean().backward()
+    for name, p in model.named_parameters():
+        if "head" not in name:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.stages[0].blocks[1].attn.qkv.weight.grad.abs().sum() > 0
+
+
+@requires_cuda
+def test_cuda_matches_cpu(micro_space):
+    cpu = build_model("swin_micro")
+    gpu = build_model("swin_micro").cuda()
+    x = torch.randn(2, 3, 112, 112)
+    for model in (cpu, gpu):
+        model.set_sparsity(micro_space.uniform(0.4))
+    with torch.inference_mode():
+        torch.testing.assert_close(gpu.forward_features(x.cuda()).cpu(), cpu.forward_features(x),
+                                   rtol=1e-3, atol=1e-3)
+
+
+def test_wrong_channel_count_is_explained(micro):
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        micro(torch.randn(1, 1, 64, 64))
+
+
+def test_unknown_model_lists_known():
+    with pytest.raises(ValueError, match="swin_micro"):
+        build_model("resnet50")
