@@ -1,1 +1,10 @@
-"""predictor."""
+"""Latency predictors: per-layer xgboost models fitted on profiled units, summed to a model."""
+
+from .features import Architecture, config_units, unit_costs, unit_features
+from .latency import LatencyPredictor
+from .metrics import accuracy, agreement, format_report
+
+__all__ = [
+    "Architecture", "LatencyPredictor", "accuracy", "agreement", "config_units", "format_report", "unit_costs",
+    "unit_features",
+]

@@ -1,0 +1,97 @@
+"""Named deployment targets: published peak throughput and memory bandwidth, which predictor
+file serves each, and whether that predictor was *measured* on the device or is only a
+spec-based *estimate*.
+
+Peaks are dense (no 2:4 structured sparsity).  ``peak_fp16_tflops`` is the half-precision
+rate that PyTorch reaches through tensor cores (fp32 accumulation); ``peak_fp32_tflops`` is
+the plain fp32 rate.  A value that is not printed in a datasheet but computed from one is
+marked ``derived`` in its comment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._data import shipped_predictors
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """Published numbers of one target; used to rescale a measured predictor (a roofline)."""
+
+    name: str
+    description: str
+    kind: str  # "cpu" or "gpu"
+    peak_fp32_tflops: float
+    peak_fp16_tflops: float
+    mem_bw_gbs: float
+    default_dtype: str  # what a deployment on this target runs: the dtype estimates assume
+    # per-op host cost of eager PyTorch (dispatch + kernel launch); an assumption, not a
+    # datasheet number: it bounds how fast a tiny unit can be on a GPU at batch 1
+    op_overhead_us: float = 0.0
+
+    def peak_tflops(self, dtype: str) -> float:
+        return self.peak_fp32_tflops if dtype == "fp32" else self.peak_fp16_tflops
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """A target as the search sees it: its spec, its predictor file (or None) and whether
+    predictions for it are ``estimated`` (no measured predictor exists)."""
+
+    spec: HardwareSpec
+    predictor: Path | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def estimated(self) -> bool:
+        return self.predictor is None
+
+    def __str__(self) -> str:
+        source = f"measured predictor {self.predictor.name}" if self.predictor else "estimated from specs"
+        return f"{self.name} ({self.spec.description}; {source})"
+
+
+_SPECS = [
+    # The reference CPU the shipped profiles were measured on: a 2-vCPU KVM slice of an AMD
+    # EPYC (Zen 3, family 25 model 1).  Peak derived: 2 cores x 3.5 GHz boost x 32 fp32
+    # FLOP/cycle (two 256-bit FMA pipes) = 224 GFLOP/s; torch reaches 182 GFLOP/s on a
+    # 2048^2 matmul here.  Bandwidth measured (numpy copy, 17.7 GB/s): a tenant of a shared
+    # socket does not see the published 204.8 GB/s of 8-channel DDR4-3200.
+    HardwareSpec("cpu", "2-vCPU AMD EPYC (Zen 3) VM", "cpu", 0.224, 0.224, 17.7, "fp32"),
+    # NVIDIA Jetson AGX Orin 64GB module datasheet: 204.8 GB/s LPDDR5; GPU 170 sparse INT8
+    # TOPS (the 275 TOPS total adds the DLAs).  fp16 tensor derived: dense INT8 = 170 / 2 =
+    # 85 TOPS, fp16 = 85 / 2 = 42.5 TFLOPS (derived).  fp32 derived: 2048 CUDA cores x
+    # 1.3 GHz x 2 = 5.3 TFLOPS (derived).
+    HardwareSpec("jetson-orin", "NVIDIA Jetson AGX Orin 64GB", "gpu", 5.3, 42.5, 204.8, "fp16", 20.0),
+    # NVIDIA A100 80GB SXM datasheet: fp32 19.5 TFLOPS, fp16 tensor 312 TFLOPS dense
+    # (624 with sparsity), HBM2e 2,039 GB/s.
+    HardwareSpec("a100", "NVIDIA A100 80GB SXM", "gpu", 19.5, 312.0, 2039.0, "fp16", 8.0),
+    # NVIDIA H100 SXM datasheet: fp32 67 TFLOPS, fp16 tensor 1,979 TFLOPS with sparsity
+    # = 989.5 dense, HBM3 3.35 TB/s.
+    HardwareSpec("h100", "NVIDIA H100 SXM", "gpu", 67.0, 989.5, 3350.0, "fp16", 8.0),
+    # NVIDIA RTX A6000 datasheet: fp32 38.7 TFLOPS, tensor 309.7 TFLOPS with sparsity =
+    # 154.8 dense (derived), 768 GB/s GDDR6.
+    HardwareSpec("rtx-a6000", "NVIDIA RTX A6000", "gpu", 38.7, 154.8, 768.0, "fp16", 8.0),
+    # NVIDIA T4 datasheet: fp32 8.1 TFLOPS, mixed-precision fp16/fp32 65 TFLOPS, 320 GB/s.
+    HardwareSpec("t4", "NVIDIA T4", "gpu", 8.1, 65.0, 320.0, "fp16", 10.0),
+    # NVIDIA Ampere GA102 whitepaper (RTX 3090): fp32 35.6 TFLOPS; fp16 tensor with fp32
+    # accumulate 71 TFLOPS dense (142 with fp16 accumulate); 936 GB/s GDDR6X.
+    HardwareSpec("rtx-3090", "NVIDIA GeForce RTX 3090", "gpu", 35.6, 71.0, 936.0, "fp16", 8.0),
+]
+SPECS: dict[str, HardwareSpec] = {s.name: s for s in _SPECS}
+
+
+def list_hardware() -> list[str]:
+    return list(SPECS)
+
+
+def get_hardware(name: str) -> Hardware:
+    """The target called ``name``; its ``predictor`` is the shipped measured file, if any."""
+    if name not in SPECS:
+        raise ValueError(f"unknown hardware {name!r}; known targets: {', '.join(list_hardware())}")
+    return Hardware(SPECS[name], shipped_predictors().get(name))

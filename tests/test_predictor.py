@@ -1,0 +1,189 @@
+"""Latency predictors on a small dataset measured here by the profiler's own sweep."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparsevit_sdk import SearchSpace, build_model
+from sparsevit_sdk import hardware as hardware_module
+from sparsevit_sdk.hardware import get_hardware, list_hardware
+from sparsevit_sdk.predictor import Architecture, LatencyPredictor, accuracy, agreement, config_units
+from sparsevit_sdk.predictor import latency as latency_module
+from sparsevit_sdk.predictor.features import unit_features
+from sparsevit_sdk.profiler import SweepSettings, load_profiles, profile_model
+
+SHAPE = (1, 3, 96, 96)
+
+
+@pytest.fixture(scope="session")
+def measured(tmp_path_factory) -> pd.DataFrame:
+    """swin_micro timed unit by unit and as whole models at two small resolutions."""
+    out = tmp_path_factory.mktemp("profiles")
+    settings = SweepSettings(warmup=1, repeats=5, model_repeats=5, random_configs=12)
+    profile_model("swin_micro", resolutions=["64", "96"], hw="cpu", out=out, settings=settings, progress=False)
+    return load_profiles(out / "cpu")
+
+
+@pytest.fixture(scope="session")
+def fitted(measured) -> LatencyPredictor:
+    return LatencyPredictor(n_estimators=100).fit(measured, fingerprint=measured.attrs["fingerprints"])
+
+
+@pytest.fixture()
+def shipped(fitted, tmp_path, monkeypatch):
+    """Make the fitted predictor the only shipped one, as ``predictors/cpu.json``."""
+    path = fitted.save(tmp_path / "cpu.json")
+    for module in (hardware_module, latency_module):
+        monkeypatch.setattr(module, "shipped_predictors", lambda: {"cpu": path})
+    return path
+
+
+def test_units_match_the_profilers_rows(measured):
+    """Every unit the predictor builds for a config has the features of a row the profiler measured."""
+    model = build_model("swin_micro")
+    cfg = SearchSpace.from_model(model).uniform(0.5)
+    units = config_units(Architecture.from_model(model), SHAPE, "fp32",
+                         cfg.block_sparsity(model.signature, model.depths))
+    assert set(units.layer) == {"patch_embed", "patch_merge", "score", "block_pair", "norm"}
+    rows = measured[(measured.img_h == 96) & (measured.layer != "model")]
+    seen = {(kind, *f) for kind, f in zip(rows.layer, unit_features(rows).round(6).tolist())}
+    for kind, f in zip(units.layer, unit_features(units).round(6).tolist()):
+        assert (kind, *f) in seen, kind
+
+
+def test_fit_predicts_held_out_models(fitted, measured):
+    m = fitted.metrics_
+    n_models = int((measured.layer == "model").sum())
+    assert m["excluded"] == len(fitted.fit_keys_) > 0 and m["xgboost"]["n"] + m["excluded"] == n_models
+    assert m["xgboost"]["mape"] < 25  # loose: tiny models on a shared CPU are mostly noise and overhead
+    assert fitted.statistic_ == "p10_ms" and fitted.threads_ == [1] and not fitted.estimated
+    units = measured[(measured.layer == "block_pair") & (measured.img_h == 96)]
+    pred = fitted.predict(units)
+    assert pred.shape == (len(units),) and (pred > 0).all()
+    assert accuracy(pred, units.p10_ms)["spearman"] > 0.8
+
+
+def test_evaluate_never_judges_fitted_rows(fitted, measured):
+    fit_rows = measured[measured.layer == "model"].apply(latency_module._model_key, axis=1).isin(fitted.fit_keys_)
+    with pytest.raises(ValueError, match="every one was used in fitting"):
+        fitted.evaluate(measured[(measured.layer != "model") | fit_rows.reindex(measured.index, fill_value=False)])
+
+
+def test_config_predictions_are_consistent(fitted):
+    model = build_model("swin_micro")
+    space = SearchSpace.from_model(model)
+    configs = [space.sample(i) for i in range(50)]
+    batch = fitted.predict_configs(model, configs, SHAPE)
+    assert batch[7] == pytest.approx(fitted.predict_config(model, configs[7], SHAPE))
+    assert fitted.predict_config(model, space.dense(), SHAPE) > fitted.predict_config(model, space.sparsest(), SHAPE)
+    blocks = SearchSpace.from_model(model, granularity="block")
+    per_block = blocks.config([r for r in configs[3].ratios for _ in range(2)])
+    assert fitted.predict_config(model, per_block, SHAPE) == pytest.approx(batch[3])
+    other = build_model("swin_t")
+    with pytest.raises(ValueError, match="made for model"):
+        fitted.predict_config(other, configs[0], SHAPE)
+
+
+def test_batch_prediction_is_fast(fitted):
+    model = build_model("swin_micro")
+    space = SearchSpace.from_model(model)
+    configs = [space.sample(i) for i in range(10_000)]
+    fitted.predict_configs(model, configs[:10], SHAPE)  # tables for this shape
+    start = time.perf_counter()
+    fitted.predict_configs(model, configs, SHAPE)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    path = fitted.save(tmp_path / "p.json")
+    data = json.loads(path.read_text())
+    assert data["statistic"] == "p10_ms" and data["threads"] == [1] and data["versions"]["xgboost"]
+    assert data["fingerprint"] and data["metrics"]["xgboost"]["n"] > 0
+    loaded = LatencyPredictor.load(path)
+    model = build_model("swin_micro")
+    configs = [SearchSpace.from_model(model).sample(i) for i in range(20)]
+    assert np.array_equal(loaded.predict_configs(model, configs, SHAPE), fitted.predict_configs(model, configs, SHAPE))
+
+
+def test_wrong_files_are_refused(fitted, tmp_path):
+    pickled = tmp_path / "p.pkl"
+    pickled.write_bytes(b"\x80\x04\x95\x00")
+    with pytest.raises(ValueError, match="not JSON.*never pickles"):
+        LatencyPredictor.load(pickled)
+    data = fitted.to_dict()
+    for change, message in [({"format": "other"}, "not a sparsevit latency predictor"),
+                            ({"schema_version": 99}, "schema version 99"),
+                            ({"features": ["dim"]}, "fitted on features"),
+                            ({"units": {}}, "corrupt predictor file")]:
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps({**data, **change}))
+        with pytest.raises(ValueError, match=message) as err:
+            LatencyPredictor.load(path)
+        assert str(path) in str(err.value) and "sparsevit-fit" in str(err.value)
+    with pytest.raises(ValueError, match=r"for_hardware\('nowhere'\)"):
+        LatencyPredictor.load("nowhere")
+
+
+def test_unfitted_predictor_says_so():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LatencyPredictor().predict_config(build_model("swin_micro"), None, SHAPE)
+
+
+def test_unknown_hardware_lists_known_targets():
+    with pytest.raises(ValueError, match="known targets: cpu, jetson-orin, a100"):
+        get_hardware("tpu-v9")
+    with pytest.raises(ValueError, match="unknown hardware 'tpu-v9'"):
+        LatencyPredictor.for_hardware("tpu-v9")
+
+
+def test_estimated_targets_are_flagged(shipped, caplog):
+    assert get_hardware("cpu").predictor == shipped and not get_hardware("cpu").estimated
+    assert not LatencyPredictor.for_hardware("cpu").estimated
+    model = build_model("swin_micro")
+    dense = SearchSpace.from_model(model).dense()
+    ms = {}
+    for name in list_hardware()[1:]:
+        assert get_hardware(name).estimated and get_hardware(name).predictor is None
+        with caplog.at_level(logging.WARNING):
+            est = LatencyPredictor.for_hardware(name)
+        assert est.estimated and est.hardware == name and "estimated" in repr(est)
+        assert "estimated" in caplog.text and name in caplog.text
+        ms[name] = est.predict_config(model, dense, SHAPE)
+    assert all(v > 0 for v in ms.values())
+    assert ms["h100"] <= ms["a100"] <= ms["t4"]  # more compute, more bandwidth: never slower
+
+
+def test_calibration_fixes_an_estimate(shipped, measured):
+    """Ten measured whole models turn a spec estimate (a GPU's) into a usable predictor of
+    the measured device; judged on the other measured models."""
+    base = LatencyPredictor.for_hardware("t4")
+    models = measured[measured.layer == "model"]
+    sample = models[~models.apply(latency_module._model_key, axis=1).isin(base.fit_keys_)].sample(10, random_state=0)
+    calibrated = LatencyPredictor.calibrate(base, sample)
+    assert not calibrated.estimated and calibrated.calibration_["model_rows"] == 10
+    before, after = base.evaluate(measured), calibrated.evaluate(measured)
+    assert set(sample.apply(latency_module._model_key, axis=1)) <= set(calibrated.fit_keys_)
+    assert after["excluded"] == before["excluded"] + 10 and before["estimated"] and not after["estimated"]
+    assert after["xgboost"]["mape"] < 25 < before["xgboost"]["mape"]
+
+
+def test_layer_calibration_moves_units_toward_measurements(shipped, measured):
+    base = LatencyPredictor.for_hardware("a100")
+    units = measured[measured.layer == "block_pair"]
+    calibrated = LatencyPredictor.calibrate(base, units.sample(10, random_state=0))
+    before = accuracy(base.predict(units), units.p10_ms)["mape"]
+    after = accuracy(calibrated.predict(units), units.p10_ms)["mape"]
+    assert after < before / 2
+
+
+def test_features_are_finite_and_agreement_is_symmetric(measured):
+    units = measured[measured.layer != "model"]
+    assert np.isfinite(unit_features(units)).all()
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([1.05, 2.5, 3.0])
+    assert agreement(a, b) == agreement(b, a) == pytest.approx(200 / 3)
