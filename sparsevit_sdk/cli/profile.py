@@ -1,0 +1,102 @@
+"""``sparsevit-profile``: measure per-layer and whole-model latency into a dataset.
+
+    sparsevit-profile --device cpu --hw cpu --model swin_t --resolution 672x672 \\
+        --batch 1 --dtype fp32 --out profiles/
+
+Rows go to ``<out>/<hw>/<model>.parquet`` next to ``<out>/<hw>/fingerprint.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from ..profiler.dataset import load_profiles
+from ..profiler.fingerprint import default_hw
+from ..profiler.sweep import DTYPES, SweepSettings, dataset_path, parse_resolution, profile_model
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        return parse_resolution(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    full = SweepSettings()
+    p = argparse.ArgumentParser(prog="sparsevit-profile", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
+    p.add_argument("--hw", help="target name, the dataset's folder (default: cpu, or the GPU's name)")
+    p.add_argument("--model", action="append", required=True, help="built-in model name; repeat for several")
+    p.add_argument("--resolution", action="append", type=_resolution, metavar="HxW",
+                   help="input size, e.g. 672x672; repeat for several (default: 224x224)")
+    p.add_argument("--batch", action="append", type=_positive, help="batch size; repeat for several (default: 1)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    p.add_argument("--out", default="profiles", help="dataset root folder (default: profiles)")
+    p.add_argument("--quick", action="store_true", help="few repeats and configs: a smoke test in seconds")
+    p.add_argument("--threads", type=_positive, help="CPU threads to time with (default: 1 on cpu)")
+    p.add_argument("--warmup", type=int, help=f"untimed calls before each measurement (default: {full.warmup})")
+    p.add_argument("--repeats", type=_positive, help=f"timed calls per layer unit (default: {full.repeats})")
+    p.add_argument("--model-repeats", type=_positive,
+                   help=f"timed calls per whole-model config (default: {full.model_repeats})")
+    p.add_argument("--configs", type=int, dest="random_configs",
+                   help=f"random non-uniform model configs per input shape (default: {full.random_configs})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the config sampling and inputs")
+    p.add_argument("--resume", action="store_true", help="skip measurements already in the dataset")
+    p.add_argument("--note", default="", help="free text stored in the fingerprint sidecar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> SweepSettings:
+    base = SweepSettings.quick() if args.quick else SweepSettings()
+    overrides = {k: getattr(args, k) for k in ("warmup", "repeats", "model_repeats", "random_configs")
+                 if getattr(args, k) is not None}
+    return dataclasses.replace(base, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        settings = _settings(args)
+        hw = args.hw or default_hw(args.device)
+        for name in args.model:
+            start = time.perf_counter()
+            rows = profile_model(
+                name, resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,
+                dtype=args.dtype, hw=hw, out=args.out, settings=settings, threads=args.threads,
+                seed=args.seed, resume=args.resume, note=args.note, progress=not args.no_progress,
+            )
+            path = dataset_path(args.out, hw, name)
+            spread = (rows["p90_ms"] / rows["p10_ms"]).median() if len(rows) else float("nan")
+            print(f"{name}: {len(rows)} new measurements in {time.perf_counter() - start:.0f} s (median p90/p10 "
+                  f"{spread:.2f}); {path} holds {len(load_profiles(path))} rows")
+    except (ValueError, TypeError, OSError) as err:
+        print(f"sparsevit-profile: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sparsevit-profile: interrupted; measured rows were saved, re-run with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
