@@ -1,0 +1,230 @@
+"""Accuracy proxies: what a sparsity config costs in accuracy, cheaply and cached.
+
+The search calls a proxy as ``proxy(cfg) -> float`` (higher is better) hundreds of
+times.  Every proxy here runs inference only (on a supernet from :func:`adapt`), caches
+its score by config, and leaves the model's sparsity and train/eval mode as it found
+them.  The cache assumes fixed weights: call ``cache_clear()`` after training the model.
+
+- :class:`AccuracyProxy` — a task metric (mIoU, accuracy, any function) on a labelled
+  calibration set.
+- :class:`AgreementProxy` — label-free: how closely the sparse model's outputs agree
+  with the dense model's on a few images (1.0 means identical, e.g. at sparsity 0).
+- :func:`default_proxy` — the label-free proxy on a few demo-task canvases, what the
+  search uses when the user gives no proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import SearchSpace, SparsityConfig
+from .demo import DigitCanvases
+from .metrics import Metric, as_metric
+from .state import check_config, preserved, sparse_backbone
+
+logger = logging.getLogger(__name__)
+
+Measure = Literal["cosine", "kl"]
+
+
+class CacheInfo(NamedTuple):
+    hits: int  # calls answered from the cache
+    misses: int  # calls that ran the model (= configs cached)
+
+
+class CachedProxy:
+    """Base: validation, caching and state restoration around one ``_score()`` call.
+
+    Subclasses set ``name`` and implement ``_score()``, which runs with the config
+    applied, the model in eval mode and autograd off.
+    """
+
+    name: str
+
+    def __init__(self, model: nn.Module, *, progress: bool = False) -> None:
+        sparse_backbone(model)  # fail now, not at the first call, for a model we cannot sparsify
+        self.model = model
+        self.progress = progress
+        self._cache: dict[SparsityConfig, float] = {}
+        self._hits = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __call__(self, config: SparsityConfig) -> float:
+        check_config(self.model, config)
+        if config in self._cache:
+            self._hits += 1
+            return self._cache[config]
+        with preserved(self.model, training=False), torch.inference_mode():
+            self.model.set_sparsity(config)
+            value = float(self._score())
+        self._cache[config] = value
+        return value
+
+    def _score(self) -> float:
+        raise NotImplementedError
+
+    def _progress(self, items: Sequence, desc: str) -> Iterable:
+        return tqdm(items, desc=desc, leave=False, disable=not self.progress, dynamic_ncols=True)
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(self._hits, len(self._cache))
+
+    def cache_clear(self) -> None:
+        self._cache.clear()
+        self._hits = 0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, {self.cache_info()})"
+
+
+class AccuracyProxy(CachedProxy):
+    """A task metric of ``model`` at a config, on a labelled calibration set.
+
+    ``loader`` yields ``(inputs, targets)``; it is read once, at construction, and kept
+    in memory, so every config sees the same images (a shuffled loader would not).
+    ``metric`` is a :class:`~sparsevit_sdk.accuracy.metrics.Metric` such as
+    ``MeanIoU(num_classes)`` or a function ``(outputs, targets) -> float``, higher better.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        *,
+        metric: Metric | Callable[[torch.Tensor, torch.Tensor], float],
+        name: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(model, progress=progress)
+        self.metric = as_metric(metric)
+        self.name = name or self.metric.name
+        self.batches = [(x, y) for x, y in loader]
+        if not self.batches:
+            raise ValueError("the calibration loader yielded no batches; pass a loader over at least one batch")
+
+    def _score(self) -> float:
+        self.metric.reset()
+        device = self.device
+        for x, y in self._progress(self.batches, f"eval {self.name}"):
+            self.metric.update(self.model(x.to(device)), y.to(device))
+        return self.metric.compute()
+
+
+def _maps(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A model's output as a list of ``(B, C, ...)`` maps (SparseSwin returns four)."""
+    return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+
+
+def _agreement(sparse: torch.Tensor, dense: torch.Tensor, measure: Measure) -> torch.Tensor:
+    """Per-image agreement ``(B,)`` of two ``(B, C, ...)`` maps along dim 1, averaged over positions.
+
+    cosine: cosine similarity of the channel vectors; kl: ``exp(-KL(dense || sparse))`` of
+    the softmax over dim 1 (for logits).  Both are 1 for identical maps.
+    """
+    if measure == "cosine":
+        sim = F.cosine_similarity(sparse.float(), dense.float(), dim=1).clamp(max=1.0)  # (B, ...)
+        return sim.flatten(1).mean(1)
+    kl = F.kl_div(F.log_softmax(sparse.float(), 1), F.log_softmax(dense.float(), 1), log_target=True,
+                  reduction="none").sum(1)  # (B, ...)
+    return torch.exp(-kl.flatten(1).mean(1))
+
+
+class AgreementProxy(CachedProxy):
+    """Label-free proxy: agreement of the sparse model's outputs with its own dense outputs.
+
+    ``inputs`` is an image tensor ``(N, C, H, W)`` or an iterable of image batches (or of
+    ``(inputs, targets)`` batches, whose targets are ignored).  Dense outputs are computed
+    once, at construction.  ``measure="cosine"`` averages the cosine similarity of the
+    output channel vectors over positions, images and output maps; ``measure="kl"`` uses
+    ``exp(-KL)`` of softmaxed logits (for classification or segmentation heads).  The
+    score is 1.0 at sparsity 0 and lower as the sparse model drifts.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor | Iterable[torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]],
+        *,
+        measure: Measure = "cosine",
+        batch_size: int = 4,
+        name: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(model, progress=progress)
+        if measure not in ("cosine", "kl"):
+            raise ValueError(f"unknown measure {measure!r}; choose 'cosine' or 'kl'")
+        self.measure = measure
+        self.name = name or f"agreement-{measure}"
+        if isinstance(inputs, torch.Tensor):
+            self.batches = list(inputs.split(batch_size))
+        else:
+            self.batches = [b[0] if isinstance(b, (tuple, list)) else b for b in inputs]
+        if not self.batches or not sum(len(b) for b in self.batches):
+            raise ValueError("AgreementProxy needs at least one input image; got none")
+        self.reference = self._dense_outputs()
+
+    def _outputs(self) -> list[list[torch.Tensor]]:
+        device = self.device
+        return [_maps(self.model(x.to(device))) for x in self._progress(self.batches, f"eval {self.name}")]
+
+    def _dense_outputs(self) -> list[list[torch.Tensor]]:
+        with preserved(self.model, training=False), torch.inference_mode():
+            self.model.set_sparsity(SearchSpace.from_model(self.model).dense())
+            return self._outputs()
+
+    def _score(self) -> float:
+        per_image = [
+            torch.stack([_agreement(s, d, self.measure) for s, d in zip(sparse, dense)]).mean(0)  # (B,)
+            for sparse, dense in zip(self._outputs(), self.reference)
+        ]
+        return float(torch.cat(per_image).mean())
+
+
+def probe_images(
+    input_shape: Sequence[int], *, num_images: int = 8, seed: int = 0
+) -> tuple[torch.Tensor, str]:
+    """``num_images`` images of ``input_shape``'s ``(C, H, W)`` for a label-free proxy, and their kind.
+
+    Demo-task canvases (val split; digits scaled to the canvas, the gray image repeated over
+    the channels) where the canvas is at least 64 px a side; otherwise (or for unusual sizes)
+    seeded Gaussian noise, which still exercises every window but says less about accuracy.
+    """
+    if len(input_shape) not in (3, 4):
+        raise ValueError(f"input_shape must be (C, H, W) or (B, C, H, W), got {tuple(input_shape)}")
+    C, H, W = (int(v) for v in input_shape[-3:])
+    if min(H, W) >= 64:
+        side = min(H, W)
+        canvases = DigitCanvases("val", num_images, size=(H, W), digit_px=(side // 8, side // 4),
+                                 channels=C, seed=seed)
+        return torch.stack([canvases[i][0] for i in range(num_images)]), "demo"
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(num_images, C, H, W, generator=generator), "synthetic"
+
+
+def default_proxy(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    num_images: int = 8,
+    measure: Measure = "cosine",
+    seed: int = 0,
+    progress: bool = False,
+) -> AgreementProxy:
+    """The search's fallback proxy: :class:`AgreementProxy` on :func:`probe_images`.
+
+    Its name records which images it uses, e.g. ``"agreement-cosine(demo)"``.
+    """
+    images, kind = probe_images(input_shape, num_images=num_images, seed=seed)
+    logger.info("default proxy: label-free %s agreement on %d %s images of %s", measure, num_images, kind,
+                tuple(images.shape[1:]))
+    return AgreementProxy(model, images, measure=measure, name=f"agreement-{measure}({kind})", progress=progress)

@@ -1,0 +1,49 @@
+"""Temporary model state: apply a sparsity and a train/eval mode, restore both afterwards.
+
+Adaptation and every proxy evaluation change the model's sparsity; the caller's model
+must come back exactly as it was, or a search would silently score the wrong config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch.nn as nn
+
+from ..config import SparsityConfig
+from ..sparse.swin import SparseSwin
+
+
+def sparse_backbone(model: nn.Module) -> SparseSwin:
+    """The :class:`SparseSwin` inside ``model``: the model itself or its ``.backbone``."""
+    if isinstance(model, SparseSwin):
+        return model
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, SparseSwin):
+        return backbone
+    raise TypeError(
+        f"{type(model).__name__} is neither a SparseSwin nor wraps one as `.backbone`; "
+        "call sparsevit_sdk.sparsify(model) first, or expose the SparseSwin as `model.backbone`"
+    )
+
+
+@contextmanager
+def preserved(model: nn.Module, *, training: bool) -> Iterator[nn.Module]:
+    """Put ``model`` in train or eval mode; on exit restore its mode and per-block sparsity."""
+    backbone = sparse_backbone(model)
+    saved_sparsity, saved_mode = backbone.block_sparsity, model.training
+    model.train(training)
+    try:
+        yield model
+    finally:
+        for stage, values in zip(backbone.stages, saved_sparsity):
+            stage.sparsity = values
+        model.train(saved_mode)
+
+
+def check_config(model: nn.Module, config: SparsityConfig) -> None:
+    """Refuse a config made for another architecture before anything runs."""
+    if not isinstance(config, SparsityConfig):
+        raise TypeError(f"expected a SparsityConfig, got {type(config).__name__}")
+    config.check_model(sparse_backbone(model).signature)
