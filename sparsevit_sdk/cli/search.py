@@ -1,0 +1,89 @@
+"""``sparsevit-search``: per-layer window sparsity for a model, a target device and a budget.
+
+    sparsevit-search --model swin_t --hw jetson-orin --budget 0.7 --out result.json --plot pareto.png
+
+``--hw`` is a target name or a predictor file (e.g. one calibrated on your device).  The
+built-in models are randomly initialised and scored by the label-free agreement with the
+dense model; for task accuracy use the Python API with your own model and proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..hardware import list_hardware
+from ..models import build_model, list_models
+from ..predictor import LatencyPredictor
+from ..profiler.sweep import parse_resolution
+from ..search import SearchSession
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        return parse_resolution(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sparsevit-search", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=list_models(), help="built-in model")
+    p.add_argument("--hw", default="cpu",
+                   help=f"target ({', '.join(list_hardware())}) or a predictor .json file (default: cpu)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget", type=float, help="latency budget as a fraction of dense latency (default: 0.7)")
+    budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
+    p.add_argument("--resolution", type=_resolution, default=(224, 224), metavar="HxW",
+                   help="input size (default: 224x224)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--out", required=True, help="result JSON file to write")
+    p.add_argument("--plot", help="also draw the Pareto front and search progress to this image file")
+    p.add_argument("--mode", choices=("single", "nsga2"), default="single",
+                   help="single: best score under the budget; nsga2: the Pareto front (default: single)")
+    p.add_argument("--generations", type=int, default=20)
+    p.add_argument("--population", type=int, default=100)
+    p.add_argument("--parents", type=int, default=25)
+    p.add_argument("--mutation-prob", type=float, default=0.1, help="per-gene mutation probability")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validate", metavar="DEVICE", help="then time dense vs best on DEVICE (cpu or cuda:N)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        model = build_model(args.model)
+        hw = LatencyPredictor.load(args.hw) if Path(args.hw).is_file() else args.hw
+        session = SearchSession(
+            model, hw, latency_budget=args.budget, budget_ms=args.budget_ms,
+            input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
+            generations=args.generations, population=args.population, parents=args.parents,
+            mutation_prob=args.mutation_prob, progress=not args.no_progress,
+        )
+        result = session.run()
+        print(result.summary())
+        print(f"wrote {result.save(args.out)}")
+        if args.plot:
+            result.plot(args.plot)
+            print(f"wrote {args.plot}")
+        if args.validate:
+            print(result.validate(args.validate))
+    except (ValueError, TypeError, OSError) as err:
+        print(f"sparsevit-search: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sparsevit-search: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

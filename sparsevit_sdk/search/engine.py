@@ -1,0 +1,385 @@
+"""DEAP evolution over a search space's integer genome (one grid index per knob).
+
+The engine knows nothing about models or devices: it takes a batch latency function
+``latency_fn(configs) -> ms`` (cheap, vectorised) and a proxy ``proxy(cfg) -> float``
+(expensive, higher is better).  Proxy calls go through ``toolbox.map`` only, so an
+executor with a ``map(fn, iterable)`` method can spread them over processes or machines.
+
+- ``mode="single"``: maximise the proxy subject to ``latency ≤ budget``.  Fitness is
+  ``(-violation, score)`` compared lexicographically (feasibility first, Deb's rule), so an
+  infeasible candidate is ranked, never resampled in a loop, and never scored by the proxy.
+- ``mode="nsga2"``: NSGA-II over ``(score ↑, latency ↓)``; every candidate is scored, and
+  the budget only picks ``best`` from the front.
+
+Both follow the SparseViT reference search: the top ``parents`` of the population breed the
+next generation, half of the children by uniform-int mutation (each gene redrawn with
+``mutation_prob``), half by uniform crossover of two parents; then repair restores the
+within-stage order.  Parents survive (elitism).  The first population holds the uniform
+configs (``space.uniform(g)``) next to random ones, so a search never ends worse than the
+best uniform config it could afford.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+from deap import base, creator, tools
+from tqdm.auto import tqdm
+
+from ..config import SearchSpace, SparsityConfig
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["single", "nsga2"]
+LatencyFn = Callable[[list[SparsityConfig]], np.ndarray]
+Proxy = Callable[[SparsityConfig], float]
+
+HISTORY_COLUMNS = ("generation", "config", "ratios", "predicted_ms", "score", "feasible")
+PROGRESS_COLUMNS = ("generation", "new_configs", "evaluations", "feasible_fraction", "best_score", "best_ms")
+NOVELTY_TRIES = 10  # attempts to breed a child not seen before; bounded, then a repeat is accepted
+
+
+class Executor(Protocol):
+    """Anything with ``map`` (the builtin's signature): ``concurrent.futures`` executors, Ray
+    pools, ``multiprocessing.Pool``."""
+
+    def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], /) -> Iterable[Any]: ...
+
+
+def _create_types() -> None:
+    """DEAP types live in the process-wide ``creator`` module: create each once."""
+    if not hasattr(creator, "SparseVitBudgetFitness"):
+        creator.create("SparseVitBudgetFitness", base.Fitness, weights=(1.0, 1.0))  # (-violation, score)
+    if not hasattr(creator, "SparseVitBudgetGenome"):
+        creator.create("SparseVitBudgetGenome", list, fitness=creator.SparseVitBudgetFitness)
+    if not hasattr(creator, "SparseVitParetoFitness"):
+        creator.create("SparseVitParetoFitness", base.Fitness, weights=(1.0, -1.0))  # (score, ms)
+    if not hasattr(creator, "SparseVitParetoGenome"):
+        creator.create("SparseVitParetoGenome", list, fitness=creator.SparseVitParetoFitness)
+
+
+class _IsolatedRandom:
+    """DEAP's operators draw from the global ``random``.  This swaps the search's own state
+    in around them and back out afterwards, so a seed reproduces the search whatever the
+    caller (or a proxy running between generations) does with ``random``, and the caller's
+    stream is left exactly where it was."""
+
+    def __init__(self, seed: int | None) -> None:
+        self._state = random.Random(seed).getstate()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        outer = random.getstate()
+        random.setstate(self._state)
+        try:
+            yield
+        finally:
+            self._state = random.getstate()
+            random.setstate(outer)
+
+
+def resolve_budget(latency_budget: float | None, budget_ms: float | None, dense_ms: float) -> float:
+    """The budget in ms from exactly one of a fraction of dense latency or an absolute value.
+
+    Two explicit arguments instead of one number read by size: 0.8 could be a fraction or a
+    real budget in ms on a fast GPU, and a unit mistake would silently search the wrong thing.
+    """
+    if (latency_budget is None) == (budget_ms is None):
+        raise ValueError("give exactly one budget: latency_budget=0.7 (fraction of dense latency) or "
+                         "budget_ms=12.5 (milliseconds)")
+    if budget_ms is not None:
+        if not budget_ms > 0:
+            raise ValueError(f"budget_ms must be positive, got {budget_ms}")
+        return float(budget_ms)
+    if not 0 < latency_budget <= 1:
+        raise ValueError(f"latency_budget is a fraction of the dense model's latency in (0, 1], got "
+                         f"{latency_budget}; for an absolute budget pass budget_ms={latency_budget}")
+    return float(latency_budget) * dense_ms
+
+
+def pareto_front(history: pd.DataFrame) -> pd.DataFrame:
+    """Scored rows that no other row beats on both score (higher) and predicted_ms (lower),
+    fastest first."""
+    scored = history.dropna(subset=["score"]).sort_values(["predicted_ms", "score"], ascending=[True, False],
+                                                          kind="stable")
+    best = -np.inf
+    keep = []
+    for score in scored["score"]:
+        keep.append(score > best)
+        best = max(best, score)
+    return scored[np.asarray(keep, dtype=bool)].reset_index(drop=True)
+
+
+@dataclass
+class EvolutionOutcome:
+    """What one run found; ``history`` has one row per distinct config evaluated."""
+
+    best: SparsityConfig
+    best_ms: float
+    best_score: float
+    dense_ms: float
+    dense_score: float
+    budget_ms: float
+    history: pd.DataFrame
+    progress: pd.DataFrame  # one row per generation (the DEAP Logbook)
+
+    @property
+    def pareto(self) -> pd.DataFrame:
+        return pareto_front(self.history)
+
+
+class EvolutionSearch:
+    """Evolutionary search of per-knob sparsity under a latency budget (see module docstring).
+
+    ``population`` candidates per generation, of which the best ``parents`` survive and breed
+    ``population - parents`` children; ``generations`` rounds after the first population.
+    Budget: ``latency_budget`` as a fraction of the dense config's latency, or ``budget_ms``.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        latency_fn: LatencyFn,
+        proxy: Proxy,
+        *,
+        latency_budget: float | None = None,
+        budget_ms: float | None = None,
+        mode: Mode = "single",
+        population: int = 100,
+        parents: int = 25,
+        generations: int = 20,
+        mutation_prob: float = 0.1,
+        mutation_share: float = 0.5,
+        seed: int | None = 0,
+        executor: Executor | None = None,
+        progress: bool = False,
+    ) -> None:
+        if mode not in ("single", "nsga2"):
+            raise ValueError(f"mode must be 'single' (best score under the budget) or 'nsga2' (Pareto front), "
+                             f"got {mode!r}")
+        if not 2 <= parents < population:
+            raise ValueError(f"need 2 <= parents < population, got parents={parents}, population={population}")
+        if generations < 0:
+            raise ValueError(f"generations must be >= 0, got {generations}")
+        for name, p in (("mutation_prob", mutation_prob), ("mutation_share", mutation_share)):
+            if not 0 <= p <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+        if executor is not None and not callable(getattr(executor, "map", None)):
+            raise TypeError(f"executor must have a map(fn, iterable) method; {type(executor).__name__} has none")
+        self.space = space
+        self.latency_fn = latency_fn
+        self.proxy = proxy
+        self.latency_budget = latency_budget
+        self.budget_ms = budget_ms
+        self.mode = mode
+        self.population = population
+        self.parents = parents
+        self.generations = generations
+        self.mutation_prob = mutation_prob
+        self.mutation_share = mutation_share
+        self.seed = seed
+        self.executor = executor
+        self.progress = progress
+
+    # ------------------------------------------------------------------ set-up
+    def _toolbox(self) -> base.Toolbox:
+        _create_types()
+        genome = creator.SparseVitBudgetGenome if self.mode == "single" else creator.SparseVitParetoGenome
+        top = len(self.space.grid) - 1
+        tb = base.Toolbox()
+        tb.register("gene", random.randint, 0, top)
+        tb.register("individual", tools.initRepeat, genome, tb.gene, n=self.space.num_knobs)
+        tb.register("genome", genome)
+        tb.register("mutate", tools.mutUniformInt, low=0, up=top, indpb=self.mutation_prob)
+        tb.register("mate", tools.cxUniform, indpb=0.5)
+        tb.register("select", tools.selBest if self.mode == "single" else tools.selNSGA2)
+        tb.register("map", map if self.executor is None else self.executor.map)  # the evaluation seam
+        tb.register("score", self.proxy)
+        return tb
+
+    def _config(self, genome: Sequence[int]) -> SparsityConfig:
+        return self.space.decode(genome)
+
+    def _repair(self, ind: list[int]) -> list[int]:
+        ind[:] = self.space.encode(self._config(ind))
+        return ind
+
+    # -------------------------------------------------------------- evaluation
+    def _latency(self, configs: Iterable[SparsityConfig], generation: int) -> None:
+        """Predict every config not yet in the cache, in one batch."""
+        new = list(dict.fromkeys(c for c in configs if c not in self._ms))
+        if not new:
+            return
+        ms = np.asarray(self.latency_fn(new), dtype=float)
+        if ms.shape != (len(new),) or not np.isfinite(ms).all():
+            raise ValueError(f"latency_fn returned {ms!r} for {len(new)} configs; expected that many finite ms")
+        for cfg, value in zip(new, ms):
+            self._ms[cfg] = float(value)
+            self._generation[cfg] = generation
+
+    def _score(self, configs: Iterable[SparsityConfig]) -> int:
+        """Score configs not yet scored, through ``toolbox.map``; returns how many ran."""
+        todo = list(dict.fromkeys(c for c in configs if c not in self._scores))
+        for cfg, value in zip(todo, self._tb.map(self._tb.score, todo)):
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"the proxy returned {value} for config {cfg}; a proxy must return a finite "
+                                 "number (higher is better)")
+            self._scores[cfg] = value
+        return len(todo)
+
+    def _feasible(self, cfg: SparsityConfig) -> bool:
+        return self._ms[cfg] <= self._budget_ms
+
+    def _evaluate(self, individuals: list, generation: int) -> int:
+        """Give every individual with an invalid fitness one; returns proxy calls made."""
+        invalid = [ind for ind in individuals if not ind.fitness.valid]
+        configs = [self._config(ind) for ind in invalid]
+        self._latency(configs, generation)
+        wanted = configs if self.mode == "nsga2" else [c for c in configs if self._feasible(c)]
+        calls = self._score(wanted)
+        for ind, cfg in zip(invalid, configs):
+            ms = self._ms[cfg]
+            if self.mode == "nsga2":
+                ind.fitness.values = (self._scores[cfg], ms)
+            else:
+                violation = max(0.0, ms / self._budget_ms - 1.0)
+                ind.fitness.values = (-violation, self._scores.get(cfg, -math.inf))
+        return calls
+
+    # --------------------------------------------------------------- variation
+    def _child(self, parents: list, mutant: bool) -> list[int]:
+        """One repaired child: a mutated clone of a parent, or a uniform crossover of two."""
+        if mutant:
+            child = self._tb.clone(random.choice(parents))
+            self._tb.mutate(child)
+        else:
+            child, other = (self._tb.clone(p) for p in random.sample(parents, 2))
+            self._tb.mate(child, other)
+        del child.fitness.values
+        return self._repair(child)
+
+    def _breed(self, parents: list, n: int, generation: int) -> list:
+        """``n`` children, the first ``mutation_share`` by mutation, the rest by crossover.
+
+        As in the reference search a child should be new and (single mode) within budget;
+        latency is cheap, so rejected children are redrawn in a few vectorised rounds, and
+        after ``NOVELTY_TRIES`` rounds a slot keeps its last draw whatever it is.
+        """
+        n_mutants = round(n * self.mutation_share)
+        known = set(self._ms)
+        children: dict[int, list[int]] = {}
+        todo = list(range(n))
+        for _ in range(NOVELTY_TRIES):
+            with self._rng.active():
+                draws = {i: self._child(parents, i < n_mutants) for i in todo}
+            configs = {i: self._config(child) for i, child in draws.items()}
+            self._latency(configs.values(), generation)
+            children.update(draws)
+            todo = []
+            for i, cfg in configs.items():
+                if cfg in known or (self.mode == "single" and not self._feasible(cfg)):
+                    todo.append(i)
+                else:
+                    known.add(cfg)
+            if not todo:
+                break
+        return [children[i] for i in range(n)]
+
+    def _initial(self) -> list:
+        """Uniform configs (feasible ones only in single mode), spread over the grid, then random."""
+        uniform = [self.space.uniform(g) for g in self.space.grid]
+        if self.mode == "single":
+            uniform = [c for c in uniform if self._feasible(c)]
+        room = max(1, self.population // 2)
+        if len(uniform) > room:
+            uniform = [uniform[int(round(i))] for i in np.linspace(0, len(uniform) - 1, room)]
+        pop = [self._tb.genome(self.space.encode(c)) for c in uniform]
+        pop += [self._repair(self._tb.individual()) for _ in range(self.population - len(pop))]
+        return pop
+
+    # ---------------------------------------------------------------------- run
+    def _check_budget(self) -> SparsityConfig:
+        """Resolve the budget against the dense latency; refuse one nothing can meet.
+        Returns the fastest uniform config."""
+        uniform = [self.space.uniform(g) for g in self.space.grid]
+        self._latency(uniform, 0)
+        dense = self.space.dense()
+        self._dense_ms = self._ms[dense]
+        self._budget_ms = resolve_budget(self.latency_budget, self.budget_ms, self._dense_ms)
+        fastest = min(uniform, key=self._ms.__getitem__)
+        fastest_ms = self._ms[fastest]
+        if self._budget_ms < fastest_ms:
+            raise ValueError(
+                f"latency budget {self._budget_ms:.4g} ms cannot be met: the fastest reachable predicted latency is "
+                f"{fastest_ms:.4g} ms ({fastest}, {fastest_ms / self._dense_ms:.0%} of the dense {self._dense_ms:.4g} "
+                f"ms); raise the budget to at least latency_budget={math.ceil(fastest_ms / self._dense_ms * 100) / 100}"
+                f" or budget_ms={fastest_ms:.4g}, or add higher sparsities to the search space's grid")
+        return fastest
+
+    def _best(self) -> tuple[SparsityConfig, float]:
+        feasible = [c for c in self._scores if self._feasible(c)]
+        best = max(feasible, key=lambda c: (self._scores[c], -self._ms[c]))
+        return best, self._scores[best]
+
+    def run(self) -> EvolutionOutcome:
+        """Evolve; every distinct config is predicted once and scored at most once."""
+        self._tb = self._toolbox()
+        self._ms: dict[SparsityConfig, float] = {}
+        self._scores: dict[SparsityConfig, float] = {}
+        self._generation: dict[SparsityConfig, int] = {}
+        self._rng = _IsolatedRandom(self.seed)
+        logbook = tools.Logbook()
+        logbook.header = PROGRESS_COLUMNS
+
+        fastest = self._check_budget()
+        # dense: the reference every score is read against; fastest: feasible, so a best always exists
+        self._score([self.space.dense(), fastest])
+        with self._rng.active():
+            pop = self._initial()
+        bar = tqdm(total=self.generations + 1, desc=f"search ({self.mode})", unit="gen", disable=not self.progress,
+                   dynamic_ncols=True)
+        with bar:
+            for generation in range(self.generations + 1):
+                before = len(self._ms)
+                if generation:
+                    with self._rng.active():
+                        parents = self._tb.select(pop, self.parents)
+                    children = self._breed(parents, self.population - self.parents, generation)
+                calls = self._evaluate(pop if generation == 0 else children, generation)
+                if generation:
+                    with self._rng.active():
+                        pop = (parents + children if self.mode == "single"
+                               else self._tb.select(pop + children, self.population))
+                elif self.mode == "nsga2":
+                    pop = self._tb.select(pop, len(pop))  # assigns ranks and crowding distances
+                best, best_score = self._best()
+                feasible = np.mean([self._feasible(self._config(ind)) for ind in pop])
+                logbook.record(generation=generation, new_configs=len(self._ms) - before, evaluations=calls,
+                               feasible_fraction=float(feasible), best_score=best_score, best_ms=self._ms[best])
+                bar.set_postfix(best=f"{best_score:.4g}", ms=f"{self._ms[best]:.4g}", evals=len(self._scores))
+                bar.update()
+                logger.debug("generation %d: %d new configs, %d scored, best %.4g at %.4g ms", generation,
+                             len(self._ms) - before, calls, best_score, self._ms[best])
+
+        best, best_score = self._best()
+        logger.info("search done: %d configs predicted, %d scored; best %s at %.4g ms, score %.4g",
+                    len(self._ms), len(self._scores), best, self._ms[best], best_score)
+        return EvolutionOutcome(
+            best=best, best_ms=self._ms[best], best_score=best_score, dense_ms=self._dense_ms,
+            dense_score=self._scores[self.space.dense()], budget_ms=self._budget_ms,
+            history=self._history(), progress=pd.DataFrame(list(logbook), columns=list(PROGRESS_COLUMNS)),
+        )
+
+    def _history(self) -> pd.DataFrame:
+        rows = [(self._generation[c], str(c), c.ratios, ms, self._scores.get(c, math.nan), self._feasible(c))
+                for c, ms in self._ms.items()]
+        return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))

@@ -1,0 +1,118 @@
+"""SearchSession: a model, a target device and a budget in; a validated config out.
+
+    result = SearchSession(model, hw="jetson-orin", latency_budget=0.7).run()
+    result.best, result.predicted_ms, result.validate("cpu")
+
+The session wires the real pieces into the engine: the target's latency predictor
+(measured, or a spec-based estimate flagged ``estimated``) as the batch latency function,
+and an accuracy proxy (by default the label-free agreement with the dense model).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch.nn as nn
+
+from ..accuracy import default_proxy
+from ..accuracy.state import sparse_backbone
+from ..config import SearchSpace, SparsityConfig
+from ..predictor import LatencyPredictor
+from .engine import EvolutionSearch, Executor, Mode, Proxy
+from .result import SearchResult
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
+
+
+def _proxy_name(proxy: Proxy) -> str:
+    return str(getattr(proxy, "name", None) or getattr(proxy, "__name__", None) or type(proxy).__name__)
+
+
+class SearchSession:
+    """Search per-knob sparsity of ``model`` for target ``hw`` under a latency budget.
+
+    ``hw`` is a target name (see ``sparsevit_sdk.hardware.list_hardware()``) or a fitted
+    :class:`LatencyPredictor` (e.g. one calibrated on your device).  The budget is either
+    ``latency_budget``, a fraction of the dense model's predicted latency (default 0.7), or
+    ``budget_ms``.  ``proxy(cfg) -> float`` scores a config, higher is better; without one
+    the label-free agreement with the dense model on a few demo images is used (logged as a
+    warning: it ranks configs by how little they change the outputs, not by task accuracy).
+    ``executor`` is any object with ``map(fn, iterable)``; proxy calls go through it.
+    Evolution settings follow the SparseViT reference: ``population`` 100, the top
+    ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        hw: str | LatencyPredictor = "cpu",
+        *,
+        latency_budget: float | None = None,
+        budget_ms: float | None = None,
+        proxy: Proxy | None = None,
+        input_shape: Sequence[int] = (1, 3, 224, 224),
+        seed: int | None = 0,
+        mode: Mode = "single",
+        generations: int = 20,
+        population: int = 100,
+        parents: int = 25,
+        mutation_prob: float = 0.1,
+        space: SearchSpace | None = None,
+        executor: Executor | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.backbone = sparse_backbone(model)
+        if len(input_shape) != 4:
+            raise ValueError(f"input_shape must be (B, C, H, W), got {tuple(input_shape)}")
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.space = space if space is not None else SearchSpace.from_model(self.backbone)
+        if self.space.signature != self.backbone.signature:
+            raise ValueError(f"the search space is for {self.space.signature!r}, the model is "
+                             f"{self.backbone.signature!r}; build it with SearchSpace.from_model(model)")
+        self.predictor = hw if isinstance(hw, LatencyPredictor) else LatencyPredictor.for_hardware(hw)
+        if latency_budget is None and budget_ms is None:
+            latency_budget = DEFAULT_BUDGET
+        if proxy is None:
+            proxy = default_proxy(model, self.input_shape, seed=0 if seed is None else seed)
+            logger.warning("no proxy given: configs are scored by %s, the label-free agreement of the sparse model's "
+                           "outputs with the dense model's; pass proxy=AccuracyProxy(model, loader, metric=...) to "
+                           "rank them by task accuracy", _proxy_name(proxy))
+        self.proxy = proxy
+        self.seed = seed
+        self.engine = EvolutionSearch(
+            self.space, self._latency, proxy, latency_budget=latency_budget, budget_ms=budget_ms, mode=mode,
+            population=population, parents=parents, generations=generations, mutation_prob=mutation_prob,
+            seed=seed, executor=executor, progress=progress,
+        )
+
+    def _latency(self, configs: list[SparsityConfig]) -> np.ndarray:
+        return self.predictor.predict_configs(self.backbone, configs, self.input_shape)
+
+    def run(self) -> SearchResult:
+        """Evolve, then package the best config, the Pareto front and the history."""
+        start = time.perf_counter()
+        out = self.engine.run()
+        elapsed = time.perf_counter() - start
+        engine = self.engine
+        result = SearchResult(
+            best=out.best, predicted_ms=out.best_ms, dense_predicted_ms=out.dense_ms, score=out.best_score,
+            dense_score=out.dense_score, budget_ms=out.budget_ms, hardware=self.predictor.hardware,
+            estimated=self.predictor.estimated, proxy_name=_proxy_name(self.proxy), input_shape=self.input_shape,
+            mode=engine.mode, seed=self.seed, search_time_s=elapsed, history=out.history, progress=out.progress,
+            settings={"population": engine.population, "parents": engine.parents,
+                      "generations": engine.generations, "mutation_prob": engine.mutation_prob,
+                      "mutation_share": engine.mutation_share, "grid": list(self.space.grid),
+                      "granularity": self.space.granularity, "monotonic": self.space.monotonic},
+            predictor_info={"statistic": getattr(self.predictor, "statistic_", None),
+                            "threads": list(getattr(self.predictor, "threads_", None) or []),
+                            "fingerprint": getattr(self.predictor, "fingerprint_", None) or {}},
+            model=self.model,
+        )
+        logger.info("%s", result.summary())
+        return result
