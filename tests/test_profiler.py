@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -26,6 +30,7 @@ from sparsevit_sdk.profiler import (
     parse_resolution,
     profile_model,
     read_fingerprint,
+    time_callable,
     validate_frame,
 )
 from sparsevit_sdk.sparse import SparseSwin, kept_windows
@@ -228,6 +233,24 @@ def test_other_fingerprint_is_refused_unless_hw_differs(tmp_path):
     assert read_fingerprint(folder)["name"] == "Other CPU 9000"
 
 
+def test_cpu_clock_leaves_out_time_off_the_cpu():
+    """Sleeping stands for waiting while other processes hold the core."""
+    wall = time_callable(lambda: time.sleep(0.02), "cpu", warmup=0, repeats=2, threads=1)
+    cpu = time_callable(lambda: time.sleep(0.02), "cpu", warmup=0, repeats=2, threads=1, clock="cpu")
+    assert wall.min_ms >= 19 and cpu.median_ms < 5
+
+
+def test_cpu_clock_sweep_is_its_own_fingerprint(tmp_path):
+    rows = _profile(tmp_path, grid=(0.0,), clock="cpu")
+    fp = read_fingerprint(tmp_path / "cpu")
+    assert fp["clock"] == "cpu" and (rows["p10_ms"] > 0).all()
+    assert fp["fingerprint_id"] != device_fingerprint("cpu", threads=1)["fingerprint_id"]  # wall clock
+    with pytest.raises(ValueError, match="refusing to mix"):
+        _profile(tmp_path, grid=(0.0,))
+    with pytest.raises(ValueError, match="threads=1"):
+        _profile(tmp_path, grid=(0.0,), clock="cpu", threads=2)
+
+
 @requires_cuda
 def test_cuda_fingerprint_and_sweep(tmp_path):
     fp = device_fingerprint("cuda:0")
@@ -288,6 +311,24 @@ def test_cli_errors_are_explained(tmp_path, capsys, argv, message):
 def test_cli_cuda_without_cuda(tmp_path, capsys):
     assert main(["--device", "cuda:0", "--model", "swin_micro", "--quick", "--out", str(tmp_path)]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_killed_mid_sweep_saves_a_valid_dataset(tmp_path):
+    """SIGTERM (as Ctrl-C) during the sweep: exit 130, measured rows saved, no temporary file left."""
+    cmd = [sys.executable, "-m", "sparsevit_sdk.cli.profile", "--model", "swin_micro", "--resolution", "64",
+           "--repeats", "500", "--out", str(tmp_path), "--no-progress"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "profiling swin_micro" in line:
+            break
+    time.sleep(1.5)  # a few units measured, far from done
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    path = tmp_path / "cpu" / "swin_micro.parquet"
+    saved = load_profiles(path)
+    assert 0 < len(saved) < 80
+    assert _tmp_files(path.parent) == []
 
 
 @pytest.mark.parametrize("argv", [["--resolution", "672by672"], ["--batch", "0"], ["--dtype", "fp64"]])

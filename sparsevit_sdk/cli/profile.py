@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from ..profiler.dataset import load_profiles
 from ..profiler.fingerprint import default_hw
 from ..profiler.sweep import DTYPES, SweepSettings, dataset_path, parse_resolution, profile_model
+from ..profiler.timing import CLOCKS
 
 
 def _resolution(text: str) -> tuple[int, int]:
@@ -51,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="profiles", help="dataset root folder (default: profiles)")
     p.add_argument("--quick", action="store_true", help="few repeats and configs: a smoke test in seconds")
     p.add_argument("--threads", type=_positive, help="CPU threads to time with (default: 1 on cpu)")
+    p.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                   help="CPU timer: wall (perf_counter) or cpu (the thread's CPU time; for a shared, loaded "
+                        "machine, needs --threads 1)")
     p.add_argument("--warmup", type=int, help=f"untimed calls before each measurement (default: {full.warmup})")
     p.add_argument("--repeats", type=_positive, help=f"timed calls per layer unit (default: {full.repeats})")
     p.add_argument("--model-repeats", type=_positive,
@@ -72,29 +77,40 @@ def _settings(args: argparse.Namespace) -> SweepSettings:
     return dataclasses.replace(base, **overrides)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _profile(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    hw = args.hw or default_hw(args.device)
+    for name in args.model:
+        start = time.perf_counter()
+        rows = profile_model(
+            name, resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,
+            dtype=args.dtype, hw=hw, out=args.out, settings=settings, threads=args.threads, clock=args.clock,
+            seed=args.seed, resume=args.resume, note=args.note, progress=not args.no_progress,
+        )
+        path = dataset_path(args.out, hw, name)
+        spread = (rows["p90_ms"] / rows["p10_ms"]).median() if len(rows) else float("nan")
+        print(f"{name}: {len(rows)} new measurements in {time.perf_counter() - start:.0f} s (median p90/p10 "
+              f"{spread:.2f}); {path} holds {len(load_profiles(path))} rows")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves measured rows as Ctrl-C does
     try:
-        settings = _settings(args)
-        hw = args.hw or default_hw(args.device)
-        for name in args.model:
-            start = time.perf_counter()
-            rows = profile_model(
-                name, resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,
-                dtype=args.dtype, hw=hw, out=args.out, settings=settings, threads=args.threads,
-                seed=args.seed, resume=args.resume, note=args.note, progress=not args.no_progress,
-            )
-            path = dataset_path(args.out, hw, name)
-            spread = (rows["p90_ms"] / rows["p10_ms"]).median() if len(rows) else float("nan")
-            print(f"{name}: {len(rows)} new measurements in {time.perf_counter() - start:.0f} s (median p90/p10 "
-                  f"{spread:.2f}); {path} holds {len(load_profiles(path))} rows")
+        _profile(args)
     except (ValueError, TypeError, OSError) as err:
         print(f"sparsevit-profile: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sparsevit-profile: interrupted; measured rows were saved, re-run with --resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

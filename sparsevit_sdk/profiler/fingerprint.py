@@ -5,8 +5,10 @@ A fingerprint is a flat JSON-able dict stored next to every dataset.  Its
 measurements comparable (chip, core count, CPU thread count, ISA; on NVIDIA memory,
 max clocks and power limit).  Timestamps, driver/torch versions and current clocks are
 recorded but left out of the id: they change between runs on the same device, and the
-rows carry their own ``torch_version``.  The user's ``hw`` label is left out as well:
-it names a target, the id names the silicon and its settings.
+rows carry their own ``torch_version``.  On the CPU the timing setup (thread count and
+clock, see timing.py) is part of the identity: timings taken differently do not mix.
+The user's ``hw`` label is left out: it names a target, the id names the silicon and
+its settings.
 
 On NVIDIA the details come from NVML (``nvidia-ml-py``, imported lazily); where NVML is
 missing (e.g. Jetson) torch's device properties fill in what they can.
@@ -29,7 +31,7 @@ from ..devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
-CPU_IDENTITY = ("device_type", "name", "machine", "cores", "threads", "isa")
+CPU_IDENTITY = ("device_type", "name", "machine", "cores", "threads", "isa", "clock")
 CUDA_IDENTITY = ("device_type", "name", "memory_gib", "compute_capability", "sm_clock_max_mhz",
                  "mem_clock_max_mhz", "power_limit_w")
 # CPU features that change kernel speed (x86 and ARM names as /proc/cpuinfo spells them)
@@ -161,12 +163,13 @@ def fingerprint_id(fingerprint: dict) -> str:
 
 
 def device_fingerprint(
-    device: str | torch.device = "cpu", *, hw: str | None = None, threads: int | None = None, note: str = ""
+    device: str | torch.device = "cpu", *, hw: str | None = None, threads: int | None = None,
+    clock: str = "wall", note: str = "",
 ) -> dict:
     """Describe ``device`` as measured now: identity fields, versions, and a ``fingerprint_id``.
 
-    ``threads`` is the CPU thread count the timings run with (default: torch's current);
-    ``note`` is free text kept in the sidecar (e.g. "shared 2-core VM").
+    ``threads`` and ``clock`` say how CPU timings are taken (default: torch's current
+    thread count, wall clock); ``note`` is free text kept in the sidecar.
     """
     dev = resolve_device(device)
     name, isa = _cpuinfo()
@@ -179,6 +182,7 @@ def device_fingerprint(
         "cores": _cores(),
         "threads": threads or torch.get_num_threads(),
         "isa": isa,
+        "clock": clock if dev.type == "cpu" else "cuda-events",
         "memory_gib": _memory_gib(),
         "cpu": name,
         "os": platform.platform(),

@@ -20,7 +20,8 @@ norm) at the uniform config of every grid value plus ``random_configs`` distinct
 non-uniform ``space.sample`` draws per shape, seeded by ``(seed, H, W, batch)``.
 
 CPU timings run at a fixed thread count (default 1: on a shared machine single-threaded
-minima are stable, multi-threaded medians drift).  Rows are merged into the dataset every
+minima are stable, multi-threaded medians drift); ``clock="cpu"`` times them with the
+thread's CPU time, which leaves out the time other processes held the core.  Rows are merged into the dataset every
 ``FLUSH_S`` seconds and when the sweep ends or is interrupted (see dataset.py).
 """
 
@@ -50,7 +51,7 @@ from ..sparse.windows import kept_windows, pad_to_windows
 from .dataset import claim_folder, empty_frame, merge_rows, read_frame
 from .fingerprint import device_fingerprint, sdk_version
 from .schema import KEY, validate_frame
-from .timing import LatencyStats, measure_latency, num_threads, time_callable
+from .timing import CLOCKS, LatencyStats, measure_latency, num_threads, time_callable
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +141,9 @@ class _Sweep:
     """Plans and runs the tasks of one model on one device."""
 
     def __init__(self, model: SparseSwin, name: str, device: torch.device, dtype: str, space: SearchSpace,
-                 settings: SweepSettings, seed: int) -> None:
+                 settings: SweepSettings, seed: int, clock: str) -> None:
         self.model, self.name, self.device, self.dtype = model, name, device, dtype
-        self.space, self.settings, self.seed = space, settings, seed
+        self.space, self.settings, self.seed, self.clock = space, settings, seed, clock
 
     def activations(self, img_h: int, img_w: int, batch: int) -> _Activations:
         """Unit inputs from a dense forward (their values do not change any unit's cost)."""
@@ -172,7 +173,7 @@ class _Sweep:
         s = self.settings
 
         def measure(acts: _Activations) -> LatencyStats:
-            return time_callable(build(acts), self.device, warmup=s.warmup, repeats=s.repeats)
+            return time_callable(build(acts), self.device, warmup=s.warmup, repeats=s.repeats, clock=self.clock)
         return _Task(row, flops + _CALL_OVERHEAD_FLOPS, s.warmup + s.repeats, s.repeats, measure)
 
     def _unit_tasks(self, acts: _Activations, base: dict) -> tuple[list[_Task], list[Callable[[float], float]]]:
@@ -225,7 +226,7 @@ class _Sweep:
         def measure(_: _Activations) -> LatencyStats:
             model.set_sparsity(cfg)
             return measure_latency(model, shape, self.device, warmup=s.warmup, repeats=s.model_repeats,
-                                   dtype=DTYPES[self.dtype])
+                                   dtype=DTYPES[self.dtype], clock=self.clock)
         return _Task(row, flops, s.warmup + s.model_repeats, s.model_repeats, measure)
 
     def _configs(self, rng: np.random.Generator) -> list[SparsityConfig]:
@@ -288,6 +289,7 @@ def profile_model(
     settings: SweepSettings | None = None,
     grid: Sequence[float] | None = None,
     threads: int | None = None,
+    clock: str = "wall",
     seed: int = 0,
     resume: bool = False,
     name: str | None = None,
@@ -299,7 +301,8 @@ def profile_model(
     ``model`` is a registered name (``swin_t``) or a SparseSwin (copied, never modified).
     With ``out``, rows are merged into ``dataset_path(out, hw, name)`` next to a
     fingerprint sidecar; ``resume`` skips measurements already there with at least as many
-    repeats.  ``threads`` defaults to 1 on the CPU.  ``grid`` defaults to the SearchSpace grid.
+    repeats.  ``threads`` defaults to 1 on the CPU; ``clock`` is "wall" (perf_counter) or
+    "cpu" (thread CPU time, single-threaded CPU only).  ``grid`` defaults to the SearchSpace grid.
     """
     dev = resolve_device(device)
     if dtype not in DTYPES:
@@ -311,12 +314,15 @@ def profile_model(
     if any(d % 2 for d in net.depths):
         raise ValueError(f"profiling times block pairs, so every stage depth must be even; got {net.depths}")
     threads = threads or (1 if dev.type == "cpu" else None)
+    if clock != "wall" and (clock not in CLOCKS or dev.type != "cpu" or threads != 1):
+        raise ValueError(f"clock must be 'wall', or 'cpu' on the CPU with threads=1; got {clock!r}, "
+                         f"device {dev}, threads {threads}")
     settings = settings or SweepSettings()
     space = SearchSpace.from_model(net, **({} if grid is None else {"grid": grid}))
     net.to(dev, DTYPES[dtype]).eval()
 
     with num_threads(threads), torch.inference_mode():
-        fp = device_fingerprint(dev, hw=hw, threads=torch.get_num_threads(), note=note)
+        fp = device_fingerprint(dev, hw=hw, threads=torch.get_num_threads(), clock=clock, note=note)
         path = None if out is None else dataset_path(out, fp["hw"], name)
         done: dict[tuple, int] = {}
         if path is not None:
@@ -324,7 +330,7 @@ def profile_model(
             if resume and path.exists():
                 old = read_frame(path)
                 done = dict(zip(old[list(KEY)].itertuples(index=False, name=None), old["repeats"]))
-        sweep = _Sweep(net, name, dev, dtype, space, settings, seed)
+        sweep = _Sweep(net, name, dev, dtype, space, settings, seed, clock)
         common = dict(hw=fp["hw"], fingerprint_id=fp["fingerprint_id"], device=str(dev),
                       threads=fp["threads"], torch_version=torch.__version__, sdk_version=sdk_version())
         groups, skipped = [], 0
