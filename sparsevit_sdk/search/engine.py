@@ -337,47 +337,51 @@ class EvolutionSearch:
         self._scores: dict[SparsityConfig, float] = {}
         self._generation: dict[SparsityConfig, int] = {}
         self._rng = _IsolatedRandom(self.seed)
-        logbook = tools.Logbook()
-        logbook.header = PROGRESS_COLUMNS
+        self._logbook = tools.Logbook()
+        self._logbook.header = PROGRESS_COLUMNS
 
         fastest = self._check_budget()
         # dense: the reference every score is read against; fastest: feasible, so a best always exists
         self._score([self.space.dense(), fastest])
-        with self._rng.active():
-            pop = self._initial()
-        bar = tqdm(total=self.generations + 1, desc=f"search ({self.mode})", unit="gen", disable=not self.progress,
-                   dynamic_ncols=True)
-        with bar:
-            for generation in range(self.generations + 1):
-                before = len(self._ms)
-                if generation:
-                    with self._rng.active():
-                        parents = self._tb.select(pop, self.parents)
-                    children = self._breed(parents, self.population - self.parents, generation)
-                calls = self._evaluate(pop if generation == 0 else children, generation)
-                if generation:
-                    with self._rng.active():
-                        pop = (parents + children if self.mode == "single"
-                               else self._tb.select(pop + children, self.population))
-                elif self.mode == "nsga2":
-                    pop = self._tb.select(pop, len(pop))  # assigns ranks and crowding distances
-                best, best_score = self._best()
-                feasible = np.mean([self._feasible(self._config(ind)) for ind in pop])
-                logbook.record(generation=generation, new_configs=len(self._ms) - before, evaluations=calls,
-                               feasible_fraction=float(feasible), best_score=best_score, best_ms=self._ms[best])
-                bar.set_postfix(best=f"{best_score:.4g}", ms=f"{self._ms[best]:.4g}", evals=len(self._scores))
-                bar.update()
-                logger.debug("generation %d: %d new configs, %d scored, best %.4g at %.4g ms", generation,
-                             len(self._ms) - before, calls, best_score, self._ms[best])
+        with tqdm(total=self.generations + 1, desc=f"search ({self.mode})", unit="gen", disable=not self.progress,
+                  dynamic_ncols=True) as bar:
+            known = len(self._ms)
+            with self._rng.active():
+                pop = self._initial()
+            calls = self._evaluate(pop, 0)
+            if self.mode == "nsga2":
+                pop = self._tb.select(pop, len(pop))  # deterministic: assigns ranks and crowding distances
+            self._record(0, pop, calls, known, bar)
+            for generation in range(1, self.generations + 1):
+                known = len(self._ms)
+                with self._rng.active():
+                    parents = self._tb.select(pop, self.parents)
+                children = self._breed(parents, self.population - self.parents, generation)
+                calls = self._evaluate(children, generation)
+                with self._rng.active():
+                    pop = (parents + children if self.mode == "single"
+                           else self._tb.select(pop + children, self.population))
+                self._record(generation, pop, calls, known, bar)
 
         best, best_score = self._best()
         logger.info("search done: %d configs predicted, %d scored; best %s at %.4g ms, score %.4g",
                     len(self._ms), len(self._scores), best, self._ms[best], best_score)
         return EvolutionOutcome(
             best=best, best_ms=self._ms[best], best_score=best_score, dense_ms=self._dense_ms,
-            dense_score=self._scores[self.space.dense()], budget_ms=self._budget_ms,
-            history=self._history(), progress=pd.DataFrame(list(logbook), columns=list(PROGRESS_COLUMNS)),
+            dense_score=self._scores[self.space.dense()], budget_ms=self._budget_ms, history=self._history(),
+            progress=pd.DataFrame(list(self._logbook), columns=list(PROGRESS_COLUMNS)),
         )
+
+    def _record(self, generation: int, pop: list, calls: int, known: int, bar: tqdm) -> None:
+        """One Logbook row (and progress-bar update) per generation."""
+        best, best_score = self._best()
+        feasible = float(np.mean([self._feasible(self._config(ind)) for ind in pop]))
+        self._logbook.record(generation=generation, new_configs=len(self._ms) - known, evaluations=calls,
+                             feasible_fraction=feasible, best_score=best_score, best_ms=self._ms[best])
+        bar.set_postfix(best=f"{best_score:.4g}", ms=f"{self._ms[best]:.4g}", scored=len(self._scores))
+        bar.update()
+        logger.debug("generation %d: %d new configs, %d scored, best %.4g at %.4g ms", generation,
+                     len(self._ms) - known, calls, best_score, self._ms[best])
 
     def _history(self) -> pd.DataFrame:
         rows = [(self._generation[c], str(c), c.ratios, ms, self._scores.get(c, math.nan), self._feasible(c))
