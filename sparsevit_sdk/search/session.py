@@ -42,7 +42,9 @@ class SearchSession:
     ``budget_ms``.  ``proxy(cfg) -> float`` scores a config, higher is better; without one
     the label-free agreement with the dense model on a few demo images is used (logged as a
     warning: it ranks configs by how little they change the outputs, not by task accuracy).
-    ``executor`` is any object with ``map(fn, iterable)``; proxy calls go through it.
+    ``executor`` is any object with ``map(fn, iterable)``; proxy calls go through it (a
+    proxy sets the sparsity of its model, so workers need their own copy: processes or
+    remote workers, not threads sharing this model).
     Evolution settings follow the SparseViT reference: ``population`` 100, the top
     ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1.
     """
