@@ -35,8 +35,9 @@ _HISTORY_DTYPES = {"generation": "int64", "predicted_ms": "float64", "score": "f
 class ValidationReport:
     """Measured dense vs sparse latency of the best config, next to what was predicted.
 
-    ``dense_ms``/``sparse_ms`` are the median over ``rounds`` of the ``statistic`` of each
-    round (rounds alternate dense and sparse, so drift hits both alike).  ``comparable`` is
+    ``dense_ms``/``sparse_ms`` are the lowest ``statistic`` over ``rounds`` (rounds alternate
+    dense and sparse, so drift hits both alike; load on a shared machine only ever slows a
+    round down, so the fastest round is the one to trust).  ``comparable`` is
     False when the predictions were not made for this device (another target, an estimate,
     or another CPU): the measured speed-up still shows the kernels work, but measured vs
     predicted ms then says nothing about the predictor.
@@ -46,6 +47,7 @@ class ValidationReport:
     hardware: str
     statistic: str
     threads: int
+    clock: str
     dense_ms: float
     sparse_ms: float
     predicted_dense_ms: float
@@ -74,7 +76,7 @@ class ValidationReport:
 
     def __str__(self) -> str:
         lines = [
-            f"validation on {self.device} ({self.threads} threads, {self.statistic}):",
+            f"validation on {self.device} ({self.threads} threads, {self.clock} clock, {self.statistic}):",
             f"  measured  dense {self.dense_ms:.3f} ms, sparse {self.sparse_ms:.3f} ms -> {self.speedup:.2f}x",
             f"  predicted dense {self.predicted_dense_ms:.3f} ms, sparse {self.predicted_ms:.3f} ms -> "
             f"{self.predicted_speedup:.2f}x on {self.hardware}",
@@ -143,11 +145,14 @@ class SearchResult:
 
     # ------------------------------------------------------------ validation
     def validate(self, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
-                 warmup: int = 5, rounds: int = 3, threads: int | None = None) -> ValidationReport:
+                 warmup: int = 5, rounds: int = 3, threads: int | None = None,
+                 clock: str | None = None) -> ValidationReport:
         """Time the dense and the best config on ``device`` with the real sparse kernels.
 
-        ``threads`` defaults to the count the predictor was fitted at (on a CPU, when known).
-        The model's sparsity, mode, device and dtype are restored afterwards.
+        On a CPU, ``threads`` and ``clock`` (``"wall"`` or ``"cpu"``, see ``time_callable``)
+        default to how the predictor's data was measured, when known, so measured and
+        predicted ms are like for like.  The model's sparsity, mode, device and dtype are
+        restored afterwards.
         """
         model = model if model is not None else self.model
         if model is None:
@@ -158,10 +163,14 @@ class SearchResult:
         backbone = sparse_backbone(model)
         self.best.check_model(backbone.signature)
         dev = resolve_device(device)
+        fingerprints = _fingerprints(self.predictor_info.get("fingerprint") or {})
         fitted_threads = self.predictor_info.get("threads") or []
         if threads is None and dev.type == "cpu" and len(fitted_threads) == 1:
             threads = int(fitted_threads[0])
         threads = threads or torch.get_num_threads()
+        fitted_clocks = {fp.get("clock") for fp in fingerprints}
+        if clock is None:
+            clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} else "wall"
         statistic = "p10_ms" if dev.type == "cpu" else "median_ms"  # the stable statistic (DESIGN.md)
         dense_cfg = SparsityConfig((0.0,) * len(self.best.ratios), self.best.signature, self.best.granularity)
 
@@ -174,34 +183,32 @@ class SearchResult:
                     for cfg, values in rows.items():
                         backbone.set_sparsity(cfg)
                         stats = measure_latency(backbone, self.input_shape, dev, warmup=warmup, repeats=repeats,
-                                                threads=threads)
+                                                threads=threads, clock=clock)
                         values.append(getattr(stats, statistic))
         finally:
             backbone.to(device=home[0], dtype=home[1])
-        comparable, note = self._comparability(dev, threads)
+        comparable, note = self._comparability(fingerprints, device_fingerprint(dev, threads=threads, clock=clock))
         return ValidationReport(
-            device=str(dev), hardware=self.hardware, statistic=statistic, threads=threads,
-            dense_ms=float(np.median(rows[dense_cfg])), sparse_ms=float(np.median(rows[self.best])),
+            device=str(dev), hardware=self.hardware, statistic=statistic, threads=threads, clock=clock,
+            dense_ms=min(rows[dense_cfg]), sparse_ms=min(rows[self.best]),
             predicted_dense_ms=self.dense_predicted_ms, predicted_ms=self.predicted_ms,
             dense_rounds_ms=tuple(rows[dense_cfg]), sparse_rounds_ms=tuple(rows[self.best]),
             comparable=comparable, note=note,
         )
 
-    def _comparability(self, dev: torch.device, threads: int) -> tuple[bool, str]:
-        """Whether this device (at ``threads``) is the one the predictions were made for, and why."""
+    def _comparability(self, fingerprints: list[dict], here: dict) -> tuple[bool, str]:
+        """Whether the measuring device (``here``) is the one the predictions were made for, and why."""
         if self.estimated:
             return False, (f"{self.hardware} latencies are estimated from published specs, and this run measured "
-                           f"{dev}: compare the speed-ups, not the milliseconds; profile the target with "
+                           f"{here['device']}: compare the speed-ups, not the milliseconds; profile the target with "
                            "`sparsevit-profile` to get a measured predictor")
-        fingerprints = _fingerprints(self.predictor_info.get("fingerprint") or {})
-        here = device_fingerprint(dev, threads=threads)
         ids = {i for fp in fingerprints for i in np.atleast_1d(fp["fingerprint_id"]).tolist()}
         if here["fingerprint_id"] in ids:
             return True, f"measured on the device the {self.hardware} predictor was fitted on"
         described = [fp for fp in fingerprints if "device_type" in fp]
         why = describe_mismatch(described[0], here) if described else "the predictor records no device description"
-        return False, (f"this {dev} is not the device the {self.hardware} predictor was fitted on ({why}); "
-                       "measured vs predicted ms does not judge the predictor here")
+        return False, (f"this {here['device']} is not the device the {self.hardware} predictor was fitted on "
+                       f"({why}); measured vs predicted ms does not judge the predictor here")
 
     # ----------------------------------------------------------------- plots
     def plot(self, path: str | os.PathLike | None = None) -> Figure:
