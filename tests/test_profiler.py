@@ -182,6 +182,16 @@ def test_rerun_merges_without_duplicates_and_resume_skips(tmp_path):
     assert not load_profiles(path).duplicated(list(KEY)).any()
 
 
+def test_rounds_keep_the_quietest_pass(tmp_path):
+    twice = SweepSettings(warmup=1, repeats=2, model_repeats=2, random_configs=1, rounds=2)
+    rows = _profile(tmp_path, settings=twice)
+    assert (rows["repeats"] == 4).all()  # the timed calls of both rounds
+    assert not rows.duplicated(list(KEY)).any() and (rows["p10_ms"] <= rows["latency_ms"]).all()
+    assert len(_profile(tmp_path, settings=twice, resume=True)) == 0
+    thrice = SweepSettings(warmup=1, repeats=2, model_repeats=2, random_configs=1, rounds=3)
+    assert len(_profile(tmp_path, settings=thrice, resume=True)) == len(rows)
+
+
 def test_corrupt_file_is_named(tmp_path):
     folder = tmp_path / "cpu"
     folder.mkdir()

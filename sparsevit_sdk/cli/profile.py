@@ -57,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU timer: wall (perf_counter) or cpu (the thread's CPU time; for a shared, loaded "
                         "machine, needs --threads 1)")
     p.add_argument("--warmup", type=int, help=f"untimed calls before each measurement (default: {full.warmup})")
-    p.add_argument("--repeats", type=_positive, help=f"timed calls per layer unit (default: {full.repeats})")
+    p.add_argument("--repeats", type=_positive, help=f"timed calls per layer unit and round (default: {full.repeats})")
     p.add_argument("--model-repeats", type=_positive,
-                   help=f"timed calls per whole-model config (default: {full.model_repeats})")
+                   help=f"timed calls per whole-model config and round (default: {full.model_repeats})")
     p.add_argument("--configs", type=int, dest="random_configs",
                    help=f"random non-uniform model configs per input shape (default: {full.random_configs})")
+    p.add_argument("--rounds", type=_positive,
+                   help="passes over the sweep; each row keeps its quietest pass (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the config sampling and inputs")
     p.add_argument("--resume", action="store_true", help="skip measurements already in the dataset")
     p.add_argument("--note", default="", help="free text stored in the fingerprint sidecar")
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> SweepSettings:
     base = SweepSettings.quick() if args.quick else SweepSettings()
-    overrides = {k: getattr(args, k) for k in ("warmup", "repeats", "model_repeats", "random_configs")
+    overrides = {k: getattr(args, k) for k in ("warmup", "repeats", "model_repeats", "random_configs", "rounds")
                  if getattr(args, k) is not None}
     return dataclasses.replace(base, **overrides)
 

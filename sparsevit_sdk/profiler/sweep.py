@@ -15,14 +15,16 @@ code, so a stage's pair is timed once per sparsity and recorded once, with ``ind
 copies for the other pairs would be duplicate rows that overweight deep stages when a
 predictor is fitted.  A predictor applies the row to every pair of the stage.
 
-``model`` rows time ``model(x)`` through :func:`measure_latency` (four stage maps, no final
-norm) at the uniform config of every grid value plus ``random_configs`` distinct
-non-uniform ``space.sample`` draws per shape, seeded by ``(seed, H, W, batch)``.
+``model`` rows time ``model(x)`` through :func:`measure_latency` at the uniform config of
+every grid value plus ``random_configs`` distinct non-uniform ``space.sample`` draws per
+shape, seeded by ``(seed, H, W, batch)``.  ``model(x)`` returns the four stage maps: it
+runs patch_embed, the merges, the pairs and a score unit per pruning stage, but not the
+final norm (that unit serves ``forward_features``).
 
 CPU timings run at a fixed thread count (default 1: on a shared machine single-threaded
 minima are stable, multi-threaded medians drift); ``clock="cpu"`` times them with the
-thread's CPU time, which leaves out the time other processes held the core.  Rows are merged into the dataset every
-``FLUSH_S`` seconds and when the sweep ends or is interrupted (see dataset.py).
+thread's CPU time, which leaves out the time other processes held the core.  Rows are
+merged into the dataset every ``FLUSH_S`` seconds, at the end, and on an interruption.
 """
 
 from __future__ import annotations
@@ -56,22 +58,32 @@ from .timing import CLOCKS, LatencyStats, measure_latency, num_threads, time_cal
 logger = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-FLUSH_S = 30.0  # longest stretch of measurements an interruption can lose
+FLUSH_S = 30.0  # most measuring time a hard kill (SIGKILL, power loss) can lose
 _CALL_OVERHEAD_FLOPS = 2e6  # launch cost of one unit call, in FLOPs, for the ETA only
 
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """How hard to measure.  ``repeats`` per layer unit, ``model_repeats`` per whole model."""
+    """How hard to measure: timed calls per round for each layer unit (``repeats``) and
+    whole model (``model_repeats``), and how many configs to sample.
+
+    With ``rounds > 1`` the whole sweep runs that many times and each row keeps the
+    statistics of its quietest round (lowest p10): on a shared machine load comes and
+    goes, and spreading a measurement over the sweep keeps one busy minute from biasing
+    some rows against others.  A row's ``repeats`` counts the timed calls of all rounds.
+    """
 
     warmup: int = 2
     repeats: int = 15
     model_repeats: int = 10
     random_configs: int = 16
+    rounds: int = 1
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.repeats < 1 or self.model_repeats < 1 or self.random_configs < 0:
-            raise ValueError(f"need warmup >= 0, repeats >= 1, model_repeats >= 1 and random_configs >= 0; got {self}")
+        if (self.warmup < 0 or self.repeats < 1 or self.model_repeats < 1 or self.random_configs < 0
+                or self.rounds < 1):
+            raise ValueError("need warmup >= 0, repeats >= 1, model_repeats >= 1, random_configs >= 0 and "
+                             f"rounds >= 1; got {self}")
 
     @classmethod
     def quick(cls) -> SweepSettings:
@@ -128,13 +140,9 @@ class _Task:
 
     row: dict
     flops: float  # rough FLOPs of one call, only to weight the progress bar's ETA
-    calls: int  # warm-up + repeats
-    repeats: int
-    measure: Callable[[_Activations], LatencyStats]
-
-    @property
-    def work(self) -> float:
-        return self.flops * self.calls
+    calls: int  # warm-up + repeats, per round
+    repeats: int  # timed calls over all rounds: a stored row with fewer is measured again
+    measure: Callable[[_Activations], LatencyStats]  # one round
 
 
 class _Sweep:
@@ -174,7 +182,7 @@ class _Sweep:
 
         def measure(acts: _Activations) -> LatencyStats:
             return time_callable(build(acts), self.device, warmup=s.warmup, repeats=s.repeats, clock=self.clock)
-        return _Task(row, flops + _CALL_OVERHEAD_FLOPS, s.warmup + s.repeats, s.repeats, measure)
+        return _Task(row, flops + _CALL_OVERHEAD_FLOPS, s.warmup + s.repeats, s.repeats * s.rounds, measure)
 
     def _unit_tasks(self, acts: _Activations, base: dict) -> tuple[list[_Task], list[Callable[[float], float]]]:
         """Layer-unit tasks, and per stage the FLOPs of a block pair as a function of sparsity."""
@@ -227,7 +235,7 @@ class _Sweep:
             model.set_sparsity(cfg)
             return measure_latency(model, shape, self.device, warmup=s.warmup, repeats=s.model_repeats,
                                    dtype=DTYPES[self.dtype], clock=self.clock)
-        return _Task(row, flops, s.warmup + s.model_repeats, s.model_repeats, measure)
+        return _Task(row, flops, s.warmup + s.model_repeats, s.model_repeats * s.rounds, measure)
 
     def _configs(self, rng: np.random.Generator) -> list[SparsityConfig]:
         """Uniform configs over the grid, then distinct non-uniform samples (fewer if the space is tiny)."""
@@ -347,51 +355,55 @@ def profile_model(
 
 
 def _run(sweep: _Sweep, groups: list, common: dict, path: Path | None, progress: bool) -> list[dict]:
-    """Measure every planned task, merging rows into ``path`` as we go; returns all new rows."""
-    rows: list[dict] = []
-    pending: list[dict] = []
+    """Measure every planned task in every round, merging rows into ``path`` as we go; returns the rows."""
+    rounds = sweep.settings.rounds
+    best: dict[tuple[int, int], dict] = {}  # (group, task) → row of its quietest round so far
+    pending: set[tuple[int, int]] = set()
     last_flush = time.monotonic()
 
     def flush() -> None:
         nonlocal last_flush
         if path is not None and pending:
-            merge_rows(path, pd.DataFrame(pending))
+            merge_rows(path, pd.DataFrame([best[k] for k in sorted(pending)]))
             logger.debug("merged %d rows into %s", len(pending), path)
         pending.clear()
         last_flush = time.monotonic()
 
     count = sum(len(tasks) for _, tasks in groups)
-    total = sum(t.work for _, tasks in groups for t in tasks)
+    total = rounds * sum(t.flops * t.calls for _, tasks in groups for t in tasks)
     bar = tqdm(total=total, disable=not progress or not total,
                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left")
     try:
-        for (h, w, b), tasks in groups:
-            if not tasks:
-                continue
-            acts = sweep.activations(h, w, b)
-            for task in tasks:
-                r = task.row
-                bar.set_description_str(f"[{len(rows) + 1}/{count}] {sweep.name} {h}x{w} b{b} {r['layer']} "
-                                        f"stage {r['stage']} s={r['sparsity']:.2f}")
-                stats = task.measure(acts)
-                row = {**common, **r, "latency_ms": stats.median_ms, "p10_ms": stats.p10_ms,
-                       "p90_ms": stats.p90_ms, "min_ms": stats.min_ms, "repeats": stats.repeats,
-                       "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-                rows.append(row)
-                pending.append(row)
-                bar.update(task.work)
-                if time.monotonic() - last_flush > FLUSH_S:
-                    flush()
+        for rnd in range(rounds):
+            done = 0
+            for g, ((h, w, b), tasks) in enumerate(groups):
+                acts = sweep.activations(h, w, b) if tasks else None
+                for j, task in enumerate(tasks):
+                    r = task.row
+                    done += 1
+                    bar.set_description_str(f"round {rnd + 1}/{rounds} [{done}/{count}] {sweep.name} {h}x{w} b{b} "
+                                            f"{r['layer']} stage {r['stage']} s={r['sparsity']:.2f}")
+                    stats = task.measure(acts)
+                    old = best.get((g, j))
+                    if old is None or stats.p10_ms < old["p10_ms"]:
+                        best[g, j] = {**common, **r, "latency_ms": stats.median_ms, "p10_ms": stats.p10_ms,
+                                      "p90_ms": stats.p90_ms, "min_ms": stats.min_ms,
+                                      "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                    best[g, j]["repeats"] = (rnd + 1) * stats.repeats
+                    pending.add((g, j))
+                    bar.update(task.flops * task.calls)
+                    if time.monotonic() - last_flush > FLUSH_S:
+                        flush()
     except BaseException:
         if pending:  # keep what was measured; the original error still propagates
             try:
                 flush()
                 logger.warning("interrupted: %d measurements saved in %s; re-run with resume to finish",
-                               len(rows), path)
+                               len(best), path)
             except OSError as err:
                 logger.error("could not save the last measurements: %s", err)
         raise
     finally:
         bar.close()
     flush()
-    return rows
+    return list(best.values())
