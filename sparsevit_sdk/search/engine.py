@@ -318,11 +318,13 @@ class EvolutionSearch:
         fastest = min(uniform, key=self._ms.__getitem__)
         fastest_ms = self._ms[fastest]
         if self._budget_ms < fastest_ms:
+            hint = ("; skipping windows barely speeds this model up here, where fixed costs dominate (try a larger "
+                    "input)" if fastest_ms > 0.95 * self._dense_ms else "")
             raise ValueError(
                 f"latency budget {self._budget_ms:.4g} ms cannot be met: the fastest reachable predicted latency is "
                 f"{fastest_ms:.4g} ms ({fastest}, {fastest_ms / self._dense_ms:.0%} of the dense {self._dense_ms:.4g} "
                 f"ms); raise the budget to at least latency_budget={math.ceil(fastest_ms / self._dense_ms * 100) / 100}"
-                f" or budget_ms={fastest_ms:.4g}, or add higher sparsities to the search space's grid")
+                f" or budget_ms={fastest_ms:.4g}, or add higher sparsities to the search space's grid{hint}")
         return fastest
 
     def _best(self) -> tuple[SparsityConfig, float]:

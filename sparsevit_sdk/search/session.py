@@ -36,6 +36,9 @@ def _proxy_name(proxy: Proxy) -> str:
 class SearchSession:
     """Search per-knob sparsity of ``model`` for target ``hw`` under a latency budget.
 
+    ``input_shape`` is the deployment input ``(B, C, H, W)``; the default 672x672 is
+    SparseViT's high-resolution setting, where most windows can be skipped (at 224x224 a
+    Swin-T's last stages hold 4 and 1 windows, and on a GPU fixed costs dominate).
     ``hw`` is a target name (see ``sparsevit_sdk.hardware.list_hardware()``) or a fitted
     :class:`LatencyPredictor` (e.g. one calibrated on your device).  The budget is either
     ``latency_budget``, a fraction of the dense model's predicted latency (default 0.7), or
@@ -57,7 +60,7 @@ class SearchSession:
         latency_budget: float | None = None,
         budget_ms: float | None = None,
         proxy: Proxy | None = None,
-        input_shape: Sequence[int] = (1, 3, 224, 224),
+        input_shape: Sequence[int] = (1, 3, 672, 672),
         seed: int | None = 0,
         mode: Mode = "single",
         generations: int = 20,
