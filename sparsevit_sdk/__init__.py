@@ -1,13 +1,15 @@
 """sparsevit-sdk: make window-based vision transformers fast by skipping whole windows."""
 
+from ._version import __version__  # first: submodules read it while the package loads
 from .config import SearchSpace, SparsityConfig
+from .hardware import get_hardware
 from .models import build_model, list_models
+from .predictor import LatencyPredictor
 from .profiler.timing import LatencyStats, measure_latency
+from .search import SearchResult, SearchSession
 from .sparse import SparseSwin, sparsify
 
-__version__ = "0.1.0"
-
 __all__ = [
-    "LatencyStats", "SearchSpace", "SparseSwin", "SparsityConfig", "build_model",
-    "list_models", "measure_latency", "sparsify",
+    "__version__", "LatencyPredictor", "LatencyStats", "SearchResult", "SearchSession", "SearchSpace", "SparseSwin",
+    "SparsityConfig", "build_model", "get_hardware", "list_models", "measure_latency", "sparsify",
 ]
