@@ -30,6 +30,7 @@ class HardwareSpec:
     # per-op host cost of eager PyTorch (dispatch + kernel launch); an assumption, not a
     # datasheet number: it bounds how fast a tiny unit can be on a GPU at batch 1
     op_overhead_us: float = 0.0
+    cores: int | None = None  # CPU cores the peak counts (a predictor timed on fewer threads gets less)
 
     def peak_tflops(self, dtype: str) -> float:
         return self.peak_fp32_tflops if dtype == "fp32" else self.peak_fp16_tflops
@@ -62,7 +63,7 @@ _SPECS = [
     # FLOP/cycle (two 256-bit FMA pipes) = 224 GFLOP/s; torch reaches 182 GFLOP/s on a
     # 2048^2 matmul here.  Bandwidth measured (numpy copy, 17.7 GB/s): a tenant of a shared
     # socket does not see the published 204.8 GB/s of 8-channel DDR4-3200.
-    HardwareSpec("cpu", "2-vCPU AMD EPYC (Zen 3) VM", "cpu", 0.224, 0.224, 17.7, "fp32"),
+    HardwareSpec("cpu", "2-vCPU AMD EPYC (Zen 3) VM", "cpu", 0.224, 0.224, 17.7, "fp32", cores=2),
     # NVIDIA Jetson AGX Orin 64GB module datasheet: 204.8 GB/s LPDDR5; GPU 170 sparse INT8
     # TOPS (the 275 TOPS total adds the DLAs).  fp16 tensor derived: dense INT8 = 170 / 2 =
     # 85 TOPS, fp16 = 85 / 2 = 42.5 TFLOPS (derived).  fp32 derived: 2048 CUDA cores x

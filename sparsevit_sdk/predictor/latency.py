@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from scipy.optimize import lsq_linear, nnls
+from scipy.optimize import least_squares, lsq_linear, nnls
 
 from .. import __version__
 from .._data import shipped_predictors
@@ -35,6 +35,7 @@ from ..config import SearchSpace, SparsityConfig
 from ..hardware import SPECS, get_hardware
 from ..models import build_model, list_models
 from ..profiler.schema import validate_frame
+from ..sparse.windows import kept_windows
 from .features import (
     FEATURES,
     UNIT_KINDS,
@@ -76,16 +77,12 @@ def _runnable(layers: pd.DataFrame) -> pd.DataFrame:
 def _with_mlp_ratio(models: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     """Whole-model rows record no MLP ratio (it is not in the signature): take it from the
     block_pair rows of the same architecture, else from the model registry."""
-    pairs = df[df["layer"] == "block_pair"].groupby("signature")["mlp_ratio"].first()
-    ratios = []
-    for signature, name in zip(models["signature"], models["model"]):
-        if signature in pairs.index:
-            ratios.append(float(pairs[signature]))
-        elif name in list_models():
-            ratios.append(Architecture.from_model(build_model(name, seed=None)).mlp_ratio)
-        else:
+    ratios = df[df["layer"] == "block_pair"].groupby("signature")["mlp_ratio"].first().to_dict()
+    for signature, name in set(zip(models["signature"], models["model"])) - set(ratios):
+        if name not in list_models():
             raise ValueError(f"cannot tell the MLP ratio of {signature!r}: include its block_pair rows")
-    return models.assign(mlp_ratio=ratios)
+        ratios[signature] = Architecture.from_model(build_model(name, seed=None)).mlp_ratio
+    return models.assign(mlp_ratio=models["signature"].map(ratios).astype(float))
 
 
 def _row_config(row: pd.Series, arch: Architecture) -> SparsityConfig:
@@ -108,35 +105,44 @@ class _CostTable:
         scores = score_units(arch, input_shape, dtype)
         self.score_ms = predictor.predict(scores)
         self.windows_total = scores["windows_total"].to_numpy()
-        self.pair_ms: dict[float, np.ndarray] = {}  # sparsity → (stages,) ms of one pair
+        self._columns: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # value → (pair ms, prunes) per stage
+        self._knobs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # granularity → (stage, pairs) per knob
 
-    def pairs(self, values: np.ndarray) -> np.ndarray:
-        """``(stages, len(values))`` ms of one block pair of each stage at each value."""
-        missing = [float(v) for v in values if float(v) not in self.pair_ms]
+    def columns(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(stages, len(values))`` ms of one block pair of each stage at each sparsity value,
+        and whether that value prunes anything in the stage."""
+        missing = [float(v) for v in values if float(v) not in self._columns]
         if missing:
             stages = range(len(self.arch.depths))
             units = pd.concat([pair_units(self.arch, self.input_shape, self.dtype, s, missing) for s in stages],
                               ignore_index=True)
             ms = self.predictor.predict(units).reshape(len(stages), len(missing))
-            self.pair_ms.update({v: ms[:, j] for j, v in enumerate(missing)})
-        return np.stack([self.pair_ms[float(v)] for v in values], axis=1)
+            for j, v in enumerate(missing):
+                prunes = np.array([kept_windows(int(n), v) < n for n in self.windows_total])
+                self._columns[v] = (ms[:, j], prunes)
+        ms, prunes = zip(*(self._columns[float(v)] for v in values))
+        return np.stack(ms, axis=1), np.stack(prunes, axis=1)
+
+    def knobs(self, granularity: str) -> tuple[np.ndarray, np.ndarray]:
+        """Stage of every knob and how many block pairs it sets (half for a single block)."""
+        if granularity not in self._knobs:
+            knobs = SearchSpace(self.arch.depths, self.arch.signature, granularity=granularity).knobs
+            self._knobs[granularity] = (np.array([k.stage for k in knobs]),
+                                        np.array([len(k.blocks) / 2 for k in knobs]))
+        return self._knobs[granularity]
 
     def layer_sum(self, ratios: np.ndarray, granularity: str) -> np.ndarray:
         """Σ unit ms for every row of ``ratios: (n_configs, n_knobs)``."""
-        knobs = SearchSpace(self.arch.depths, self.arch.signature, granularity=granularity).knobs
-        if ratios.shape[1] != len(knobs):
-            raise ValueError(f"configs have {ratios.shape[1]} values; the model has {len(knobs)} {granularity} knobs")
+        stages, pairs = self.knobs(granularity)
+        if ratios.shape[1] != len(stages):
+            raise ValueError(f"configs have {ratios.shape[1]} values; the model has {len(stages)} {granularity} knobs")
         values, index = np.unique(ratios, return_inverse=True)
         index = index.reshape(ratios.shape)
-        pair_ms = self.pairs(values)  # (S, U)
-        kept = np.floor(self.windows_total[:, None] * (1.0 - values[None, :]) + 1e-6)
-        prunes = np.maximum(kept, 1) < self.windows_total[:, None]  # same rule as kept_windows
-        total = np.full(len(ratios), self.fixed_ms)
-        pruned = np.zeros((len(ratios), len(self.windows_total)), dtype=bool)
-        for k, knob in enumerate(knobs):
-            total += len(knob.blocks) / 2 * pair_ms[knob.stage, index[:, k]]
-            pruned[:, knob.stage] |= prunes[knob.stage, index[:, k]]
-        return total + pruned @ self.score_ms
+        ms, prunes = self.columns(values)  # (S, U) each
+        total = self.fixed_ms + (pairs * ms[stages, index]).sum(axis=1)
+        knob_prunes = prunes[stages, index]  # (n, K)
+        stage_prunes = np.stack([knob_prunes[:, stages == s].any(axis=1) for s in range(len(self.score_ms))], axis=1)
+        return total + stage_prunes @ self.score_ms
 
 
 class LatencyPredictor:
@@ -236,12 +242,15 @@ class LatencyPredictor:
         return models[chosen.to_numpy()]
 
     def _fit_overhead(self, models: pd.DataFrame) -> tuple[float, float]:
-        """``measured ≈ scale · Σ units + overhead_ms``, least squares on relative error."""
+        """``measured ≈ scale · Σ units + overhead_ms`` on relative error, with a soft-L1 loss:
+        a whole model measured while another process held the memory bus is an outlier
+        that should not move the fit."""
         sums = self._layer_sums(models)
         y = models[self.statistic_].to_numpy(float)
         if len(models) == 1:
             return 1.0, max(float(y[0] - sums[0]), 0.0)
-        fit = lsq_linear(np.column_stack([sums / y, 1.0 / y]), np.ones(len(y)), bounds=([0.5, 0.0], [2.0, np.inf]))
+        fit = least_squares(lambda t: (t[0] * sums + t[1]) / y - 1.0, [1.0, 0.0], loss="soft_l1", f_scale=0.05,
+                            bounds=([0.5, 0.0], [2.0, np.inf]))
         return float(fit.x[0]), float(fit.x[1])
 
     # --------------------------------------------------------------- prediction
@@ -410,8 +419,13 @@ class LatencyPredictor:
         same_kind = [n for n in measured if SPECS[n].kind == hw.spec.kind]
         source = (same_kind or measured)[0]
         est = cls.load(shipped[source])
-        est.estimate_ = {"source": source, "source_dtype": est.dtype_,
-                         "source_spec": asdict(SPECS[source]), "target_spec": asdict(hw.spec)}
+        source_spec = asdict(SPECS[source])
+        if source_spec["cores"]:  # a CPU predictor timed on fewer threads than cores saw that share of the peak
+            share = min(max(est.threads_), source_spec["cores"]) / source_spec["cores"]
+            source_spec.update(peak_fp32_tflops=source_spec["peak_fp32_tflops"] * share,
+                               peak_fp16_tflops=source_spec["peak_fp16_tflops"] * share)
+        est.estimate_ = {"source": source, "source_dtype": est.dtype_, "source_spec": source_spec,
+                         "target_spec": asdict(hw.spec)}
         est.hardware_, est.estimated_, est.dtype_, est.metrics_ = name, True, hw.spec.default_dtype, {}
         est._tables = {}
         logger.warning(

@@ -1,0 +1,220 @@
+"""How right are the latency predictors, and how right could they be?
+
+For every shipped predictor with its profile dataset:
+
+1. held-out whole-model configs (never used in fitting): % within ±10% / ±5%, MAPE and
+   Spearman ρ of the xgboost predictor next to a FLOPs-proportional baseline and a lookup
+   table (sum of the measured units, as once-for-all does), overall and per model;
+2. a resolution left out of fitting: refit on the other resolutions, judge on it;
+3. few-shot calibration to that resolution from n = 10, 25, 50, 100 measured whole
+   models (as many as the data allows), averaged over draws, judged on a fixed set;
+4. the noise ceiling: configs from the dataset measured twice more, now, the way the
+   profiler measured them; how often two measurements of one config agree within ±10%
+   bounds what any predictor can score;
+5. prediction throughput of whole-model configs for Swin-T.
+
+    python benchmarks/predictor_accuracy.py [--held-out 672] [--noise-configs 24] \\
+        [--results benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sparsevit_sdk import SearchSpace, SparsityConfig, build_model
+from sparsevit_sdk._data import data_dir, shipped_predictors
+from sparsevit_sdk.hardware import list_hardware
+from sparsevit_sdk.predictor import LatencyPredictor, agreement, format_report
+from sparsevit_sdk.profiler import load_profiles, measure_latency
+
+SECTION = "## Latency predictors"
+CAL_SIZES = (10, 25, 50, 100)
+
+
+def _report(evaluation: dict) -> dict[str, dict]:
+    return {"xgboost (per layer)": evaluation["xgboost"], "FLOPs-proportional": evaluation["flops"],
+            "lookup table": evaluation["lookup"]}
+
+
+def shipped_tables(pred: LatencyPredictor, df: pd.DataFrame) -> list[str]:
+    out = [f"Judged on {pred.statistic_}; whole-model rows used to fit the overhead are excluded.\n"]
+    for label, part in [("all models", df), *[(m, df[df.model == m]) for m in sorted(df.model.unique())]]:
+        ev = pred.evaluate(part)
+        out += [f"**{label}** ({ev['xgboost']['n']} held-out configs, {ev['excluded']} excluded):\n",
+                format_report(_report(ev)), ""]
+    return out
+
+
+def held_out_resolution(pred: LatencyPredictor, df: pd.DataFrame, held: int, sizes: tuple[int, ...],
+                        draws: int) -> tuple[list[str], LatencyPredictor | None]:
+    """Refit without resolution ``held``; judge on it, then calibrate to it from n samples."""
+    at_held = (df.img_h == held) | (df.img_w == held)
+    if not at_held.any():
+        return [f"No rows at {held} px: held-out resolution skipped."], None
+    fit_res = sorted(set(df.loc[~at_held, "img_h"]))
+    base = LatencyPredictor(**pred.get_params()).fit(df[~at_held])
+    test = df[at_held]
+    ev = base.evaluate(test)
+    out = [f"Fitted on {fit_res} px only, judged on all {ev['xgboost']['n']} whole-model configs at {held} px. "
+           f"The lookup table is given the units *measured* at {held} px (built from {fit_res} alone it "
+           "answers 0%).\n", format_report(_report(ev)), ""]
+
+    models = test[test.layer == "model"].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(models))
+    n_eval = max(len(models) // 3, min(20, len(models) // 2))
+    judge, pool = models.iloc[order[:n_eval]], models.iloc[order[n_eval:]]
+    units = test[test.layer != "model"]
+    judged = pd.concat([judge, units])
+    # units that run inside a model (a score timed at a sparsity that prunes nothing is a no-op)
+    units = units[(units.layer != "score") | (units.windows_kept < units.windows_total)]
+    rows = {"0 (no calibration)": base.evaluate(judged)["xgboost"]}
+    skipped = []
+    for label, source in [("whole models", pool), ("layer units", units)]:
+        for n in sizes:
+            if n > len(source):
+                skipped.append(f"{n} {label}")
+                continue
+            results = [LatencyPredictor.calibrate(base, source.sample(n, random_state=draw)).evaluate(judged)["xgboost"]
+                       for draw in range(draws)]
+            rows[f"{n} {label}"] = {**{k: float(np.nanmean([r[k] for r in results])) for k in results[0]},
+                                    "n": results[0]["n"]}
+    out += [f"Few-shot calibration to {held} px from n measured whole models (pool of {len(pool)}) or n measured "
+            f"layer units (pool of {len(units)}), judged on a fixed set of {len(judge)} other whole-model configs, "
+            f"mean of {draws} draws" + (f"; skipped for want of data: {', '.join(skipped)}" if skipped else "")
+            + ".\n", format_report(rows).replace("| method |", "| calibration samples |"), ""]
+    return out, base
+
+
+def noise_ceiling(df: pd.DataFrame, n_configs: int, rounds: int, stat: str) -> list[str]:
+    """Re-measure dataset configs twice more the way the profiler measured them: ``rounds``
+    passes over all configs, each config keeping its quietest round (lowest p10)."""
+    models = df[df.layer == "model"]
+    if models.empty or n_configs == 0:
+        return ["Noise ceiling not measured."]
+    groups = models.groupby(["model", "img_h"])
+    per_group = max(2, n_configs // groups.ngroups)
+    picks = pd.concat([g.sample(min(len(g), per_group), random_state=0) for _, g in groups])
+    threads = int(picks.threads.iloc[0])
+    repeats = max(1, int(picks.repeats.iloc[0]) // rounds)
+    clock = next(iter(df.attrs.get("fingerprints", {}).values()), {}).get("clock", "wall")
+    nets: dict[str, torch.nn.Module] = {}
+
+    def measure_all() -> list:
+        best: list = [None] * len(picks)
+        for _ in range(rounds):
+            for i, row in enumerate(picks.itertuples()):
+                net = nets.setdefault(row.model, build_model(row.model))
+                net.set_sparsity(SparsityConfig(tuple(json.loads(row.config)), row.signature))
+                stats = measure_latency(net, (row.batch, 3, row.img_h, row.img_w), warmup=1, repeats=repeats,
+                                        threads=threads, clock=clock)
+                if best[i] is None or stats.p10_ms < best[i].p10_ms:
+                    best[i] = stats
+        return best
+
+    first, second = measure_all(), measure_all()
+    shapes = ", ".join(f"{m} {h}px" for m, h in picks.groupby(["model", "img_h"]).groups)
+    lines = [f"{len(picks)} dataset configs ({shapes}) measured twice more as the profiler does ({rounds} rounds "
+             f"of {repeats} timed calls, quietest round kept), {threads} thread(s), {clock} clock:\n",
+             "| statistic | two new measurements within ±10 % | within ±5 % | new vs dataset within ±10 % |",
+             "|---|---:|---:|---:|"]
+    for name, attr in [("p10_ms", "p10_ms"), ("min_ms", "min_ms"), ("latency_ms", "median_ms")]:
+        a = np.array([getattr(s, attr) for s in first])
+        b = np.array([getattr(s, attr) for s in second])
+        old = picks[name].to_numpy(float)
+        lines.append(f"| {name} | {agreement(a, b):.0f} % | {agreement(a, b, 0.05):.0f} % | "
+                     f"{agreement(a, old):.0f} % |")
+    lines.append(f"\nThe predictors fit and are judged on `{stat}`.")
+    return lines
+
+
+def throughput(pred: LatencyPredictor) -> list[str]:
+    model = build_model("swin_t")
+    space = SearchSpace.from_model(model)
+    configs = [space.sample(i) for i in range(20_000)]
+    shape = (1, 3, 224, 224)
+    start = time.perf_counter()
+    pred.predict_configs(model, configs[:1], shape)
+    cold = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        pred.predict_configs(model, configs, shape)
+        best = min(best, time.perf_counter() - start)
+    start = time.perf_counter()
+    for cfg in configs[:2000]:
+        pred.predict_config(model, cfg, shape)
+    single = (time.perf_counter() - start) / 2000
+    return [f"Swin-T at 224x224 ({pred!r}): first call (builds the unit-cost tables) {cold * 1e3:.0f} ms; then "
+            f"`predict_configs` on {len(configs):,} configs takes {best * 1e3:.1f} ms = "
+            f"**{len(configs) / best:,.0f} configs/s**; one `predict_config` call {single * 1e6:.0f} µs "
+            f"({1 / single:,.0f} configs/s)."]
+
+
+def estimates() -> list[str]:
+    """Swin-T on every known target; an estimate is only as good as a roofline and an assumed
+    per-op host cost, so it is labelled as such."""
+    model = build_model("swin_t")
+    space = SearchSpace.from_model(model)
+    lines = ["| target | source | dtype | 224 dense | 224 at 0.5 | 672 dense | 672 at 0.5 |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for name in list_hardware():
+        p = LatencyPredictor.for_hardware(name)
+        ms = [p.predict_config(model, c, (1, 3, r, r)) for r in (224, 672) for c in (space.dense(), space.uniform(0.5))]
+        source = "**estimated** from specs" if p.estimated else "measured"
+        lines.append(f"| {name} | {source} | {p.dtype_} | " + " | ".join(f"{v:.1f}" for v in ms) + " |")
+    return ["Predicted Swin-T latency (ms, batch 1):\n", *lines]
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace (or append) only this benchmark's section of a shared results file."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
+    path.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--held-out", type=int, default=672, help="resolution left out of fitting (px)")
+    parser.add_argument("--draws", type=int, default=5, help="random draws per calibration size")
+    parser.add_argument("--noise-configs", type=int, default=24, help="configs re-measured for the ceiling (0: skip)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement, as the profile was taken")
+    parser.add_argument("--results", type=Path, help="write the section into this markdown file")
+    args = parser.parse_args()
+
+    lines = [SECTION, "", "Produced by `python benchmarks/predictor_accuracy.py`. Targets: ≥ 95 % of held-out "
+             "whole-model configs within ±10 % and Spearman ≥ 0.95 on the CPU dataset.", ""]
+    for name, path in shipped_predictors().items():
+        pred = LatencyPredictor.load(path)
+        profiles = data_dir("profiles") / name
+        if not profiles.is_dir():
+            lines += [f"### {name}", f"No dataset at profiles/{name}: nothing to judge `{path.name}` on.", ""]
+            continue
+        df = load_profiles(profiles)
+        counts = df[df.layer == "model"].groupby(["model", "img_h"]).size()
+        lines += [f"### {name} ({pred!r}, threads {pred.threads_})", "",
+                  "Whole-model configs in the dataset: "
+                  + ", ".join(f"{m} {h}px: {n}" for (m, h), n in counts.items()) + ".", "",
+                  "#### Held-out configs", "", *shipped_tables(pred, df), "",
+                  f"#### Resolution {args.held_out} left out of fitting", ""]
+        held, _ = held_out_resolution(pred, df, args.held_out, CAL_SIZES, args.draws)
+        noise = noise_ceiling(df, args.noise_configs, args.rounds, pred.statistic_)
+        lines += [*held, "", "#### Noise ceiling", "", *noise, "", "#### Throughput", "", *throughput(pred), ""]
+    lines += ["### All targets", "", *estimates(), ""]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.results:
+        write_section(args.results, text)
+
+
+if __name__ == "__main__":
+    main()
