@@ -93,7 +93,7 @@ def _fingerprints(info: dict) -> list[dict]:
     return [info] if "fingerprint_id" in info else [v for v in info.values() if isinstance(v, dict)]
 
 
-@dataclass
+@dataclass(eq=False)  # DataFrames have no truth value; compare results with to_dict()
 class SearchResult:
     """The best config under the budget, its predicted latency and proxy score, the Pareto
     front of everything scored, and the full history (one row per distinct config)."""
@@ -116,7 +116,7 @@ class SearchResult:
     settings: dict[str, Any] = field(default_factory=dict, repr=False)  # population, parents, ...
     # what validation needs to know about the predictor: statistic, threads, fingerprint
     predictor_info: dict[str, Any] = field(default_factory=dict, repr=False)
-    model: nn.Module | None = field(default=None, repr=False, compare=False)
+    model: nn.Module | None = field(default=None, repr=False)
 
     @property
     def pareto(self) -> pd.DataFrame:
