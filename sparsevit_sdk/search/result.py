@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..accuracy.state import preserved, sparse_backbone
 from ..config import SparsityConfig
@@ -234,6 +235,7 @@ class SearchResult:
         progress_ax.plot(self.progress["generation"], self.progress["best_score"], marker="o", ms=3)
         progress_ax.set(xlabel="generation", ylabel=f"best {self.proxy_name} within budget",
                         title="search progress")
+        progress_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
