@@ -192,7 +192,7 @@ class LatencyPredictor:
         self.fit_keys_ = sorted(chosen.apply(_model_key, axis=1)) if len(chosen) else []
         if len(chosen):
             self.scale_, self.overhead_ms_ = self._fit_overhead(chosen)
-            gflops = self._model_costs(chosen)[0] / 1e9
+            gflops = self._model_gflops(chosen)
             self.ms_per_gflop_ = float(np.median(chosen[self.statistic_].to_numpy(float) / gflops))
         else:
             logger.warning("no whole-model rows: overhead not fitted and nothing to judge the predictor on")
@@ -357,14 +357,9 @@ class LatencyPredictor:
             out.append(config_units(arch, shape, row.dtype, cfg.block_sparsity(arch.signature, arch.depths)))
         return out
 
-    def _model_costs(self, models: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Analytic FLOPs and bytes of whole-model rows."""
-        costs = []
-        for units in self._model_units(models):
-            flops, moved = unit_costs(units)
-            costs.append(((flops * units["weight"]).sum(), (moved * units["weight"]).sum()))
-        flops, moved = np.array(costs).reshape(-1, 2).T
-        return flops, moved
+    def _model_gflops(self, models: pd.DataFrame) -> np.ndarray:
+        """Analytic GFLOPs of whole-model rows (the FLOPs baseline)."""
+        return np.array([(unit_costs(units)[0] * units["weight"]).sum() / 1e9 for units in self._model_units(models)])
 
     # --------------------------------------------------------------- judging
     def evaluate(self, df: pd.DataFrame) -> dict[str, Any]:
@@ -375,14 +370,13 @@ class LatencyPredictor:
         self._check_fitted()
         df = validate_frame(df, "evaluation data")
         models = df[df["layer"] == "model"].reset_index(drop=True)
-        used = models.apply(_model_key, axis=1).isin(set(self.fit_keys_)) if len(models) else models.index == 0
-        held = models[~np.asarray(used, dtype=bool)]
+        held = models[~models.apply(_model_key, axis=1).isin(set(self.fit_keys_))] if len(models) else models
         held = _with_mlp_ratio(held, df)
         if held.empty:
             raise ValueError("no whole-model rows left to judge on: every one was used in fitting (or there are "
                              "none); profile more configs or evaluate on another dataset")
         y = held[self.statistic_].to_numpy(float)
-        gflops = self._model_costs(held)[0] / 1e9
+        gflops = self._model_gflops(held)
         return {
             "hardware": self.hardware_, "estimated": self.estimated_, "statistic": self.statistic_,
             "excluded": int(len(models) - len(held)),
