@@ -1,5 +1,6 @@
-"""Where the shipped data folders are: next to the package in a source checkout, package data
-(``sparsevit_sdk.predictors`` / ``sparsevit_sdk.profiles``) when installed from a wheel."""
+"""Where the shipped data folders are: package data (``sparsevit_sdk.predictors`` /
+``sparsevit_sdk.profiles``, mapped from the top-level folders by pyproject.toml) when the
+package is installed, editable or not; the folders next to the package in a bare checkout."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ Folder = Literal["predictors", "profiles"]
 
 def data_dir(folder: Folder) -> Path:
     """Directory of the shipped ``predictors/`` or ``profiles/`` data."""
-    checkout = Path(__file__).resolve().parent.parent / folder
-    if (checkout / "__init__.py").is_file():
-        return checkout
-    return Path(str(importlib.resources.files(f"sparsevit_sdk.{folder}")))
+    try:
+        return Path(str(importlib.resources.files(f"sparsevit_sdk.{folder}")))
+    except ModuleNotFoundError:  # a source tree on sys.path without `pip install`
+        return Path(__file__).resolve().parent.parent / folder
 
 
 def shipped_predictors() -> dict[str, Path]:
