@@ -501,8 +501,9 @@ class LatencyPredictor:
         b = np.concatenate([np.ones(len(y)), np.full(G, w * common), [w * common * self.overhead_ms_ / typical]])
         theta = lsq_linear(A, b, bounds=(0.0, np.inf)).x
         old = dict(self.unit_scale_)
-        self.unit_scale_ = {g: old.get(g, old.get("*", 1.0)) * s for g, s in zip(parts.columns, theta[:G])}
-        self.unit_scale_["*"] = old.get("*", 1.0) * common
+        fitted = dict(zip(parts.columns, theta[:G]))  # groups these models do not run keep the common scale
+        self.unit_scale_ = {g: old.get(g, old.get("*", 1.0)) * fitted.get(g, common)
+                            for g in sorted(set(old) | set(fitted) | {"*"})}
         self.overhead_ms_ = float(theta[G])
         self._tables = {}
 
