@@ -12,12 +12,12 @@ gather / scatter of the kept rows.  Last, the whole Swin-T backbone at uniform 0
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
 
 from sparsevit_sdk import SearchSpace, build_model, measure_latency
 from sparsevit_sdk.devices import resolve_device
+from sparsevit_sdk.profiler import device_fingerprint
 from sparsevit_sdk.profiler.timing import LatencyStats, num_threads, time_callable
 from sparsevit_sdk.sparse import SparseSwinStage
 
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=672)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = device_fingerprint(device)["name"]
     with num_threads(args.threads):
         print(f"device: {device} ({name}), threads: {torch.get_num_threads()}, torch {torch.__version__}")
         print("\nBlock pair (W-MSA + SW-MSA), Swin-T stage shapes at 672x672, best p10 over rounds")
