@@ -11,6 +11,12 @@ executor with a ``map(fn, iterable)`` method can spread them over processes or m
 - ``mode="nsga2"``: NSGA-II over ``(score ↑, latency ↓)``; every candidate is scored, and
   the budget only picks ``best`` from the front.
 
+Fault tolerance: a proxy call that raises (in any worker) or is lost by the executor (its
+worker died) is retried up to ``retries`` times in the same generation, then recorded as
+failed (``history["error"]``) and left out of selection; the search goes on.  With a
+``checkpoint`` callback the engine hands over its :class:`SearchState` after every
+generation, and ``run(state)`` continues from one to exactly the result of an unbroken run.
+
 Both follow the SparseViT reference search: the top ``parents`` of the population breed the
 next generation, half of the children by uniform-int mutation (each gene redrawn with
 ``mutation_prob``), half by uniform crossover of two parents; then repair restores the
@@ -35,6 +41,7 @@ from deap import base, creator, tools
 from tqdm.auto import tqdm
 
 from ..config import SearchSpace, SparsityConfig
+from .checkpoint import SearchState
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +49,7 @@ Mode = Literal["single", "nsga2"]
 LatencyFn = Callable[[list[SparsityConfig]], np.ndarray]
 Proxy = Callable[[SparsityConfig], float]
 
-HISTORY_COLUMNS = ("generation", "config", "ratios", "predicted_ms", "score", "feasible")
+HISTORY_COLUMNS = ("generation", "config", "ratios", "predicted_ms", "score", "feasible", "error")
 PROGRESS_COLUMNS = ("generation", "new_configs", "evaluations", "feasible_fraction", "best_score", "best_ms")
 NOVELTY_TRIES = 10  # attempts to breed a child not seen before; bounded, then a repeat is accepted
 
@@ -52,6 +59,34 @@ class Executor(Protocol):
     pools, ``multiprocessing.Pool``."""
 
     def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], /) -> Iterable[Any]: ...
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An evaluation that did not produce a score: the error, as text (it crosses processes)."""
+
+    error: str
+
+    @classmethod
+    def of(cls, err: BaseException) -> Failure:
+        return cls(f"{type(err).__name__}: {err}")
+
+
+class Guarded:
+    """``fn`` with its exceptions returned as :class:`Failure` values instead of raised.
+
+    This is what goes through ``toolbox.map``: one raising candidate must not take the
+    results of the others in its batch down with it, whatever the executor does with errors.
+    """
+
+    def __init__(self, fn: Proxy) -> None:
+        self.fn = fn
+
+    def __call__(self, cfg: SparsityConfig) -> float | Failure:
+        try:
+            return self.fn(cfg)
+        except Exception as err:  # any proxy error is this candidate's failure, reported in history
+            return Failure.of(err)
 
 
 def _create_types() -> None:
@@ -74,6 +109,16 @@ class _IsolatedRandom:
 
     def __init__(self, seed: int | None) -> None:
         self._state = random.Random(seed).getstate()
+
+    def to_json(self) -> list:
+        version, internal, gauss = self._state
+        return [version, list(internal), gauss]
+
+    @classmethod
+    def from_json(cls, state: list) -> _IsolatedRandom:
+        rng = cls(None)
+        rng._state = (state[0], tuple(state[1]), state[2])
+        return rng
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -160,6 +205,8 @@ class EvolutionSearch:
         mutation_share: float = 0.5,
         seed: int | None = 0,
         executor: Executor | None = None,
+        retries: int = 2,
+        checkpoint: Callable[[SearchState], None] | None = None,
         progress: bool = False,
     ) -> None:
         if mode not in ("single", "nsga2"):
@@ -169,6 +216,8 @@ class EvolutionSearch:
             raise ValueError(f"need 2 <= parents < population, got parents={parents}, population={population}")
         if generations < 0:
             raise ValueError(f"generations must be >= 0, got {generations}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0 (extra attempts of a failed evaluation), got {retries}")
         for name, p in (("mutation_prob", mutation_prob), ("mutation_share", mutation_share)):
             if not 0 <= p <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
@@ -187,7 +236,17 @@ class EvolutionSearch:
         self.mutation_share = mutation_share
         self.seed = seed
         self.executor = executor
+        self.retries = retries
+        self.checkpoint = checkpoint
         self.progress = progress
+
+    def settings(self) -> dict[str, Any]:
+        """What shapes the search (not how it is run): a resumed search must be given the same."""
+        return {"mode": self.mode, "population": self.population, "parents": self.parents,
+                "generations": self.generations, "mutation_prob": self.mutation_prob,
+                "mutation_share": self.mutation_share, "seed": self.seed, "latency_budget": self.latency_budget,
+                "budget_ms": self.budget_ms, "signature": self.space.signature, "grid": list(self.space.grid),
+                "granularity": self.space.granularity, "monotonic": self.space.monotonic}
 
     # ------------------------------------------------------------------ set-up
     def _toolbox(self) -> base.Toolbox:
@@ -202,7 +261,7 @@ class EvolutionSearch:
         tb.register("mate", tools.cxUniform, indpb=0.5)
         tb.register("select", tools.selBest if self.mode == "single" else tools.selNSGA2)
         tb.register("map", map if self.executor is None else self.executor.map)  # the evaluation seam
-        tb.register("score", self.proxy)
+        tb.register("score", Guarded(self.proxy))
         return tb
 
     def _config(self, genome: Sequence[int]) -> SparsityConfig:
@@ -225,35 +284,69 @@ class EvolutionSearch:
             self._ms[cfg] = float(value)
             self._generation[cfg] = generation
 
+    def _attempt(self, configs: list[SparsityConfig]) -> dict[SparsityConfig, float | Failure]:
+        """One pass of ``toolbox.map`` over ``configs``: a score or a Failure for each.
+
+        An error raised by the executor itself (a worker died, the pool broke) is charged
+        to the config it was delivering and to every config after it, whose results are lost.
+        """
+        results: dict[SparsityConfig, float | Failure] = {}
+        lost = Failure("the executor returned no result for this config")
+        try:
+            for cfg, value in zip(configs, self._tb.map(self._tb.score, configs)):
+                results[cfg] = value
+        except Exception as err:  # whatever the executor raises, the lost configs are retried
+            lost = Failure.of(err)
+        return {cfg: results.get(cfg, lost) for cfg in configs}
+
     def _score(self, configs: Iterable[SparsityConfig]) -> int:
-        """Score configs not yet scored, through ``toolbox.map``; returns how many ran."""
-        todo = list(dict.fromkeys(c for c in configs if c not in self._scores))
-        for cfg, value in zip(todo, self._tb.map(self._tb.score, todo)):
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError(f"the proxy returned {value} for config {cfg}; a proxy must return a finite "
-                                 "number (higher is better)")
-            self._scores[cfg] = value
+        """Score configs neither scored nor given up on, through ``toolbox.map``, retrying
+        failures up to ``retries`` times; returns how many configs were tried."""
+        todo = list(dict.fromkeys(c for c in configs if c not in self._scores and c not in self._failed))
+        pending, errors = todo, {}
+        for attempt in range(1, self.retries + 2):
+            if not pending:
+                break
+            failed = []
+            for cfg, value in self._attempt(pending).items():
+                if isinstance(value, Failure):
+                    failed.append(cfg)
+                    errors[cfg] = value.error
+                    logger.warning("evaluation of %s failed (attempt %d of %d): %s", cfg, attempt, self.retries + 1,
+                                   value.error)
+                    continue
+                value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError(f"the proxy returned {value} for config {cfg}; a proxy must return a finite "
+                                     "number (higher is better)")
+                self._scores[cfg] = value
+            pending = failed
+        for cfg in pending:
+            self._failed[cfg] = errors[cfg]
+            logger.warning("giving up on %s after %d attempts; recorded as failed", cfg, self.retries + 1)
         return len(todo)
 
     def _feasible(self, cfg: SparsityConfig) -> bool:
         return self._ms[cfg] <= self._budget_ms
 
-    def _evaluate(self, individuals: list, generation: int) -> int:
-        """Give every individual with an invalid fitness one; returns proxy calls made."""
+    def _evaluate(self, individuals: list, generation: int) -> tuple[list, int]:
+        """Give every individual with an invalid fitness one; returns those that have one
+        (a failed evaluation takes no part in selection) and the configs scored."""
         invalid = [ind for ind in individuals if not ind.fitness.valid]
         configs = [self._config(ind) for ind in invalid]
         self._latency(configs, generation)
         wanted = configs if self.mode == "nsga2" else [c for c in configs if self._feasible(c)]
         calls = self._score(wanted)
         for ind, cfg in zip(invalid, configs):
+            if cfg in self._failed:
+                continue
             ms = self._ms[cfg]
             if self.mode == "nsga2":
                 ind.fitness.values = (self._scores[cfg], ms)
             else:
                 violation = max(0.0, ms / self._budget_ms - 1.0)
                 ind.fitness.values = (-violation, self._scores.get(cfg, -math.inf))
-        return calls
+        return [ind for ind in individuals if ind.fitness.valid], calls
 
     # --------------------------------------------------------------- variation
     def _child(self, parents: list, mutant: bool) -> list[int]:
@@ -332,47 +425,103 @@ class EvolutionSearch:
         best = max(feasible, key=lambda c: (self._scores[c], -self._ms[c]))
         return best, self._scores[best]
 
-    def run(self) -> EvolutionOutcome:
-        """Evolve; every distinct config is predicted once and scored at most once."""
-        self._tb = self._toolbox()
+    def _reset(self) -> None:
         self._ms: dict[SparsityConfig, float] = {}
         self._scores: dict[SparsityConfig, float] = {}
+        self._failed: dict[SparsityConfig, str] = {}  # config → error of its last attempt
         self._generation: dict[SparsityConfig, int] = {}
         self._rng = _IsolatedRandom(self.seed)
         self._logbook = tools.Logbook()
         self._logbook.header = PROGRESS_COLUMNS
 
-        fastest = self._check_budget()
-        # dense: the reference every score is read against; fastest: feasible, so a best always exists
-        self._score([self.space.dense(), fastest])
-        with tqdm(total=self.generations + 1, desc=f"search ({self.mode})", unit="gen", disable=not self.progress,
-                  dynamic_ncols=True) as bar:
-            known = len(self._ms)
+    def _references(self) -> None:
+        """Score dense (the reference every score is read against) and the fastest uniform
+        config (feasible, so a best always exists); without them there is no search."""
+        refs = [self.space.dense(), self._check_budget()]
+        self._score(refs)
+        lost = {str(c): self._failed[c] for c in refs if c in self._failed}
+        if lost:
+            raise RuntimeError(f"the proxy failed on the reference config(s) {lost} after {self.retries + 1} attempts; "
+                               "fix the proxy (or the executor) and run again")
+
+    def _next(self, pop: list | None, generation: int) -> tuple[list, int]:
+        """The population of ``generation`` (the first when ``pop`` is None) and the configs scored for it."""
+        if pop is None:
             with self._rng.active():
                 pop = self._initial()
-            calls = self._evaluate(pop, 0)
+            pop, calls = self._evaluate(pop, generation)
+            if len(pop) < 2:
+                raise RuntimeError(f"only {len(pop)} candidate(s) of the first population could be scored; see the "
+                                   "warnings for the proxy's errors")
             if self.mode == "nsga2":
                 pop = self._tb.select(pop, len(pop))  # deterministic: assigns ranks and crowding distances
-            self._record(0, pop, calls, known, bar)
-            for generation in range(1, self.generations + 1):
+            return pop, calls
+        with self._rng.active():
+            parents = self._tb.select(pop, self.parents)
+        children, calls = self._evaluate(self._breed(parents, self.population - self.parents, generation), generation)
+        with self._rng.active():
+            pop = parents + children if self.mode == "single" else self._tb.select(pop + children, self.population)
+        return pop, calls
+
+    def run(self, state: SearchState | None = None) -> EvolutionOutcome:
+        """Evolve, from a checkpoint's ``state`` if given; every distinct config is predicted
+        once and scored (or given up on) at most once."""
+        self._tb = self._toolbox()
+        self._reset()
+        if state is None:
+            self._references()
+            pop, first = None, 0
+        else:
+            pop, first = self._restore(state), state.generation + 1
+        with tqdm(total=self.generations + 1, initial=first, desc=f"search ({self.mode})", unit="gen",
+                  disable=not self.progress, dynamic_ncols=True) as bar:
+            for generation in range(first, self.generations + 1):
                 known = len(self._ms)
-                with self._rng.active():
-                    parents = self._tb.select(pop, self.parents)
-                children = self._breed(parents, self.population - self.parents, generation)
-                calls = self._evaluate(children, generation)
-                with self._rng.active():
-                    pop = (parents + children if self.mode == "single"
-                           else self._tb.select(pop + children, self.population))
+                pop, calls = self._next(pop, generation)
                 self._record(generation, pop, calls, known, bar)
+                if self.checkpoint is not None:
+                    self.checkpoint(self._state(generation, pop))
 
         best, best_score = self._best()
-        logger.info("search done: %d configs predicted, %d scored; best %s at %.4g ms, score %.4g",
-                    len(self._ms), len(self._scores), best, self._ms[best], best_score)
+        logger.info("search done: %d configs predicted, %d scored, %d failed; best %s at %.4g ms, score %.4g",
+                    len(self._ms), len(self._scores), len(self._failed), best, self._ms[best], best_score)
         return EvolutionOutcome(
             best=best, best_ms=self._ms[best], best_score=best_score, dense_ms=self._dense_ms,
             dense_score=self._scores[self.space.dense()], budget_ms=self._budget_ms, history=self._history(),
             progress=pd.DataFrame(list(self._logbook), columns=list(PROGRESS_COLUMNS)),
         )
+
+    # ------------------------------------------------------------- checkpoints
+    def _state(self, generation: int, pop: list) -> SearchState:
+        return SearchState(
+            generation=generation, settings=self.settings(), rng_state=self._rng.to_json(),
+            population=[list(ind) for ind in pop],
+            predicted=[(list(c.ratios), ms, self._generation[c]) for c, ms in self._ms.items()],
+            scores=[(list(c.ratios), v) for c, v in self._scores.items()],
+            failed=[(list(c.ratios), e) for c, e in self._failed.items()],
+            logbook=[dict(row) for row in self._logbook], dense_ms=self._dense_ms, budget_ms=self._budget_ms,
+        )
+
+    def _restore(self, state: SearchState) -> list:
+        """Caches, random state and Logbook from ``state``; returns its population with fitness
+        rebuilt from the caches (no prediction or proxy call)."""
+        ours = self.settings()
+        if state.settings != ours:
+            differ = sorted(k for k in {*ours, *state.settings} if ours.get(k) != state.settings.get(k))
+            raise ValueError(f"the checkpoint was made by a search with other settings ({', '.join(differ)}); "
+                             "resume it with the settings it was made with (SearchSession.resume does)")
+        config = self.space.config
+        for ratios, ms, generation in state.predicted:
+            cfg = config(ratios)
+            self._ms[cfg], self._generation[cfg] = ms, generation
+        self._scores.update((config(ratios), v) for ratios, v in state.scores)
+        self._failed.update((config(ratios), e) for ratios, e in state.failed)
+        self._rng = _IsolatedRandom.from_json(state.rng_state)
+        for row in state.logbook:
+            self._logbook.record(**row)
+        self._dense_ms, self._budget_ms = state.dense_ms, state.budget_ms
+        pop, _ = self._evaluate([self._tb.genome(g) for g in state.population], state.generation)
+        return pop
 
     def _record(self, generation: int, pop: list, calls: int, known: int, bar: tqdm) -> None:
         """One Logbook row (and progress-bar update) per generation."""
@@ -386,6 +535,6 @@ class EvolutionSearch:
                      len(self._ms) - known, calls, best_score, self._ms[best])
 
     def _history(self) -> pd.DataFrame:
-        rows = [(self._generation[c], str(c), c.ratios, ms, self._scores.get(c, math.nan), self._feasible(c))
-                for c, ms in self._ms.items()]
+        rows = [(self._generation[c], str(c), c.ratios, ms, self._scores.get(c, math.nan), self._feasible(c),
+                 self._failed.get(c)) for c, ms in self._ms.items()]
         return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
