@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from sparsevit_sdk.accuracy import (
     Accuracy,
     AccuracyProxy,
     AgreementProxy,
+    DemoRecipe,
     DigitCanvases,
     MeanIoU,
     adapt,
@@ -22,10 +24,11 @@ from sparsevit_sdk.accuracy import (
     demo_loader,
     finetune,
     segmentation_loss,
+    train_demo_supernet,
 )
 from sparsevit_sdk.accuracy.demo import SPLITS, source_indices
 
-SMALL = dict(size=64, digit_px=(16, 24), digits_per_image=(1, 2))  # tiny canvases keep the suite fast
+SMALL = dict(size=64, cell=32, digit_px=(16, 24), digits_per_image=(1, 2))  # tiny canvases keep the suite fast
 
 
 def small_loader(split: str = "train", num_images: int = 8, seed: int = 0):
@@ -77,11 +80,27 @@ def test_canvases_are_mostly_background_with_labelled_digits():
     assert canvas[mask > 0].mean() > canvas[mask == 0].mean() + 0.3  # digits stand out from the noise
 
 
+def test_each_digit_sits_alone_in_its_own_cell():
+    data = DigitCanvases("train", 32, size=(96, 130), cell=32, digit_px=(16, 28), digits_per_image=(1, 6))
+    assert data.cells == (3, 4)
+    counts = []
+    for i in range(len(data)):
+        mask = data.generate(i)[1]
+        assert not mask[96:].any() and not mask[:, 128:].any()  # nothing in the strip the grid leaves over
+        cells = mask[:96, :128].reshape(3, 32, 4, 32).transpose(0, 2, 1, 3).reshape(12, -1)  # (cell, pixels)
+        labels = [set(np.unique(c[c > 0]).tolist()) for c in cells]
+        assert all(len(ls) <= 1 for ls in labels)  # one digit per cell
+        counts.append(sum(bool(ls) for ls in labels))
+    assert min(counts) >= 1 and max(counts) <= 6 and len(set(counts)) > 2
+
+
 def test_bad_canvas_arguments_are_refused():
     with pytest.raises(ValueError, match="unknown split"):
         DigitCanvases("holdout", 4)
     with pytest.raises(ValueError, match="do not fit"):
         DigitCanvases("train", 4, size=32, digit_px=(16, 48))
+    with pytest.raises(ValueError, match="1x1 cells"):
+        DigitCanvases("train", 4, size=64, cell=56, digit_px=(16, 24), digits_per_image=(1, 2))
     with pytest.raises(IndexError):
         DigitCanvases("train", 4, **SMALL)[4]
 
@@ -171,6 +190,46 @@ def test_config_of_another_model_is_a_clear_error(seg):
         adapt(copy.deepcopy(seg), small_loader(), segmentation_loss, steps=1, space=foreign, progress=False)
     with pytest.raises(TypeError, match="sparsify"):
         AgreementProxy(torch.nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 8, 8))
+
+
+# --- the demo supernet recipe ----------------------------------------------------------------
+
+
+TINY = DemoRecipe(size=64, cell=32, digit_px=(16, 24), digits_per_image=(1, 2), batch_size=2, finetune_steps=2,
+                  adapt_steps=2)
+
+
+def test_demo_supernet_trains_dense_then_adapts_and_caches(tmp_path):
+    net = train_demo_supernet(TINY, cache_dir=tmp_path, progress=False)
+    init = build_demo_model(TINY.backbone, seed=TINY.seed).state_dict()
+    dense, adapted = net.dense.state_dict(), net.adapted.state_dict()
+    assert not torch.equal(dense["classify.weight"], init["classify.weight"])
+    assert not torch.equal(adapted["classify.weight"], dense["classify.weight"])
+    assert len(net.dense_log.losses) == 2 and len({c[0] for c in net.adapt_log.configs}) == 2
+    assert not net.dense.training and net.adapted.block_sparsity == [[0.0, 0.0]] * 4
+
+    again = train_demo_supernet(TINY, cache_dir=tmp_path, progress=False)  # both loaded, nothing trained
+    assert again.dense_log is None and again.adapt_log is None
+    assert all(torch.equal(v, again.adapted.state_dict()[k]) for k, v in adapted.items())
+
+    sandwich = train_demo_supernet(dataclasses.replace(TINY, sandwich=True), cache_dir=tmp_path, progress=False)
+    assert sandwich.dense_log is None and len(sandwich.adapt_log.configs[0]) == 3  # dense part shared
+    assert all(torch.equal(v, sandwich.dense.state_dict()[k]) for k, v in dense.items())
+    assert sorted(p.name.split("_")[1] for p in tmp_path.glob("*.pt")) == ["adapted", "adapted", "dense"]
+
+
+def test_demo_supernet_is_deterministic_under_its_seed():
+    runs = [train_demo_supernet(dataclasses.replace(TINY, seed=seed), progress=False) for seed in (0, 0, 1)]
+    weights = [r.adapted.state_dict()["classify.weight"] for r in runs]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert TINY.key() != dataclasses.replace(TINY, adapt_steps=3).key()
+    assert TINY.key(dense_only=True) == dataclasses.replace(TINY, adapt_steps=3, threads=2).key(dense_only=True)
+
+
+def test_recipe_loader_draws_canvases_like_training():
+    x, y = next(iter(TINY.loader("val", 2, size=96)))
+    assert x.shape == (2, 3, 96, 96) and y.shape == (2, 96, 96)
+    assert TINY.loader("test", 3).dataset.cell == 32 and len(TINY.loader("test", 3).dataset) == 3
 
 
 # --- proxies ---------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Accuracy side of the search: sparsity-aware adaptation, cached accuracy proxies, a demo task.
 
+    net = train_demo_supernet(DemoRecipe())      # or, step by step:
     model = build_demo_model("swin_micro")
-    finetune(model, demo_loader("train", 4000), segmentation_loss, steps=600)   # dense
-    adapt(model, demo_loader("train", 4000), segmentation_loss, steps=300)      # supernet
+    finetune(model, demo_loader("train", 4000), segmentation_loss, steps=400)   # dense
+    adapt(model, demo_loader("train", 4000), segmentation_loss, steps=240)      # supernet
     proxy = AccuracyProxy(model, demo_loader("val", 64), metric=MeanIoU(NUM_CLASSES))
     proxy(SearchSpace.from_model(model).uniform(0.5))                           # -> mIoU
 """
@@ -11,9 +12,10 @@ from .adapt import TrainLog, adapt, finetune
 from .demo import NUM_CLASSES, DemoSegmenter, DigitCanvases, build_demo_model, demo_loader, segmentation_loss
 from .metrics import Accuracy, MeanIoU, Metric
 from .proxy import AccuracyProxy, AgreementProxy, CachedProxy, CacheInfo, default_proxy, probe_images
+from .supernet import DemoRecipe, DemoSupernet, train_demo_supernet
 
 __all__ = [
-    "NUM_CLASSES", "Accuracy", "AccuracyProxy", "AgreementProxy", "CacheInfo", "CachedProxy", "DemoSegmenter",
-    "DigitCanvases", "MeanIoU", "Metric", "TrainLog", "adapt", "build_demo_model", "default_proxy",
-    "demo_loader", "finetune", "probe_images", "segmentation_loss",
+    "NUM_CLASSES", "Accuracy", "AccuracyProxy", "AgreementProxy", "CacheInfo", "CachedProxy", "DemoRecipe",
+    "DemoSegmenter", "DemoSupernet", "DigitCanvases", "MeanIoU", "Metric", "TrainLog", "adapt", "build_demo_model",
+    "default_proxy", "demo_loader", "finetune", "probe_images", "segmentation_loss", "train_demo_supernet",
 ]

@@ -66,9 +66,13 @@ class DigitCanvases(torch.utils.data.Dataset):
     """Canvases of ``H x W`` pixels (``size`` is an int or ``(H, W)``) with ``digits_per_image``
     digits of ``digit_px`` pixels each.
 
-    Item ``i`` is ``(image, mask)``: image ``(channels, H, W)`` float32, standardised;
-    mask ``(H, W)`` int64 with 0 for background and ``d + 1`` for digit ``d``.
-    Digits never overlap (a digit that finds no free spot in 20 tries is left out).
+    The canvas is divided into square cells of ``cell`` pixels; each digit takes its own
+    random cell, centred with up to ``jitter`` pixels of random offset.  Loose placement
+    on a grid keeps digits apart and is what lets a small Swin trained from scratch learn
+    digit identity within CPU minutes: with free placement it needs far more data to
+    become translation invariant (measured: no progress in 1,600 samples, while cell
+    placement learns).  Item ``i`` is ``(image, mask)``: image ``(channels, H, W)``
+    float32, standardised; mask ``(H, W)`` int64, 0 for background and ``d + 1`` for digit ``d``.
     """
 
     def __init__(
@@ -77,8 +81,10 @@ class DigitCanvases(torch.utils.data.Dataset):
         num_images: int = 1000,
         *,
         size: int | tuple[int, int] = 224,
+        cell: int = 56,
         digits_per_image: tuple[int, int] = (1, 4),
-        digit_px: tuple[int, int] = (28, 56),
+        digit_px: tuple[int, int] = (32, 48),
+        jitter: int = 4,
         noise: tuple[float, float] = (0.03, 0.1),
         channels: int = 3,
         seed: int = 0,
@@ -86,14 +92,20 @@ class DigitCanvases(torch.utils.data.Dataset):
     ) -> None:
         if num_images < 1:
             raise ValueError(f"num_images must be positive, got {num_images}")
+        self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        self.cells = (self.size[0] // cell, self.size[1] // cell)
         self.digits_per_image = _check_range("digits_per_image", digits_per_image)
         self.digit_px = _check_range("digit_px", digit_px)
         self.noise = _check_range("noise", noise)
-        self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        if digit_px[1] > min(self.size):
-            raise ValueError(f"digits of up to {digit_px[1]} px do not fit a {self.size} canvas; lower digit_px")
+        if digit_px[1] > cell or digits_per_image[1] > self.cells[0] * self.cells[1]:
+            raise ValueError(
+                f"{digits_per_image[1]} digits of up to {digit_px[1]} px do not fit {self.cells[0]}x{self.cells[1]} "
+                f"cells of {cell} px on a {self.size} canvas; lower digit_px or digits_per_image, or raise size"
+            )
         self.split = split
         self.num_images = num_images
+        self.cell = cell
+        self.jitter = jitter
         self.channels = channels
         self.seed = seed
         self.sources = source_indices(split, split_seed=split_seed)
@@ -110,21 +122,16 @@ class DigitCanvases(torch.utils.data.Dataset):
         H, W = self.size
         canvas = rng.uniform(0.0, 0.15) + rng.normal(0.0, rng.uniform(*self.noise), (H, W))
         mask = np.zeros((H, W), dtype=np.int64)
-        taken = np.zeros((H, W), dtype=bool)
-        for _ in range(rng.integers(self.digits_per_image[0], self.digits_per_image[1] + 1)):
+        count = rng.integers(self.digits_per_image[0], self.digits_per_image[1] + 1)
+        for cell in rng.choice(self.cells[0] * self.cells[1], size=count, replace=False):
             src = rng.choice(self.sources)
             px = int(rng.integers(self.digit_px[0], self.digit_px[1] + 1))
-            for _try in range(20):
-                y, x = rng.integers(0, (H - px + 1, W - px + 1))
-                if not taken[y : y + px, x : x + px].any():
-                    break
-            else:
-                continue
+            room = min(self.jitter, (self.cell - px) // 2)
+            y, x = (np.array(divmod(cell, self.cells[1])) * self.cell + (self.cell - px) // 2
+                    + rng.integers(-room, room + 1, size=2))
             glyph = np.clip(zoom(images[src], px / 8, order=1), 0.0, 1.0)[:px, :px]  # (px, px)
-            h, w = glyph.shape
-            canvas[y : y + h, x : x + w] += rng.uniform(0.6, 1.0) * glyph
-            mask[y : y + h, x : x + w][glyph > INK_THRESHOLD] = labels[src] + 1
-            taken[y : y + h, x : x + w] = True
+            canvas[y : y + px, x : x + px] += rng.uniform(0.6, 1.0) * glyph
+            mask[y : y + px, x : x + px][glyph > INK_THRESHOLD] = labels[src] + 1
         return np.clip(canvas, 0.0, 1.0).astype(np.float32), mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -195,8 +195,8 @@ def probe_images(
 ) -> tuple[torch.Tensor, str]:
     """``num_images`` images of ``input_shape``'s ``(C, H, W)`` for a label-free proxy, and their kind.
 
-    Demo-task canvases (val split; digits scaled to the canvas, the gray image repeated over
-    the channels) where the canvas is at least 64 px a side; otherwise (or for unusual sizes)
+    Demo-task canvases (val split; one digit per cell of a 4x4 grid, scaled to the canvas, the gray
+    image repeated over the channels) where the canvas is at least 64 px a side; otherwise (or for unusual sizes)
     seeded Gaussian noise, which still exercises every window but says less about accuracy.
     """
     if len(input_shape) not in (3, 4):
@@ -204,7 +204,7 @@ def probe_images(
     C, H, W = (int(v) for v in input_shape[-3:])
     if min(H, W) >= 64:
         side = min(H, W)
-        canvases = DigitCanvases("val", num_images, size=(H, W), digit_px=(side // 8, side // 4),
+        canvases = DigitCanvases("val", num_images, size=(H, W), cell=side // 4, digit_px=(side // 8, side // 4),
                                  channels=C, seed=seed)
         return torch.stack([canvases[i][0] for i in range(num_images)]), "demo"
     generator = torch.Generator().manual_seed(seed)
