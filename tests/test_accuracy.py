@@ -195,8 +195,8 @@ def test_config_of_another_model_is_a_clear_error(seg):
 # --- the demo supernet recipe ----------------------------------------------------------------
 
 
-TINY = DemoRecipe(size=64, cell=32, digit_px=(16, 24), digits_per_image=(1, 2), batch_size=2, finetune_steps=2,
-                  adapt_steps=2)
+TINY = DemoRecipe(size=96, pretrain_size=64, cell=32, digit_px=(16, 24), digits_per_image=(1, 2), batch_size=2,
+                  pretrain_steps=1, finetune_steps=1, adapt_steps=2)
 
 
 def test_demo_supernet_trains_dense_then_adapts_and_caches(tmp_path):
@@ -205,7 +205,7 @@ def test_demo_supernet_trains_dense_then_adapts_and_caches(tmp_path):
     dense, adapted = net.dense.state_dict(), net.adapted.state_dict()
     assert not torch.equal(dense["classify.weight"], init["classify.weight"])
     assert not torch.equal(adapted["classify.weight"], dense["classify.weight"])
-    assert len(net.dense_log.losses) == 2 and len({c[0] for c in net.adapt_log.configs}) == 2
+    assert len(net.dense_log.losses) == 2 and len({c[0] for c in net.adapt_log.configs}) == 2  # 1 + 1 dense steps
     assert not net.dense.training and net.adapted.block_sparsity == [[0.0, 0.0]] * 4
 
     again = train_demo_supernet(TINY, cache_dir=tmp_path, progress=False)  # both loaded, nothing trained
@@ -224,11 +224,12 @@ def test_demo_supernet_is_deterministic_under_its_seed():
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
     assert TINY.key() != dataclasses.replace(TINY, adapt_steps=3).key()
     assert TINY.key(dense_only=True) == dataclasses.replace(TINY, adapt_steps=3, threads=2).key(dense_only=True)
+    assert TINY.key(dense_only=True) != dataclasses.replace(TINY, pretrain_steps=0).key(dense_only=True)
 
 
 def test_recipe_loader_draws_canvases_like_training():
-    x, y = next(iter(TINY.loader("val", 2, size=96)))
-    assert x.shape == (2, 3, 96, 96) and y.shape == (2, 96, 96)
+    x, y = next(iter(TINY.loader("val", 2, size=128)))
+    assert x.shape == (2, 3, 128, 128) and y.shape == (2, 128, 128)
     assert TINY.loader("test", 3).dataset.cell == 32 and len(TINY.loader("test", 3).dataset) == 3
 
 

@@ -4,10 +4,17 @@
     net.dense, net.adapted                 # dense-trained and sparsity-adapted DemoSegmenters
     net.recipe.loader("test", 64)          # canvases drawn the way the model was trained
 
-Training is dense fine-tuning from random weights, then sparsity-aware adaptation
-(:func:`adapt`) of a copy.  With a ``cache_dir`` both state dicts are kept on disk, keyed
-by the recipe (the dense one by its dense part alone, so recipes that differ only in the
-adaptation share it); loading uses ``torch.load(weights_only=True)``, never a pickle.
+Training is dense, from random weights: first on small canvases (``pretrain_size``), then
+on the task's canvases (``size``); then a copy is adapted to every sparsity (:func:`adapt`).
+The small canvases are what make the task learnable in CPU minutes: with the same digits on
+a quarter of the pixels a step costs a quarter as much and carries four times the digit
+pixels, and digit identity is learned where full-size canvases alone made no progress in
+the same time (measured: val mIoU 0.58 on 112 px canvases after 800 steps; 0.12 after 300
+steps on 224 px canvases, i.e. background and digit outlines only).
+
+With a ``cache_dir`` both state dicts are kept on disk, keyed by the recipe (the dense one
+by its dense part alone, so recipes that differ only in the adaptation share it); loading
+uses ``torch.load(weights_only=True)``, never a pickle.
 """
 
 from __future__ import annotations
@@ -30,28 +37,32 @@ from .demo import DemoSegmenter, build_demo_model, demo_loader, segmentation_los
 logger = logging.getLogger(__name__)
 
 # Fields that decide the dense-trained weights; the rest only change the adaptation.
-_DENSE_FIELDS = ("backbone", "size", "cell", "digit_px", "digits_per_image", "batch_size", "finetune_steps",
-                 "finetune_lr", "seed")
+_DENSE_FIELDS = ("backbone", "size", "pretrain_size", "cell", "digit_px", "digits_per_image", "batch_size",
+                 "pretrain_steps", "pretrain_lr", "finetune_steps", "finetune_lr", "seed")
 
 
 @dataclass(frozen=True)
 class DemoRecipe:
     """How the demo supernet is trained: canvases, steps, learning rates, sandwich rule, seed.
 
-    Canvases are ``size`` px with digits of ``digit_px`` px, one per ``cell``-px grid cell.
+    Canvases are ``size`` px (``pretrain_size`` px for the first dense steps) with digits of
+    ``digit_px`` px, one per ``cell``-px grid cell.
     ``threads`` pins torch's intra-op threads while training (1 is fastest on a shared
     2-core machine; None leaves torch's setting alone).
     """
 
     backbone: str = "swin_micro"
     size: int = 224
+    pretrain_size: int = 112
     cell: int = 56
     digit_px: tuple[int, int] = (32, 48)
     digits_per_image: tuple[int, int] = (1, 4)
     batch_size: int = 8
-    finetune_steps: int = 400
-    adapt_steps: int = 240
-    finetune_lr: float = 1e-3
+    pretrain_steps: int = 800
+    finetune_steps: int = 100
+    adapt_steps: int = 200
+    pretrain_lr: float = 1e-3
+    finetune_lr: float = 5e-4
     adapt_lr: float = 5e-4
     sandwich: bool = False
     seed: int = 0
@@ -60,7 +71,7 @@ class DemoRecipe:
     @classmethod
     def quick(cls, **overrides) -> DemoRecipe:
         """A smoke-test recipe (about a minute on a 2-core CPU): too short to learn much."""
-        return cls(**{"batch_size": 4, "finetune_steps": 60, "adapt_steps": 40, **overrides})
+        return cls(**{"batch_size": 4, "pretrain_steps": 100, "finetune_steps": 20, "adapt_steps": 40, **overrides})
 
     def canvas(self) -> dict:
         """Keyword arguments of :class:`DigitCanvases` for this recipe's canvases."""
@@ -84,7 +95,8 @@ class DemoRecipe:
 
 @dataclass
 class DemoSupernet:
-    """The dense-trained model, its adapted copy, and their training logs (None when loaded from cache)."""
+    """The dense-trained model, its adapted copy, and their training logs (None when loaded from cache;
+    ``dense_log`` holds the pre-training steps followed by the fine-tuning steps)."""
 
     recipe: DemoRecipe
     dense: DemoSegmenter
@@ -116,6 +128,7 @@ def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os
 
     The dense phase trains on split ``"train"`` with the recipe's seed; the adaptation
     draws its batches with ``seed + 1`` so it sees canvases the dense phase did not.
+    ``pretrain_steps=0`` skips pre-training on small canvases.
     Both models come back in eval mode at sparsity 0.
     """
     recipe = recipe or DemoRecipe()
@@ -126,8 +139,15 @@ def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os
     dense_log = adapt_log = None
     with num_threads(recipe.threads):
         if not _cached(dense_path, dense):
-            dense_log = finetune(dense, recipe.loader("train", 1_000_000), segmentation_loss, recipe.finetune_steps,
-                                 lr=recipe.finetune_lr, seed=recipe.seed, progress=progress)
+            dense_log = TrainLog()
+            for size, steps, lr in ((recipe.pretrain_size, recipe.pretrain_steps, recipe.pretrain_lr),
+                                    (recipe.size, recipe.finetune_steps, recipe.finetune_lr)):
+                if steps:
+                    log = finetune(dense, recipe.loader("train", 1_000_000, size=size), segmentation_loss, steps,
+                                   lr=lr, seed=recipe.seed, progress=progress)
+                    dense_log.configs += log.configs
+                    dense_log.losses += log.losses
+                    dense_log.wall_s += log.wall_s
             _store(dense_path, dense)
         adapted = copy.deepcopy(dense)
         if not _cached(adapted_path, adapted):
