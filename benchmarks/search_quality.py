@@ -50,10 +50,10 @@ Predict = Callable[[list[SparsityConfig]], np.ndarray]
 @dataclass
 class Settings:
     val_images: int = 8  # the proxy's calibration set
-    test_images: int = 48  # the true metric
-    population: int = 16
-    parents: int = 4
-    generations: int = 4
+    test_images: int = 32  # the true metric
+    population: int = 12
+    parents: int = 3
+    generations: int = 3
     repeats: int = 10  # timed calls per latency round
     rounds: int = 3
 
