@@ -1,6 +1,11 @@
 """``sparsevit-fit``: profile datasets of one device → a latency predictor file.
 
     sparsevit-fit --profiles profiles/cpu --out predictors/cpu.json
+    sparsevit-fit --profiles run1/orin --profiles run2/orin --out predictors/jetson-orin.json
+
+Datasets are merged (a measurement taken twice keeps its latest row) and must hold one
+device fingerprint: pick one with ``--fingerprint ID`` or allow several with
+``--mix-fingerprints`` (identical boards).
 
 Prints how right the predictor is on the whole-model rows it was not fitted on, next to
 the FLOPs-proportional and lookup-table baselines.
@@ -13,9 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import pandas as pd
-
-from ..predictor import LatencyPredictor, format_report
+from ..predictor import LatencyPredictor, format_report, merge_profiles, select_device
 from ..predictor.latency import STATISTICS
 from ..profiler.dataset import load_profiles
 from ..profiler.schema import SchemaError
@@ -27,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profiles", action="append", required=True,
                    help="dataset folder or .parquet file of one device; repeat for several")
     p.add_argument("--out", required=True, help="predictor file to write, e.g. predictors/cpu.json")
+    p.add_argument("--fingerprint", metavar="ID", help="fit only the rows of this device fingerprint")
+    p.add_argument("--mix-fingerprints", action="store_true",
+                   help="fit one predictor over several device fingerprints (interchangeable devices)")
     p.add_argument("--statistic", choices=("auto", *STATISTICS), default="auto",
                    help="measured statistic to fit (default: p10_ms on a CPU, the median on a GPU)")
     p.add_argument("--overhead-fraction", type=float, default=0.25,
@@ -41,10 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        frames = [load_profiles(path) for path in args.profiles]
-        df = pd.concat(frames, ignore_index=True)
-        fingerprints = {k: v for f in frames for k, v in f.attrs.get("fingerprints", {}).items()}
-        fingerprint = next(iter(fingerprints.values())) if len(fingerprints) == 1 else fingerprints or None
+        df = merge_profiles([load_profiles(path) for path in args.profiles])
+        df, fingerprint = select_device(df, fingerprint=args.fingerprint, mix=args.mix_fingerprints)
         predictor = LatencyPredictor(statistic=args.statistic, overhead_fraction=args.overhead_fraction,
                                      n_estimators=args.n_estimators, max_depth=args.max_depth,
                                      random_state=args.seed).fit(df, fingerprint=fingerprint)

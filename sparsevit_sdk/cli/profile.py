@@ -4,6 +4,10 @@
         --batch 1 --dtype fp32 --out profiles/
 
 Rows go to ``<out>/<hw>/<model>.parquet`` next to ``<out>/<hw>/fingerprint.json``.
+
+With ``--ray-address ADDR --hw NAME`` the sweep runs on the node of that Ray cluster that
+advertises the custom resource NAME (a profiling fleet; needs ``pip install 'sparsevit-sdk[ray]'``)
+and the rows are written here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 
 from ..profiler.dataset import load_profiles
 from ..profiler.fingerprint import default_hw
+from ..profiler.remote import profile_on_ray
 from ..profiler.sweep import DTYPES, SweepSettings, dataset_path, parse_resolution, profile_model
 from ..profiler.timing import CLOCKS
 
@@ -67,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the config sampling and inputs")
     p.add_argument("--resume", action="store_true", help="skip measurements already in the dataset")
     p.add_argument("--note", default="", help="free text stored in the fingerprint sidecar")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="run on the Ray cluster at ADDR (e.g. ray://head:10001 or auto), on the node advertising "
+                        "the custom resource --hw")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -85,14 +93,19 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _profile(args: argparse.Namespace) -> None:
     settings = _settings(args)
+    if args.ray_address and not args.hw:
+        raise ValueError("--ray-address needs --hw NAME: the custom resource of the node to profile on "
+                         "(and the dataset's folder)")
     hw = args.hw or default_hw(args.device)
     for name in args.model:
         start = time.perf_counter()
-        rows = profile_model(
-            name, resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,
-            dtype=args.dtype, hw=hw, out=args.out, settings=settings, threads=args.threads, clock=args.clock,
-            seed=args.seed, resume=args.resume, note=args.note, progress=not args.no_progress,
-        )
+        sweep = dict(resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,
+                     dtype=args.dtype, hw=hw, out=args.out, settings=settings, threads=args.threads,
+                     clock=args.clock, seed=args.seed, resume=args.resume, note=args.note)
+        if args.ray_address:
+            rows = profile_on_ray(name, address=args.ray_address, **sweep)
+        else:
+            rows = profile_model(name, progress=not args.no_progress, **sweep)
         path = dataset_path(args.out, hw, name)
         spread = (rows["p90_ms"] / rows["p10_ms"]).median() if len(rows) else float("nan")
         print(f"{name}: {len(rows)} new measurements in {time.perf_counter() - start:.0f} s (median p90/p10 "
@@ -105,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves measured rows as Ctrl-C does
     try:
         _profile(args)
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"sparsevit-profile: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,11 +5,16 @@
 ``--hw`` is a target name or a predictor file (e.g. one calibrated on your device).  The
 built-in models are randomly initialised and scored by the label-free agreement with the
 dense model; for task accuracy use the Python API with your own model and proxy.
+
+Scale out with ``--executor process`` (``--workers N``) or ``--executor ray``
+(``--ray-address ADDR``); ``--checkpoint PATH`` saves every generation, and
+``--resume PATH --model NAME --out result.json`` continues an interrupted search.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,6 +25,7 @@ from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
 from ..profiler.sweep import parse_resolution
 from ..search import SearchSession
+from ..search.executors import EXECUTORS, resolve_executor
 
 
 def _resolution(text: str) -> tuple[int, int]:
@@ -33,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsevit-search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=list_models(), help="built-in model")
-    p.add_argument("--hw", default="cpu",
-                   help=f"target ({', '.join(list_hardware())}) or a predictor .json file (default: cpu)")
+    p.add_argument("--hw", help=f"target ({', '.join(list_hardware())}) or a predictor .json file (default: cpu; "
+                                "with --resume, the checkpoint's)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", type=float, help="latency budget as a fraction of dense latency (default: 0.7)")
     budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
@@ -50,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parents", type=int, default=25)
     p.add_argument("--mutation-prob", type=float, default=0.1, help="per-gene mutation probability")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="where proxy calls run (default: local)")
+    p.add_argument("--workers", type=int, help="worker processes of --executor process (default: one per core)")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster of --executor ray (default: a local one)")
+    p.add_argument("--retries", type=int, default=2, help="extra attempts of a failed proxy call (default: 2)")
+    p.add_argument("--checkpoint", metavar="PATH", help="save the search to PATH after every generation")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue the search checkpointed at PATH (search settings come from it)")
     p.add_argument("--validate", metavar="DEVICE", help="then time dense vs best on DEVICE (cpu or cuda:N)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -61,14 +74,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         model = build_model(args.model)
-        hw = LatencyPredictor.load(args.hw) if Path(args.hw).is_file() else args.hw
-        session = SearchSession(
-            model, hw, latency_budget=args.budget, budget_ms=args.budget_ms,
-            input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
-            generations=args.generations, population=args.population, parents=args.parents,
-            mutation_prob=args.mutation_prob, progress=not args.no_progress,
-        )
-        result = session.run()
+        hw = LatencyPredictor.load(args.hw) if args.hw and Path(args.hw).is_file() else args.hw
+        executor = resolve_executor(args.executor, workers=args.workers, address=args.ray_address)
+        with contextlib.closing(executor) if executor is not None else contextlib.nullcontext():
+            if args.resume:
+                session = SearchSession.resume(args.resume, model, hw=hw, executor=executor, retries=args.retries,
+                                               progress=not args.no_progress)
+            else:
+                session = SearchSession(
+                    model, hw or "cpu", latency_budget=args.budget, budget_ms=args.budget_ms,
+                    input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
+                    generations=args.generations, population=args.population, parents=args.parents,
+                    mutation_prob=args.mutation_prob, executor=executor, retries=args.retries,
+                    checkpoint=args.checkpoint, progress=not args.no_progress,
+                )
+            result = session.run()
         print(result.summary())
         print(f"wrote {result.save(args.out)}")
         if args.plot:
@@ -76,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {args.plot}")
         if args.validate:
             print(result.validate(args.validate))
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, ImportError, RuntimeError) as err:
         print(f"sparsevit-search: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

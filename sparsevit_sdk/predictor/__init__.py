@@ -2,9 +2,10 @@
 
 from .features import Architecture, config_units, unit_costs, unit_features
 from .latency import LatencyPredictor
+from .merge import merge_profiles, select_device
 from .metrics import accuracy, agreement, format_report
 
 __all__ = [
-    "Architecture", "LatencyPredictor", "accuracy", "agreement", "config_units", "format_report", "unit_costs",
-    "unit_features",
+    "Architecture", "LatencyPredictor", "accuracy", "agreement", "config_units", "format_report", "merge_profiles",
+    "select_device", "unit_costs", "unit_features",
 ]

@@ -6,13 +6,21 @@
 The session wires the real pieces into the engine: the target's latency predictor
 (measured, or a spec-based estimate flagged ``estimated``) as the batch latency function,
 and an accuracy proxy (by default the label-free agreement with the dense model).
+
+Scale-out: ``executor="process"`` or ``"ray"`` (or any object with ``map``) spreads the proxy
+calls; ``checkpoint=path`` saves the search after every generation, and
+``SearchSession.resume(path, model).run()`` continues it to the result an unbroken run gives.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch.nn as nn
@@ -21,7 +29,9 @@ from ..accuracy import default_proxy
 from ..accuracy.state import sparse_backbone
 from ..config import SearchSpace, SparsityConfig
 from ..predictor import LatencyPredictor
+from .checkpoint import SearchState, read_checkpoint, write_checkpoint
 from .engine import EvolutionSearch, Executor, Mode, Proxy
+from .executors import resolve_executor
 from .result import SearchResult
 
 logger = logging.getLogger(__name__)
@@ -45,9 +55,12 @@ class SearchSession:
     ``budget_ms``.  ``proxy(cfg) -> float`` scores a config, higher is better; without one
     the label-free agreement with the dense model on a few demo images is used (logged as a
     warning: it ranks configs by how little they change the outputs, not by task accuracy).
-    ``executor`` is any object with ``map(fn, iterable)``; proxy calls go through it (a
-    proxy sets the sparsity of its model, so workers need their own copy: processes or
-    remote workers, not threads sharing this model).
+    ``executor`` is "local" (default), "process", "ray" or any object with ``map(fn,
+    iterable)``; proxy calls go through it (a proxy sets the sparsity of its model, so
+    workers need their own copy: processes or remote workers, not threads sharing this
+    model).  A failed proxy call is retried ``retries`` times, then recorded as failed in
+    the history.  ``checkpoint`` is a file rewritten after every generation; continue an
+    interrupted search with :meth:`resume`.
     Evolution settings follow the SparseViT reference: ``population`` 100, the top
     ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1.
     """
@@ -68,7 +81,9 @@ class SearchSession:
         parents: int = 25,
         mutation_prob: float = 0.1,
         space: SearchSpace | None = None,
-        executor: Executor | None = None,
+        executor: Executor | str | None = None,
+        retries: int = 2,
+        checkpoint: str | os.PathLike | None = None,
         progress: bool = True,
     ) -> None:
         self.model = model
@@ -90,20 +105,90 @@ class SearchSession:
                            "rank them by task accuracy", _proxy_name(proxy))
         self.proxy = proxy
         self.seed = seed
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.engine = EvolutionSearch(
             self.space, self._latency, proxy, latency_budget=latency_budget, budget_ms=budget_ms, mode=mode,
             population=population, parents=parents, generations=generations, mutation_prob=mutation_prob,
-            seed=seed, executor=executor, progress=progress,
+            seed=seed, executor=resolve_executor(executor), retries=retries, progress=progress,
+            checkpoint=None if checkpoint is None else self._write_checkpoint,
         )
+        # an executor made here from a name is closed after each run (its pool restarts on the next)
+        self._owned_executor = self.engine.executor if isinstance(executor, str) else None
+        self._resume_from: SearchState | None = None
+        self._elapsed_before = 0.0  # search time spent before the checkpoint this session resumes
+        self._started = time.perf_counter()
 
     def _latency(self, configs: list[SparsityConfig]) -> np.ndarray:
         return self.predictor.predict_configs(self.backbone, configs, self.input_shape)
 
+    # ------------------------------------------------------------- checkpoints
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._started
+
+    def _write_checkpoint(self, state: SearchState) -> None:
+        """What rebuilds this session around the engine's state (the model and proxy excepted)."""
+        write_checkpoint(self.checkpoint, state, {
+            "hardware": self.predictor.hardware, "input_shape": list(self.input_shape),
+            "proxy_name": _proxy_name(self.proxy), "elapsed_s": self._elapsed()})
+
+    @classmethod
+    def resume(
+        cls,
+        path: str | os.PathLike,
+        model: nn.Module,
+        *,
+        hw: str | LatencyPredictor | None = None,
+        proxy: Proxy | None = None,
+        executor: Executor | str | None = None,
+        retries: int = 2,
+        progress: bool = True,
+    ) -> SearchSession:
+        """A session that continues the search checkpointed at ``path`` when :meth:`run` is called.
+
+        Pass the same ``model`` and ``proxy`` (None: the default proxy, as before) and, if the
+        search used a predictor object rather than a target name, that predictor as ``hw``;
+        the executor may differ.  The resumed run keeps checkpointing to ``path``.
+        """
+        state, info = read_checkpoint(path)
+        s = state.settings
+        backbone = sparse_backbone(model)
+        if backbone.signature != s["signature"]:
+            raise ValueError(f"{path} is a search of model {s['signature']!r}, not {backbone.signature!r}; pass the "
+                             "model the search was started with")
+        space = SearchSpace.from_model(backbone, grid=s["grid"], granularity=s["granularity"],
+                                       monotonic=s["monotonic"])
+        session = cls(model, info["hardware"] if hw is None else hw, latency_budget=s["latency_budget"],
+                      budget_ms=s["budget_ms"], proxy=proxy, input_shape=info["input_shape"], seed=s["seed"],
+                      mode=s["mode"], generations=s["generations"], population=s["population"], parents=s["parents"],
+                      mutation_prob=s["mutation_prob"], space=space, executor=executor, retries=retries,
+                      checkpoint=path, progress=progress)
+        session._check_resumable(state, info, path)
+        session._resume_from, session._elapsed_before = state, float(info["elapsed_s"])
+        return session
+
+    def _check_resumable(self, state: SearchState, info: dict[str, Any], path: str | os.PathLike) -> None:
+        """Refuse a predictor or proxy other than the checkpointed search's: the rest of the
+        search would be judged differently from its start."""
+        dense_ms = float(self._latency([self.space.dense()])[0])
+        if not math.isclose(dense_ms, state.dense_ms, rel_tol=1e-9):
+            raise ValueError(f"{path}: the search was run with a predictor that gives the dense model "
+                             f"{state.dense_ms:.6g} ms, this one ({self.predictor.hardware}) gives {dense_ms:.6g} ms; "
+                             "pass hw=<the predictor the search started with>")
+        if _proxy_name(self.proxy) != info["proxy_name"]:
+            raise ValueError(f"{path}: the search scored configs with proxy {info['proxy_name']!r}, not "
+                             f"{_proxy_name(self.proxy)!r}; pass proxy=<the proxy the search started with>")
+
     def run(self) -> SearchResult:
-        """Evolve, then package the best config, the Pareto front and the history."""
-        start = time.perf_counter()
-        out = self.engine.run()
-        elapsed = time.perf_counter() - start
+        """Evolve (from the checkpoint, for a resumed session), then package the best config,
+        the Pareto front and the history."""
+        self._started = time.perf_counter()
+        try:
+            out = self.engine.run(self._resume_from)
+        finally:
+            close = getattr(self._owned_executor, "close", None)
+            if close is not None:
+                close()
+        elapsed = self._elapsed()
         engine = self.engine
         result = SearchResult(
             best=out.best, predicted_ms=out.best_ms, dense_predicted_ms=out.dense_ms, score=out.best_score,

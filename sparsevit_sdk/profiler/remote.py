@@ -1,0 +1,70 @@
+"""Profiling fleet: run the sweep on the Ray cluster node that holds a device.
+
+Each device node joins the cluster advertising its name as a custom resource
+(``ray start --address HEAD --resources '{"jetson-orin": 1}'``).  The sweep runs as one Ray
+task that needs that resource, so it lands on that node, and only one sweep at a time
+measures the device.  The task writes into a scratch folder there; its rows and fingerprint
+come back and are merged into the local dataset, with the same refusal to mix devices as a
+local run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .._ray import require_ray
+from .dataset import claim_folder, merge_rows, read_fingerprint, read_frame
+from .fingerprint import check_hw
+from .sweep import dataset_path, profile_model
+
+
+def _sweep_on_node(name: str, hw: str, known: tuple[pd.DataFrame, dict] | None,
+                   kwargs: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """Ray task body: the sweep into a scratch folder (seeded with ``known`` rows, which
+    ``resume`` skips); returns the new rows and the node's fingerprint."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if known is not None:
+            claim_folder(Path(tmp) / hw, known[1])  # refuses a node that is not the device of the local rows
+            merge_rows(dataset_path(tmp, hw, name), known[0])
+        rows = profile_model(name, hw=hw, out=tmp, progress=False, **kwargs)
+        return rows, read_fingerprint(Path(tmp) / hw)
+
+
+def profile_on_ray(name: str, *, hw: str, out: str | os.PathLike, address: str | None = None,
+                   device: str = "cpu", threads: int | None = None, resume: bool = False,
+                   **kwargs: Any) -> pd.DataFrame:
+    """:func:`profile_model` of built-in model ``name`` on the node advertising resource ``hw``
+    of the Ray cluster at ``address`` (default: the one this process is connected to, else a
+    new local one); rows are merged into ``dataset_path(out, hw, name)`` here.  Returns the new rows.
+
+    ``device`` is as seen on the node (a GPU task gets one GPU, which Ray shows as
+    ``cuda:0``); the task reserves ``threads`` CPUs (default 1).  With ``resume``, the local
+    rows of this model go along and are not measured again.
+    """
+    ray = require_ray("profiling through Ray (--ray-address)")
+    check_hw(hw)
+    if not ray.is_initialized():
+        ray.init(address=address)
+    if ray.cluster_resources().get(hw, 0) < 1:
+        raise ValueError(f"no node of the Ray cluster advertises the resource {hw!r}; on the device, join it with "
+                         f"`ray start --address <head address> --resources '{{\"{hw}\": 1}}'`")
+    path = dataset_path(out, hw, name)
+    folder_fp = read_fingerprint(path.parent)
+    known = (read_frame(path), folder_fp) if resume and path.exists() and folder_fp is not None else None
+    task = ray.remote(_sweep_on_node).options(resources={hw: 1}, num_cpus=threads or 1, max_retries=0,
+                                              num_gpus=1 if str(device).startswith("cuda") else 0)
+    ref = task.remote(name, hw, known, {"device": device, "threads": threads, "resume": resume, **kwargs})
+    try:
+        rows, fingerprint = ray.get(ref)
+    except KeyboardInterrupt:
+        ray.cancel(ref, force=True)
+        raise
+    claim_folder(path.parent, fingerprint)
+    if len(rows):
+        merge_rows(path, rows)
+    return rows
