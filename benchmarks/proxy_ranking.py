@@ -114,9 +114,10 @@ def run(args: argparse.Namespace) -> str:
         f"{time.perf_counter() - start:.0f} s in all (trained weights cached in `{CACHE}`).  Demo task: digit "
         f"segmentation on {recipe.size}x{recipe.size} canvases, {recipe.digits_per_image[0]}-"
         f"{recipe.digits_per_image[1]} digits of {recipe.digit_px[0]}-{recipe.digit_px[1]} px, one per "
-        f"{recipe.cell}-px cell.  `{recipe.backbone}` + demo head trained dense for {recipe.finetune_steps} steps "
-        f"(batch {recipe.batch_size}, lr {recipe.finetune_lr:g}), then adapted for {recipe.adapt_steps} steps "
-        f"(lr {recipe.adapt_lr:g}) with a random config per step.",
+        f"{recipe.cell}-px cell.  `{recipe.backbone}` + demo head (`train_demo_supernet`, batch {recipe.batch_size}) "
+        f"trained dense for {recipe.pretrain_steps} steps on {recipe.pretrain_size}px canvases (lr "
+        f"{recipe.pretrain_lr:g}) and {recipe.finetune_steps} on {recipe.size}px (lr {recipe.finetune_lr:g}), then "
+        f"adapted for {recipe.adapt_steps} steps (lr {recipe.adapt_lr:g}) with a random config per step.",
         "",
         f"### What adaptation buys (test mIoU, {args.test_images} canvases)",
         "",
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> str:
         *adapt_rows,
         "",
         "Mean over sparsity 0.3/0.5/0.7: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()) + ".  The sandwich "
-        "rule adds the dense and the sparsest config to every step (3 forward/backward passes instead of 1).",
+        "rule adds the dense and the sparsest config to every step: 3 forward/backward passes instead of 1 for the "
+        "same number of steps, so it also spends 3x the compute (part of its gain, e.g. at sparsity 0, is that).",
         "",
         f"### Ranking {len(configs)} sampled configs (adapted supernet, no sandwich)",
         "",
