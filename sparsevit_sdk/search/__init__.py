@@ -3,13 +3,18 @@
     result = SearchSession(model, hw="jetson-orin", latency_budget=0.7).run()
     result.best, result.predicted_ms, result.pareto, result.history
     print(result.validate("cpu")); result.plot("pareto.png"); result.save("result.json")
+
+Scale out with ``executor="process"`` / ``"ray"``; ``checkpoint=path`` and ``SearchSession.resume(path, model)``.
 """
 
-from .engine import EvolutionOutcome, EvolutionSearch, Executor, pareto_front, resolve_budget
+from .checkpoint import SearchState, read_checkpoint, write_checkpoint
+from .engine import EvolutionOutcome, EvolutionSearch, Executor, Failure, pareto_front, resolve_budget
+from .executors import ProcessExecutor, RayExecutor, resolve_executor
 from .result import SearchResult, ValidationReport
 from .session import SearchSession
 
 __all__ = [
-    "EvolutionOutcome", "EvolutionSearch", "Executor", "SearchResult", "SearchSession", "ValidationReport",
-    "pareto_front", "resolve_budget",
+    "EvolutionOutcome", "EvolutionSearch", "Executor", "Failure", "ProcessExecutor", "RayExecutor", "SearchResult",
+    "SearchSession", "SearchState", "ValidationReport", "pareto_front", "read_checkpoint", "resolve_budget",
+    "resolve_executor", "write_checkpoint",
 ]
