@@ -15,10 +15,11 @@ from sparsevit_sdk import SearchSpace
 from sparsevit_sdk.accuracy import default_proxy
 from sparsevit_sdk.cli.fit import main as fit_main
 from sparsevit_sdk.cli.profile import main as profile_main
+from sparsevit_sdk.cli.search import main as search_main
 from sparsevit_sdk.profiler import SweepSettings, load_profiles, profile_model, read_fingerprint
 from sparsevit_sdk.profiler.remote import profile_on_ray
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import EvolutionSearch, SearchSession
+from sparsevit_sdk.search import EvolutionSearch, SearchResult, SearchSession
 from sparsevit_sdk.search.checkpoint import read_checkpoint, write_checkpoint
 from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor, resolve_executor
 
@@ -172,6 +173,18 @@ def test_an_interrupted_search_resumes_on_ray_to_the_same_result(cluster, micro,
     same(again.run(), local)
     with pytest.raises(ValueError, match="pass proxy="):
         SearchSession.resume(path, micro, proxy=Quadratic(), progress=False)
+
+
+def test_search_cli_on_ray_with_checkpoint_and_resume(cluster, micro, tmp_path, capsys):
+    ckpt, first, second = tmp_path / "s.ckpt.json", tmp_path / "a.json", tmp_path / "b.json"
+    common = ["--model", "swin_micro", "--no-progress"]
+    assert search_main([*common, "--budget", "0.9", "--resolution", "112x112", "--population", "4", "--parents", "2",
+                        "--generations", "1", "--executor", "ray", "--checkpoint", str(ckpt), "--out", str(first)]) == 0
+    assert search_main([*common, "--resume", str(ckpt), "--out", str(second)]) == 0
+    a, b = (SearchResult.load(p, model=micro) for p in (first, second))
+    assert a.best == b.best and a.history.equals(b.history)
+    assert search_main([*common, "--resume", str(tmp_path / "a.json"), "--out", str(second)]) == 2
+    assert "not a sparsevit search checkpoint" in capsys.readouterr().err
 
 
 # --- profiling fleet --------------------------------------------------------------------------
