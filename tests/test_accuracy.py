@@ -286,7 +286,7 @@ def test_default_proxy_uses_demo_canvases_or_noise(micro):
     space = SearchSpace.from_model(micro)
     demo = default_proxy(micro, (1, 3, 64, 64), num_images=2)  # a bare SparseSwin: four stage maps
     noise = default_proxy(micro, (3, 32, 32), num_images=2)
-    assert demo.name == "agreement-cosine(demo)" and noise.name == "agreement-cosine(synthetic)"
+    assert demo.name == "agreement-cosine(demo, 2x64x64)" and noise.name == "agreement-cosine(synthetic, 2x32x32)"
     assert demo.batches[0].shape == (2, 3, 64, 64) and noise.batches[0].shape == (2, 3, 32, 32)
     assert demo(space.dense()) == pytest.approx(1.0, abs=1e-6)
     assert demo(space.uniform(0.5)) < 1.0

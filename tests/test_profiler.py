@@ -69,6 +69,7 @@ def test_dataset_follows_schema(dataset):
     assert (df["min_ms"] <= df["p10_ms"]).all() and (df["p10_ms"] <= df["latency_ms"]).all()
     assert (df["latency_ms"] <= df["p90_ms"]).all()
     assert (df["threads"] == 1).all() and (df["hw"] == "cpu").all()
+    assert rows.attrs["fingerprints"] == df.attrs["fingerprints"]  # the returned rows know their device too
 
 
 def test_units_cover_every_stage_and_sparsity(dataset):

@@ -323,11 +323,11 @@ def test_cli_end_to_end(tmp_path, capsys, model, cpu_budget):
     out, png = tmp_path / "result.json", tmp_path / "pareto.png"
     code = search_main(["--model", "swin_micro", "--hw", "cpu", "--budget", f"{cpu_budget:.4f}", "--resolution",
                         "112x112", "--generations", "1", "--population", "4", "--parents", "2", "--out", str(out),
-                        "--plot", str(png), "--no-progress"])
+                        "--plot", str(png), "--no-progress", "--proxy-resolution", "64x64", "--proxy-images", "2"])
     assert code == 0
     assert "best config" in capsys.readouterr().out
     loaded = SearchResult.load(out, model=model)
-    assert loaded.predicted_ms <= loaded.budget_ms and loaded.proxy_name.startswith("agreement")
+    assert loaded.predicted_ms <= loaded.budget_ms and loaded.proxy_name == "agreement-cosine(demo, 2x64x64)"
     assert png.stat().st_size > 0
 
 
@@ -337,3 +337,9 @@ def test_cli_reports_an_infeasible_budget(tmp_path, capsys):
     assert code == 2
     assert "fastest reachable predicted latency" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_refuses_no_proxy_images(tmp_path, capsys):
+    code = search_main(["--model", "swin_micro", "--proxy-images", "0", "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "num_images must be at least 1" in capsys.readouterr().err

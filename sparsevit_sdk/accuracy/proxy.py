@@ -201,6 +201,8 @@ def probe_images(
     """
     if len(input_shape) not in (3, 4):
         raise ValueError(f"input_shape must be (C, H, W) or (B, C, H, W), got {tuple(input_shape)}")
+    if num_images < 1:
+        raise ValueError(f"num_images must be at least 1, got {num_images}")
     C, H, W = (int(v) for v in input_shape[-3:])
     if min(H, W) >= 64:
         side = min(H, W)
@@ -222,9 +224,11 @@ def default_proxy(
 ) -> AgreementProxy:
     """The search's fallback proxy: :class:`AgreementProxy` on :func:`probe_images`.
 
-    Its name records which images it uses, e.g. ``"agreement-cosine(demo)"``.
+    Its name records which images it uses, e.g. ``"agreement-cosine(demo, 8x224x224)"``, so a
+    checkpointed search refuses to resume with a proxy on other images.
     """
     images, kind = probe_images(input_shape, num_images=num_images, seed=seed)
     logger.info("default proxy: label-free %s agreement on %d %s images of %s", measure, num_images, kind,
                 tuple(images.shape[1:]))
-    return AgreementProxy(model, images, measure=measure, name=f"agreement-{measure}({kind})", progress=progress)
+    name = f"agreement-{measure}({kind}, {num_images}x{images.shape[-2]}x{images.shape[-1]})"
+    return AgreementProxy(model, images, measure=measure, name=name, progress=progress)

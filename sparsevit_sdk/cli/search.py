@@ -20,6 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch import nn
+
+from ..accuracy import AgreementProxy, default_proxy
 from ..hardware import list_hardware
 from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
@@ -35,6 +38,14 @@ def _resolution(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
+def _proxy(model: nn.Module, resolution: tuple[int, int], args: argparse.Namespace) -> AgreementProxy:
+    proxy = default_proxy(model, (1, 3, *resolution), num_images=args.proxy_images, seed=args.seed)
+    logging.getLogger(__name__).warning(
+        "configs are scored by %s, the label-free agreement with the dense model (built-in models are randomly "
+        "initialised); for task accuracy use the Python API with your own model and AccuracyProxy", proxy.name)
+    return proxy
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsevit-search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=_resolution, default=(224, 224), metavar="HxW",
                    help="input size (default: 224x224)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--proxy-images", type=int, default=8, metavar="N",
+                   help="images the label-free proxy scores each config on (default: 8)")
+    p.add_argument("--proxy-resolution", type=_resolution, metavar="HxW",
+                   help="score configs on images of this size, latency still at --resolution: cheaper, but fewer "
+                        "windows per stage make ratios coarser (default: --resolution)")
     p.add_argument("--out", required=True, help="result JSON file to write")
     p.add_argument("--plot", help="also draw the Pareto front and search progress to this image file")
     p.add_argument("--mode", choices=("single", "nsga2"), default="single",
@@ -78,11 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         executor = resolve_executor(args.executor, workers=args.workers, address=args.ray_address)
         with contextlib.closing(executor) if executor is not None else contextlib.nullcontext():
             if args.resume:
-                session = SearchSession.resume(args.resume, model, hw=hw, executor=executor, retries=args.retries,
-                                               progress=not args.no_progress)
+                proxy = args.proxy_resolution and _proxy(model, args.proxy_resolution, args)
+                session = SearchSession.resume(args.resume, model, hw=hw, proxy=proxy, executor=executor,
+                                               retries=args.retries, progress=not args.no_progress)
             else:
+                proxy = _proxy(model, args.proxy_resolution or args.resolution, args)
                 session = SearchSession(
-                    model, hw or "cpu", latency_budget=args.budget, budget_ms=args.budget_ms,
+                    model, hw or "cpu", proxy=proxy, latency_budget=args.budget, budget_ms=args.budget_ms,
                     input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
                     generations=args.generations, population=args.population, parents=args.parents,
                     mutation_prob=args.mutation_prob, executor=executor, retries=args.retries,

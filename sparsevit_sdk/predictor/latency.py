@@ -47,6 +47,7 @@ from .features import (
     unit_costs,
     unit_features,
 )
+from .merge import select_device
 from .metrics import accuracy
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,11 @@ class LatencyPredictor:
     # ------------------------------------------------------------------ fitting
     def fit(self, df: pd.DataFrame, *, fingerprint: dict | None = None) -> LatencyPredictor:
         """Fit unit models on the layer rows of one device's profile ``df`` and the overhead
-        on ``overhead_fraction`` of its whole-model rows; judge on the rest (``metrics_``)."""
+        on ``overhead_fraction`` of its whole-model rows; judge on the rest (``metrics_``).
+
+        ``fingerprint`` defaults to the sidecar(s) in ``df.attrs`` (as ``read_profiles`` and
+        ``profile_model`` leave them), so validation later knows the device and its clock."""
+        sidecar = select_device(df, mix=True)[1]
         df = validate_frame(df, "fit data")
         hardware = sorted(df["hw"].unique())
         if len(hardware) != 1:
@@ -179,7 +184,7 @@ class LatencyPredictor:
             raise ValueError(f"the data has no {missing} rows; profile every unit kind ({UNIT_KINDS})")
         self.dtype_ = str(layers["dtype"].mode().iloc[0])
         self.threads_ = sorted(int(t) for t in layers["threads"].unique())
-        self.fingerprint_ = fingerprint or {"fingerprint_id": sorted(df["fingerprint_id"].unique())}
+        self.fingerprint_ = fingerprint or sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())}
         self.linear_, self.boosters_ = {}, {}
         for kind in UNIT_KINDS:
             rows = layers[layers["layer"] == kind]

@@ -351,7 +351,9 @@ def profile_model(
                     "as already measured", name, fp["hw"], fp["name"], fp["threads"],
                     sum(len(p) for _, p in groups), len(shapes), skipped)
         rows = _run(sweep, groups, common, path, progress)
-    return validate_frame(pd.DataFrame(rows), "profile") if rows else empty_frame()
+    frame = validate_frame(pd.DataFrame(rows), "profile") if rows else empty_frame()
+    frame.attrs["fingerprints"] = {fp["fingerprint_id"]: fp}  # as read_profiles leaves them: fit() keeps the device
+    return frame
 
 
 def _run(sweep: _Sweep, groups: list, common: dict, path: Path | None, progress: bool) -> list[dict]:

@@ -233,8 +233,7 @@ class SearchResult:
                      title=f"{self.mode} search: {len(scored)} configs scored")
         front_ax.legend(fontsize=8, loc="lower right")
         progress_ax.plot(self.progress["generation"], self.progress["best_score"], marker="o", ms=3)
-        progress_ax.set(xlabel="generation", ylabel=f"best {self.proxy_name} within budget",
-                        title="search progress")
+        progress_ax.set(xlabel="generation", ylabel="best score within budget", title="search progress")
         progress_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if path is not None:
             fig.savefig(path, dpi=120)
