@@ -31,6 +31,7 @@ from scipy.optimize import least_squares, lsq_linear, nnls
 
 from .. import __version__
 from .._data import shipped_predictors
+from .._documents import check_header, header
 from ..config import SearchSpace, SparsityConfig
 from ..hardware import SPECS, get_hardware
 from ..models import build_model, list_models
@@ -522,7 +523,7 @@ class LatencyPredictor:
         """Metadata and boosters (xgboost JSON) as one JSON-able document."""
         self._check_fitted()
         meta = {
-            "format": FORMAT, "schema_version": SCHEMA_VERSION, "hardware": self.hardware_,
+            **header(FORMAT, SCHEMA_VERSION), "hardware": self.hardware_,
             "estimated": self.estimated_, "estimate": self.estimate_, "statistic": self.statistic_,
             "dtype": self.dtype_, "threads": self.threads_, "fingerprint": self.fingerprint_,
             "features": list(FEATURES), "params": self.get_params(), "scale": self.scale_,
@@ -539,11 +540,7 @@ class LatencyPredictor:
     def from_dict(cls, data: dict[str, Any], source: str = "predictor") -> LatencyPredictor:
         """Inverse of :meth:`to_dict`; a document of another format or version is refused."""
         refit = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{source}: not a sparsevit latency predictor (no format {FORMAT!r}); {refit}")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{source}: predictor schema version {data.get('schema_version')!r}, but sparsevit-sdk "
-                             f"{__version__} reads version {SCHEMA_VERSION}; {refit}")
+        check_header(data, FORMAT, SCHEMA_VERSION, source=source, what="latency predictor", fix=refit)
         if data.get("features") != list(FEATURES):
             raise ValueError(f"{source}: the predictor was fitted on features {data.get('features')}, this "
                              f"sparsevit-sdk computes {list(FEATURES)}; {refit}")

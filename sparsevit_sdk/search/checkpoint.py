@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .._documents import check_header, header
+
 FORMAT = "sparsevit-search-checkpoint"
 SCHEMA_VERSION = 1
 
@@ -46,7 +48,7 @@ def write_checkpoint(path: str | os.PathLike, state: SearchState, session: dict[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"format": FORMAT, "schema_version": SCHEMA_VERSION, "session": session,
+    text = json.dumps({**header(FORMAT, SCHEMA_VERSION), "session": session,
                        "state": asdict(state)}) + "\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -63,11 +65,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not a search checkpoint (not JSON: {err})") from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a sparsevit search checkpoint (no format {FORMAT!r})")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: checkpoint schema version {data.get('schema_version')!r}; this sparsevit-sdk "
-                         f"reads version {SCHEMA_VERSION}: start the search again")
+    check_header(data, FORMAT, SCHEMA_VERSION, source=str(path), what="search checkpoint",
+                 fix="start the search again")
     try:
         return SearchState(**data["state"]), dict(data["session"])
     except (KeyError, TypeError) as err:

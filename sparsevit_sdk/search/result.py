@@ -20,6 +20,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .._documents import check_header, header
 from ..accuracy.state import preserved, sparse_backbone
 from ..config import SparsityConfig
 from ..devices import resolve_device
@@ -243,7 +244,7 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         history = self.history.assign(ratios=self.history["ratios"].map(list))
         return {
-            "format": FORMAT, "schema_version": SCHEMA_VERSION,
+            **header(FORMAT, SCHEMA_VERSION),
             "best": self.best.to_dict(), "predicted_ms": self.predicted_ms,
             "dense_predicted_ms": self.dense_predicted_ms, "score": self.score, "dense_score": self.dense_score,
             "budget_ms": self.budget_ms, "hardware": self.hardware, "estimated": self.estimated,
@@ -256,11 +257,7 @@ class SearchResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, model: nn.Module | None = None,
                   source: str = "search result") -> SearchResult:
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{source}: not a sparsevit search result (no format {FORMAT!r})")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{source}: search result schema version {data.get('schema_version')!r}; this "
-                             f"sparsevit-sdk reads version {SCHEMA_VERSION}: re-run the search")
+        check_header(data, FORMAT, SCHEMA_VERSION, source=source, what="search result", fix="re-run the search")
         try:
             history = pd.DataFrame(data["history"], columns=list(HISTORY_COLUMNS)).astype(_HISTORY_DTYPES)
             history["ratios"] = history["ratios"].map(tuple)
