@@ -100,6 +100,15 @@ def test_single_mode_scores_only_feasible_configs_and_dense(swin_t_space):
     assert (~out.history["feasible"]).any()  # infeasible children were ranked, not resampled forever
 
 
+def test_first_population_is_drawn_within_budget(swin_t_space):
+    """As in the reference search, the random part of generation 0 is rejection-sampled under the
+    budget; here most uniform random draws are over it."""
+    out = search(swin_t_space, latency_budget=0.5, generations=0).run()
+    assert out.progress.loc[0, "feasible_fraction"] == 1.0
+    first = out.history[out.history["generation"] == 0]
+    assert first["score"].notna().sum() >= 20  # every member new, so each was scored
+
+
 def test_reference_settings_come_close_to_the_brute_force_optimum(swin_t_space):
     out = search(swin_t_space, population=100, parents=25, generations=10).run()  # SparseViT's settings
     optimum = brute_force(swin_t_space, out.budget_ms)

@@ -51,7 +51,7 @@ Proxy = Callable[[SparsityConfig], float]
 
 HISTORY_COLUMNS = ("generation", "config", "ratios", "predicted_ms", "score", "feasible", "error")
 PROGRESS_COLUMNS = ("generation", "new_configs", "evaluations", "feasible_fraction", "best_score", "best_ms")
-NOVELTY_TRIES = 10  # attempts to breed a child not seen before; bounded, then a repeat is accepted
+NOVELTY_TRIES = 50  # rounds of drawing a new (in-budget) candidate; bounded, then a repeat is accepted
 
 
 class Executor(Protocol):
@@ -361,22 +361,26 @@ class EvolutionSearch:
         return self._repair(child)
 
     def _breed(self, parents: list, n: int, generation: int) -> list:
-        """``n`` children, the first ``mutation_share`` by mutation, the rest by crossover.
-
-        As in the reference search a child should be new and (single mode) within budget;
-        latency is cheap, so rejected children are redrawn in a few vectorised rounds, and
-        after ``NOVELTY_TRIES`` rounds a slot keeps its last draw whatever it is.
-        """
+        """``n`` children, the first ``mutation_share`` by mutation, the rest by crossover."""
         n_mutants = round(n * self.mutation_share)
+        return self._draw(lambda slot: self._child(parents, slot < n_mutants), n, generation)
+
+    def _draw(self, make: Callable[[int], list[int]], n: int, generation: int) -> list:
+        """``n`` individuals, ``make(slot)`` each, that are new and (single mode) within budget.
+
+        As in the reference search, every candidate should be new and meet the constraint;
+        latency is cheap, so rejected draws are redrawn in a few vectorised rounds, and after
+        ``NOVELTY_TRIES`` rounds a slot keeps its last draw whatever it is.
+        """
         known = set(self._ms)
-        children: dict[int, list[int]] = {}
+        drawn: dict[int, list[int]] = {}
         todo = list(range(n))
         for _ in range(NOVELTY_TRIES):
             with self._rng.active():
-                draws = {i: self._child(parents, i < n_mutants) for i in todo}
-            configs = {i: self._config(child) for i, child in draws.items()}
+                draws = {i: make(i) for i in todo}
+            configs = {i: self._config(ind) for i, ind in draws.items()}
             self._latency(configs.values(), generation)
-            children.update(draws)
+            drawn.update(draws)
             todo = []
             for i, cfg in configs.items():
                 if cfg in known or (self.mode == "single" and not self._feasible(cfg)):
@@ -385,10 +389,11 @@ class EvolutionSearch:
                     known.add(cfg)
             if not todo:
                 break
-        return [children[i] for i in range(n)]
+        return [drawn[i] for i in range(n)]
 
-    def _initial(self) -> list:
-        """Uniform configs (feasible ones only in single mode), spread over the grid, then random."""
+    def _initial(self, generation: int) -> list:
+        """Uniform configs (feasible ones only in single mode), spread over the grid, then
+        random ones drawn like children: new and, in single mode, within budget."""
         uniform = [self.space.uniform(g) for g in self.space.grid]
         if self.mode == "single":
             uniform = [c for c in uniform if self._feasible(c)]
@@ -396,8 +401,8 @@ class EvolutionSearch:
         if len(uniform) > room:
             uniform = [uniform[int(round(i))] for i in np.linspace(0, len(uniform) - 1, room)]
         pop = [self._tb.genome(self.space.encode(c)) for c in uniform]
-        pop += [self._repair(self._tb.individual()) for _ in range(self.population - len(pop))]
-        return pop
+        return pop + self._draw(lambda slot: self._repair(self._tb.individual()), self.population - len(pop),
+                                generation)
 
     # ---------------------------------------------------------------------- run
     def _check_budget(self) -> SparsityConfig:
@@ -447,9 +452,7 @@ class EvolutionSearch:
     def _next(self, pop: list | None, generation: int) -> tuple[list, int]:
         """The population of ``generation`` (the first when ``pop`` is None) and the configs scored for it."""
         if pop is None:
-            with self._rng.active():
-                pop = self._initial()
-            pop, calls = self._evaluate(pop, generation)
+            pop, calls = self._evaluate(self._initial(generation), generation)
             if len(pop) < 2:
                 raise RuntimeError(f"only {len(pop)} candidate(s) of the first population could be scored; see the "
                                    "warnings for the proxy's errors")
