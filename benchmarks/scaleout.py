@@ -135,7 +135,7 @@ def main() -> None:
         f"{table(rows)}\n\n"
         f"Best config in every run: {', '.join(sorted(best))}; 'identical' compares the whole history and "
         f"progress with the local run.\n\n"
-        f"Noise: the 2-core machine was shared with another engineer's training job (load average "
+        f"Noise: the 2-core machine is shared with other jobs (load average "
         f"{load[0]:.1f} before, {load_after[0]:.1f} after), so rows where workers start (importing torch) "
         f"and the bare-proxy rows vary from run to run; the padded rows are the ones to read for scaling.\n"
     )

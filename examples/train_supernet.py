@@ -8,8 +8,8 @@ canvases (dense training), then a copy is adapted to random per-layer sparsity
 both: the dense-trained model loses accuracy as windows are skipped, the adapted one
 much less.  Last, a short search on the adapted model, scored by val mIoU (an
 ``AccuracyProxy``) and the shipped ``cpu`` latency predictor, picks per-layer sparsity
-for 70 % of the dense latency.  About 12 minutes on a 2-core CPU (``--quick``: 1-2,
-a smoke test that trains too briefly to learn much).  Deterministic under ``--seed``.
+for 70 % of the dense latency.  About 9 minutes on a 2-core CPU, under a minute with ``--cache`` once trained
+(``--quick``: 1-2, a smoke test that trains too briefly to learn much).  Deterministic under ``--seed``.
 """
 
 from __future__ import annotations
