@@ -179,8 +179,10 @@ def test_search_cli_on_ray_with_checkpoint_and_resume(cluster, micro, tmp_path, 
     ckpt, first, second = tmp_path / "s.ckpt.json", tmp_path / "a.json", tmp_path / "b.json"
     common = ["--model", "swin_micro", "--no-progress"]
     assert search_main([*common, "--budget", "0.9", "--resolution", "112x112", "--population", "4", "--parents", "2",
-                        "--generations", "1", "--executor", "ray", "--checkpoint", str(ckpt), "--out", str(first)]) == 0
-    assert search_main([*common, "--resume", str(ckpt), "--out", str(second)]) == 0
+                        "--generations", "1", "--executor", "ray", "--checkpoint", str(ckpt), "--out", str(first),
+                        "--seed", "3", "--proxy-images", "2"]) == 0
+    # the resumed proxy takes the checkpoint's seed and input size: the same images without repeating them
+    assert search_main([*common, "--resume", str(ckpt), "--out", str(second), "--proxy-images", "2"]) == 0
     a, b = (SearchResult.load(p, model=micro) for p in (first, second))
     assert a.best == b.best and a.history.equals(b.history)
     assert search_main([*common, "--resume", str(tmp_path / "a.json"), "--out", str(second)]) == 2

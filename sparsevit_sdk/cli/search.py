@@ -8,7 +8,8 @@ dense model; for task accuracy use the Python API with your own model and proxy.
 
 Scale out with ``--executor process`` (``--workers N``) or ``--executor ray``
 (``--ray-address ADDR``); ``--checkpoint PATH`` saves every generation, and
-``--resume PATH --model NAME --out result.json`` continues an interrupted search.
+``--resume PATH --model NAME --out result.json`` (with the same ``--proxy-*`` options) continues
+an interrupted search.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
 from ..profiler.sweep import parse_resolution
 from ..search import SearchSession
+from ..search.checkpoint import read_checkpoint
 from ..search.executors import EXECUTORS, resolve_executor
 
 
@@ -38,8 +40,8 @@ def _resolution(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
-def _proxy(model: nn.Module, resolution: tuple[int, int], args: argparse.Namespace) -> AgreementProxy:
-    proxy = default_proxy(model, (1, 3, *resolution), num_images=args.proxy_images, seed=args.seed)
+def _proxy(model: nn.Module, resolution: Sequence[int], images: int, seed: int | None) -> AgreementProxy:
+    proxy = default_proxy(model, (1, 3, *resolution), num_images=images, seed=seed or 0)
     logging.getLogger(__name__).warning(
         "configs are scored by %s, the label-free agreement with the dense model (built-in models are randomly "
         "initialised); for task accuracy use the Python API with your own model and AccuracyProxy", proxy.name)
@@ -94,11 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         executor = resolve_executor(args.executor, workers=args.workers, address=args.ray_address)
         with contextlib.closing(executor) if executor is not None else contextlib.nullcontext():
             if args.resume:
-                proxy = args.proxy_resolution and _proxy(model, args.proxy_resolution, args)
+                state, info = read_checkpoint(args.resume)  # the images the search started with
+                proxy = _proxy(model, args.proxy_resolution or info["input_shape"][-2:], args.proxy_images,
+                               state.settings["seed"])
                 session = SearchSession.resume(args.resume, model, hw=hw, proxy=proxy, executor=executor,
                                                retries=args.retries, progress=not args.no_progress)
             else:
-                proxy = _proxy(model, args.proxy_resolution or args.resolution, args)
+                proxy = _proxy(model, args.proxy_resolution or args.resolution, args.proxy_images, args.seed)
                 session = SearchSession(
                     model, hw or "cpu", proxy=proxy, latency_budget=args.budget, budget_ms=args.budget_ms,
                     input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
