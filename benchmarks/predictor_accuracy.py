@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from _results import write_section
 
 from sparsevit_sdk import SearchSpace, SparsityConfig, build_model
 from sparsevit_sdk._data import data_dir, shipped_predictors
@@ -175,14 +175,6 @@ def estimates() -> list[str]:
     return ["Predicted Swin-T latency (ms, batch 1):\n", *lines]
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) only this benchmark's section of a shared results file."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--held-out", type=int, default=672, help="resolution left out of fitting (px)")
@@ -214,7 +206,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.results:
-        write_section(args.results, text)
+        write_section(text, args.results)
 
 
 if __name__ == "__main__":

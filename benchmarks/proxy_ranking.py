@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_section
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
@@ -44,19 +44,8 @@ from sparsevit_sdk.accuracy import (
 from sparsevit_sdk.profiler import device_fingerprint
 from sparsevit_sdk.profiler.timing import num_threads
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 CACHE = Path.home() / ".cache" / "sparsevit_sdk"
 SPARSITIES = (0.0, 0.3, 0.5, 0.7)
-
-
-def write_section(title: str, section: str, path: Path = RESULTS) -> None:
-    """Replace (or append) the ``## {title}`` section of ``path``, keeping every other section.
-
-    The file is read right before it is written: other benchmarks update their own sections concurrently.
-    """
-    text = path.read_text() if path.is_file() else "# Benchmark results\n"
-    text = re.sub(rf"\n## {re.escape(title)}\n.*?(?=\n## |\Z)", "", text, flags=re.S).rstrip("\n")
-    path.write_text(f"{text}\n\n{section.rstrip()}\n")
 
 
 def mean_iou(model: torch.nn.Module, loader, name: str) -> AccuracyProxy:
@@ -165,7 +154,7 @@ def main() -> None:
         section = run(args)
     print(section)
     if not args.no_write:
-        write_section("Accuracy proxies", section)
+        write_section(section)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ import os
 import platform
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import ray
+from _results import RESULTS, write_section
 
 from sparsevit_sdk import build_model
 from sparsevit_sdk.accuracy import default_proxy
@@ -31,7 +31,6 @@ from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor
 
 SHAPE = (1, 3, 112, 112)
 WORKERS = 2
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Scale-out"
 
 
@@ -85,17 +84,6 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['proxy']} | {r['executor']} | {r['workers']} | {r['calls']} | {r['wall_s']:.1f} | "
                      f"{r['speedup']:.2f}x | {overhead} | {'yes' if r['identical'] else 'NO'} |")
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    """Replace only the Scale-out section of RESULTS.md (others write the rest concurrently)."""
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = current.find(f"\n{SECTION}\n")
-    if start < 0:
-        RESULTS.write_text(current.rstrip("\n") + "\n\n" + text)
-        return
-    end = current.find("\n## ", start + 1)
-    RESULTS.write_text(current[:start + 1] + text + ("" if end < 0 else current[end:]))
 
 
 def main() -> None:

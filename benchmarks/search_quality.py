@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from proxy_ranking import CACHE, mean_iou, write_section
+from _results import write_section
+from proxy_ranking import CACHE, mean_iou
 
 from sparsevit_sdk import SearchSpace, SparsityConfig, build_model, measure_latency
 from sparsevit_sdk.accuracy import AgreementProxy, DemoRecipe, train_demo_supernet
@@ -230,7 +231,7 @@ def main() -> None:
         section = run(args.budgets, recipe, Settings.quick() if args.quick else Settings(), args.seed)
     print(section)
     if not args.no_write:
-        write_section("Search", section)
+        write_section(section)
 
 
 if __name__ == "__main__":
