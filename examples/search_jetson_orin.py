@@ -9,7 +9,7 @@ The search shows the Pareto front of (proxy, predicted Orin latency) from NSGA-I
 
 Validation then runs the sparse kernels here: the measured speed-up shows the kernels
 skip real work, but comparing these milliseconds with Orin predictions would judge
-nothing, and the report says so.  About five minutes on a 2-core CPU (reference settings,
+nothing, and the report says so.  80 s on a quiet 2-core CPU (the reference settings,
 population 100 over 20 generations, are meant for a GPU).
 """
 
