@@ -237,3 +237,8 @@ def test_missing_ray_says_how_to_install(monkeypatch, tmp_path, capsys):
             make()
     assert profile_main(["--ray-address", "auto", "--hw", HW, "--model", "swin_micro", "--out", str(tmp_path)]) == 2
     assert "pip install 'sparsevit-sdk[ray]'" in capsys.readouterr().err
+
+
+def test_process_pool_refuses_no_workers():
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        ProcessExecutor(0)

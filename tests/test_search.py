@@ -318,11 +318,15 @@ def test_estimated_target_is_flagged_and_not_validated_against(model, proxy):
         assert "ESTIMATED" in result.summary()
 
 
-def test_session_refuses_an_unknown_target_and_a_foreign_space(model, proxy):
+def test_session_refuses_an_unknown_target_a_foreign_space_and_bad_shapes(model, proxy):
     with pytest.raises(ValueError, match="known targets"):
         SearchSession(model, "tpu-v9", proxy=proxy, input_shape=SHAPE)
     with pytest.raises(ValueError, match="SearchSpace.from_model"):
         SearchSession(model, "cpu", proxy=proxy, input_shape=SHAPE, space=SearchSpace((2, 2, 6, 2), "other"))
+    with pytest.raises(ValueError, match="has 1 channels, but the model takes 3"):
+        SearchSession(model, "cpu", proxy=proxy, input_shape=(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="every size >= 1"):
+        SearchSession(model, "cpu", proxy=proxy, input_shape=(0, 3, 64, 64))
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -348,7 +352,9 @@ def test_cli_reports_an_infeasible_budget(tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
 
 
-def test_cli_refuses_no_proxy_images(tmp_path, capsys):
-    code = search_main(["--model", "swin_micro", "--proxy-images", "0", "--out", str(tmp_path / "r.json")])
-    assert code == 2
-    assert "num_images must be at least 1" in capsys.readouterr().err
+@pytest.mark.parametrize("flag", ["--proxy-images", "--batch", "--workers"])
+def test_cli_refuses_counts_below_one(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        search_main(["--model", "swin_micro", flag, "0", "--out", str(tmp_path / "r.json")])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: expected a positive integer, got '0'" in capsys.readouterr().err

@@ -23,25 +23,9 @@ from collections.abc import Sequence
 from ..profiler.dataset import load_profiles
 from ..profiler.fingerprint import default_hw
 from ..profiler.remote import profile_on_ray
-from ..profiler.sweep import DTYPES, SweepSettings, dataset_path, parse_resolution, profile_model
+from ..profiler.sweep import DTYPES, SweepSettings, dataset_path, profile_model
 from ..profiler.timing import CLOCKS
-
-
-def _resolution(text: str) -> tuple[int, int]:
-    try:
-        return parse_resolution(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from ._args import positive_int, resolution
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,23 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     p.add_argument("--hw", help="target name, the dataset's folder (default: cpu, or the GPU's name)")
     p.add_argument("--model", action="append", required=True, help="built-in model name; repeat for several")
-    p.add_argument("--resolution", action="append", type=_resolution, metavar="HxW",
+    p.add_argument("--resolution", action="append", type=resolution, metavar="HxW",
                    help="input size, e.g. 672x672; repeat for several (default: 224x224)")
-    p.add_argument("--batch", action="append", type=_positive, help="batch size; repeat for several (default: 1)")
+    p.add_argument("--batch", action="append", type=positive_int, help="batch size; repeat for several (default: 1)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     p.add_argument("--out", default="profiles", help="dataset root folder (default: profiles)")
     p.add_argument("--quick", action="store_true", help="few repeats and configs: a smoke test in seconds")
-    p.add_argument("--threads", type=_positive, help="CPU threads to time with (default: 1 on cpu)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads to time with (default: 1 on cpu)")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="CPU timer: wall (perf_counter) or cpu (the thread's CPU time; for a shared, loaded "
                         "machine, needs --threads 1)")
     p.add_argument("--warmup", type=int, help=f"untimed calls before each measurement (default: {full.warmup})")
-    p.add_argument("--repeats", type=_positive, help=f"timed calls per layer unit and round (default: {full.repeats})")
-    p.add_argument("--model-repeats", type=_positive,
+    p.add_argument("--repeats", type=positive_int,
+                   help=f"timed calls per layer unit and round (default: {full.repeats})")
+    p.add_argument("--model-repeats", type=positive_int,
                    help=f"timed calls per whole-model config and round (default: {full.model_repeats})")
     p.add_argument("--configs", type=int, dest="random_configs",
                    help=f"random non-uniform model configs per input shape (default: {full.random_configs})")
-    p.add_argument("--rounds", type=_positive,
+    p.add_argument("--rounds", type=positive_int,
                    help="passes over the sweep; each row keeps its quietest pass (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the config sampling and inputs")
     p.add_argument("--resume", action="store_true", help="skip measurements already in the dataset")

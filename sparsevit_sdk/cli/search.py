@@ -27,21 +27,14 @@ from ..accuracy import AgreementProxy, default_proxy
 from ..hardware import list_hardware
 from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
-from ..profiler.sweep import parse_resolution
 from ..search import SearchSession
 from ..search.checkpoint import read_checkpoint
 from ..search.executors import EXECUTORS, resolve_executor
+from ._args import positive_int, resolution
 
 
-def _resolution(text: str) -> tuple[int, int]:
-    try:
-        return parse_resolution(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def _proxy(model: nn.Module, resolution: Sequence[int], images: int, seed: int | None) -> AgreementProxy:
-    proxy = default_proxy(model, (1, 3, *resolution), num_images=images, seed=seed or 0)
+def _proxy(model: nn.Module, size: Sequence[int], images: int, seed: int | None) -> AgreementProxy:
+    proxy = default_proxy(model, (1, 3, *size), num_images=images, seed=seed or 0)
     logging.getLogger(__name__).warning(
         "configs are scored by %s, the label-free agreement with the dense model (built-in models are randomly "
         "initialised); for task accuracy use the Python API with your own model and AccuracyProxy", proxy.name)
@@ -57,12 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", type=float, help="latency budget as a fraction of dense latency (default: 0.7)")
     budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
-    p.add_argument("--resolution", type=_resolution, default=(224, 224), metavar="HxW",
+    p.add_argument("--resolution", type=resolution, default=(224, 224), metavar="HxW",
                    help="input size (default: 224x224)")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
-    p.add_argument("--proxy-images", type=int, default=8, metavar="N",
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default: 1)")
+    p.add_argument("--proxy-images", type=positive_int, default=8, metavar="N",
                    help="images the label-free proxy scores each config on (default: 8)")
-    p.add_argument("--proxy-resolution", type=_resolution, metavar="HxW",
+    p.add_argument("--proxy-resolution", type=resolution, metavar="HxW",
                    help="score configs on images of this size, latency still at --resolution: cheaper, but fewer "
                         "windows per stage make ratios coarser (default: --resolution)")
     p.add_argument("--out", required=True, help="result JSON file to write")
@@ -75,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mutation-prob", type=float, default=0.1, help="per-gene mutation probability")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="where proxy calls run (default: local)")
-    p.add_argument("--workers", type=int, help="worker processes of --executor process (default: one per core)")
+    p.add_argument("--workers", type=positive_int,
+                   help="worker processes of --executor process (default: one per core)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster of --executor ray (default: a local one)")
     p.add_argument("--retries", type=int, default=2, help="extra attempts of a failed proxy call (default: 2)")
     p.add_argument("--checkpoint", metavar="PATH", help="save the search to PATH after every generation")

@@ -36,6 +36,7 @@ from ..config import SearchSpace, SparsityConfig
 from ..hardware import SPECS, get_hardware
 from ..models import build_model, list_models
 from ..profiler.schema import validate_frame
+from ..sparse.swin import check_input_shape
 from ..sparse.windows import kept_windows
 from .features import (
     FEATURES,
@@ -320,11 +321,10 @@ class LatencyPredictor:
     def _predict_arch(self, arch: Architecture, configs: Sequence[SparsityConfig], input_shape: Sequence[int],
                       dtype: str | None) -> np.ndarray:
         self._check_fitted()
-        if len(input_shape) != 4:
-            raise ValueError(f"input_shape must be (B, C, H, W), got {tuple(input_shape)}")
+        shape = check_input_shape(input_shape)
         for cfg in {cfg.signature: cfg for cfg in configs}.values():
             cfg.check_model(arch.signature)
-        table = self._table(arch, tuple(int(v) for v in input_shape), dtype or self.dtype_)
+        table = self._table(arch, shape, dtype or self.dtype_)
         out = np.empty(len(configs))
         for granularity in {cfg.granularity for cfg in configs}:
             idx = [i for i, cfg in enumerate(configs) if cfg.granularity == granularity]

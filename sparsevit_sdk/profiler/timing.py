@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..devices import resolve_device
+from ..sparse.swin import check_input_shape
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
@@ -125,9 +126,8 @@ def measure_latency(
 
     The model is moved to ``device`` and ``dtype`` in place and put in eval mode.
     """
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape must be (B, C, H, W), got {tuple(input_shape)}")
+    shape = check_input_shape(input_shape)
     dev = resolve_device(device)
     model.to(device=dev, dtype=dtype).eval()
-    x = torch.randn(*input_shape, device=dev, dtype=dtype)
+    x = torch.randn(*shape, device=dev, dtype=dtype)
     return time_callable(lambda: model(x), dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)

@@ -60,7 +60,7 @@ class ProcessExecutor:
     """
 
     def __init__(self, workers: int | None = None, *, start_method: str = "spawn") -> None:
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.start_method = start_method

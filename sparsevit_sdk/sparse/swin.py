@@ -30,6 +30,17 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]  # (N, N)
 
 
+def check_input_shape(input_shape: Sequence[int], in_chans: int | None = None) -> tuple[int, ...]:
+    """``input_shape`` as ``(B, C, H, W)`` ints, or a ValueError that names what is wrong: a
+    latency timed or predicted for a shape no model can run would be a number for nothing."""
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (B, C, H, W) with every size >= 1, got {tuple(input_shape)}")
+    if in_chans is not None and shape[1] != in_chans:
+        raise ValueError(f"input_shape {shape} has {shape[1]} channels, but the model takes {in_chans}")
+    return shape
+
+
 class PatchEmbed(nn.Module):
     """Image ``(B, C, H, W)`` → tokens ``(B, H/p, W/p, D)``; pads H and W up to multiples of p."""
 
