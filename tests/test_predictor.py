@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
 
 from sparsevit_sdk import SearchSpace, build_model
 from sparsevit_sdk import hardware as hardware_module
+from sparsevit_sdk.cli.fit import main as fit_main
 from sparsevit_sdk.hardware import get_hardware, list_hardware
-from sparsevit_sdk.predictor import Architecture, LatencyPredictor, accuracy, agreement, config_units
+from sparsevit_sdk.predictor import Architecture, LatencyPredictor, accuracy, agreement, config_units, plot_held_out
 from sparsevit_sdk.predictor import latency as latency_module
 from sparsevit_sdk.predictor.features import unit_features
 from sparsevit_sdk.profiler import SweepSettings, load_profiles, profile_model
@@ -22,14 +25,19 @@ SHAPE = (1, 3, 96, 96)
 
 
 @pytest.fixture(scope="session")
-def measured(tmp_path_factory) -> pd.DataFrame:
+def profile_dir(tmp_path_factory) -> Path:
     """swin_micro timed unit by unit and as whole models at two small resolutions, the way the
     shipped CPU profile was (one thread, thread CPU-time clock, quietest of two rounds)."""
     out = tmp_path_factory.mktemp("profiles")
     settings = SweepSettings(warmup=1, repeats=4, model_repeats=4, random_configs=12, rounds=2)
     profile_model("swin_micro", resolutions=["64", "96"], hw="cpu", out=out, settings=settings, threads=1,
                   clock="cpu", progress=False)
-    return load_profiles(out / "cpu")
+    return out / "cpu"
+
+
+@pytest.fixture(scope="session")
+def measured(profile_dir) -> pd.DataFrame:
+    return load_profiles(profile_dir)
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +84,23 @@ def test_evaluate_never_judges_fitted_rows(fitted, measured):
     fit_rows = measured[measured.layer == "model"].apply(latency_module._model_key, axis=1).isin(fitted.fit_keys_)
     with pytest.raises(ValueError, match="every one was used in fitting"):
         fitted.evaluate(measured[(measured.layer != "model") | fit_rows.reindex(measured.index, fill_value=False)])
+
+
+def test_held_out_plot_shows_what_evaluate_scores(fitted, measured, tmp_path):
+    held = fitted.held_out(measured)
+    assert accuracy(held["predicted_ms"], held["p10_ms"]) == fitted.metrics_["xgboost"]
+    fig = plot_held_out(fitted, measured, tmp_path / "fit.png")
+    points = sum(len(c.get_offsets()) for c in fig.axes[0].collections if isinstance(c, PathCollection))
+    assert points == len(held) and (tmp_path / "fit.png").stat().st_size > 0
+    assert f"{len(held)} held-out models" in fig.axes[0].get_title()
+
+
+def test_fit_cli_writes_predictor_and_plot(profile_dir, tmp_path, capsys):
+    out, png = tmp_path / "p.json", tmp_path / "fit.png"
+    args = ["--profiles", str(profile_dir), "--out", str(out), "--plot", str(png), "--n-estimators", "50"]
+    assert fit_main(args) == 0
+    assert LatencyPredictor.load(out).fingerprint_["clock"] == "cpu"  # the sidecar travels into the file
+    assert png.stat().st_size > 0 and f"wrote {png}" in capsys.readouterr().out
 
 
 def test_config_predictions_are_consistent(fitted):

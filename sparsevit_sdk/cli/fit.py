@@ -8,7 +8,7 @@ device fingerprint: pick one with ``--fingerprint ID`` or allow several with
 ``--mix-fingerprints`` (identical boards).
 
 Prints how right the predictor is on the whole-model rows it was not fitted on, next to
-the FLOPs-proportional and lookup-table baselines.
+the FLOPs-proportional and lookup-table baselines (``--plot fit.png`` draws them).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..predictor import LatencyPredictor, format_report, merge_profiles, select_device
+from ..predictor import LatencyPredictor, format_report, merge_profiles, plot_held_out, select_device
 from ..predictor.latency import STATISTICS
 from ..profiler.dataset import load_profiles
 from ..profiler.schema import SchemaError
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-estimators", type=int, default=300)
     p.add_argument("--max-depth", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", metavar="PNG", help="also draw predicted vs measured ms of the held-out whole models")
     return p
 
 
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nheld-out whole-model configs ({m['statistic']}; {m['excluded']} fitted the overhead):\n")
         print(format_report({"xgboost (per layer)": m["xgboost"], "FLOPs-proportional": m["flops"],
                              "lookup table": m["lookup"]}))
+    if args.plot:
+        plot_held_out(predictor, df, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -4,8 +4,9 @@ from .features import Architecture, config_units, unit_costs, unit_features
 from .latency import LatencyPredictor
 from .merge import merge_profiles, select_device
 from .metrics import accuracy, agreement, format_report
+from .plots import plot_held_out
 
 __all__ = [
     "Architecture", "LatencyPredictor", "accuracy", "agreement", "config_units", "format_report", "merge_profiles",
-    "select_device", "unit_costs", "unit_features",
+    "plot_held_out", "select_device", "unit_costs", "unit_features",
 ]

@@ -368,25 +368,34 @@ class LatencyPredictor:
         return np.array([(unit_costs(units)[0] * units["weight"]).sum() / 1e9 for units in self._model_units(models)])
 
     # --------------------------------------------------------------- judging
+    def held_out(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The whole-model rows of ``df`` never used in fitting, with this predictor's
+        ``predicted_ms`` next to the measured ``statistic_`` column: what :meth:`evaluate`
+        scores and ``sparsevit-fit --plot`` draws."""
+        self._check_fitted()
+        df = validate_frame(df, "evaluation data")
+        models = df[df["layer"] == "model"].reset_index(drop=True)
+        held = models[~models.apply(_model_key, axis=1).isin(set(self.fit_keys_))] if len(models) else models
+        if held.empty:
+            raise ValueError("no whole-model rows left to judge on: every one was used in fitting (or there are "
+                             "none); profile more configs or evaluate on another dataset")
+        held = _with_mlp_ratio(held, df)
+        held = held.assign(predicted_ms=self.scale_ * self._layer_sums(held) + self.overhead_ms_)
+        held.attrs["excluded"] = int(len(models) - len(held))
+        return held
+
     def evaluate(self, df: pd.DataFrame) -> dict[str, Any]:
         """Accuracy on the whole-model rows of ``df`` that were never used in fitting, next to
         two baselines: FLOPs-proportional (``ms_per_gflop_ · GFLOPs``) and a lookup table
         (sum of the measured units of ``df`` itself, as once-for-all does; ``coverage`` says
         how many configs it could answer)."""
-        self._check_fitted()
-        df = validate_frame(df, "evaluation data")
-        models = df[df["layer"] == "model"].reset_index(drop=True)
-        held = models[~models.apply(_model_key, axis=1).isin(set(self.fit_keys_))] if len(models) else models
-        held = _with_mlp_ratio(held, df)
-        if held.empty:
-            raise ValueError("no whole-model rows left to judge on: every one was used in fitting (or there are "
-                             "none); profile more configs or evaluate on another dataset")
+        held = self.held_out(df)
         y = held[self.statistic_].to_numpy(float)
         gflops = self._model_gflops(held)
         return {
             "hardware": self.hardware_, "estimated": self.estimated_, "statistic": self.statistic_,
-            "excluded": int(len(models) - len(held)),
-            "xgboost": accuracy(self.scale_ * self._layer_sums(held) + self.overhead_ms_, y),
+            "excluded": held.attrs["excluded"],
+            "xgboost": accuracy(held["predicted_ms"].to_numpy(float), y),
             "flops": accuracy(self.ms_per_gflop_ * gflops, y),
             "lookup": accuracy(self._lookup(_runnable(df[df["layer"] != "model"]), held), y),
         }
