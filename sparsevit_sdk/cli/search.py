@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", type=float, help="latency budget as a fraction of dense latency (default: 0.7)")
     budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
-    p.add_argument("--resolution", type=resolution, default=(224, 224), metavar="HxW",
-                   help="input size (default: 224x224)")
+    p.add_argument("--resolution", type=resolution, default=(672, 672), metavar="HxW",
+                   help="input size (default: 672x672, as SearchSession: the high-resolution setting where "
+                        "skipping windows pays)")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size (default: 1)")
     p.add_argument("--proxy-images", type=positive_int, default=8, metavar="N",
                    help="images the label-free proxy scores each config on (default: 8)")
