@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def now_utc() -> str:
+    """When a benchmark ran, as its section states it: ``2026-11-23 17:48 UTC``."""
+    return f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:

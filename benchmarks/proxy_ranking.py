@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _results import write_section
+from _results import now_utc, write_section
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> str:
         "## Accuracy proxies",
         "",
         f"`python benchmarks/proxy_ranking.py{' --quick' if args.quick else ''}` on "
-        f"{device_fingerprint('cpu')['name']}, torch {torch.__version__}, seed {args.seed}, "
+        f"{device_fingerprint('cpu')['name']}, torch {torch.__version__}, {now_utc()}, seed {args.seed}, "
         f"{time.perf_counter() - start:.0f} s in all (trained weights cached in `{CACHE}`).  Demo task: digit "
         f"segmentation on {recipe.size}x{recipe.size} canvases, {recipe.digits_per_image[0]}-"
         f"{recipe.digits_per_image[1]} digits of {recipe.digit_px[0]}-{recipe.digit_px[1]} px, one per "

@@ -18,10 +18,9 @@ import argparse
 import os
 import platform
 import time
-from datetime import datetime, timezone
 
 import ray
-from _results import RESULTS, write_section
+from _results import RESULTS, now_utc, write_section
 
 from sparsevit_sdk import build_model
 from sparsevit_sdk.accuracy import default_proxy
@@ -111,7 +110,7 @@ def main() -> None:
     text = (
         f"{SECTION}\n\n"
         f"Produced by `python benchmarks/scaleout.py` on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} CPU cores, no GPU), {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+        f"({os.cpu_count()} CPU cores, no GPU), {now_utc()}. "
         f"The same seeded search (swin_micro, {SHAPE[2]}x{SHAPE[3]}, cpu predictor, budget 0.9, population "
         f"{args.population}, {args.parents} parents, {args.generations} generations), one after another in one run. "
         f"The proxy is the default label-free proxy padded with sleep to {args.cost:g} s per call (the "

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from _results import write_section
+from _results import now_utc, write_section
 from proxy_ranking import CACHE, mean_iou
 
 from sparsevit_sdk import SearchSpace, SparsityConfig, build_model, measure_latency
@@ -185,7 +185,7 @@ def run(budgets: list[float], recipe: DemoRecipe, settings: Settings, seed: int)
         "## Search",
         "",
         f"`python benchmarks/search_quality.py` on {device_fingerprint('cpu')['name']}, torch "
-        f"{torch.__version__}, seed {seed}.  Demo supernet (`{recipe.backbone}` + demo head): dense for "
+        f"{torch.__version__}, {now_utc()}, seed {seed}.  Demo supernet (`{recipe.backbone}` + demo head): dense for "
         f"{recipe.pretrain_steps} steps on {recipe.pretrain_size}px and {recipe.finetune_steps} on {recipe.size}px "
         f"canvases, adapted for {recipe.adapt_steps} steps on {recipe.size}px (`train_demo_supernet`, the recipe of "
         f"`examples/train_supernet.py`); searched and evaluated at {SEARCH_SIZE}x{SEARCH_SIZE}.  Proxy: label-free "
