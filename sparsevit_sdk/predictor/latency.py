@@ -372,8 +372,10 @@ class LatencyPredictor:
         """The whole-model rows of ``df`` never used in fitting, with this predictor's
         ``predicted_ms`` next to the measured ``statistic_`` column: what :meth:`evaluate`
         scores and ``sparsevit-fit --plot`` draws."""
+        return self._held_out(validate_frame(df, "evaluation data"))
+
+    def _held_out(self, df: pd.DataFrame) -> pd.DataFrame:
         self._check_fitted()
-        df = validate_frame(df, "evaluation data")
         models = df[df["layer"] == "model"].reset_index(drop=True)
         held = models[~models.apply(_model_key, axis=1).isin(set(self.fit_keys_))] if len(models) else models
         if held.empty:
@@ -389,7 +391,8 @@ class LatencyPredictor:
         two baselines: FLOPs-proportional (``ms_per_gflop_ · GFLOPs``) and a lookup table
         (sum of the measured units of ``df`` itself, as once-for-all does; ``coverage`` says
         how many configs it could answer)."""
-        held = self.held_out(df)
+        df = validate_frame(df, "evaluation data")
+        held = self._held_out(df)
         y = held[self.statistic_].to_numpy(float)
         gflops = self._model_gflops(held)
         return {
