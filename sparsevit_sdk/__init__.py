@@ -7,9 +7,10 @@ from .models import build_model, list_models
 from .predictor import LatencyPredictor
 from .profiler.timing import LatencyStats, measure_latency
 from .search import SearchResult, SearchSession
-from .sparse import SparseSwin, sparsify
+from .sparse import SparseSwin, set_sparsity, sparse_backbone, sparsify
 
 __all__ = [
     "__version__", "LatencyPredictor", "LatencyStats", "SearchResult", "SearchSession", "SearchSpace", "SparseSwin",
-    "SparsityConfig", "build_model", "get_hardware", "list_models", "measure_latency", "sparsify",
+    "SparsityConfig", "build_model", "get_hardware", "list_models", "measure_latency", "set_sparsity",
+    "sparse_backbone", "sparsify",
 ]

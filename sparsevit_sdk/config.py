@@ -161,12 +161,11 @@ class SearchSpace:
 
     @classmethod
     def from_model(cls, model, **kwargs) -> SearchSpace:
-        """Space of a :class:`SparseSwin` (see ``sparsify`` for timm/torchvision models)."""
-        if not hasattr(model, "signature") or not hasattr(model, "depths"):
-            raise TypeError(
-                f"{type(model).__name__} is not a SparseSwin; call sparsevit_sdk.sparsify(model) first"
-            )
-        return cls(model.depths, model.signature, **kwargs)
+        """Space of a :class:`SparseSwin`, or of a model holding one (see ``sparsify``)."""
+        from .sparse.convert import sparse_backbone  # the kernels import this module: resolve at call time
+
+        backbone = sparse_backbone(model)
+        return cls(backbone.depths, backbone.signature, **kwargs)
 
     @property
     def num_knobs(self) -> int:

@@ -27,6 +27,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..config import SearchSpace, SparsityConfig
+from ..sparse.convert import set_sparsity
 from .state import check_config, preserved
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for cfg in configs:
-                model.set_sparsity(cfg)
+                set_sparsity(model, cfg)
                 loss = loss_fn(model(inputs), targets)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at step {step} with config {cfg}; lower lr")

@@ -16,7 +16,7 @@ them.  The cache assumes fixed weights: call ``cache_clear()`` after training th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import SearchSpace, SparsityConfig
+from ..sparse.convert import set_sparsity, sparse_backbone
 from .demo import DigitCanvases
 from .metrics import Metric, as_metric
-from .state import check_config, preserved, sparse_backbone
+from .state import check_config, preserved
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class CachedProxy:
             self._hits += 1
             return self._cache[config]
         with preserved(self.model, training=False), torch.inference_mode():
-            self.model.set_sparsity(config)
+            set_sparsity(self.model, config)
             value = float(self._score())
         self._cache[config] = value
         return value
@@ -120,9 +121,14 @@ class AccuracyProxy(CachedProxy):
         return self.metric.compute()
 
 
-def _maps(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """A model's output as a list of ``(B, C, ...)`` maps (SparseSwin returns four)."""
-    return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+def _maps(outputs) -> list[torch.Tensor]:
+    """A model's output as a flat list of ``(B, C, ...)`` tensors: a tensor, the four maps of a
+    SparseSwin, or the tensors of a Hugging Face output (a mapping, possibly of tuples)."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, Mapping):
+        outputs = outputs.values()
+    return [t for item in outputs for t in _maps(item)] if outputs is not None else []
 
 
 def _agreement(sparse: torch.Tensor, dense: torch.Tensor, measure: Measure) -> torch.Tensor:
@@ -133,10 +139,10 @@ def _agreement(sparse: torch.Tensor, dense: torch.Tensor, measure: Measure) -> t
     """
     if measure == "cosine":
         sim = F.cosine_similarity(sparse.float(), dense.float(), dim=1).clamp(max=1.0)  # (B, ...)
-        return sim.flatten(1).mean(1)
+        return sim.reshape(len(sim), -1).mean(1)  # (B, ...) may be (B,): logits have no positions
     kl = F.kl_div(F.log_softmax(sparse.float(), 1), F.log_softmax(dense.float(), 1), log_target=True,
                   reduction="none").sum(1)  # (B, ...)
-    return torch.exp(-kl.flatten(1).mean(1))
+    return torch.exp(-kl.reshape(len(kl), -1).mean(1))
 
 
 class AgreementProxy(CachedProxy):
@@ -179,7 +185,7 @@ class AgreementProxy(CachedProxy):
 
     def _dense_outputs(self) -> list[list[torch.Tensor]]:
         with preserved(self.model, training=False), torch.inference_mode():
-            self.model.set_sparsity(SearchSpace.from_model(self.model).dense())
+            set_sparsity(self.model, SearchSpace.from_model(self.model).dense())
             return self._outputs()
 
     def _score(self) -> float:

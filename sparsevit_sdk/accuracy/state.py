@@ -12,20 +12,7 @@ from contextlib import contextmanager
 import torch.nn as nn
 
 from ..config import SparsityConfig
-from ..sparse.swin import SparseSwin
-
-
-def sparse_backbone(model: nn.Module) -> SparseSwin:
-    """The :class:`SparseSwin` inside ``model``: the model itself or its ``.backbone``."""
-    if isinstance(model, SparseSwin):
-        return model
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, SparseSwin):
-        return backbone
-    raise TypeError(
-        f"{type(model).__name__} is neither a SparseSwin nor wraps one as `.backbone`; "
-        "call sparsevit_sdk.sparsify(model) first, or expose the SparseSwin as `model.backbone`"
-    )
+from ..sparse.convert import sparse_backbone
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..sparse.convert import sparse_backbone
 from ..sparse.windows import kept_windows
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
@@ -53,13 +54,10 @@ class Architecture:
 
     @classmethod
     def from_model(cls, model) -> Architecture:
-        """Read a :class:`SparseSwin`; the MLP ratio comes from its first block."""
-        if not hasattr(model, "signature") or not hasattr(model, "stages"):
-            raise TypeError(f"{type(model).__name__} is not a SparseSwin; call sparsevit_sdk.sparse.sparsify first")
-        mlp = model.stages[0].blocks[0].mlp.fc1
+        """Read a :class:`SparseSwin`, or the one inside a model (see ``sparsify``)."""
+        model = sparse_backbone(model)
         return cls(model.signature, model.embed_dim, tuple(model.depths), tuple(model.num_heads),
-                   tuple(model.window_size), model.patch_size, mlp.out_features / mlp.in_features,
-                   model.patch_embed.in_chans)
+                   tuple(model.window_size), model.patch_size, model.mlp_ratio, model.in_chans)
 
     @classmethod
     def from_signature(cls, signature: str, mlp_ratio: float = 4.0) -> Architecture:

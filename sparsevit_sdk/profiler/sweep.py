@@ -43,11 +43,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..config import SearchSpace, SparsityConfig
 from ..devices import resolve_device
 from ..models import build_model
+from ..sparse.convert import sparse_backbone
 from ..sparse.swin import SparseSwin
 from ..sparse.windows import kept_windows, pad_to_windows
 from .dataset import claim_folder, empty_frame, merge_rows, read_frame
@@ -156,7 +158,7 @@ class _Sweep:
     def activations(self, img_h: int, img_w: int, batch: int) -> _Activations:
         """Unit inputs from a dense forward (their values do not change any unit's cost)."""
         self.model.set_sparsity(self.space.dense())
-        shape = (batch, self.model.patch_embed.in_chans, img_h, img_w)
+        shape = (batch, self.model.in_chans, img_h, img_w)
         return _activations(self.model, shape, self.device, DTYPES[self.dtype], self.seed)
 
     def tasks(self, img_h: int, img_w: int, batch: int) -> list[_Task]:
@@ -277,16 +279,14 @@ def dataset_path(out: str | os.PathLike, hw: str, name: str) -> Path:
     return Path(out) / hw / f"{name}.parquet"
 
 
-def _resolve_model(model: str | SparseSwin, name: str | None) -> tuple[SparseSwin, str]:
+def _resolve_model(model: str | nn.Module, name: str | None) -> tuple[SparseSwin, str]:
     if isinstance(model, str):
         return build_model(model), name or model
-    if not isinstance(model, SparseSwin):
-        raise TypeError(f"{type(model).__name__} is not a SparseSwin; call sparsevit_sdk.sparsify(model) first")
-    return copy.deepcopy(model), name or "custom"
+    return copy.deepcopy(sparse_backbone(model)), name or "custom"
 
 
 def profile_model(
-    model: str | SparseSwin,
+    model: str | nn.Module,
     *,
     resolutions: Sequence[str | int | Sequence[int]] = ("224x224",),
     batches: Sequence[int] = (1,),
@@ -306,7 +306,8 @@ def profile_model(
 ) -> pd.DataFrame:
     """Time every layer unit and sampled whole models of ``model``; return the new rows.
 
-    ``model`` is a registered name (``swin_t``) or a SparseSwin (copied, never modified).
+    ``model`` is a registered name (``swin_t``), a SparseSwin or a model ``sparsify`` made
+    (its SparseSwin is copied, never modified).
     With ``out``, rows are merged into ``dataset_path(out, hw, name)`` next to a
     fingerprint sidecar; ``resume`` skips measurements already there with at least as many
     repeats.  ``threads`` defaults to 1 on the CPU; ``clock`` is "wall" (perf_counter) or

@@ -21,11 +21,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .._documents import check_header, header
-from ..accuracy.state import preserved, sparse_backbone
+from ..accuracy.state import preserved
 from ..config import SparsityConfig
 from ..devices import resolve_device
 from ..profiler.fingerprint import describe_mismatch, device_fingerprint
 from ..profiler.timing import measure_latency
+from ..sparse.convert import sparse_backbone
 from .engine import HISTORY_COLUMNS, PROGRESS_COLUMNS, pareto_front
 
 FORMAT = "sparsevit-search-result"

@@ -26,9 +26,9 @@ import numpy as np
 import torch.nn as nn
 
 from ..accuracy import default_proxy
-from ..accuracy.state import sparse_backbone
 from ..config import SearchSpace, SparsityConfig
 from ..predictor import LatencyPredictor
+from ..sparse.convert import sparse_backbone
 from ..sparse.swin import check_input_shape
 from .checkpoint import SearchState, read_checkpoint, write_checkpoint
 from .engine import EvolutionSearch, Executor, Mode, Proxy
@@ -89,7 +89,7 @@ class SearchSession:
     ) -> None:
         self.model = model
         self.backbone = sparse_backbone(model)
-        self.input_shape = check_input_shape(input_shape, self.backbone.patch_embed.in_chans)
+        self.input_shape = check_input_shape(input_shape, self.backbone.in_chans)
         self.space = space if space is not None else SearchSpace.from_model(self.backbone)
         if self.space.signature != self.backbone.signature:
             raise ValueError(f"the search space is for {self.space.signature!r}, the model is "

@@ -1,10 +1,10 @@
-"""Window-sparse Swin kernels and converters."""
+"""Window-sparse Swin kernels and the converters that make a user's Swin window-sparse."""
 
-from .convert import sparsify
+from .convert import set_sparsity, sparse_backbone, sparsify
 from .swin import SparseSwin, SparseSwinBlock, SparseSwinStage
-from .windows import WindowLayout, kept_windows, top_windows
+from .windows import Windowing, WindowLayout, kept_windows, top_windows
 
 __all__ = [
-    "SparseSwin", "SparseSwinBlock", "SparseSwinStage", "WindowLayout",
-    "kept_windows", "sparsify", "top_windows",
+    "SparseSwin", "SparseSwinBlock", "SparseSwinStage", "WindowLayout", "Windowing",
+    "kept_windows", "set_sparsity", "sparse_backbone", "sparsify", "top_windows",
 ]

@@ -1,122 +1,123 @@
-"""``sparsify()``: turn a timm or torchvision Swin into a :class:`SparseSwin` that shares
-its parameters (no copy: fine-tuning one fine-tunes the other)."""
+"""``sparsify()``: make a user's Swin window-sparse, keeping it the same model.
+
+The Swin stages of a timm, torchvision or Hugging Face model are swapped for window-sparse ones
+that run on the source's own weights (shared, never copied) under the source's windowing
+convention; everything around them (stem, heads, output classes, a segmentation model's decoder)
+keeps running the source library's code.  So the model is called exactly as before and, at
+sparsity 0, returns what it returned before.
+
+Every swapped Swin also carries a :class:`SparseSwin` *view* over its sparse stages, which the
+rest of the SDK works on: ``sparse_backbone(model)`` finds it, ``set_sparsity(model, config)``
+sets it, and the profiler, predictors and search read its architecture.
+"""
 
 from __future__ import annotations
 
+import copy
+from types import ModuleType
+
 import torch.nn as nn
 
-from .swin import SparseSwin, SparseSwinBlock
+from ..config import SparsityConfig
+from .sources import hf, timm, torchvision
+from .swin import SparseSwin
 
-SUPPORTED = (
-    "sparsevit_sdk SparseSwin, timm SwinTransformer (v1, timm >= 0.9), "
-    "torchvision swin_t / swin_s / swin_b (v1)"
-)
-
-
-def _share(dst: nn.Module, src: nn.Module) -> None:
-    """Point every parameter of ``dst`` at the same-named parameter of ``src``."""
-    src_params = dict(src.named_parameters())
-    for name, param in list(dst.named_parameters()):
-        if name not in src_params or src_params[name].shape != param.shape:
-            raise TypeError(
-                f"cannot map parameter {name!r} of {type(src).__name__}: the layer layout is not "
-                f"a Swin v1 layout; supported: {SUPPORTED}"
-            )
-        owner, _, leaf = name.rpartition(".")
-        setattr(dst.get_submodule(owner) if owner else dst, leaf, src_params[name])
-    if isinstance(dst, nn.LayerNorm) and isinstance(src, nn.LayerNorm):
-        dst.eps = src.eps
+SOURCES: tuple[ModuleType, ...] = (timm, torchvision, hf)  # each: NAME, SUPPORTED, matches(m), convert(m)
+SUPPORTED = "; ".join(["sparsevit_sdk SparseSwin", *(s.SUPPORTED for s in SOURCES)])
+_VIEW = "_sparsevit_view"  # where a converted module keeps its SparseSwin view (outside its state_dict)
 
 
-def _share_block(dst: SparseSwinBlock, norm1, qkv, proj, table, norm2, fc1, fc2) -> None:
-    for d, s in ((dst.norm1, norm1), (dst.attn.qkv, qkv), (dst.attn.proj, proj),
-                 (dst.norm2, norm2), (dst.mlp.fc1, fc1), (dst.mlp.fc2, fc2)):
-        _share(d, s)
-    dst.attn.relative_position_bias_table = table
+def _source(module: nn.Module) -> ModuleType | None:
+    return next((s for s in SOURCES if s.matches(module)), None)
 
 
-def _square(window) -> int:
-    w = (window, window) if isinstance(window, int) else tuple(window)
-    if w[0] != w[1]:
-        raise TypeError(f"only square windows are supported, got window size {w}")
-    return int(w[0])
+def _swins(model: nn.Module) -> list[tuple[str, ModuleType]]:
+    """(path, source) of every outermost supported Swin inside ``model``, ``model`` itself included."""
+    found: list[tuple[str, ModuleType]] = []
+    done: list[str] = []  # subtrees already searched: a found Swin, or one that is sparse already
+    for path, module in model.named_modules():
+        if any(p == "" or path == p or path.startswith(p + ".") for p in done):
+            continue
+        source = _source(module)
+        if _VIEW in module.__dict__ or isinstance(module, SparseSwin) or source is not None:
+            done.append(path)
+        if source is not None and _VIEW not in module.__dict__:
+            found.append((path, source))
+    return found
 
 
-def _from_timm(model: nn.Module) -> SparseSwin:
-    stages = list(model.layers)
-    first = stages[0].blocks[0]
-    if not isinstance(model.patch_embed.norm, nn.LayerNorm):
-        raise TypeError("timm Swin without patch_norm is not supported")
-    sparse = SparseSwin(
-        in_chans=model.patch_embed.proj.in_channels,
-        embed_dim=model.embed_dim,
-        depths=[len(s.blocks) for s in stages],
-        num_heads=[s.blocks[0].attn.num_heads for s in stages],
-        window_size=[_square(s.blocks[0].window_size) for s in stages],
-        patch_size=model.patch_embed.proj.kernel_size[0],
-        mlp_ratio=first.mlp.fc1.out_features / first.mlp.fc1.in_features,
-        qkv_bias=first.attn.qkv.bias is not None,
-        num_classes=model.num_classes,
+def _shallow(module: nn.Module) -> nn.Module:
+    """A new module object sharing ``module``'s parameters, buffers and children, whose own
+    child slots can be replaced without touching ``module``."""
+    clone = copy.copy(module)
+    clone._modules, clone._parameters, clone._buffers = (
+        dict(module._modules), dict(module._parameters), dict(module._buffers)
     )
-    _share(sparse.patch_embed, model.patch_embed)
-    for dst, src in zip(sparse.stages, stages):
-        if not isinstance(src.downsample, nn.Identity):
-            _share(dst.downsample, src.downsample)
-        for d, b in zip(dst.blocks, src.blocks):
-            _share_block(d, b.norm1, b.attn.qkv, b.attn.proj, b.attn.relative_position_bias_table,
-                         b.norm2, b.mlp.fc1, b.mlp.fc2)
-    _share(sparse.norm, model.norm)
-    if model.num_classes:
-        _share(sparse.head, model.head.fc)
-    return sparse
+    return clone
 
 
-def _from_torchvision(model: nn.Module) -> SparseSwin:
-    feats = model.features
-    stages = [feats[i] for i in range(1, len(feats), 2)]
-    merges = [feats[i] for i in range(2, len(feats), 2)]
-    first = stages[0][0]
-    embed = feats[0]
-    sparse = SparseSwin(
-        in_chans=embed[0].in_channels,
-        embed_dim=embed[0].out_channels,
-        depths=[len(s) for s in stages],
-        num_heads=[s[0].attn.num_heads for s in stages],
-        window_size=[_square(s[0].attn.window_size) for s in stages],
-        patch_size=embed[0].kernel_size[0],
-        mlp_ratio=first.mlp[0].out_features / first.mlp[0].in_features,
-        qkv_bias=first.attn.qkv.bias is not None,
-        num_classes=model.head.out_features,
-    )
-    _share(sparse.patch_embed.proj, embed[0])
-    _share(sparse.patch_embed.norm, embed[2])
-    for dst, merge in zip(sparse.stages[1:], merges):
-        _share(dst.downsample, merge)
-    for dst, src in zip(sparse.stages, stages):
-        for d, b in zip(dst.blocks, src):
-            _share_block(d, b.norm1, b.attn.qkv, b.attn.proj, b.attn.relative_position_bias_table,
-                         b.norm2, b.mlp[0], b.mlp[3])
-    _share(sparse.norm, model.norm)
-    _share(sparse.head, model.head)
-    return sparse
+def _detach_paths(model: nn.Module, paths: list[str]) -> nn.Module:
+    """A shallow copy of ``model`` in which every module on the way to ``paths`` is a fresh
+    :func:`_shallow` copy, so swapping children there leaves ``model`` as it was."""
+    root = _shallow(model)
+    for path in paths:
+        parent = root
+        for name in path.split(".") if path else []:
+            child = _shallow(parent._modules[name])
+            parent._modules[name] = child
+            parent = child
+    return root
 
 
-def sparsify(model: nn.Module) -> SparseSwin:
-    """Window-sparse twin of a Swin Transformer, sharing its weights.
+def sparsify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Make every supported Swin in ``model`` window-sparse; call the result as you called ``model``.
 
-    At sparsity 0 its ``forward_features`` equals the source model's final normed
-    features (fp32, within 1e-5).  Dropout and stochastic depth are not carried over:
-    the result is for inference and sparsity-aware fine-tuning.
+    ``sparsify(timm_model)(x)`` gives timm's logits, ``sparsify(hf_backbone)(pixel_values)`` a
+    ``BackboneOutput`` with the same ``feature_maps``, and so on: at sparsity 0 the result equals
+    its source's forward (fp32, within 1e-5, at any input size the source accepts).  Without
+    ``inplace`` the result is a new module object sharing every weight with ``model``, which is
+    left as it was; with ``inplace=True`` the Swins inside ``model`` (e.g. a Mask2Former's
+    backbone) are swapped where they are and ``model`` itself is returned.  Then
+    ``set_sparsity(result, config)`` makes the blocks skip windows.  Dropout and stochastic depth
+    of the source's blocks are not carried over: the result is for inference and sparsity-aware
+    fine-tuning.
     """
     if isinstance(model, SparseSwin):
         return model
-    cls, module = type(model).__name__, type(model).__module__
-    if cls == "SwinTransformer" and module.startswith("timm."):
-        sparse = _from_timm(model)
-    elif cls == "SwinTransformer" and module.startswith("torchvision."):
-        if type(model.features[1][0]).__name__ != "SwinTransformerBlock":
-            raise TypeError(f"torchvision Swin V2 is not supported; supported: {SUPPORTED}")
-        sparse = _from_torchvision(model)
-    else:
-        raise TypeError(f"cannot sparsify {module}.{cls}; supported models: {SUPPORTED}")
-    return sparse.train(model.training)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"cannot sparsify a {type(model).__name__}; supported models: {SUPPORTED}")
+    swins = _swins(model)
+    if not swins:
+        if any(_VIEW in m.__dict__ for m in model.modules()):
+            return model  # already sparse
+        raise TypeError(f"cannot sparsify {type(model).__module__}.{type(model).__name__}: no supported Swin "
+                        f"inside it; supported models: {SUPPORTED}")
+    root = model if inplace else _detach_paths(model, [path for path, _ in swins])
+    for path, source in swins:
+        module = root.get_submodule(path)
+        module.__dict__[_VIEW] = source.convert(module).train(module.training)
+    return root
+
+
+def sparse_backbone(model: nn.Module) -> SparseSwin:
+    """The one :class:`SparseSwin` of ``model``: itself, a SparseSwin inside it, or the view of a
+    Swin that :func:`sparsify` swapped inside it."""
+    if isinstance(model, SparseSwin):
+        return model
+    views: dict[int, SparseSwin] = {}
+    for module in model.modules() if isinstance(model, nn.Module) else ():
+        view = module.__dict__.get(_VIEW, module if isinstance(module, SparseSwin) else None)
+        if view is not None:
+            views[id(view)] = view
+    if len(views) == 1:
+        return next(iter(views.values()))
+    if not views:
+        raise TypeError(f"{type(model).__name__} holds no window-sparse Swin; call sparsevit_sdk.sparsify(model) "
+                        f"first (supported: {SUPPORTED})")
+    raise TypeError(f"{type(model).__name__} holds {len(views)} window-sparse Swins; pass the one to work on")
+
+
+def set_sparsity(model: nn.Module, config: SparsityConfig) -> nn.Module:
+    """Make the sparse Swin in ``model`` skip windows as ``config`` says; returns ``model``."""
+    sparse_backbone(model).set_sparsity(config)
+    return model

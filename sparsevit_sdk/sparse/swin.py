@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import SparsityConfig
-from .windows import WindowLayout, kept_windows, pad_to_windows, top_windows
+from .windows import DEFAULT_WINDOWING, Windowing, WindowLayout, kept_windows, pad_to_windows, top_windows
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:
@@ -82,15 +82,25 @@ class PatchMerging(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside a window, with a learned relative-position bias."""
+    """Multi-head self-attention inside a window, with a learned relative-position bias.
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True) -> None:
+    ``fused_qkv=False`` keeps separate ``q``/``k``/``v`` projections, as Hugging Face stores
+    them, so a converted model shares its source's weights instead of copying them.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True, fused_qkv: bool = True
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.window_size = window_size
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        if fused_qkv:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        else:
+            self.q, self.k, self.v = (nn.Linear(dim, dim, bias=qkv_bias) for _ in range(3))
+        self.fused_qkv = fused_qkv
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size - 1) ** 2, num_heads)
@@ -108,8 +118,11 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, window_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: ``(B*K, N, C)``; window_mask: ``(B*K, N, N)`` shift mask of each window or None."""
         BK, N, C = x.shape
-        qkv = self.qkv(x).reshape(BK, N, 3, self.num_heads, C // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*K, heads, N, d)
+        if self.fused_qkv:
+            qkv = self.qkv(x).reshape(BK, N, 3, self.num_heads, C // self.num_heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*K, heads, N, d)
+        else:
+            q, k, v = (p(x).view(BK, N, self.num_heads, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
         bias = self.relative_bias().unsqueeze(0).to(q.dtype)  # (1, heads, N, N)
         if window_mask is not None:
             bias = bias + window_mask.unsqueeze(1).to(q.dtype)  # (B*K, heads, N, N)
@@ -129,16 +142,21 @@ class Mlp(nn.Module):
 
 
 class SparseSwinBlock(nn.Module):
-    """One Swin block that runs only on the rows of the windows it is given."""
+    """One Swin block that runs only on the rows of the windows it is given.
+
+    A converter may replace ``norm1``, ``norm2`` and ``mlp`` by its source's own modules
+    (any module mapping ``(rows, C)`` to ``(rows, C)``), which carries their epsilon and
+    activation over exactly.
+    """
 
     def __init__(
         self, dim: int, num_heads: int, window_size: int, shifted: bool,
-        mlp_ratio: float = 4.0, qkv_bias: bool = True,
+        mlp_ratio: float = 4.0, qkv_bias: bool = True, fused_qkv: bool = True,
     ) -> None:
         super().__init__()
         self.shifted = shifted
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, fused_qkv)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
@@ -170,28 +188,39 @@ class SparseSwinStage(nn.Module):
     """Optional patch merging, then ``depth`` blocks alternating regular/shifted windows.
 
     Windows are scored once, at the stage input; each block keeps a prefix of the
-    ranking of its partition (regular or shifted), sized by its own sparsity.
+    ranking of its partition (regular or shifted), sized by its own sparsity.  ``shift``
+    (rows, cols; half a window by default) and ``windowing`` reproduce the source
+    library's shifted windows (see :class:`~sparsevit_sdk.sparse.windows.Windowing`).
+    ``forward`` maps NHWC to NHWC, so the stage drops into a timm model in place of its own.
     """
 
     def __init__(
         self, dim: int, out_dim: int, depth: int, num_heads: int, window_size: int,
-        downsample: bool, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+        downsample: bool, mlp_ratio: float = 4.0, qkv_bias: bool = True, *, fused_qkv: bool = True,
+        shift: tuple[int, int] | None = None, windowing: Windowing = DEFAULT_WINDOWING,
     ) -> None:
         super().__init__()
         self.window_size = window_size
+        self.shift = (window_size // 2,) * 2 if shift is None else tuple(int(v) for v in shift)
+        self.windowing = windowing
         self.downsample = PatchMerging(dim, out_dim) if downsample else nn.Identity()
         self.blocks = nn.ModuleList(
-            SparseSwinBlock(out_dim, num_heads, window_size, i % 2 == 1, mlp_ratio, qkv_bias)
+            SparseSwinBlock(out_dim, num_heads, window_size, i % 2 == 1, mlp_ratio, qkv_bias, fused_qkv)
             for i in range(depth)
         )
         self.sparsity: list[float] = [0.0] * depth
-        self._layouts: dict[tuple[int, int, str], WindowLayout] = {}
+        self._layouts: dict[tuple, WindowLayout] = {}
 
-    def layout(self, H: int, W: int, device: torch.device) -> WindowLayout:
-        """Window geometry for an ``H x W`` map, built once per size and device."""
-        key = (H, W, str(device))
+    def layout(
+        self, H: int, W: int, device: torch.device, windowing: Windowing | None = None
+    ) -> WindowLayout:
+        """Window geometry for an ``H x W`` map, built once per size, device and convention."""
+        windowing = windowing or self.windowing
+        key = (H, W, str(device), windowing)
         if key not in self._layouts:
-            self._layouts[key] = WindowLayout.build(H, W, self.window_size, device)
+            self._layouts[key] = WindowLayout.build(
+                H, W, self.window_size, device, shift=self.shift, windowing=windowing
+            )
         return self._layouts[key]
 
     def select(self, x: torch.Tensor, layout: WindowLayout) -> list[torch.Tensor | None]:
@@ -227,15 +256,19 @@ class SparseSwinStage(nn.Module):
         block(x.view(-1, x.shape[-1]), rows, mask, valid)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, H, W, C_in)`` → ``(B, H', W', C_out)``."""
-        x = self.downsample(x)
+    def forward_blocks(self, x: torch.Tensor, windowing: Windowing | None = None) -> torch.Tensor:
+        """The blocks alone, on a merged map ``(B, H, W, C_out)``; ``windowing`` overrides the
+        stage's convention for this call (Hugging Face picks it per call)."""
         B, H, W, C = x.shape
-        layout = self.layout(H, W, x.device)
+        layout = self.layout(H, W, x.device, windowing)
         x = pad_to_windows(x, self.window_size)  # (B, Hp, Wp, C), a fresh buffer
         for i, windows in enumerate(self.select(x, layout)):
             self.run_block(i, x, windows, layout)
         return x[:, :H, :W, :]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C_in)`` → ``(B, H', W', C_out)``."""
+        return self.forward_blocks(self.downsample(x))
 
 
 class SparseSwin(nn.Module):
@@ -244,6 +277,9 @@ class SparseSwin(nn.Module):
     ``forward`` returns the four stage feature maps ``(B, C_i, H_i, W_i)`` (a detection /
     segmentation backbone); ``forward_features`` returns the final-normed last stage
     ``(B, H, W, C)`` as timm does, and ``forward_head`` pools it into logits.
+
+    ``patch_embed`` is any module from images to NHWC tokens; a converted model uses its
+    source's own (``sparsify``), so the source's padding or size checks hold unchanged.
     """
 
     def __init__(
@@ -258,6 +294,8 @@ class SparseSwin(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         num_classes: int = 0,
+        fused_qkv: bool = True,
+        windowing: Windowing = DEFAULT_WINDOWING,
     ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
@@ -270,16 +308,19 @@ class SparseSwin(nn.Module):
             raise ValueError(f"window_size needs one value per stage ({len(depths)}), got {windows}")
         self.window_size = tuple(int(w) for w in windows)
         self.patch_size = patch_size
-        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
+        self.in_chans = in_chans
+        self.mlp_ratio = float(mlp_ratio)
+        self.patch_embed: nn.Module = PatchEmbed(in_chans, embed_dim, patch_size)
         dims = [embed_dim * 2**i for i in range(len(depths))]
         self.dims = tuple(dims)
-        self.stages = nn.ModuleList(
+        self.stages = nn.Sequential(*(
             SparseSwinStage(
                 dims[max(i - 1, 0)], dims[i], depths[i], num_heads[i], self.window_size[i],
-                downsample=i > 0, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                downsample=i > 0, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, fused_qkv=fused_qkv,
+                windowing=windowing,
             )
             for i in range(len(depths))
-        )
+        ))
         self.norm = nn.LayerNorm(dims[-1])
         self.num_classes = num_classes
         self.head = nn.Linear(dims[-1], num_classes) if num_classes else nn.Identity()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,17 +40,23 @@ def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
     return x.clone()
 
 
-def _partition_index(Hp: int, Wp: int, window_size: int, shift: tuple[int, int]) -> torch.Tensor:
+def _partition_index(
+    Hp: int, Wp: int, window_size: int, shift: tuple[int, int], rolled: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Flat grid positions of every window's tokens, ``(nW, ws*ws)``.
 
-    Window ``w`` of the grid rolled by ``-shift`` holds rolled coordinate ``(i, j)``,
-    i.e. original coordinate ``((i + sh) % Hp, (j + sw) % Wp)``; scattering back to the
-    same positions is the reverse roll.
+    The cyclic shift by ``-shift`` is a roll of the ``rolled`` top-left part of the padded
+    ``Hp x Wp`` grid (the whole grid by default): window ``w`` holds grid coordinate
+    ``(i, j)`` of the rolled grid, i.e. original ``((i + sh) % Hr, (j + sw) % Wr)`` inside
+    that part and ``(i, j)`` outside it.  Scattering back to the same positions is the
+    reverse roll.
     """
-    ws = window_size
-    rows = (torch.arange(Hp) + shift[0]) % Hp
-    cols = (torch.arange(Wp) + shift[1]) % Wp
+    Hr, Wr = rolled or (Hp, Wp)
+    rows, cols = torch.arange(Hp), torch.arange(Wp)
+    rows = torch.where(rows < Hr, (rows + shift[0]) % Hr, rows)
+    cols = torch.where(cols < Wr, (cols + shift[1]) % Wr, cols)
     grid = rows[:, None] * Wp + cols[None, :]  # (Hp, Wp)
+    ws = window_size
     grid = grid.view(Hp // ws, ws, Wp // ws, ws).permute(0, 2, 1, 3)  # (nWh, nWw, ws, ws)
     return grid.reshape(-1, ws * ws)
 
@@ -71,13 +78,56 @@ def _shift_mask(Hp: int, Wp: int, window_size: int, shift: tuple[int, int]) -> t
     return torch.zeros(differ.shape).masked_fill(differ, MASK_VALUE)
 
 
+NoShift = Literal["padded-side", "min-side", "never"]
+
+
+@dataclass(frozen=True)
+class Windowing:
+    """How a Swin implementation shifts and pads its windows: one kernel, the source's convention as data.
+
+    Libraries agree on the windows of a map that is a multiple of the window, and differ
+    elsewhere; a converted model must reproduce its source exactly, so each difference is a
+    setting here rather than a fork of the kernel:
+
+    - ``roll_then_pad``: timm rolls the unpadded ``H x W`` map, then pads bottom/right;
+      torchvision and Hugging Face pad first, then roll the padded map.
+    - ``no_shift`` says where the shifted partition falls back to the regular one:
+      ``"padded-side"`` along a side whose padded length is one window (torchvision);
+      ``"min-side"`` on both sides when ``min(H, W)`` is at most one window (Hugging Face
+      ``SwinModel``); ``"never"`` keeps the stage's configured shift at every size (timm,
+      which fixes it when the model is built, and Hugging Face ``SwinBackbone``).
+
+    The attention mask across rolled-together regions is the same function of the padded
+    grid in all of them.
+    """
+
+    roll_then_pad: bool = False
+    no_shift: NoShift = "padded-side"
+
+    def __post_init__(self) -> None:
+        if self.no_shift not in ("padded-side", "min-side", "never"):
+            raise ValueError(f"no_shift must be 'padded-side', 'min-side' or 'never', got {self.no_shift!r}")
+
+    def effective_shift(self, H: int, W: int, window_size: int, shift: tuple[int, int]) -> tuple[int, int]:
+        """The shift the shifted blocks of an ``H x W`` map use, given the stage's configured one."""
+        if self.no_shift == "min-side":
+            return (0, 0) if min(H, W) <= window_size else shift
+        if self.no_shift == "padded-side":
+            padded = (H + (-H) % window_size, W + (-W) % window_size)
+            return tuple(0 if n <= window_size else s for n, s in zip(padded, shift))
+        return shift
+
+
+DEFAULT_WINDOWING = Windowing()  # torchvision's convention, which the built-in models follow
+
+
 @dataclass(frozen=True)
 class WindowLayout:
     """Regular and shifted partitions of one padded ``Hp x Wp`` grid.
 
-    ``shift`` is ``window_size // 2`` per dimension, or 0 along a dimension that holds a
-    single window (as in torchvision and timm).  ``valid`` marks real (unpadded) tokens,
-    or is ``None`` when nothing was padded.
+    ``shift`` is the cyclic shift the shifted partition uses (see :class:`Windowing`).
+    ``valid`` marks real (unpadded) grid positions, or is ``None`` when nothing was padded;
+    a padded position holds a padded token in either partition.
     """
 
     height: int
@@ -95,13 +145,13 @@ class WindowLayout:
 
     @classmethod
     def build(
-        cls, H: int, W: int, window_size: int, device: torch.device | str = "cpu"
+        cls, H: int, W: int, window_size: int, device: torch.device | str = "cpu", *,
+        shift: tuple[int, int] | None = None, windowing: Windowing = DEFAULT_WINDOWING,
     ) -> WindowLayout:
-        """Layout for an unpadded ``H x W`` feature map."""
+        """Layout for an unpadded ``H x W`` feature map; ``shift`` (rows, cols) defaults to half a window."""
         ws = window_size
         Hp, Wp = H + (-H) % ws, W + (-W) % ws
-        half = ws // 2
-        shift = (half if Hp > ws else 0, half if Wp > ws else 0)
+        shift = windowing.effective_shift(H, W, ws, (ws // 2, ws // 2) if shift is None else tuple(shift))
         valid = None
         if (Hp, Wp) != (H, W):
             valid = torch.zeros(Hp, Wp, dtype=torch.bool)
@@ -114,7 +164,7 @@ class WindowLayout:
             window_size=ws,
             shift=shift,
             regular=_partition_index(Hp, Wp, ws, (0, 0)).to(device),
-            shifted=_partition_index(Hp, Wp, ws, shift).to(device),
+            shifted=_partition_index(Hp, Wp, ws, shift, (H, W) if windowing.roll_then_pad else None).to(device),
             shift_mask=_shift_mask(Hp, Wp, ws, shift).to(device) if has_shift else None,
             valid=valid,
         )

@@ -1,0 +1,125 @@
+"""Hugging Face transformers Swin V1: ``SwinModel`` and everything built on it.
+
+``SwinBackbone``, ``SwinForImageClassification`` and the segmentation models whose backbone is a
+``SwinBackbone`` (Mask2Former, OneFormer, UperNet) all hold a ``SwinModel``; only its encoder is
+replaced, so the embeddings (mask tokens, absolute position embeddings), final norm, pooler,
+per-stage ``hidden_states_norms`` and the output classes stay Hugging Face's.
+
+Hugging Face pads each block's map to whole windows and then rolls it.  ``SwinModel`` skips the
+shift when ``min(H, W)`` is at most one window; ``SwinBackbone`` calls it with
+``always_partition=True``, which keeps the shift at every size.  The sparse encoder picks the
+matching :class:`~sparsevit_sdk.sparse.windows.Windowing` per call, as the source does.
+(transformers' layers also *remember* a dropped shift after one small input; a stage whose shift
+is already 0 when converted keeps 0, otherwise the per-call rule above is what runs.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..swin import SparseSwin
+from ..windows import Windowing
+from ._adopt import adopt_block, adopt_merge, empty_view, unsupported
+
+NAME = "Hugging Face"
+WINDOWING = Windowing(no_shift="min-side")
+ALWAYS_PARTITION = Windowing(no_shift="never")
+SUPPORTED = "Hugging Face SwinModel, SwinBackbone, SwinForImageClassification and models that hold them"
+
+
+def matches(model: nn.Module) -> bool:
+    return type(model).__name__ == "SwinModel" and type(model).__module__.startswith("transformers.")
+
+
+class HFPatchEmbed(nn.Module):
+    """Hugging Face ``SwinEmbeddings`` as an images → NHWC tokens module (the sparse view's stem)."""
+
+    def __init__(self, embeddings: nn.Module) -> None:
+        super().__init__()
+        self.embeddings = embeddings
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, (H, W) = self.embeddings(x)  # (B, H*W, C)
+        return tokens.view(tokens.shape[0], H, W, tokens.shape[-1])
+
+
+class SparseSwinEncoder(nn.Module):
+    """Drop-in for Hugging Face's ``SwinEncoder``: the same call and ``SwinEncoderOutput``, sparse stages.
+
+    Hugging Face's stage *i* ends with the merge into stage *i+1*; the sparse stages start with
+    it, so "after downsampling" states are the next stage's merge of this stage's blocks.
+    """
+
+    def __init__(self, stages: nn.Sequential) -> None:
+        super().__init__()
+        self.stages = stages
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        input_dimensions: tuple[int, int],
+        always_partition: bool = False,
+        output_hidden_states: bool = False,
+        output_hidden_states_before_downsampling: bool = False,
+        output_attentions: bool = False,
+        **kwargs,
+    ):
+        from transformers.models.swin.modeling_swin import SwinEncoderOutput
+
+        if output_attentions:
+            raise ValueError("a window-sparse Swin does not return attention weights (it never forms them for "
+                             "skipped windows); call it with output_attentions=False")
+        windowing = ALWAYS_PARTITION if always_partition else None
+        B, _, C = hidden_states.shape
+        x = hidden_states.view(B, *input_dimensions, C)
+        flat = [hidden_states]
+        spatial = [x.permute(0, 3, 1, 2).contiguous()]
+        for i, stage in enumerate(self.stages):
+            x = before = stage.forward_blocks(x, windowing)
+            if i + 1 < len(self.stages):
+                x = self.stages[i + 1].downsample(x)
+            shown = before if output_hidden_states_before_downsampling else x
+            flat.append(x.flatten(1, 2))
+            spatial.append(shown.permute(0, 3, 1, 2).contiguous())
+        return SwinEncoderOutput(
+            last_hidden_state=x.flatten(1, 2),
+            hidden_states=tuple(flat) if output_hidden_states else None,
+            reshaped_hidden_states=tuple(spatial) if output_hidden_states else None,
+        )
+
+
+def convert(model: nn.Module) -> SparseSwin:
+    """Swap ``model.encoder`` for a :class:`SparseSwinEncoder` (in place) and return the sparse view."""
+    config = model.config
+    layers = list(model.encoder.layers)
+    projection = model.embeddings.patch_embeddings.projection
+    windows = []
+    for i, layer in enumerate(layers):
+        bias = layer.blocks[0].attention.relative_position_bias
+        if tuple(bias.window_size) != (layer.blocks[0].window_size,) * 2:
+            raise unsupported(NAME, f"stage {i + 1} clamped its window to {layer.blocks[0].window_size} after an "
+                                    f"input smaller than its {bias.window_size[0]}-token window (transformers keeps "
+                                    "that state)", "reload the model and convert it before running such inputs")
+        windows.append(bias.window_size[0])
+    view = empty_view(
+        NAME,
+        dims=[layer.blocks[0].layernorm_before.normalized_shape[0] for layer in layers],
+        depths=[len(layer.blocks) for layer in layers],
+        num_heads=[layer.blocks[0].attention.num_attention_heads for layer in layers],
+        windows=windows,
+        shifts=[(int(layer.blocks[1].shift_size),) * 2 if len(layer.blocks) > 1 else (0, 0) for layer in layers],
+        patch_embed=HFPatchEmbed(model.embeddings), norm=model.layernorm, in_chans=projection.in_channels,
+        patch_size=projection.kernel_size[0], mlp_ratio=float(config.mlp_ratio), qkv_bias=bool(config.qkv_bias),
+        windowing=WINDOWING, fused_qkv=False,
+    )
+    for dst, layer in zip(view.stages[1:], layers):
+        adopt_merge(dst.downsample, layer.downsample.norm, layer.downsample.reduction)
+    for dst, layer in zip(view.stages, layers):
+        for d, b in zip(dst.blocks, layer.blocks):
+            a = b.attention
+            adopt_block(d, NAME, norm1=b.layernorm_before, norm2=b.layernorm_after, mlp=b.mlp, proj=a.o_proj,
+                        table=a.relative_position_bias.relative_position_bias_table,
+                        q=a.q_proj, k=a.k_proj, v=a.v_proj)
+    model.encoder = SparseSwinEncoder(view.stages)
+    return view
