@@ -21,6 +21,7 @@ from sparsevit_sdk import SearchSpace, set_sparsity, sparsify
 from sparsevit_sdk.devices import resolve_device
 from sparsevit_sdk.profiler import device_fingerprint, parse_resolution
 from sparsevit_sdk.profiler.timing import time_callable
+from sparsevit_sdk.sparse.sources.hf import require_transformers
 
 SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
 
@@ -40,8 +41,7 @@ def _torchvision() -> tuple[nn.Module, Callable]:
 
 def _hf(kind: str) -> Callable[[], tuple[nn.Module, Callable]]:
     def build() -> tuple[nn.Module, Callable]:
-        import transformers
-
+        transformers = require_transformers()
         config = transformers.SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
                                          out_features=["stage1", "stage2", "stage3", "stage4"])
         return getattr(transformers, kind)(config), lambda m, x: m(pixel_values=x)

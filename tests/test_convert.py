@@ -8,6 +8,7 @@ biases included) moves the outputs.  Each comparison goes through the source's o
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -283,3 +284,11 @@ def test_search_profiler_and_validation_run_on_converted_models(build, size):
     assert set(rows.layer) >= {"patch_embed", "block_pair", "model"}
     assert (rows.signature == sparse_backbone(model).signature).all()
     assert LatencyPredictor.for_hardware("cpu").predict_config(model, result.best, shape) == result.predicted_ms
+
+
+def test_missing_transformers_says_how_to_install_it(monkeypatch):
+    from sparsevit_sdk.sparse.sources.hf import require_transformers
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # what an environment without it raises
+    with pytest.raises(ImportError, match=r"pip install .*sparsevit-sdk\[transformers\]"):
+        require_transformers()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparsevit_sdk import SearchSpace, build_model
-from sparsevit_sdk.sparse import WindowLayout, kept_windows
+from sparsevit_sdk.sparse import WindowLayout, Windowing, kept_windows
 
 from .conftest import requires_cuda
 
@@ -143,3 +143,32 @@ def test_wrong_channel_count_is_explained(micro):
 def test_unknown_model_lists_known():
     with pytest.raises(ValueError, match="swin_micro"):
         build_model("resnet50")
+
+
+@pytest.mark.parametrize("roll_then_pad", [False, True], ids=["pad-then-roll", "roll-then-pad"])
+@pytest.mark.parametrize("H, W, shift", [(9, 13, (3, 3)), (14, 7, (3, 0)), (5, 12, (3, 3))])
+def test_shifted_partition_is_the_roll_and_pad_it_names(H, W, shift, roll_then_pad):
+    """Each window of the shifted partition holds the tokens torch.roll + F.pad put there (-1: padding)."""
+    ws = 7
+    ids = torch.arange(H * W, dtype=torch.float32).view(1, H, W, 1)
+    pad = (0, 0, 0, (-W) % ws, 0, (-H) % ws)
+    if roll_then_pad:
+        grid = torch.nn.functional.pad(torch.roll(ids, (-shift[0], -shift[1]), (1, 2)), pad, value=-1)
+    else:
+        grid = torch.roll(torch.nn.functional.pad(ids, pad, value=-1), (-shift[0], -shift[1]), (1, 2))
+    Hp, Wp = grid.shape[1:3]
+    expected = grid.view(Hp // ws, ws, Wp // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws).long()
+    layout = WindowLayout.build(H, W, ws, shift=shift, windowing=Windowing(roll_then_pad, "never"))
+    i, j = layout.shifted // Wp, layout.shifted % Wp  # grid positions the kernel gathers
+    got = torch.where((i < H) & (j < W), i * W + j, -1)
+    assert torch.equal(got, expected)
+
+
+def test_windowing_rules_drop_the_shift_where_each_library_does():
+    tv, hf, timm_like = Windowing(), Windowing(no_shift="min-side"), Windowing(True, "never")
+    assert tv.effective_shift(7, 20, 7, (3, 3)) == (0, 3)  # one window tall: no shift along H only
+    assert hf.effective_shift(7, 20, 7, (3, 3)) == (0, 0)  # shorter side is one window: no shift at all
+    assert hf.effective_shift(8, 20, 7, (3, 3)) == (3, 3)
+    assert timm_like.effective_shift(5, 5, 7, (3, 3)) == (3, 3)  # timm keeps the shift fixed at build time
+    with pytest.raises(ValueError, match="no_shift"):
+        Windowing(no_shift="sometimes")

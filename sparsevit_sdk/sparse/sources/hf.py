@@ -15,6 +15,8 @@ is already 0 when converted keeps 0, otherwise the per-call rule above is what r
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 import torch.nn as nn
 
@@ -26,6 +28,16 @@ NAME = "Hugging Face"
 WINDOWING = Windowing(no_shift="min-side")
 ALWAYS_PARTITION = Windowing(no_shift="never")
 SUPPORTED = "Hugging Face SwinModel, SwinBackbone, SwinForImageClassification and models that hold them"
+
+
+def require_transformers() -> ModuleType:
+    """``transformers``, or an ImportError that says how to install it (it is an optional extra)."""
+    try:
+        import transformers
+    except ImportError as err:
+        raise ImportError("Hugging Face Swin models need transformers, an optional extra of sparsevit-sdk: "
+                          "pip install -c constraints.txt 'sparsevit-sdk[transformers]'") from err
+    return transformers
 
 
 def matches(model: nn.Module) -> bool:
@@ -65,8 +77,7 @@ class SparseSwinEncoder(nn.Module):
         output_attentions: bool = False,
         **kwargs,
     ):
-        from transformers.models.swin.modeling_swin import SwinEncoderOutput
-
+        output_class = require_transformers().models.swin.modeling_swin.SwinEncoderOutput
         if output_attentions:
             raise ValueError("a window-sparse Swin does not return attention weights (it never forms them for "
                              "skipped windows); call it with output_attentions=False")
@@ -82,7 +93,7 @@ class SparseSwinEncoder(nn.Module):
             shown = before if output_hidden_states_before_downsampling else x
             flat.append(x.flatten(1, 2))
             spatial.append(shown.permute(0, 3, 1, 2).contiguous())
-        return SwinEncoderOutput(
+        return output_class(
             last_hidden_state=x.flatten(1, 2),
             hidden_states=tuple(flat) if output_hidden_states else None,
             reshaped_hidden_states=tuple(spatial) if output_hidden_states else None,
@@ -93,6 +104,10 @@ def convert(model: nn.Module) -> SparseSwin:
     """Swap ``model.encoder`` for a :class:`SparseSwinEncoder` (in place) and return the sparse view."""
     config = model.config
     layers = list(model.encoder.layers)
+    if not hasattr(layers[0].blocks[0].attention, "q_proj"):
+        raise unsupported(NAME, "its attention layout (attention.self.query/key/value) predates transformers 5",
+                          "install the transformers version in constraints.txt (pip install -c constraints.txt "
+                          "'sparsevit-sdk[transformers]')")
     projection = model.embeddings.patch_embeddings.projection
     windows = []
     for i, layer in enumerate(layers):
