@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparsevit_sdk import SearchSpace, build_model
-from sparsevit_sdk.sparse import WindowLayout, Windowing, kept_windows
+from sparsevit_sdk.sparse import Windowing, WindowLayout, kept_windows
 
 from .conftest import requires_cuda
 

@@ -166,11 +166,13 @@ class SparseSwinBlock(nn.Module):
         rows: torch.Tensor,
         window_mask: torch.Tensor | None,
         valid: torch.Tensor | None,
+        real: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Update ``x: (B*Hp*Wp, C)`` in place at ``rows: (B*K*N,)``.
 
         ``valid: (B*K*N, 1)`` zeroes padded tokens after norm1 (dense Swin pads after
-        the norm, so padding must look like zeros to attention).
+        the norm, so padding must look like zeros to attention).  ``real``, positions of the
+        unpadded tokens among ``rows``, skips the MLP of padding, which is cropped anyway.
         """
         N = self.attn.window_size**2
         C = x.shape[-1]
@@ -180,6 +182,8 @@ class SparseSwinBlock(nn.Module):
             h = h * valid
         h = self.attn(h.view(-1, N, C), window_mask).view(-1, C)
         tokens = tokens + h
+        if real is not None:  # padding is cropped, so skip its MLP (dense Swin crops before the MLP too)
+            tokens, rows = tokens.index_select(0, real), rows.index_select(0, real)
         tokens = tokens + self.mlp(self.norm2(tokens))
         return x.index_copy_(0, rows, tokens)
 
@@ -253,7 +257,8 @@ class SparseSwinStage(nn.Module):
         valid = None
         if layout.valid is not None:
             valid = layout.valid.repeat(B)[rows].unsqueeze(-1).to(x.dtype)  # (B*K*N, 1)
-        block(x.view(-1, x.shape[-1]), rows, mask, valid)
+        real = layout.real_tokens(block.shifted, B) if windows is None else None
+        block(x.view(-1, x.shape[-1]), rows, mask, valid, real)
         return x
 
     def forward_blocks(self, x: torch.Tensor, windowing: Windowing | None = None) -> torch.Tensor:

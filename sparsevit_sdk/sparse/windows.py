@@ -138,6 +138,7 @@ class WindowLayout:
     shifted: torch.Tensor  # (nW, N) long
     shift_mask: torch.Tensor | None  # (nW, N, N) float, None without shift
     valid: torch.Tensor | None  # (Hp * Wp,) bool
+    real: tuple[torch.Tensor, torch.Tensor] | None  # real-token positions in each partition's order, (R,) long
 
     @property
     def num_windows(self) -> int:
@@ -156,17 +157,24 @@ class WindowLayout:
         if (Hp, Wp) != (H, W):
             valid = torch.zeros(Hp, Wp, dtype=torch.bool)
             valid[:H, :W] = True
-            valid = valid.flatten().to(device)
+            valid = valid.flatten()
         has_shift = any(shift)
+        regular = _partition_index(Hp, Wp, ws, (0, 0))
+        shifted = _partition_index(Hp, Wp, ws, shift, (H, W) if windowing.roll_then_pad else None)
+        real = None
+        if valid is not None:
+            real = tuple(valid[index.flatten()].nonzero().squeeze(1).to(device) for index in (regular, shifted))
+            valid = valid.to(device)
         return cls(
             height=Hp,
             width=Wp,
             window_size=ws,
             shift=shift,
-            regular=_partition_index(Hp, Wp, ws, (0, 0)).to(device),
-            shifted=_partition_index(Hp, Wp, ws, shift, (H, W) if windowing.roll_then_pad else None).to(device),
+            regular=regular.to(device),
+            shifted=shifted.to(device),
             shift_mask=_shift_mask(Hp, Wp, ws, shift).to(device) if has_shift else None,
             valid=valid,
+            real=real,
         )
 
     def window_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,6 +188,19 @@ class WindowLayout:
         regular = tokens[:, self.regular].norm(dim=-1)  # (B, nW)
         shifted = tokens[:, self.shifted].norm(dim=-1) if any(self.shift) else regular
         return regular, shifted
+
+    def real_tokens(self, shifted: bool, batch: int) -> torch.Tensor | None:
+        """Positions of the real (unpadded) tokens in the all-windows order of :meth:`rows`
+        ``(batch * nW * N,)``, or None when nothing is padded.
+
+        Only for the dense path: its shape is fixed by the layout, so no sync is needed to
+        build it; for kept windows it would depend on which windows were kept.
+        """
+        if self.real is None:
+            return None
+        real = self.real[shifted]  # (R,)
+        offset = torch.arange(batch, device=real.device) * self.regular.numel()
+        return (real + offset.view(batch, 1)).flatten()
 
     def rows(self, windows: torch.Tensor | None, shifted: bool, batch: int) -> torch.Tensor:
         """Rows of the flattened ``(B * Hp * Wp, C)`` activation covered by ``windows``.

@@ -84,19 +84,18 @@ class SparseSwinEncoder(nn.Module):
         windowing = ALWAYS_PARTITION if always_partition else None
         B, _, C = hidden_states.shape
         x = hidden_states.view(B, *input_dimensions, C)
-        flat = [hidden_states]
-        spatial = [x.permute(0, 3, 1, 2).contiguous()]
+        states = [(x, x)]  # (output, shown as reshaped) of the stem, then of every stage
         for i, stage in enumerate(self.stages):
             x = before = stage.forward_blocks(x, windowing)
             if i + 1 < len(self.stages):
                 x = self.stages[i + 1].downsample(x)
-            shown = before if output_hidden_states_before_downsampling else x
-            flat.append(x.flatten(1, 2))
-            spatial.append(shown.permute(0, 3, 1, 2).contiguous())
+            states.append((x, before if output_hidden_states_before_downsampling else x))
+        if not output_hidden_states:
+            return output_class(last_hidden_state=x.flatten(1, 2))
         return output_class(
             last_hidden_state=x.flatten(1, 2),
-            hidden_states=tuple(flat) if output_hidden_states else None,
-            reshaped_hidden_states=tuple(spatial) if output_hidden_states else None,
+            hidden_states=tuple(out.flatten(1, 2) for out, _ in states),
+            reshaped_hidden_states=tuple(shown.permute(0, 3, 1, 2).contiguous() for _, shown in states),
         )
 
 
