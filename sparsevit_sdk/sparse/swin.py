@@ -218,9 +218,9 @@ class SparseSwinStage(nn.Module):
     def layout(
         self, H: int, W: int, device: torch.device, windowing: Windowing | None = None
     ) -> WindowLayout:
-        """Window geometry for an ``H x W`` map, built once per size, device and convention."""
+        """Window geometry for an ``H x W`` map, built once per size, device, shift and convention."""
         windowing = windowing or self.windowing
-        key = (H, W, str(device), windowing)
+        key = (H, W, str(device), windowing, self.shift)
         if key not in self._layouts:
             self._layouts[key] = WindowLayout.build(
                 H, W, self.window_size, device, shift=self.shift, windowing=windowing
