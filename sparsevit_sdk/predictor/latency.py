@@ -31,7 +31,7 @@ from scipy.optimize import least_squares, lsq_linear, nnls
 
 from .. import __version__
 from .._data import shipped_predictors
-from .._documents import check_header, header
+from .._documents import DocumentError, Field, check_header, header, read_json
 from ..config import SearchSpace, SparsityConfig
 from ..hardware import SPECS, get_hardware
 from ..models import build_model, list_models
@@ -39,6 +39,7 @@ from ..profiler.schema import validate_frame
 from ..sparse.swin import check_input_shape
 from ..sparse.windows import kept_windows
 from .features import (
+    DTYPE_BYTES,
     FEATURES,
     UNIT_KINDS,
     Architecture,
@@ -550,28 +551,44 @@ class LatencyPredictor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "predictor") -> LatencyPredictor:
-        """Inverse of :meth:`to_dict`; a document of another format or version is refused."""
+        """Inverse of :meth:`to_dict`; a document of another format or version, or with any
+        field of the wrong type, sign or range, is refused naming ``source`` and the field."""
         refit = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
         check_header(data, FORMAT, SCHEMA_VERSION, source=source, what="latency predictor", fix=refit)
         if data.get("features") != list(FEATURES):
-            raise ValueError(f"{source}: the predictor was fitted on features {data.get('features')}, this "
-                             f"sparsevit-sdk computes {list(FEATURES)}; {refit}")
-        try:
-            new = cls(**data["params"])
-            new.linear_, new.boosters_ = {}, {}
-            for kind in UNIT_KINDS:
-                new.linear_[kind] = np.asarray(data["units"][kind]["linear"], dtype=float)
-                booster = xgb.Booster()
-                booster.load_model(bytearray(json.dumps(data["units"][kind]["booster"]).encode()))
-                new.boosters_[kind] = booster
-            new.hardware_, new.estimated_, new.estimate_ = data["hardware"], data["estimated"], data["estimate"]
-            new.statistic_, new.dtype_, new.threads_ = data["statistic"], data["dtype"], data["threads"]
-            new.fingerprint_, new.scale_, new.overhead_ms_ = data["fingerprint"], data["scale"], data["overhead_ms"]
-            new.ms_per_gflop_ = float("nan") if data["ms_per_gflop"] is None else data["ms_per_gflop"]
-            new.unit_scale_, new.calibration_ = data["unit_scale"], data["calibration"]
-            new.metrics_, new.fit_keys_ = data["metrics"], data["fit_keys"]
-        except (KeyError, TypeError, xgb.core.XGBoostError) as err:
-            raise ValueError(f"{source}: corrupt predictor file ({type(err).__name__}: {err}); {refit}") from err
+            raise DocumentError(f"{source}: the predictor was fitted on features {data.get('features')}, this "
+                                f"sparsevit-sdk computes {list(FEATURES)}; {refit}")
+        doc = Field(data, source=source, what="predictor file", fix=refit)
+        params = doc["params"]
+        new = cls(statistic=params["statistic"].text(("auto", *STATISTICS)),
+                  n_estimators=params["n_estimators"].number(integer=True, minimum=1),
+                  max_depth=params["max_depth"].number(integer=True, minimum=0),
+                  learning_rate=params["learning_rate"].number(above=0),
+                  overhead_fraction=params["overhead_fraction"].number(minimum=0, maximum=1),
+                  random_state=params["random_state"].number(integer=True))
+        new.linear_, new.boosters_ = {}, {}
+        for kind in UNIT_KINDS:
+            unit = doc["units"][kind]
+            linear = unit["linear"]  # c0 + c1·FLOPs + c2·bytes, each >= 0 (see _fit_kind)
+            new.linear_[kind] = np.array([c.number(minimum=0) for c in linear.elements(length=3)])
+            if not new.linear_[kind].any():
+                raise linear.error("is all zeros: the analytic base would be 0 ms")
+            new.boosters_[kind] = xgb.Booster()
+            try:
+                new.boosters_[kind].load_model(bytearray(json.dumps(unit["booster"].mapping()).encode()))
+            except xgb.core.XGBoostError as err:
+                raise unit["booster"].error(f"is not a model xgboost {xgb.__version__} can load") from err
+        new.hardware_, new.estimated_ = doc["hardware"].text(), doc["estimated"].flag()
+        new.estimate_ = None if doc["estimate"].value is None else _read_estimate(doc["estimate"])
+        new.statistic_, new.dtype_ = doc["statistic"].text(STATISTICS), doc["dtype"].text(tuple(DTYPE_BYTES))
+        new.threads_ = [t.number(integer=True, minimum=1) for t in doc["threads"].elements(nonempty=True)]
+        new.fingerprint_ = doc["fingerprint"].mapping()
+        new.scale_, new.overhead_ms_ = doc["scale"].number(above=0), doc["overhead_ms"].number(minimum=0)
+        ms_per_gflop = doc["ms_per_gflop"].number(above=0, nullable=True)  # null: no whole-model rows
+        new.ms_per_gflop_ = float("nan") if ms_per_gflop is None else ms_per_gflop
+        new.unit_scale_ = {group: scale.number(minimum=0) for group, scale in doc["unit_scale"].items()}
+        new.calibration_, new.metrics_ = doc["calibration"].mapping(), doc["metrics"].mapping()
+        new.fit_keys_ = [key.text() for key in doc["fit_keys"].elements()]
         new._tables = {}
         return new
 
@@ -594,12 +611,20 @@ class LatencyPredictor:
                     f"{', '.join(shipped) or 'none'}); for a target without measurements use "
                     f"LatencyPredictor.for_hardware({str(name_or_path)!r}), which gives a spec-based estimate")
             path = shipped[str(name_or_path)]
-        try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a sparsevit latency predictor (not JSON: {err}); predictors are JSON "
-                             "files written by `sparsevit-fit`, never pickles") from err
+        data = read_json(path, what="latency predictor",
+                         fix="predictors are JSON files written by `sparsevit-fit`, never pickles")
         return cls.from_dict(data, str(path))
+
+
+def _read_estimate(estimate: Field) -> dict[str, Any]:
+    """The ``estimate`` of a spec-based predictor: what :meth:`LatencyPredictor._rescale` reads."""
+    estimate["source"].text()
+    estimate["source_dtype"].text(tuple(DTYPE_BYTES))
+    for spec in (estimate["source_spec"], estimate["target_spec"]):
+        for name in ("peak_fp32_tflops", "peak_fp16_tflops", "mem_bw_gbs"):
+            spec[name].number(above=0)
+        spec["op_overhead_us"].number(minimum=0)
+    return estimate.value
 
 
 def _finite(obj: Any) -> Any:

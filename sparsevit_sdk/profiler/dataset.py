@@ -7,79 +7,94 @@ Layout (one folder per target; ``out`` is the root, e.g. ``profiles/``)::
 
 A folder holds measurements of one device only: writing rows of another
 ``fingerprint_id`` into it is refused, so mixing needs a different ``hw`` name.  Every
-write goes to a temporary file in the same folder that is then renamed over the target,
-so an interrupted run or a full disk leaves the previous file intact.  Writing merges
-with what is there: a row whose KEY is already present replaces the old one.
+write is atomic (``_atomic.atomic_write``), so an interrupted run or a full disk leaves the
+previous file intact.  Writing merges with what is there: a row whose KEY is already
+present replaces the old one.  The read-merge-write holds a lock (``.<model>.parquet.lock``
+beside the file), so processes writing one dataset at once never lose each other's rows.
 
 Read everything back with :func:`load_profiles`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+from filelock import FileLock, Timeout
 
+from .._atomic import atomic_write, write_json
 from .fingerprint import describe_mismatch
 from .schema import COLUMNS, KEY, SchemaError, validate_frame
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
+LOCK_TIMEOUT_S = 300.0  # a merge takes a second or two; longer means a writer is stuck, not busy
+_UNREADABLE = (OSError, pa.ArrowException, ValueError)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temporary sibling of ``path``, flush it to disk, rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the cross-process lock of the dataset ``path`` (the OS frees it if its holder dies)."""
+    lock = FileLock(path.with_name(f".{path.name}.lock"), timeout=LOCK_TIMEOUT_S)
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); the previous file, "
-                                 "if any, is unchanged") from err
-    except BaseException:  # KeyboardInterrupt: leave no half file behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_frame(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Validate ``df`` and write it as parquet, atomically."""
-    path = Path(path)
-    df = validate_frame(df, str(path))
-    _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+        lock.acquire()
+    except Timeout as err:
+        raise TimeoutError(f"{path}: another process has been writing it for over {LOCK_TIMEOUT_S:.0f} s "
+                           f"(lock {lock.lock_file}); try again once it has finished") from err
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def read_frame(path: str | os.PathLike) -> pd.DataFrame:
     """One parquet file, validated; unreadable or foreign files raise SchemaError naming the file."""
+    path = Path(path)
     try:
-        df = pd.read_parquet(path)
-    except (OSError, pa.ArrowException, ValueError) as err:
-        raise SchemaError(f"{path}: not a readable parquet file ({err}); delete it and re-run "
-                          "`sparsevit-profile`") from err
+        df = _read_parquet(path)
+    except SchemaError:  # a read straddling a writer's rename fails on a good file: retry once none is busy
+        try:
+            with _locked(path):
+                df = _read_parquet(path)
+        except OSError:  # no lock file can be made here (a read-only folder), so no writer either
+            df = _read_parquet(path)
     return validate_frame(df, str(path))
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """The parquet file at ``path``, read while no writer is replacing it."""
+    try:
+        return pd.read_parquet(path)
+    except _UNREADABLE as err:
+        raise SchemaError(f"{path}: not a readable parquet file ({err}), with no writer busy: it is damaged; "
+                          "move it aside and re-run `sparsevit-profile`") from err
+
+
 def merge_rows(path: str | os.PathLike, rows: pd.DataFrame) -> pd.DataFrame:
-    """Merge ``rows`` into the dataset at ``path`` (new rows win on equal KEY); returns the merged frame."""
+    """Merge ``rows`` into the dataset at ``path`` (new rows win on equal KEY); returns the merged frame.
+
+    Read, merge and write happen under the dataset's lock: concurrent writers take turns.
+    """
     path = Path(path)
     rows = validate_frame(rows, "new rows")
-    if path.exists():
-        old = read_frame(path)
-        foreign = sorted(set(old["fingerprint_id"]) - set(rows["fingerprint_id"]))
-        if foreign and len(rows):
-            raise ValueError(f"{path} holds rows of device {foreign}, not {rows['fingerprint_id'].iloc[0]}; "
-                             "write to another hw folder")
-        rows = pd.concat([old, rows], ignore_index=True) if len(old) else rows
-    merged = rows.drop_duplicates(list(KEY), keep="last").sort_values(list(KEY), ignore_index=True)
-    write_frame(merged, path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the lock file lives there
+    with _locked(path):
+        if path.exists():
+            old = validate_frame(_read_parquet(path), str(path))
+            foreign = sorted(set(old["fingerprint_id"]) - set(rows["fingerprint_id"]))
+            if foreign and len(rows):
+                raise ValueError(f"{path} holds rows of device {foreign}, not {rows['fingerprint_id'].iloc[0]}; "
+                                 "write to another hw folder")
+            rows = pd.concat([old, rows], ignore_index=True) if len(old) else rows
+        merged = rows.drop_duplicates(list(KEY), keep="last").sort_values(list(KEY), ignore_index=True)
+        atomic_write(path, lambda tmp: merged.to_parquet(tmp, index=False))
     return merged
 
 
@@ -110,8 +125,7 @@ def claim_folder(folder: str | os.PathLike, fingerprint: dict) -> None:
         )
     folder.mkdir(parents=True, exist_ok=True)
     fp = {**fingerprint, "note": fingerprint.get("note") or (old or {}).get("note", "")}
-    text = json.dumps(fp, indent=2) + "\n"
-    _atomic_write(folder / FINGERPRINT_FILE, lambda tmp: tmp.write_text(text))
+    write_json(folder / FINGERPRINT_FILE, fp, indent=2)
 
 
 def load_profiles(path: str | os.PathLike) -> pd.DataFrame:

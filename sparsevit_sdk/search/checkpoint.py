@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from .._documents import check_header, header
+from .._documents import Field, check_header, header, read_json
+from ..config import Granularity
 
 FORMAT = "sparsevit-search-checkpoint"
 SCHEMA_VERSION = 1
@@ -60,14 +62,67 @@ def write_checkpoint(path: str | os.PathLike, state: SearchState, session: dict[
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any]]:
-    """The state and session settings of a checkpoint; a foreign or damaged file says so."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not a search checkpoint (not JSON: {err})") from err
-    check_header(data, FORMAT, SCHEMA_VERSION, source=str(path), what="search checkpoint",
-                 fix="start the search again")
-    try:
-        return SearchState(**data["state"]), dict(data["session"])
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"{path}: corrupt search checkpoint ({type(err).__name__}: {err})") from err
+    """The state and session settings of a checkpoint; a foreign, damaged or hand-edited
+    file is refused naming the file and the key (a gene off the grid, a missing key, a
+    string where a number belongs).
+
+    The session is empty for a checkpoint written around a bare :class:`EvolutionSearch`;
+    otherwise it holds every key :meth:`SearchSession.resume` reads.
+    """
+    fix = "restore the file, or start the search again"
+    data = read_json(path, what="search checkpoint", fix=fix)
+    check_header(data, FORMAT, SCHEMA_VERSION, source=str(path), what="search checkpoint", fix=fix)
+    doc = Field(data, source=str(path), what="search checkpoint", fix=fix)
+    state, session = doc["state"], doc["session"]
+    grid = _read_settings(state["settings"])
+    genomes = state["population"].elements(nonempty=True)
+    knobs = len(genomes[0].elements())
+
+    def ratios(field: Field) -> list[float]:
+        return [r.number(minimum=0, below=1) for r in field.elements(length=knobs)]
+
+    def entries(name: str, length: int) -> list[list[Field]]:
+        return [entry.elements(length=length) for entry in state[name].elements()]
+
+    rng_state = state["rng_state"]
+    try:  # random.getstate() as JSON lists: (version, 625 ints, gauss or null)
+        version, internal, gauss = rng_state.value
+        random.Random().setstate((version, tuple(internal), gauss))
+    except (TypeError, ValueError) as err:
+        raise rng_state.error(f"is not a random.getstate() of this Python ({err})") from err
+    if session.mapping():
+        session["hardware"].text()
+        session["proxy_name"].text()
+        for n in session["input_shape"].elements(length=4):
+            n.number(integer=True, minimum=1)
+        session["elapsed_s"].number(minimum=0)
+    return SearchState(
+        generation=state["generation"].number(integer=True, minimum=0),
+        settings=state["settings"].value,
+        rng_state=rng_state.value,
+        population=[[g.number(integer=True, minimum=0, maximum=len(grid) - 1) for g in genome.elements(length=knobs)]
+                    for genome in genomes],
+        predicted=[(ratios(r), ms.number(above=0), gen.number(integer=True, minimum=0))
+                   for r, ms, gen in entries("predicted", 3)],
+        scores=[(ratios(r), score.number()) for r, score in entries("scores", 2)],
+        failed=[(ratios(r), error.text()) for r, error in entries("failed", 2)],
+        logbook=[row.mapping() for row in state["logbook"].elements()],
+        dense_ms=state["dense_ms"].number(above=0),
+        budget_ms=state["budget_ms"].number(above=0),
+    ), session.value
+
+
+def _read_settings(settings: Field) -> list[float]:
+    """Check the engine settings :meth:`SearchSession.resume` rebuilds the search from
+    (their values are the engine's to judge); returns the grid, which genes index."""
+    settings["signature"].text()
+    settings["mode"].text()
+    settings["granularity"].text(get_args(Granularity))
+    settings["monotonic"].flag()
+    for name in ("population", "parents", "generations"):
+        settings[name].number(integer=True, minimum=0)
+    settings["seed"].number(integer=True, nullable=True)
+    settings["mutation_prob"].number(minimum=0, maximum=1)
+    settings["latency_budget"].number(nullable=True)
+    settings["budget_ms"].number(nullable=True)
+    return [g.number(minimum=0, below=1) for g in settings["grid"].elements(nonempty=True)]

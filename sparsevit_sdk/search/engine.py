@@ -11,11 +11,20 @@ executor with a ``map(fn, iterable)`` method can spread them over processes or m
 - ``mode="nsga2"``: NSGA-II over ``(score ↑, latency ↓)``; every candidate is scored, and
   the budget only picks ``best`` from the front.
 
-Fault tolerance: a proxy call that raises (in any worker) or is lost by the executor (its
-worker died) is retried up to ``retries`` times in the same generation, then recorded as
-failed (``history["error"]``) and left out of selection; the search goes on.  With a
-``checkpoint`` callback the engine hands over its :class:`SearchState` after every
-generation, and ``run(state)`` continues from one to exactly the result of an unbroken run.
+Fault tolerance: a proxy call that raises (in any worker), returns anything but a real
+finite number, or is lost by the executor (its worker died) is retried up to ``retries``
+times in the same generation, then recorded as failed (``history["error"]``) and left out of
+selection; the search goes on.  With a ``checkpoint`` callback the engine hands over its
+:class:`SearchState` after every finished generation, and ``run(state)`` continues from one
+to exactly the result of an unbroken run.
+
+Limits end a search early, with a sentence saying which (``EvolutionOutcome.stopped``):
+``timeout_s`` (wall time of this run; checked after every proxy call, so it overshoots by
+at most one), ``max_evaluations`` (configs given to the proxy over the whole search,
+references included) and ``patience`` (generations without a better best score).  They
+decide when to stop, not what is searched, so a resumed search may change them; a
+generation cut short is not checkpointed (a resumed search runs it again).  Without a time
+limit that fires, a seed reproduces the search exactly.
 
 Both follow the SparseViT reference search: the top ``parents`` of the population breed the
 next generation, half of the children by uniform-int mutation (each gene redrawn with
@@ -29,7 +38,9 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +72,11 @@ class Executor(Protocol):
     def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], /) -> Iterable[Any]: ...
 
 
+def proxy_name(proxy: Proxy) -> str:
+    """What a proxy is called in messages, results and checkpoints."""
+    return str(getattr(proxy, "name", None) or getattr(proxy, "__name__", None) or type(proxy).__name__)
+
+
 @dataclass(frozen=True)
 class Failure:
     """An evaluation that did not produce a score: the error, as text (it crosses processes)."""
@@ -73,10 +89,12 @@ class Failure:
 
 
 class Guarded:
-    """``fn`` with its exceptions returned as :class:`Failure` values instead of raised.
+    """``fn`` with its exceptions, and any return value but a real finite number, returned as
+    :class:`Failure` values instead of raised or converted.
 
-    This is what goes through ``toolbox.map``: one raising candidate must not take the
-    results of the others in its batch down with it, whatever the executor does with errors.
+    This is what goes through ``toolbox.map``: one raising candidate (or one NaN) must not
+    take the results of the others in its batch, or the search, down with it.  Nothing is
+    converted: ``'0.5'`` or ``True`` from a proxy is a bug in it, not a score.
     """
 
     def __init__(self, fn: Proxy) -> None:
@@ -84,9 +102,13 @@ class Guarded:
 
     def __call__(self, cfg: SparsityConfig) -> float | Failure:
         try:
-            return self.fn(cfg)
+            value = self.fn(cfg)
         except Exception as err:  # any proxy error is this candidate's failure, reported in history
             return Failure.of(err)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return Failure(f"proxy {proxy_name(self.fn)!r} returned {value!r} ({type(value).__name__}); a proxy must "
+                       "return a real, finite number (higher is better), e.g. float(score)")
 
 
 def _create_types() -> None:
@@ -145,8 +167,9 @@ def resolve_budget(latency_budget: float | None, budget_ms: float | None, dense_
             raise ValueError(f"budget_ms must be positive, got {budget_ms}")
         return float(budget_ms)
     if not 0 < latency_budget <= 1:
+        hint = f"; for an absolute budget pass budget_ms={latency_budget}" if latency_budget > 1 else ""
         raise ValueError(f"latency_budget is a fraction of the dense model's latency in (0, 1], got "
-                         f"{latency_budget}; for an absolute budget pass budget_ms={latency_budget}")
+                         f"{latency_budget}{hint}")
     return float(latency_budget) * dense_ms
 
 
@@ -175,6 +198,7 @@ class EvolutionOutcome:
     budget_ms: float
     history: pd.DataFrame
     progress: pd.DataFrame  # one row per generation (the DEAP Logbook)
+    stopped: str | None = None  # why and when a limit ended the search early; None: it ran every generation
 
     @property
     def pareto(self) -> pd.DataFrame:
@@ -187,6 +211,7 @@ class EvolutionSearch:
     ``population`` candidates per generation, of which the best ``parents`` survive and breed
     ``population - parents`` children; ``generations`` rounds after the first population.
     Budget: ``latency_budget`` as a fraction of the dense config's latency, or ``budget_ms``.
+    ``timeout_s``, ``max_evaluations`` and ``patience`` stop it early (None: no limit).
     """
 
     def __init__(
@@ -208,6 +233,9 @@ class EvolutionSearch:
         retries: int = 2,
         checkpoint: Callable[[SearchState], None] | None = None,
         progress: bool = False,
+        timeout_s: float | None = None,
+        max_evaluations: int | None = None,
+        patience: int | None = None,
     ) -> None:
         if mode not in ("single", "nsga2"):
             raise ValueError(f"mode must be 'single' (best score under the budget) or 'nsga2' (Pareto front), "
@@ -221,6 +249,14 @@ class EvolutionSearch:
         for name, p in (("mutation_prob", mutation_prob), ("mutation_share", mutation_share)):
             if not 0 <= p <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds (or None: no time limit), got {timeout_s}")
+        if max_evaluations is not None and max_evaluations < 2:
+            raise ValueError(f"max_evaluations must be >= 2, the dense and the fastest uniform config are always "
+                             f"scored (or None: no limit), got {max_evaluations}")
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience must be >= 1 generations (or None: never stop for lack of progress), got "
+                             f"{patience}")
         if executor is not None and not callable(getattr(executor, "map", None)):
             raise TypeError(f"executor must have a map(fn, iterable) method; {type(executor).__name__} has none")
         self.space = space
@@ -239,6 +275,9 @@ class EvolutionSearch:
         self.retries = retries
         self.checkpoint = checkpoint
         self.progress = progress
+        self.timeout_s = timeout_s
+        self.max_evaluations = max_evaluations
+        self.patience = patience
 
     def settings(self) -> dict[str, Any]:
         """What shapes the search (not how it is run): a resumed search must be given the same."""

@@ -1,0 +1,74 @@
+"""The one way the SDK writes a file: a reader, or the next run, never finds half of one.
+
+Profiles, predictors, results, checkpoints and caches all go through :func:`atomic_write`:
+the bytes go to a temporary sibling, are flushed to the disk, and the sibling is renamed
+over the target.  A rename within a folder is atomic, so the target holds the previous file
+or the new one whatever happens in between (a full disk, a file-size limit, Ctrl-C, a
+crash), and the sibling is removed on any failure.  :func:`check_writable` lets a command
+refuse a bad output path before the work whose result it is meant to hold.
+
+The bottom layer: imports nothing from the package, so every module can use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Run ``write(tmp)`` on a temporary sibling of ``path``, fsync it, rename it over ``path``.
+
+    ``write`` gets a path, not a file object, so any serializer fits (``to_parquet``,
+    ``torch.save``, text).  Missing parent folders are created.  An OSError names ``path``
+    and says the previous file is unchanged; returns ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: concurrent writers never share one
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the bytes are on the disk before the name points to them
+        os.replace(tmp, path)
+    except BaseException as err:  # KeyboardInterrupt included: leave no half file behind
+        with contextlib.suppress(OSError):  # never created, or its folder could not be
+            tmp.unlink()
+        if isinstance(err, OSError):
+            message = f"could not write {path} ({err.strerror or err}); the previous file, if any, is unchanged"
+            raise (OSError(err.errno, message) if err.errno else OSError(message)) from err
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` as UTF-8, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike, data: Any, **dumps: Any) -> Path:
+    """``data`` as one JSON document and a newline, atomically; ``dumps`` go to :func:`json.dumps`."""
+    return write_text(path, json.dumps(data, **dumps) + "\n")
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """``path`` as a Path once :func:`atomic_write` could create it there; an OSError says why not.
+
+    For commands to call before the work (a sweep, a fit, a search of hours) rather than
+    after it.  Nothing is created: missing folders only need a writable existing ancestor.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file path")
+    folder = next(p for p in path.absolute().parents if p.exists())  # atomic_write creates the rest
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot create {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: {folder} is not writable")
+    return path
+
