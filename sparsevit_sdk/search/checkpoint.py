@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, get_args
 
+from .._atomic import write_json
 from .._documents import Field, check_header, header, read_json
 from ..config import Granularity
 
@@ -45,20 +46,9 @@ class SearchState:
 def write_checkpoint(path: str | os.PathLike, state: SearchState, session: dict[str, Any]) -> Path:
     """Write ``state`` and the ``session`` settings that rebuild the search around it.
 
-    Written to a temporary sibling and renamed over ``path``: a crash mid-write leaves the
-    previous generation's checkpoint intact.
+    Written atomically: a crash mid-write leaves the previous generation's checkpoint intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({**header(FORMAT, SCHEMA_VERSION), "session": session,
-                       "state": asdict(state)}) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_json(path, {**header(FORMAT, SCHEMA_VERSION), "session": session, "state": asdict(state)})
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any]]:
