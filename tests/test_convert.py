@@ -234,6 +234,15 @@ def test_inplace_swaps_the_swin_inside_a_segmentation_model(build, outputs):
         assert s.shape == e.shape and torch.isfinite(s).all() and not torch.allclose(s, e, atol=1e-4)
 
 
+def test_hf_image_classifier_gives_the_same_logits():
+    transformers = pytest.importorskip("transformers")
+    src = _randomize(transformers.SwinForImageClassification(_hf_config(num_labels=5))).eval()
+    x = torch.randn(1, 3, 288, 416)
+    with torch.inference_mode():
+        expected = src(pixel_values=x).logits
+        torch.testing.assert_close(sparsify(src)(pixel_values=x).logits, expected, rtol=0, atol=1e-5)
+
+
 def test_hf_sparse_encoder_refuses_attention_weights():
     model = sparsify(_hf_model(None).eval())
     with pytest.raises(ValueError, match="output_attentions=False"), torch.inference_mode():

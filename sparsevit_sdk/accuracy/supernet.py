@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from .._atomic import atomic_write
 from ..profiler.timing import num_threads
 from .adapt import TrainLog, adapt, finetune
 from .demo import DemoSegmenter, build_demo_model, demo_loader, segmentation_loss
@@ -116,10 +117,7 @@ def _cached(path: Path | None, model: DemoSegmenter) -> bool:
 
 def _store(path: Path | None, model: DemoSegmenter) -> None:
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs never see half a file
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))  # concurrent runs never see half a file
 
 
 def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os.PathLike | None = None,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
+from .._atomic import check_writable
 from ..profiler.sweep import parse_resolution
 
 
@@ -23,3 +25,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def check_output(flag: str, *paths: str | os.PathLike | None) -> None:
+    """Refuse output paths that cannot be written, before the work meant for them (None: flag not given).
+
+    A ValueError naming ``flag``, which every command reports as a one-line error.
+    """
+    for path in paths:
+        if path is not None:
+            try:
+                check_writable(path)
+            except OSError as err:
+                raise ValueError(f"{flag}: {err}") from err

@@ -22,6 +22,7 @@ from ..predictor import LatencyPredictor, format_report, merge_profiles, plot_he
 from ..predictor.latency import STATISTICS
 from ..profiler.dataset import load_profiles
 from ..profiler.schema import SchemaError
+from ._args import check_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        check_output("--out", args.out)  # before the fit, not after it
+        check_output("--plot", args.plot)
         df = merge_profiles([load_profiles(path) for path in args.profiles])
         df, fingerprint = select_device(df, fingerprint=args.fingerprint, mix=args.mix_fingerprints)
         predictor = LatencyPredictor(statistic=args.statistic, overhead_fraction=args.overhead_fraction,

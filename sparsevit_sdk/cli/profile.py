@@ -25,7 +25,7 @@ from ..profiler.fingerprint import default_hw
 from ..profiler.remote import profile_on_ray
 from ..profiler.sweep import DTYPES, SweepSettings, dataset_path, profile_model
 from ..profiler.timing import CLOCKS
-from ._args import positive_int, resolution
+from ._args import check_output, positive_int, resolution
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +82,7 @@ def _profile(args: argparse.Namespace) -> None:
         raise ValueError("--ray-address needs --hw NAME: the custom resource of the node to profile on "
                          "(and the dataset's folder)")
     hw = args.hw or default_hw(args.device)
+    check_output("--out", *(dataset_path(args.out, hw, name) for name in args.model))  # before any measuring
     for name in args.model:
         start = time.perf_counter()
         sweep = dict(resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,

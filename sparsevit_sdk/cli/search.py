@@ -30,7 +30,7 @@ from ..predictor import LatencyPredictor
 from ..search import SearchSession
 from ..search.checkpoint import read_checkpoint
 from ..search.executors import EXECUTORS, resolve_executor
-from ._args import positive_int, resolution
+from ._args import check_output, positive_int, resolution
 
 
 def _proxy(model: nn.Module, size: Sequence[int], images: int, seed: int | None) -> AgreementProxy:
@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        for flag in ("--out", "--plot", "--checkpoint", "--resume"):  # before the search, not hours after it
+            check_output(flag, getattr(args, flag[2:]))
         model = build_model(args.model)
         hw = LatencyPredictor.load(args.hw) if args.hw and Path(args.hw).is_file() else args.hw
         executor = resolve_executor(args.executor, workers=args.workers, address=args.ray_address)

@@ -30,6 +30,7 @@ import xgboost as xgb
 from scipy.optimize import least_squares, lsq_linear, nnls
 
 from .. import __version__
+from .._atomic import write_json
 from .._data import shipped_predictors
 from .._documents import DocumentError, Field, check_header, header, read_json
 from ..config import SearchSpace, SparsityConfig
@@ -593,11 +594,8 @@ class LatencyPredictor:
         return new
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write one JSON file (never a pickle)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
-        return path
+        """Write one JSON file (never a pickle), atomically: a failed write keeps the previous file."""
+        return write_json(path, self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike) -> LatencyPredictor:

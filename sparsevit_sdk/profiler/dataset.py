@@ -29,7 +29,8 @@ import pyarrow as pa
 from filelock import FileLock, Timeout
 
 from .._atomic import atomic_write, write_json
-from .fingerprint import describe_mismatch
+from .._documents import read_json
+from .fingerprint import check_fingerprint, describe_mismatch
 from .schema import COLUMNS, KEY, SchemaError, validate_frame
 
 logger = logging.getLogger(__name__)
@@ -99,14 +100,14 @@ def merge_rows(path: str | os.PathLike, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_fingerprint(folder: str | os.PathLike) -> dict | None:
-    """The fingerprint sidecar of a dataset folder, or None if there is none."""
+    """The fingerprint sidecar of a dataset folder, or None if there is none; one that is not
+    JSON, not an object, or whose id is not the hash of its content is refused."""
     path = Path(folder) / FINGERPRINT_FILE
     if not path.exists():
         return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SchemaError(f"{path}: unreadable fingerprint ({err}); delete it and re-run `sparsevit-profile`") from err
+    data = read_json(path, what="device fingerprint", fix="restore it, or re-profile the device with "
+                     "`sparsevit-profile` into a new folder")
+    return check_fingerprint(data, str(path))
 
 
 def claim_folder(folder: str | os.PathLike, fingerprint: dict) -> None:
@@ -143,8 +144,15 @@ def load_profiles(path: str | os.PathLike) -> pd.DataFrame:
     fingerprints = {}
     for folder in sorted({f.parent for f in files}):
         fp = read_fingerprint(folder)
-        if fp is not None:
-            fingerprints[fp["fingerprint_id"]] = fp
+        if fp is None:
+            continue
+        measured = sorted(set().union(*(frame["fingerprint_id"] for f, frame in zip(files, frames)
+                                        if f.parent == folder)))
+        if measured and measured != [fp["fingerprint_id"]]:
+            raise SchemaError(f"{folder / FINGERPRINT_FILE} describes device {fp['fingerprint_id']}, but the rows "
+                              f"next to it were measured on {measured}: the sidecar was replaced or edited. Restore "
+                              "the fingerprint.json written with these rows, or re-profile into a new folder")
+        fingerprints[fp["fingerprint_id"]] = fp
     df.attrs["fingerprints"] = fingerprints
     return df
 

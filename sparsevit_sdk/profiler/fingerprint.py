@@ -24,9 +24,11 @@ import os
 import platform
 import re
 from datetime import datetime, timezone
+from typing import Any
 
 import torch
 
+from .._documents import Field
 from ..devices import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -160,6 +162,25 @@ def identity(fingerprint: dict) -> dict:
 def fingerprint_id(fingerprint: dict) -> str:
     text = json.dumps(identity(fingerprint), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def check_fingerprint(data: Any, source: str) -> dict:
+    """``data``, a fingerprint read from ``source``, once its stored id is the hash of its content.
+
+    The id is what keeps devices apart; a sidecar edited by hand (``"name": "NVIDIA A100"``
+    over CPU rows) would otherwise lend its rows, and a predictor fitted on them, another
+    device's description.
+    """
+    doc = Field(data, source=source, what="device fingerprint",
+                fix="restore the file, or re-profile the device with `sparsevit-profile` into a new folder")
+    stored = doc["fingerprint_id"].text()
+    doc["device_type"].text()
+    actual = fingerprint_id(data)
+    if stored != actual:
+        raise doc["fingerprint_id"].error(
+            f"is {stored!r}, but the identity fields ({', '.join(identity(data))}) hash to {actual!r}: "
+            "the file was edited or damaged")
+    return data
 
 
 def device_fingerprint(

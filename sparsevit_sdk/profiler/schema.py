@@ -14,6 +14,7 @@ whole model is the sum of its units plus a per-device overhead:
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model")
@@ -54,6 +55,9 @@ COLUMNS: dict[str, str] = {
     "timestamp": "string",  # ISO 8601, UTC
 }
 
+# measured times: positive, finite milliseconds in every row
+LATENCY_COLUMNS = ("latency_ms", "p10_ms", "p90_ms", "min_ms")
+
 # what identifies a measurement: re-running a sweep replaces, never duplicates, these
 KEY = ("fingerprint_id", "signature", "layer", "stage", "index", "img_h", "img_w",
        "batch", "dtype", "sparsity", "config")
@@ -78,6 +82,12 @@ def validate_frame(df: pd.DataFrame, source: str = "dataset") -> pd.DataFrame:
     bad = sorted(set(df["layer"]) - set(LAYER_KINDS))
     if bad:
         raise SchemaError(f"{source}: unknown layer kinds {bad}; expected {list(LAYER_KINDS)}")
-    if (df[["latency_ms", "p10_ms", "min_ms"]] <= 0).any().any():
-        raise SchemaError(f"{source}: non-positive latencies; the file is corrupt, re-profile")
+    for column in LATENCY_COLUMNS:
+        values = df[column].to_numpy(float)
+        bad = ~(np.isfinite(values) & (values > 0))  # NaN compares false: test for the good ones
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise SchemaError(f"{source}: column {column!r} has {int(bad.sum())} of {len(df)} rows that are not a "
+                              f"positive finite latency (row {first}: {values[first]}); the file is damaged or was "
+                              "edited: restore it, or re-profile with `sparsevit-profile`")
     return df

@@ -8,7 +8,6 @@ pickle: a checkpoint is data, readable by any later version that knows the forma
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import asdict, dataclass

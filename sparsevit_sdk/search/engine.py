@@ -323,47 +323,69 @@ class EvolutionSearch:
             self._ms[cfg] = float(value)
             self._generation[cfg] = generation
 
-    def _attempt(self, configs: list[SparsityConfig]) -> dict[SparsityConfig, float | Failure]:
-        """One pass of ``toolbox.map`` over ``configs``: a score or a Failure for each.
+    def _attempt(self, configs: list[SparsityConfig], bounded: bool) -> dict[SparsityConfig, float | Failure]:
+        """One pass of ``toolbox.map`` over ``configs``: a score or a Failure for each, or,
+        ``bounded`` and out of time, for those done so far (the rest are left untried).
 
         An error raised by the executor itself (a worker died, the pool broke) is charged
         to the config it was delivering and to every config after it, whose results are lost.
         """
         results: dict[SparsityConfig, float | Failure] = {}
-        lost = Failure("the executor returned no result for this config")
+        stream = iter(self._tb.map(self._tb.score, configs))
         try:
-            for cfg, value in zip(configs, self._tb.map(self._tb.score, configs)):
+            for cfg, value in zip(configs, stream):
                 results[cfg] = value
+                if bounded and self._out_of_time():
+                    return results
         except Exception as err:  # whatever the executor raises, the lost configs are retried
             lost = Failure.of(err)
+        else:
+            lost = Failure("the executor returned no result for this config")
+        finally:
+            close = getattr(stream, "close", None)  # a generator: cancels what a pool has not started
+            if close is not None:
+                close()
         return {cfg: results.get(cfg, lost) for cfg in configs}
 
-    def _score(self, configs: Iterable[SparsityConfig]) -> int:
+    def _score(self, configs: Iterable[SparsityConfig], *, bounded: bool = True) -> int:
         """Score configs neither scored nor given up on, through ``toolbox.map``, retrying
-        failures up to ``retries`` times; returns how many configs were tried."""
+        failures up to ``retries`` times; returns how many configs were tried.
+
+        ``bounded``: within the limits, which may leave configs untried (``_cut`` says why);
+        the reference configs are scored whatever the limits.
+        """
         todo = list(dict.fromkeys(c for c in configs if c not in self._scores and c not in self._failed))
-        pending, errors = todo, {}
-        for attempt in range(1, self.retries + 2):
-            if not pending:
-                break
+        if bounded and self.max_evaluations is not None:
+            room = self.max_evaluations - self._evaluated()
+            if len(todo) > room:
+                todo, self._cut = todo[:room], "evaluations"
+        pending, errors, attempts = todo, {}, 0
+        while pending and attempts <= self.retries and not (bounded and attempts and self._out_of_time()):
+            attempts += 1
             failed = []
-            for cfg, value in self._attempt(pending).items():
+            for cfg, value in self._attempt(pending, bounded).items():
                 if isinstance(value, Failure):
                     failed.append(cfg)
                     errors[cfg] = value.error
-                    logger.warning("evaluation of %s failed (attempt %d of %d): %s", cfg, attempt, self.retries + 1,
+                    logger.warning("evaluation of %s failed (attempt %d of %d): %s", cfg, attempts, self.retries + 1,
                                    value.error)
-                    continue
-                value = float(value)
-                if not math.isfinite(value):
-                    raise ValueError(f"the proxy returned {value} for config {cfg}; a proxy must return a finite "
-                                     "number (higher is better)")
-                self._scores[cfg] = value
+                else:
+                    self._scores[cfg] = value
             pending = failed
         for cfg in pending:
             self._failed[cfg] = errors[cfg]
-            logger.warning("giving up on %s after %d attempts; recorded as failed", cfg, self.retries + 1)
-        return len(todo)
+            logger.warning("giving up on %s after %d attempt(s); recorded as failed", cfg, attempts)
+        tried = sum(c in self._scores or c in self._failed for c in todo)
+        if tried < len(todo):
+            self._cut = self._cut or "time"
+        return tried
+
+    def _evaluated(self) -> int:
+        """Configs the proxy has been given so far (scored or given up on)."""
+        return len(self._scores) + len(self._failed)
+
+    def _out_of_time(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
 
     def _feasible(self, cfg: SparsityConfig) -> bool:
         return self._ms[cfg] <= self._budget_ms
@@ -377,8 +399,8 @@ class EvolutionSearch:
         wanted = configs if self.mode == "nsga2" else [c for c in configs if self._feasible(c)]
         calls = self._score(wanted)
         for ind, cfg in zip(invalid, configs):
-            if cfg in self._failed:
-                continue
+            if cfg not in self._scores and (self.mode == "nsga2" or self._feasible(cfg)):
+                continue  # failed, or left untried by a limit
             ms = self._ms[cfg]
             if self.mode == "nsga2":
                 ind.fitness.values = (self._scores[cfg], ms)

@@ -20,6 +20,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .._atomic import write_json
 from .._documents import check_header, header
 from ..accuracy.state import preserved
 from ..config import SparsityConfig
@@ -278,11 +279,8 @@ class SearchResult:
         return result
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the result as one JSON file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        """Write the result as one JSON file, atomically: a failed write keeps the previous file."""
+        return write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: nn.Module | None = None) -> SearchResult:
