@@ -25,8 +25,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     """Run ``write(tmp)`` on a temporary sibling of ``path``, fsync it, rename it over ``path``.
 
     ``write`` gets a path, not a file object, so any serializer fits (``to_parquet``,
-    ``torch.save``, text).  Missing parent folders are created.  An OSError names ``path``
-    and says the previous file is unchanged; returns ``path``.
+    ``torch.save``, text); the path ends in ``.tmp``, so one that picks its format by the
+    extension (``savefig``) must be told the format.  Missing parent folders are created.
+    An OSError names ``path`` and says the previous file is unchanged; returns ``path``.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: concurrent writers never share one
@@ -65,7 +66,7 @@ def check_writable(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file path")
-    folder = next(p for p in path.absolute().parents if p.exists())  # atomic_write creates the rest
+    folder = next(p for p in path.parents if p.exists())  # the nearest that exists; atomic_write creates the rest
     if not folder.is_dir():
         raise NotADirectoryError(f"cannot create {path}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):

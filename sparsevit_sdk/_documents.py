@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,7 +60,10 @@ def _show(value: Any) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
-    return json.dumps(value)
+    try:
+        return json.dumps(value)
+    except TypeError:  # a Python object handed to from_dict
+        return repr(value)
 
 
 class Field:
@@ -83,7 +87,7 @@ class Field:
         path = f"{self.path}[{key}]" if isinstance(key, int) else f"{self.path}.{key}" if self.path else key
         return Field(value, source=self.source, what=self.what, fix=self.fix, path=path)
 
-    def _expect(self, kind: type | tuple[type, ...], name: str) -> Any:
+    def _expect(self, kind: type, name: str) -> Any:
         if not isinstance(self.value, kind) or (isinstance(self.value, bool) and kind is not bool):
             raise self.error(f"is {_show(self.value)}, expected {name}")
         return self.value
@@ -129,8 +133,8 @@ class Field:
         rule = " and ".join(f"{op} {bound:g}" for op, bound in
                             ((">=", minimum), (">", above), ("<", below), ("<=", maximum)) if bound is not None)
         expected = ("an integer" if integer else "a finite number") + (f" {rule}" if rule else "")
-        value = self._expect(int if integer else (int, float), expected)
+        value = self._expect(numbers.Integral if integer else numbers.Real, expected)
         if not (math.isfinite(value) and (minimum is None or value >= minimum) and (above is None or value > above)
                 and (below is None or value < below) and (maximum is None or value <= maximum)):
             raise self.error(f"is {_show(value)}, expected {expected}")
-        return value if integer else float(value)
+        return int(value) if integer else float(value)

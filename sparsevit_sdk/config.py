@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -42,16 +42,33 @@ def _knob_blocks(depths: Sequence[int], granularity: Granularity) -> list[tuple[
     return knobs
 
 
+def _check_order(ratios: Sequence[float], stages: Sequence[int]) -> None:
+    """Refuse sparsity that decreases along a stage (knob ``i`` lies in stage ``stages[i]``):
+    SparseViT's rule, under which a later block keeps a subset of an earlier one's windows."""
+    for stage in sorted(set(stages)):
+        values = [r for r, s in zip(ratios, stages) if s == stage]
+        if values != sorted(values):
+            raise ValueError(
+                f"sparsity decreases within stage {stage + 1} ({values}); sparsity must not decrease along a "
+                "stage: use space.repair(ratios), or allow it with SearchSpace(..., monotonic=False) "
+                "(SparsityConfig(..., monotonic=False) for a config built by hand)"
+            )
+
+
 @dataclass(frozen=True)
 class SparsityConfig:
     """One sparsity per knob (fraction of windows skipped), for one model architecture.
 
     Frozen and hashable: it is the cache key of every latency and accuracy evaluation.
+    ``monotonic`` (the default, SparseViT's rule) makes applying a config whose sparsity
+    decreases along a stage an error; configs of a ``SearchSpace(monotonic=False)`` carry
+    False.  It is not part of equality: it only decides which ratios are allowed.
     """
 
     ratios: tuple[float, ...]
     signature: str
     granularity: Granularity = "pair"
+    monotonic: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratios", tuple(round(float(r), 6) for r in self.ratios))
@@ -73,7 +90,8 @@ class SparsityConfig:
             )
 
     def block_sparsity(self, signature: str, depths: Sequence[int]) -> list[list[float]]:
-        """Expand knobs to one value per block, per stage, after checking the model."""
+        """Expand knobs to one value per block, per stage, after checking the model (and the
+        order within stages, unless ``monotonic`` is False)."""
         self.check_model(signature)
         knobs = _knob_blocks(depths, self.granularity)
         if len(knobs) != len(self.ratios):
@@ -81,6 +99,8 @@ class SparsityConfig:
                 f"config has {len(self.ratios)} values but the model has {len(knobs)} "
                 f"{self.granularity} knobs"
             )
+        if self.monotonic:
+            _check_order(self.ratios, [stage for stage, _ in knobs])
         out = [[0.0] * d for d in depths]
         for (stage, blocks), r in zip(knobs, self.ratios):
             for b in blocks:
@@ -88,12 +108,16 @@ class SparsityConfig:
         return out
 
     def to_dict(self) -> dict:
-        return {"ratios": list(self.ratios), "signature": self.signature, "granularity": self.granularity}
+        return {"ratios": list(self.ratios), "signature": self.signature, "granularity": self.granularity,
+                "monotonic": self.monotonic}
 
     @classmethod
     def from_dict(cls, data: dict) -> SparsityConfig:
         try:
-            return cls(tuple(data["ratios"]), str(data["signature"]), data.get("granularity", "pair"))
+            monotonic = data.get("monotonic", True)
+            if not isinstance(monotonic, bool):
+                raise ValueError(f"not a sparsity config: 'monotonic' must be true or false, got {monotonic!r}")
+            return cls(tuple(data["ratios"]), str(data["signature"]), data.get("granularity", "pair"), monotonic)
         except (KeyError, TypeError) as err:
             raise ValueError(
                 f"not a sparsity config (needs 'ratios' and 'signature'): {data!r}"
@@ -200,7 +224,7 @@ class SearchSpace:
                 f"expected {self.num_knobs} sparsity values ({', '.join(k.name for k in self.knobs)}), "
                 f"got {len(ratios)}"
             )
-        cfg = SparsityConfig(ratios, self.signature, self.granularity)
+        cfg = SparsityConfig(ratios, self.signature, self.granularity, self.monotonic)
         self.validate(cfg)
         return cfg
 
@@ -212,15 +236,7 @@ class SearchSpace:
                 f"{self.num_knobs} {self.granularity} knobs"
             )
         if self.monotonic:
-            for group in self._stage_groups():
-                values = [cfg.ratios[i] for i in group]
-                if values != sorted(values):
-                    stage = self.knobs[group[0]].stage + 1
-                    raise ValueError(
-                        f"sparsity decreases within stage {stage} ({values}); this space requires "
-                        "non-decreasing sparsity along a stage: use space.repair(ratios) or "
-                        "SearchSpace(..., monotonic=False)"
-                    )
+            _check_order(cfg.ratios, [k.stage for k in self.knobs])
 
     def uniform(self, sparsity: float) -> SparsityConfig:
         return self.config([_check_ratio(sparsity, "uniform")] * self.num_knobs)

@@ -10,6 +10,7 @@ marked ``derived`` in its comment.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +92,17 @@ def list_hardware() -> list[str]:
     return list(SPECS)
 
 
+def looks_like_file(name: str) -> bool:
+    """Whether ``name`` was meant as a predictor file rather than a target name."""
+    return Path(name).suffix == ".json" or "/" in name or os.sep in name
+
+
 def get_hardware(name: str) -> Hardware:
     """The target called ``name``; its ``predictor`` is the shipped measured file, if any."""
     if name not in SPECS:
-        raise ValueError(f"unknown hardware {name!r}; known targets: {', '.join(list_hardware())}")
+        hint = ""
+        if looks_like_file(name):
+            hint = (f"; for a predictor file ({'found' if Path(name).is_file() else 'not found'}) pass "
+                    "hw=LatencyPredictor.load(path)")
+        raise ValueError(f"unknown hardware {name!r}; known targets: {', '.join(list_hardware())}{hint}")
     return Hardware(SPECS[name], shipped_predictors().get(name))

@@ -33,6 +33,7 @@ from sparsevit_sdk.profiler import (
     time_callable,
     validate_frame,
 )
+from sparsevit_sdk.profiler.fingerprint import fingerprint_id
 from sparsevit_sdk.sparse import SparseSwin, kept_windows
 
 from .conftest import requires_cuda
@@ -117,7 +118,7 @@ def test_schema_rejects_foreign_frames(dataset):
 # --- atomic write, merge, resume ------------------------------------------------------------------
 
 def _tmp_files(folder):
-    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]  # the dataset's .lock stays, as a lock does
 
 
 @pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
@@ -233,7 +234,8 @@ def test_other_fingerprint_is_refused_unless_hw_differs(tmp_path):
     """A folder copied from another machine (its sidecar says so) is never mixed with this one's rows."""
     folder = tmp_path / "cpu"
     folder.mkdir()
-    foreign = {**device_fingerprint("cpu", threads=1), "name": "Other CPU 9000", "fingerprint_id": "0123456789ab"}
+    foreign = {**device_fingerprint("cpu", threads=1), "name": "Other CPU 9000"}
+    foreign["fingerprint_id"] = fingerprint_id(foreign)  # a real sidecar: its id hashes its content
     (folder / "fingerprint.json").write_text(json.dumps(foreign))
     with pytest.raises(ValueError, match="Other CPU 9000.*refusing to mix.*--hw"):
         _profile(tmp_path, grid=(0.0,))

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,10 +108,24 @@ class DemoSupernet:
 
 
 def _cached(path: Path | None, model: DemoSegmenter) -> bool:
-    """Load ``model``'s weights from ``path`` when that file exists."""
+    """Load ``model``'s weights from ``path`` when that file exists and holds them.
+
+    A cache is only a shortcut: a truncated or foreign file is logged and reported as a
+    miss, so the weights are trained again and the file rewritten.  Shapes are compared
+    before anything is copied, so ``model`` is untouched on a miss.
+    """
     if path is None or not path.is_file():
         return False
-    model.load_state_dict(torch.load(path, weights_only=True))
+    try:
+        state = torch.load(path, weights_only=True)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if not isinstance(state, dict) or {k: tuple(getattr(v, "shape", ())) for k, v in state.items()} != expected:
+            raise ValueError("it holds other weights than this recipe's model")
+        model.load_state_dict(state)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
+        logger.warning("%s: unreadable supernet cache (%s: %s); training again and rewriting it",
+                       path, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        return False
     logger.info("loaded %s", path)
     return True
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 from .._atomic import check_writable
+from ..hardware import get_hardware, looks_like_file
 from ..profiler.sweep import parse_resolution
+
+T = TypeVar("T")
 
 
 def resolution(text: str) -> tuple[int, int]:
@@ -25,6 +32,54 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan  # fails every range check below
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def fraction(*, one: bool = False, hint: str = "") -> Callable[[str], float]:
+    """A type for a fraction in (0, 1), or (0, 1] with ``one``; a bad value names the range
+    (and ``hint``: the flag the user may have meant)."""
+    def parse(text: str) -> float:
+        value = _number(text)
+        if not (0 < value < 1 or (one and value == 1)):
+            raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1{']' if one else ')'}, got {text!r}{hint}")
+        return value
+    return parse
+
+
+def or_none(parse: Callable[[str], T]) -> Callable[[str], T | None]:
+    """``parse``, or None for ``none``: a limit switched off."""
+    def parse_or_none(text: str) -> T | None:
+        return None if text.strip().lower() == "none" else parse(text)
+    return parse_or_none
+
+
+def hardware(text: str) -> str:
+    """A target name or the path of an existing predictor file (``--hw``): a missing file is
+    "not found", never an unknown target, and an empty name is no name."""
+    path = Path(text)
+    if path.is_file():
+        return text
+    if looks_like_file(text):
+        what = "is not a file" if path.exists() else "not found"
+        raise argparse.ArgumentTypeError(f"predictor file {text!r} {what}")
+    try:
+        get_hardware(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err}; or give a predictor .json file") from err
+    return text
 
 
 def check_output(flag: str, *paths: str | os.PathLike | None) -> None:

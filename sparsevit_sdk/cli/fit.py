@@ -22,7 +22,7 @@ from ..predictor import LatencyPredictor, format_report, merge_profiles, plot_he
 from ..predictor.latency import STATISTICS
 from ..profiler.dataset import load_profiles
 from ..profiler.schema import SchemaError
-from ._args import check_output
+from ._args import check_output, fraction
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit one predictor over several device fingerprints (interchangeable devices)")
     p.add_argument("--statistic", choices=("auto", *STATISTICS), default="auto",
                    help="measured statistic to fit (default: p10_ms on a CPU, the median on a GPU)")
-    p.add_argument("--overhead-fraction", type=float, default=0.25,
-                   help="share of whole-model rows that fit the overhead; the rest judge the predictor")
+    p.add_argument("--overhead-fraction", type=fraction(), default=0.25,
+                   help="share of whole-model rows that fit the overhead, in (0, 1); the rest judge the predictor "
+                        "(default: 0.25)")
     p.add_argument("--n-estimators", type=int, default=300)
     p.add_argument("--max-depth", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)

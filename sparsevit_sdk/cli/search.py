@@ -10,6 +10,10 @@ Scale out with ``--executor process`` (``--workers N``) or ``--executor ray``
 (``--ray-address ADDR``); ``--checkpoint PATH`` saves every generation, and
 ``--resume PATH --model NAME --out result.json`` (with the same ``--proxy-*`` options) continues
 an interrupted search.
+
+A search stops early after ``--timeout-s`` (default 600 s; ``none``: no limit),
+``--max-evaluations`` proxy calls or ``--patience`` generations without a better score, and
+says so.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from ..predictor import LatencyPredictor
 from ..search import SearchSession
 from ..search.checkpoint import read_checkpoint
 from ..search.executors import EXECUTORS, resolve_executor
-from ._args import check_output, positive_int, resolution
+from ..search.session import DEFAULT_TIMEOUT_S
+from ._args import check_output, fraction, hardware, or_none, positive_float, positive_int, resolution
 
 
 def _proxy(model: nn.Module, size: Sequence[int], images: int, seed: int | None) -> AgreementProxy:
@@ -45,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsevit-search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=list_models(), help="built-in model")
-    p.add_argument("--hw", help=f"target ({', '.join(list_hardware())}) or a predictor .json file (default: cpu; "
-                                "with --resume, the checkpoint's)")
+    p.add_argument("--hw", type=hardware,
+                   help=f"target ({', '.join(list_hardware())}) or a predictor .json file (default: cpu; with "
+                        "--resume, the checkpoint's)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--budget", type=float, help="latency budget as a fraction of dense latency (default: 0.7)")
-    budget.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
+    budget.add_argument("--budget", type=fraction(one=True, hint="; for a budget in milliseconds use --budget-ms"),
+                        help="latency budget as a fraction of dense latency, in (0, 1] (default: 0.7)")
+    budget.add_argument("--budget-ms", type=positive_float, help="latency budget in milliseconds")
     p.add_argument("--resolution", type=resolution, default=(672, 672), metavar="HxW",
                    help="input size (default: 672x672, as SearchSession: the high-resolution setting where "
                         "skipping windows pays)")
@@ -68,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parents", type=int, default=25)
     p.add_argument("--mutation-prob", type=float, default=0.1, help="per-gene mutation probability")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout-s", type=or_none(positive_float), default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help=f"stop the search after this long (default: {DEFAULT_TIMEOUT_S:g}; none: no limit)")
+    p.add_argument("--max-evaluations", type=or_none(positive_int), metavar="N",
+                   help="stop after N proxy evaluations, the two references included (default: none)")
+    p.add_argument("--patience", type=or_none(positive_int), metavar="N",
+                   help="stop once N generations in a row found no better score (default: none)")
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="where proxy calls run (default: local)")
     p.add_argument("--workers", type=positive_int,
                    help="worker processes of --executor process (default: one per core)")
@@ -89,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for flag in ("--out", "--plot", "--checkpoint", "--resume"):  # before the search, not hours after it
             check_output(flag, getattr(args, flag[2:]))
         model = build_model(args.model)
-        hw = LatencyPredictor.load(args.hw) if args.hw and Path(args.hw).is_file() else args.hw
+        hw = LatencyPredictor.load(args.hw) if args.hw is not None and Path(args.hw).is_file() else args.hw
+        limits = dict(timeout_s=args.timeout_s, max_evaluations=args.max_evaluations, patience=args.patience)
         executor = resolve_executor(args.executor, workers=args.workers, address=args.ray_address)
         with contextlib.closing(executor) if executor is not None else contextlib.nullcontext():
             if args.resume:
@@ -97,15 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxy = _proxy(model, args.proxy_resolution or info["input_shape"][-2:], args.proxy_images,
                                state.settings["seed"])
                 session = SearchSession.resume(args.resume, model, hw=hw, proxy=proxy, executor=executor,
-                                               retries=args.retries, progress=not args.no_progress)
+                                               retries=args.retries, progress=not args.no_progress, **limits)
             else:
                 proxy = _proxy(model, args.proxy_resolution or args.resolution, args.proxy_images, args.seed)
                 session = SearchSession(
-                    model, hw or "cpu", proxy=proxy, latency_budget=args.budget, budget_ms=args.budget_ms,
+                    model, "cpu" if hw is None else hw, proxy=proxy, latency_budget=args.budget,
+                    budget_ms=args.budget_ms,
                     input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
                     generations=args.generations, population=args.population, parents=args.parents,
                     mutation_prob=args.mutation_prob, executor=executor, retries=args.retries,
-                    checkpoint=args.checkpoint, progress=not args.no_progress,
+                    checkpoint=args.checkpoint, progress=not args.no_progress, **limits,
                 )
             result = session.run()
         print(result.summary())

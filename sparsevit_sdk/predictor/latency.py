@@ -323,7 +323,7 @@ class LatencyPredictor:
     def _predict_arch(self, arch: Architecture, configs: Sequence[SparsityConfig], input_shape: Sequence[int],
                       dtype: str | None) -> np.ndarray:
         self._check_fitted()
-        shape = check_input_shape(input_shape)
+        shape = check_input_shape(input_shape, arch.in_chans)  # no number for a shape the model refuses
         for cfg in {cfg.signature: cfg for cfg in configs}.values():
             cfg.check_model(arch.signature)
         table = self._table(arch, shape, dtype or self.dtype_)

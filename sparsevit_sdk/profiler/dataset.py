@@ -18,7 +18,6 @@ Read everything back with :func:`load_profiles`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -29,8 +28,7 @@ import pyarrow as pa
 from filelock import FileLock, Timeout
 
 from .._atomic import atomic_write, write_json
-from .._documents import read_json
-from .fingerprint import check_fingerprint, describe_mismatch
+from .fingerprint import describe_mismatch, load_fingerprint
 from .schema import COLUMNS, KEY, SchemaError, validate_frame
 
 logger = logging.getLogger(__name__)
@@ -105,9 +103,7 @@ def read_fingerprint(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / FINGERPRINT_FILE
     if not path.exists():
         return None
-    data = read_json(path, what="device fingerprint", fix="restore it, or re-profile the device with "
-                     "`sparsevit-profile` into a new folder")
-    return check_fingerprint(data, str(path))
+    return load_fingerprint(path)
 
 
 def claim_folder(folder: str | os.PathLike, fingerprint: dict) -> None:
@@ -146,12 +142,13 @@ def load_profiles(path: str | os.PathLike) -> pd.DataFrame:
         fp = read_fingerprint(folder)
         if fp is None:
             continue
-        measured = sorted(set().union(*(frame["fingerprint_id"] for f, frame in zip(files, frames)
-                                        if f.parent == folder)))
-        if measured and measured != [fp["fingerprint_id"]]:
-            raise SchemaError(f"{folder / FINGERPRINT_FILE} describes device {fp['fingerprint_id']}, but the rows "
-                              f"next to it were measured on {measured}: the sidecar was replaced or edited. Restore "
-                              "the fingerprint.json written with these rows, or re-profile into a new folder")
+        beside = {f.name: frame for f, frame in zip(files, frames) if f.parent == folder}
+        measured = sorted({i for frame in beside.values() for i in frame["fingerprint_id"].unique()})
+        if measured and measured != [fp["fingerprint_id"]]:  # else fit would drop the device description
+            raise SchemaError(f"{folder / FINGERPRINT_FILE}: field 'fingerprint_id' is {fp['fingerprint_id']!r}, but "
+                              f"the rows of {', '.join(beside)} were measured on {measured}: the sidecar was replaced "
+                              "or edited. Restore the fingerprint.json written with these rows, or re-profile into a "
+                              "new folder")
         fingerprints[fp["fingerprint_id"]] = fp
     df.attrs["fingerprints"] = fingerprints
     return df

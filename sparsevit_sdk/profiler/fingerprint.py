@@ -23,12 +23,12 @@ import logging
 import os
 import platform
 import re
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
 
 import torch
 
-from .._documents import Field
+from .._documents import Field, read_json
 from ..devices import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -159,26 +159,33 @@ def identity(fingerprint: dict) -> dict:
     return {k: fingerprint.get(k) for k in keys}
 
 
-def fingerprint_id(fingerprint: dict) -> str:
-    text = json.dumps(identity(fingerprint), sort_keys=True)
+def fingerprint_id(fingerprint: dict, fields: Sequence[str] | None = None) -> str:
+    """Short hash of the identity fields: today's (:func:`identity`), or the ``fields`` a
+    stored fingerprint names, which keeps the id of a sidecar from an earlier version."""
+    values = identity(fingerprint) if fields is None else {k: fingerprint.get(k) for k in fields}
+    text = json.dumps(values, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def check_fingerprint(data: Any, source: str) -> dict:
-    """``data``, a fingerprint read from ``source``, once its stored id is the hash of its content.
+def load_fingerprint(path: str | os.PathLike) -> dict:
+    """The fingerprint stored at ``path``, once its stored id is the hash of its content.
 
     The id is what keeps devices apart; a sidecar edited by hand (``"name": "NVIDIA A100"``
     over CPU rows) would otherwise lend its rows, and a predictor fitted on them, another
     device's description.
     """
-    doc = Field(data, source=source, what="device fingerprint",
-                fix="restore the file, or re-profile the device with `sparsevit-profile` into a new folder")
+    fix = "restore the file, or re-profile the device with `sparsevit-profile` into a new folder"
+    source = str(path)
+    data = read_json(path, what="device fingerprint", fix=fix)
+    doc = Field(data, source=source, what="device fingerprint", fix=fix)
     stored = doc["fingerprint_id"].text()
     doc["device_type"].text()
-    actual = fingerprint_id(data)
+    fields = ([f.text() for f in doc["identity_fields"].elements(nonempty=True)] if "identity_fields" in data
+              else list(identity(data)))
+    actual = fingerprint_id(data, fields)
     if stored != actual:
         raise doc["fingerprint_id"].error(
-            f"is {stored!r}, but the identity fields ({', '.join(identity(data))}) hash to {actual!r}: "
+            f"is {stored!r}, but the identity fields ({', '.join(fields)}) hash to {actual!r}: "
             "the file was edited or damaged")
     return data
 

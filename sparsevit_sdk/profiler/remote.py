@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._ray import require_ray
+from .._ray import init_ray, require_ray
 from .dataset import claim_folder, merge_rows, read_fingerprint, read_frame
 from .fingerprint import check_hw
 from .sweep import dataset_path, profile_model
@@ -49,7 +49,7 @@ def profile_on_ray(name: str, *, hw: str, out: str | os.PathLike, address: str |
     ray = require_ray("profiling through Ray (--ray-address)")
     check_hw(hw)
     if not ray.is_initialized():
-        ray.init(address=address)
+        init_ray(address, "profiling through Ray (--ray-address)")
     if ray.cluster_resources().get(hw, 0) < 1:
         raise ValueError(f"no node of the Ray cluster advertises the resource {hw!r}; on the device, join it with "
                          f"`ray start --address <head address> --resources '{{\"{hw}\": 1}}'`")

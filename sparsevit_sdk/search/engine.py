@@ -250,7 +250,8 @@ class EvolutionSearch:
             if not 0 <= p <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         if timeout_s is not None and not timeout_s > 0:
-            raise ValueError(f"timeout_s must be a positive number of seconds (or None: no time limit), got {timeout_s}")
+            raise ValueError(f"timeout_s must be a positive number of seconds (or None: no time limit), got "
+                             f"{timeout_s}")
         if max_evaluations is not None and max_evaluations < 2:
             raise ValueError(f"max_evaluations must be >= 2, the dense and the fastest uniform config are always "
                              f"scored (or None: no limit), got {max_evaluations}")
@@ -356,7 +357,7 @@ class EvolutionSearch:
         """
         todo = list(dict.fromkeys(c for c in configs if c not in self._scores and c not in self._failed))
         if bounded and self.max_evaluations is not None:
-            room = self.max_evaluations - self._evaluated()
+            room = max(0, self.max_evaluations - self._evaluated())
             if len(todo) > room:
                 todo, self._cut = todo[:room], "evaluations"
         pending, errors, attempts = todo, {}, 0
@@ -499,12 +500,14 @@ class EvolutionSearch:
         self._rng = _IsolatedRandom(self.seed)
         self._logbook = tools.Logbook()
         self._logbook.header = PROGRESS_COLUMNS
+        self._deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        self._cut: str | None = None  # the limit that left configs of this generation untried
 
     def _references(self) -> None:
         """Score dense (the reference every score is read against) and the fastest uniform
         config (feasible, so a best always exists); without them there is no search."""
         refs = [self.space.dense(), self._check_budget()]
-        self._score(refs)
+        self._score(refs, bounded=False)
         lost = {str(c): self._failed[c] for c in refs if c in self._failed}
         if lost:
             raise RuntimeError(f"the proxy failed on the reference config(s) {lost} after {self.retries + 1} attempts; "
@@ -514,10 +517,10 @@ class EvolutionSearch:
         """The population of ``generation`` (the first when ``pop`` is None) and the configs scored for it."""
         if pop is None:
             pop, calls = self._evaluate(self._initial(generation), generation)
-            if len(pop) < 2:
+            if len(pop) < 2 and self._cut is None:
                 raise RuntimeError(f"only {len(pop)} candidate(s) of the first population could be scored; see the "
                                    "warnings for the proxy's errors")
-            if self.mode == "nsga2":
+            if self.mode == "nsga2" and pop:
                 pop = self._tb.select(pop, len(pop))  # deterministic: assigns ranks and crowding distances
             return pop, calls
         with self._rng.active():
@@ -537,23 +540,58 @@ class EvolutionSearch:
             pop, first = None, 0
         else:
             pop, first = self._restore(state), state.generation + 1
+        stop = None
         with tqdm(total=self.generations + 1, initial=first, desc=f"search ({self.mode})", unit="gen",
                   disable=not self.progress, dynamic_ncols=True) as bar:
             for generation in range(first, self.generations + 1):
+                stop = self._limit_reached()
+                if stop is not None:
+                    break
                 known = len(self._ms)
                 pop, calls = self._next(pop, generation)
                 self._record(generation, pop, calls, known, bar)
+                stop = self._cut
+                if stop is not None:
+                    break  # not checkpointed: a resumed search runs this generation again, in full
                 if self.checkpoint is not None:
                     self.checkpoint(self._state(generation, pop))
 
+        stopped = None if stop is None else self._stop_message(stop)
+        if stopped is not None:
+            logger.log(logging.INFO if stop == "patience" else logging.WARNING, "search %s", stopped)
         best, best_score = self._best()
         logger.info("search done: %d configs predicted, %d scored, %d failed; best %s at %.4g ms, score %.4g",
                     len(self._ms), len(self._scores), len(self._failed), best, self._ms[best], best_score)
         return EvolutionOutcome(
             best=best, best_ms=self._ms[best], best_score=best_score, dense_ms=self._dense_ms,
             dense_score=self._scores[self.space.dense()], budget_ms=self._budget_ms, history=self._history(),
-            progress=pd.DataFrame(list(self._logbook), columns=list(PROGRESS_COLUMNS)),
+            progress=pd.DataFrame(list(self._logbook), columns=list(PROGRESS_COLUMNS)), stopped=stopped,
         )
+
+    def _limit_reached(self) -> str | None:
+        """The limit that ends the search before its next generation, if any."""
+        if self._out_of_time():
+            return "time"
+        if self.max_evaluations is not None and self._evaluated() >= self.max_evaluations:
+            return "evaluations"
+        best = [row["best_score"] for row in self._logbook]
+        if self.patience is not None and len(best) > self.patience and best[-1] <= best[-1 - self.patience]:
+            return "patience"
+        return None
+
+    def _stop_message(self, limit: str) -> str:
+        """When and why a limit ended the search, and the setting that would let it go on."""
+        if limit == "time":
+            why = (f"the time limit of {self.timeout_s:g} s was reached; pass a larger timeout_s (or None) to "
+                   "search longer")
+        elif limit == "evaluations":
+            why = (f"the limit of {self.max_evaluations} proxy evaluations was reached; raise max_evaluations to "
+                   "search longer")
+        else:
+            why = (f"the best score has not improved for {self.patience} generations (patience); raise patience (or "
+                   "pass None) to search on")
+        unfinished = " (the last one cut short)" if limit == self._cut else ""
+        return f"stopped early after {len(self._logbook)} of {self.generations + 1} generations{unfinished}: {why}"
 
     # ------------------------------------------------------------- checkpoints
     def _state(self, generation: int, pop: list) -> SearchState:
@@ -590,7 +628,7 @@ class EvolutionSearch:
     def _record(self, generation: int, pop: list, calls: int, known: int, bar: tqdm) -> None:
         """One Logbook row (and progress-bar update) per generation."""
         best, best_score = self._best()
-        feasible = float(np.mean([self._feasible(self._config(ind)) for ind in pop]))
+        feasible = float(np.mean([self._feasible(self._config(ind)) for ind in pop])) if pop else math.nan
         self._logbook.record(generation=generation, new_configs=len(self._ms) - known, evaluations=calls,
                              feasible_fraction=feasible, best_score=best_score, best_ms=self._ms[best])
         bar.set_postfix(best=f"{best_score:.4g}", ms=f"{self._ms[best]:.4g}", scored=len(self._scores))

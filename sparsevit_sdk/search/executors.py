@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .._ray import require_ray
+from .._ray import check_reachable, init_ray, require_ray
 from .engine import Executor
 
 EXECUTORS = ("local", "process", "ray")
@@ -103,11 +103,13 @@ class RayExecutor:
     Each task asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs (default: 1 where the cluster
     has GPUs, else 0).  Ray makes the task's GPU device 0 of its worker, so a proxy whose
     model is on ``cuda`` runs on the GPU Ray gave it.  Ray's own retries are off: the search
-    retries failed evaluations itself and records those that keep failing.
+    retries failed evaluations itself and records those that keep failing.  An address where
+    no cluster answers is a ConnectionError here, in seconds, before any work.
     """
 
     def __init__(self, address: str | None = None, *, num_cpus: float = 1, num_gpus: float | None = None) -> None:
         self._ray = require_ray("the Ray executor")
+        check_reachable(address)
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self._started = False  # whether close() should shut Ray down
         self._task: Any = None
@@ -117,7 +119,7 @@ class RayExecutor:
     def _connect(self) -> Any:
         """The remote task, connecting to (or starting) the cluster on first use."""
         if not self._ray.is_initialized():
-            self._ray.init(address=self.address)
+            init_ray(self.address, "the Ray executor")
             self._started, self._task, self._fn = True, None, None
         if self._task is None:
             gpus = self.num_gpus

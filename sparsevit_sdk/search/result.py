@@ -121,6 +121,7 @@ class SearchResult:
     # what validation needs to know about the predictor: statistic, threads, fingerprint
     predictor_info: dict[str, Any] = field(default_factory=dict, repr=False)
     model: nn.Module | None = field(default=None, repr=False)
+    stopped: str | None = None  # why and when a limit (time, evaluations, patience) ended the search early
 
     @property
     def pareto(self) -> pd.DataFrame:
@@ -145,6 +146,7 @@ class SearchResult:
             f"  predicted {self.predicted_ms:.4g} ms vs dense {self.dense_predicted_ms:.4g} ms "
             f"({self.predicted_speedup:.2f}x; budget {self.budget_ms:.4g} ms)",
             f"  {self.proxy_name}: {self.score:.4f} (dense {self.dense_score:.4f})",
+            *([f"  {self.stopped}"] if self.stopped else []),
         ])
 
     # ------------------------------------------------------------ validation
@@ -252,7 +254,7 @@ class SearchResult:
             "budget_ms": self.budget_ms, "hardware": self.hardware, "estimated": self.estimated,
             "proxy_name": self.proxy_name, "input_shape": list(self.input_shape), "mode": self.mode,
             "seed": self.seed, "search_time_s": self.search_time_s, "settings": self.settings,
-            "predictor_info": self.predictor_info,
+            "predictor_info": self.predictor_info, "stopped": self.stopped,
             "history": _records(history), "progress": _records(self.progress),
         }
 
@@ -267,7 +269,7 @@ class SearchResult:
                 best=SparsityConfig.from_dict(data["best"]), history=history,
                 progress=pd.DataFrame(data["progress"], columns=list(PROGRESS_COLUMNS)).astype(float).astype(
                     {c: "int64" for c in ("generation", "new_configs", "evaluations")}),
-                input_shape=tuple(data["input_shape"]), model=model,
+                input_shape=tuple(data["input_shape"]), model=model, stopped=data.get("stopped"),
                 **{k: data[k] for k in ("predicted_ms", "dense_predicted_ms", "score", "dense_score", "budget_ms",
                                         "hardware", "estimated", "proxy_name", "mode", "seed", "search_time_s",
                                         "settings", "predictor_info")},

@@ -10,6 +10,9 @@ and an accuracy proxy (by default the label-free agreement with the dense model)
 Scale-out: ``executor="process"`` or ``"ray"`` (or any object with ``map``) spreads the proxy
 calls; ``checkpoint=path`` saves the search after every generation, and
 ``SearchSession.resume(path, model).run()`` continues it to the result an unbroken run gives.
+
+A search ends in minutes by default, not hours: after ``timeout_s`` (10 min) it stops, and
+its summary says so; ``max_evaluations`` and ``patience`` bound it further.
 """
 
 from __future__ import annotations
@@ -31,17 +34,18 @@ from ..predictor import LatencyPredictor
 from ..sparse.convert import sparse_backbone
 from ..sparse.swin import check_input_shape
 from .checkpoint import SearchState, read_checkpoint, write_checkpoint
-from .engine import EvolutionSearch, Executor, Mode, Proxy
+from .engine import EvolutionSearch, Executor, Mode, Proxy, proxy_name
 from .executors import resolve_executor
 from .result import SearchResult
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
-
-
-def _proxy_name(proxy: Proxy) -> str:
-    return str(getattr(proxy, "name", None) or getattr(proxy, "__name__", None) or type(proxy).__name__)
+# The reference settings score ~1,150 configs, 7 s each for Swin-T at 672 px on a 2-core CPU
+# (over 2 h): by default a search stops after 10 min.  On a GPU, where a call takes well
+# under 0.5 s, that still holds the whole reference search, which no limit then cuts short:
+# ``patience`` is off by default for that reason.
+DEFAULT_TIMEOUT_S = 600.0
 
 
 class SearchSession:
@@ -59,11 +63,15 @@ class SearchSession:
     ``executor`` is "local" (default), "process", "ray" or any object with ``map(fn,
     iterable)``; proxy calls go through it (a proxy sets the sparsity of its model, so
     workers need their own copy: processes or remote workers, not threads sharing this
-    model).  A failed proxy call is retried ``retries`` times, then recorded as failed in
-    the history.  ``checkpoint`` is a file rewritten after every generation; continue an
-    interrupted search with :meth:`resume`.
+    model).  A failed proxy call (an error, or a return value that is not a real finite
+    number) is retried ``retries`` times, then recorded as failed in the history.
+    ``checkpoint`` is a file rewritten after every generation; continue an interrupted
+    search with :meth:`resume`.
     Evolution settings follow the SparseViT reference: ``population`` 100, the top
-    ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1.
+    ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1.  The search stops
+    early after ``timeout_s`` seconds (default 600), ``max_evaluations`` proxy evaluations
+    or ``patience`` generations without a better best score (None: no limit, the default
+    for these two); ``result.stopped`` and ``summary()`` say which limit fired, and when.
     """
 
     def __init__(
@@ -86,6 +94,9 @@ class SearchSession:
         retries: int = 2,
         checkpoint: str | os.PathLike | None = None,
         progress: bool = True,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_evaluations: int | None = None,
+        patience: int | None = None,
     ) -> None:
         self.model = model
         self.backbone = sparse_backbone(model)
@@ -101,7 +112,7 @@ class SearchSession:
             proxy = default_proxy(model, self.input_shape, seed=0 if seed is None else seed)
             logger.warning("no proxy given: configs are scored by %s, the label-free agreement of the sparse model's "
                            "outputs with the dense model's; pass proxy=AccuracyProxy(model, loader, metric=...) to "
-                           "rank them by task accuracy", _proxy_name(proxy))
+                           "rank them by task accuracy", proxy_name(proxy))
         self.proxy = proxy
         self.seed = seed
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
@@ -109,7 +120,8 @@ class SearchSession:
             self.space, self._latency, proxy, latency_budget=latency_budget, budget_ms=budget_ms, mode=mode,
             population=population, parents=parents, generations=generations, mutation_prob=mutation_prob,
             seed=seed, executor=resolve_executor(executor), retries=retries, progress=progress,
-            checkpoint=None if checkpoint is None else self._write_checkpoint,
+            checkpoint=None if checkpoint is None else self._write_checkpoint, timeout_s=timeout_s,
+            max_evaluations=max_evaluations, patience=patience,
         )
         # an executor made here from a name is closed after each run (its pool restarts on the next)
         self._owned_executor = self.engine.executor if isinstance(executor, str) else None
@@ -128,7 +140,7 @@ class SearchSession:
         """What rebuilds this session around the engine's state (the model and proxy excepted)."""
         write_checkpoint(self.checkpoint, state, {
             "hardware": self.predictor.hardware, "input_shape": list(self.input_shape),
-            "proxy_name": _proxy_name(self.proxy), "elapsed_s": self._elapsed()})
+            "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed()})
 
     @classmethod
     def resume(
@@ -141,12 +153,18 @@ class SearchSession:
         executor: Executor | str | None = None,
         retries: int = 2,
         progress: bool = True,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_evaluations: int | None = None,
+        patience: int | None = None,
     ) -> SearchSession:
         """A session that continues the search checkpointed at ``path`` when :meth:`run` is called.
 
         Pass the same ``model`` and ``proxy`` (None: the default proxy, as before) and, if the
         search used a predictor object rather than a target name, that predictor as ``hw``;
-        the executor may differ.  The resumed run keeps checkpointing to ``path``.
+        the executor may differ.  The resumed run keeps checkpointing to ``path``.  Limits
+        are this run's, like the executor: ``timeout_s`` counts from this run's start,
+        ``max_evaluations`` and ``patience`` count the whole search, so with the same ones it
+        ends where an unbroken run would have.
         """
         state, info = read_checkpoint(path)
         s = state.settings
@@ -160,7 +178,8 @@ class SearchSession:
                       budget_ms=s["budget_ms"], proxy=proxy, input_shape=info["input_shape"], seed=s["seed"],
                       mode=s["mode"], generations=s["generations"], population=s["population"], parents=s["parents"],
                       mutation_prob=s["mutation_prob"], space=space, executor=executor, retries=retries,
-                      checkpoint=path, progress=progress)
+                      checkpoint=path, progress=progress, timeout_s=timeout_s, max_evaluations=max_evaluations,
+                      patience=patience)
         session._check_resumable(state, info, path)
         session._resume_from, session._elapsed_before = state, float(info["elapsed_s"])
         return session
@@ -173,9 +192,9 @@ class SearchSession:
             raise ValueError(f"{path}: the search was run with a predictor that gives the dense model "
                              f"{state.dense_ms:.6g} ms, this one ({self.predictor.hardware}) gives {dense_ms:.6g} ms; "
                              "pass hw=<the predictor the search started with>")
-        if _proxy_name(self.proxy) != info["proxy_name"]:
+        if proxy_name(self.proxy) != info["proxy_name"]:
             raise ValueError(f"{path}: the search scored configs with proxy {info['proxy_name']!r}, not "
-                             f"{_proxy_name(self.proxy)!r}; pass proxy=<the proxy the search started with>")
+                             f"{proxy_name(self.proxy)!r}; pass proxy=<the proxy the search started with>")
 
     def run(self) -> SearchResult:
         """Evolve (from the checkpoint, for a resumed session), then package the best config,
@@ -192,12 +211,15 @@ class SearchSession:
         result = SearchResult(
             best=out.best, predicted_ms=out.best_ms, dense_predicted_ms=out.dense_ms, score=out.best_score,
             dense_score=out.dense_score, budget_ms=out.budget_ms, hardware=self.predictor.hardware,
-            estimated=self.predictor.estimated, proxy_name=_proxy_name(self.proxy), input_shape=self.input_shape,
+            estimated=self.predictor.estimated, proxy_name=proxy_name(self.proxy), input_shape=self.input_shape,
             mode=engine.mode, seed=self.seed, search_time_s=elapsed, history=out.history, progress=out.progress,
             settings={"population": engine.population, "parents": engine.parents,
                       "generations": engine.generations, "mutation_prob": engine.mutation_prob,
                       "mutation_share": engine.mutation_share, "grid": list(self.space.grid),
-                      "granularity": self.space.granularity, "monotonic": self.space.monotonic},
+                      "granularity": self.space.granularity, "monotonic": self.space.monotonic,
+                      "timeout_s": engine.timeout_s, "max_evaluations": engine.max_evaluations,
+                      "patience": engine.patience},
+            stopped=out.stopped,
             predictor_info={"statistic": getattr(self.predictor, "statistic_", None),
                             "threads": list(getattr(self.predictor, "threads_", None) or []),
                             "fingerprint": getattr(self.predictor, "fingerprint_", None) or {}},

@@ -350,7 +350,8 @@ class SparseSwin(nn.Module):
         return [list(stage.sparsity) for stage in self.stages]
 
     def set_sparsity(self, config: SparsityConfig) -> SparseSwin:
-        """Make every block skip its share of windows; validated before anything changes."""
+        """Make every block skip its share of windows; validated (model, knob count, order
+        along each stage unless ``config.monotonic`` is False) before anything changes."""
         per_block = config.block_sparsity(self.signature, self.depths)
         for stage, values in zip(self.stages, per_block):
             stage.sparsity = list(values)

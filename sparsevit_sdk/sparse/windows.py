@@ -182,9 +182,11 @@ class WindowLayout:
         regular and the shifted partition.
 
         Token score is mean |x| over channels; a window's score is the L2 norm of its
-        token scores (SparseViT).  Padded tokens are zero and score zero.
+        token scores (SparseViT).  Padded tokens are zero and score zero.  Scores are fp32
+        whatever the dtype of ``x``: fp16/bf16 sums round near-ties apart or together, and a
+        half-precision model would keep other windows than the fp32 one it deploys.
         """
-        tokens = x.detach().abs().mean(dim=-1).flatten(1)  # (B, Hp*Wp)
+        tokens = x.detach().abs().mean(dim=-1, dtype=torch.float32).flatten(1)  # (B, Hp*Wp), accumulated in fp32
         regular = tokens[:, self.regular].norm(dim=-1)  # (B, nW)
         shifted = tokens[:, self.shifted].norm(dim=-1) if any(self.shift) else regular
         return regular, shifted
