@@ -1,6 +1,7 @@
 """sparsevit-sdk: make window-based vision transformers fast by skipping whole windows."""
 
-from ._version import __version__  # first: submodules read it while the package loads
+from ._documents import DocumentError
+from ._version import __version__
 from .config import SearchSpace, SparsityConfig
 from .hardware import get_hardware
 from .models import build_model, list_models
@@ -10,7 +11,7 @@ from .search import SearchResult, SearchSession
 from .sparse import SparseSwin, set_sparsity, sparse_backbone, sparsify
 
 __all__ = [
-    "__version__", "LatencyPredictor", "LatencyStats", "SearchResult", "SearchSession", "SearchSpace", "SparseSwin",
-    "SparsityConfig", "build_model", "get_hardware", "list_models", "measure_latency", "set_sparsity",
-    "sparse_backbone", "sparsify",
+    "__version__", "DocumentError", "LatencyPredictor", "LatencyStats", "SearchResult", "SearchSession",
+    "SearchSpace", "SparseSwin", "SparsityConfig", "build_model", "get_hardware", "list_models",
+    "measure_latency", "set_sparsity", "sparse_backbone", "sparsify",
 ]

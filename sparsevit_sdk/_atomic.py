@@ -57,6 +57,12 @@ def write_json(path: str | os.PathLike, data: Any, **dumps: Any) -> Path:
     return write_text(path, json.dumps(data, **dumps) + "\n")
 
 
+def write_figure(path: str | os.PathLike, figure: Any, **savefig: Any) -> Path:
+    """A matplotlib figure, atomically, in the format its file name says (``.png`` by default)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format=fmt, **savefig))
+
+
 def check_writable(path: str | os.PathLike) -> Path:
     """``path`` as a Path once :func:`atomic_write` could create it there; an OSError says why not.
 

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from ._atomic import write_text
+
 Granularity = Literal["pair", "block"]
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(9))  # 0.0 … 0.8
 
@@ -126,8 +128,7 @@ class SparsityConfig:
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
+            write_text(path, text + "\n")
         return text
 
     @classmethod

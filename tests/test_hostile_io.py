@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from sparsevit_sdk._atomic import atomic_write, check_writable
+from sparsevit_sdk import SearchSpace, build_model
+from sparsevit_sdk._atomic import atomic_write, check_writable, write_figure
 from sparsevit_sdk.accuracy import default_proxy
 from sparsevit_sdk.cli import fit as fit_cli
 from sparsevit_sdk.cli import profile as profile_cli
@@ -253,3 +254,44 @@ def test_search_refuses_its_outputs_before_searching(tmp_path, capsys, monkeypat
     assert search_cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sparsevit-search: error: {flag}: ") and paths[flag] in err and "\n" not in err
+
+
+def test_plots_and_config_files_are_written_atomically(tmp_path, monkeypatch):
+    """A figure or config whose write fails leaves the previous file, like every other writer."""
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    path = write_figure(tmp_path / "plot.png", fig)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")  # the format came from the name, not from the .tmp sibling
+    monkeypatch.setattr(fig, "savefig", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError, match="previous file, if any, is unchanged"):
+        write_figure(path, fig)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+    cfg = SearchSpace.from_model(build_model("swin_micro")).uniform(0.5)
+    cfg.to_json(tmp_path / "cfg.json")
+    assert type(cfg).from_json(tmp_path / "cfg.json") == cfg
+
+
+def test_fit_refuses_an_overhead_fraction_outside_zero_one():
+    with pytest.raises(ValueError, match=r"overhead_fraction must be in \(0, 1\)"):
+        LatencyPredictor(overhead_fraction=1.5).fit(pd.DataFrame())
+
+
+def test_a_damaged_dataset_is_found_before_profiling(tmp_path, monkeypatch):
+    from sparsevit_sdk.profiler import profile_model, sweep
+
+    path = dataset_path(tmp_path, "cpu", "swin_micro")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # a 0-byte parquet left by a crash of an old version
+    monkeypatch.setattr(sweep, "_run", lambda *a, **k: pytest.fail("measured before reading the dataset"))
+    with pytest.raises(SchemaError, match="damaged"):
+        profile_model("swin_micro", resolutions=["64x64"], hw="cpu", out=tmp_path, progress=False)
+
+
+def test_session_refuses_a_checkpoint_folder_before_searching(micro, tmp_path):
+    shape = (1, 3, 64, 64)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        SearchSession(micro, "cpu", proxy=lambda cfg: pytest.fail("searched"), input_shape=shape,
+                      checkpoint=tmp_path)

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      n_estimators=args.n_estimators, max_depth=args.max_depth,
                                      random_state=args.seed).fit(df, fingerprint=fingerprint)
         path = predictor.save(args.out)
-    except (FileNotFoundError, SchemaError, ValueError) as err:
+    except (OSError, SchemaError, ValueError) as err:
         print(f"sparsevit-fit: error: {err}", file=sys.stderr)
         return 2
     m = predictor.metrics_

@@ -175,6 +175,9 @@ class LatencyPredictor:
 
         ``fingerprint`` defaults to the sidecar(s) in ``df.attrs`` (as ``read_profiles`` and
         ``profile_model`` leave them), so validation later knows the device and its clock."""
+        if not 0.0 < self.overhead_fraction < 1.0:
+            raise ValueError(f"overhead_fraction must be in (0, 1), got {self.overhead_fraction}: it is the share of "
+                             "whole-model rows that fit the overhead, and the rest judge the predictor")
         sidecar = select_device(df, mix=True)[1]
         df = validate_frame(df, "fit data")
         hardware = sorted(df["hw"].unique())

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .._atomic import write_figure
 from .latency import LatencyPredictor
 from .metrics import accuracy
 
@@ -34,5 +35,5 @@ def plot_held_out(predictor: LatencyPredictor, df: pd.DataFrame, path: str | os.
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="upper left")
     if path is not None:
-        fig.savefig(path, dpi=120)
+        write_figure(path, fig, dpi=120)
     return fig

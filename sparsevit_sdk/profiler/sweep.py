@@ -336,9 +336,10 @@ def profile_model(
         done: dict[tuple, int] = {}
         if path is not None:
             claim_folder(path.parent, fp)
-            if resume and path.exists():
+            if path.exists():  # a damaged dataset is found now, not at the first merge after measuring
                 old = read_frame(path)
-                done = dict(zip(old[list(KEY)].itertuples(index=False, name=None), old["repeats"]))
+                if resume:
+                    done = dict(zip(old[list(KEY)].itertuples(index=False, name=None), old["repeats"]))
         sweep = _Sweep(net, name, dev, dtype, space, settings, seed, clock)
         common = dict(hw=fp["hw"], fingerprint_id=fp["fingerprint_id"], device=str(dev),
                       threads=fp["threads"], torch_version=torch.__version__, sdk_version=sdk_version())

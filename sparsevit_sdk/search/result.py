@@ -20,7 +20,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .._atomic import write_json
+from .._atomic import write_figure, write_json
 from .._documents import check_header, header
 from ..accuracy.state import preserved
 from ..config import SparsityConfig
@@ -241,7 +241,7 @@ class SearchResult:
         progress_ax.set(xlabel="generation", ylabel="best score within budget", title="search progress")
         progress_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if path is not None:
-            fig.savefig(path, dpi=120)
+            write_figure(path, fig, dpi=120)
         return fig
 
     # ----------------------------------------------------------- persistence

@@ -22,12 +22,12 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch.nn as nn
 
+from .._atomic import check_writable
 from ..accuracy import default_proxy
 from ..config import SearchSpace, SparsityConfig
 from ..predictor import LatencyPredictor
@@ -115,7 +115,7 @@ class SearchSession:
                            "rank them by task accuracy", proxy_name(proxy))
         self.proxy = proxy
         self.seed = seed
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.checkpoint = None if checkpoint is None else check_writable(checkpoint)  # before hours of search
         self.engine = EvolutionSearch(
             self.space, self._latency, proxy, latency_budget=latency_budget, budget_ms=budget_ms, mode=mode,
             population=population, parents=parents, generations=generations, mutation_prob=mutation_prob,
