@@ -1,17 +1,36 @@
-"""sparsevit-sdk: make window-based vision transformers fast by skipping whole windows."""
+"""sparsevit-sdk: make window-based vision transformers fast by skipping whole windows.
 
-from ._documents import DocumentError
+The public names below load on first use, so ``import sparsevit_sdk.sparse`` (the kernels)
+does not pull in xgboost, DEAP or matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ._version import __version__
-from .config import SearchSpace, SparsityConfig
-from .hardware import get_hardware
-from .models import build_model, list_models
-from .predictor import LatencyPredictor
-from .profiler.timing import LatencyStats, measure_latency
-from .search import SearchResult, SearchSession
-from .sparse import SparseSwin, set_sparsity, sparse_backbone, sparsify
 
-__all__ = [
-    "__version__", "DocumentError", "LatencyPredictor", "LatencyStats", "SearchResult", "SearchSession",
-    "SearchSpace", "SparseSwin", "SparsityConfig", "build_model", "get_hardware", "list_models",
-    "measure_latency", "set_sparsity", "sparse_backbone", "sparsify",
-]
+_EXPORTS = {  # public name -> the module that defines it
+    "DocumentError": "._documents",
+    "SearchSpace": ".config", "SparsityConfig": ".config",
+    "get_hardware": ".hardware",
+    "build_model": ".models", "list_models": ".models",
+    "LatencyPredictor": ".predictor",
+    "LatencyStats": ".profiler.timing", "measure_latency": ".profiler.timing",
+    "SearchResult": ".search", "SearchSession": ".search",
+    "SparseSwin": ".sparse", "set_sparsity": ".sparse", "sparse_backbone": ".sparse", "sparsify": ".sparse",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -29,10 +29,10 @@ import pandas as pd
 import xgboost as xgb
 from scipy.optimize import least_squares, lsq_linear, nnls
 
-from .. import __version__
 from .._atomic import write_json
 from .._data import shipped_predictors
 from .._documents import DocumentError, Field, check_header, header, read_json
+from .._version import __version__
 from ..config import SearchSpace, SparsityConfig
 from ..hardware import SPECS, get_hardware
 from ..models import build_model, list_models

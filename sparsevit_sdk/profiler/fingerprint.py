@@ -17,7 +17,6 @@ missing (e.g. Jetson) torch's device properties fill in what they can.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from datetime import datetime, timezone
 import torch
 
 from .._documents import Field, read_json
+from .._version import __version__
 from ..devices import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -39,13 +39,6 @@ CUDA_IDENTITY = ("device_type", "name", "memory_gib", "compute_capability", "sm_
 # CPU features that change kernel speed (x86 and ARM names as /proc/cpuinfo spells them)
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
               "asimd", "sve", "sve2")
-
-
-def sdk_version() -> str:
-    try:
-        return importlib.metadata.version("sparsevit-sdk")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
@@ -217,7 +210,7 @@ def device_fingerprint(
         "python": platform.python_version(),
         "torch_version": torch.__version__,
         "cuda_version": None,
-        "sdk_version": sdk_version(),
+        "sdk_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "note": note,
     }

@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .._version import __version__
 from ..config import SearchSpace, SparsityConfig
 from ..devices import resolve_device
 from ..models import build_model
@@ -53,7 +54,7 @@ from ..sparse.convert import sparse_backbone
 from ..sparse.swin import SparseSwin
 from ..sparse.windows import kept_windows, pad_to_windows
 from .dataset import claim_folder, empty_frame, merge_rows, read_frame
-from .fingerprint import device_fingerprint, sdk_version
+from .fingerprint import device_fingerprint
 from .schema import KEY, validate_frame
 from .timing import CLOCKS, LatencyStats, measure_latency, num_threads, time_callable
 
@@ -342,7 +343,7 @@ def profile_model(
                     done = dict(zip(old[list(KEY)].itertuples(index=False, name=None), old["repeats"]))
         sweep = _Sweep(net, name, dev, dtype, space, settings, seed, clock)
         common = dict(hw=fp["hw"], fingerprint_id=fp["fingerprint_id"], device=str(dev),
-                      threads=fp["threads"], torch_version=torch.__version__, sdk_version=sdk_version())
+                      threads=fp["threads"], torch_version=torch.__version__, sdk_version=__version__)
         groups, skipped = [], 0
         for h, w, b in shapes:
             tasks = sweep.tasks(h, w, b)
