@@ -25,25 +25,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch import nn
-
-from ..accuracy import AgreementProxy, default_proxy
 from ..hardware import list_hardware
 from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
-from ..search import SearchSession
-from ..search.checkpoint import read_checkpoint
+from ..search import SearchSession, SearchSettings
 from ..search.executors import EXECUTORS, resolve_executor
-from ..search.session import DEFAULT_TIMEOUT_S
 from ._args import check_output, fraction, hardware, or_none, positive_float, positive_int, resolution
 
-
-def _proxy(model: nn.Module, size: Sequence[int], images: int, seed: int | None) -> AgreementProxy:
-    proxy = default_proxy(model, (1, 3, *size), num_images=images, seed=seed or 0)
-    logging.getLogger(__name__).warning(
-        "configs are scored by %s, the label-free agreement with the dense model (built-in models are randomly "
-        "initialised); for task accuracy use the Python API with your own model and AccuracyProxy", proxy.name)
-    return proxy
+DEFAULTS = SearchSettings  # the class's field defaults are the search's defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,15 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "windows per stage make ratios coarser (default: --resolution)")
     p.add_argument("--out", required=True, help="result JSON file to write")
     p.add_argument("--plot", help="also draw the Pareto front and search progress to this image file")
-    p.add_argument("--mode", choices=("single", "nsga2"), default="single",
-                   help="single: best score under the budget; nsga2: the Pareto front (default: single)")
-    p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--population", type=int, default=100)
-    p.add_argument("--parents", type=int, default=25)
-    p.add_argument("--mutation-prob", type=float, default=0.1, help="per-gene mutation probability")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout-s", type=or_none(positive_float), default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                   help=f"stop the search after this long (default: {DEFAULT_TIMEOUT_S:g}; none: no limit)")
+    p.add_argument("--mode", choices=("single", "nsga2"), default=DEFAULTS.mode,
+                   help=f"single: best score under the budget; nsga2: the Pareto front (default: {DEFAULTS.mode})")
+    p.add_argument("--generations", type=int, default=DEFAULTS.generations)
+    p.add_argument("--population", type=int, default=DEFAULTS.population)
+    p.add_argument("--parents", type=int, default=DEFAULTS.parents)
+    p.add_argument("--mutation-prob", type=float, default=DEFAULTS.mutation_prob, help="per-gene mutation probability")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--timeout-s", type=or_none(positive_float), default=DEFAULTS.timeout_s, metavar="SECONDS",
+                   help=f"stop the search after this long (default: {DEFAULTS.timeout_s:g}; none: no limit)")
     p.add_argument("--max-evaluations", type=or_none(positive_int), metavar="N",
                    help="stop after N proxy evaluations, the two references included (default: none)")
     p.add_argument("--patience", type=or_none(positive_int), metavar="N",
@@ -85,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int,
                    help="worker processes of --executor process (default: one per core)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster of --executor ray (default: a local one)")
-    p.add_argument("--retries", type=int, default=2, help="extra attempts of a failed proxy call (default: 2)")
+    p.add_argument("--retries", type=int, default=DEFAULTS.retries,
+                   help=f"extra attempts of a failed proxy call (default: {DEFAULTS.retries})")
     p.add_argument("--checkpoint", metavar="PATH", help="save the search to PATH after every generation")
     p.add_argument("--resume", metavar="PATH",
                    help="continue the search checkpointed at PATH (search settings come from it)")
@@ -103,25 +93,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output(flag, getattr(args, flag[2:]))
         model = build_model(args.model)
         hw = LatencyPredictor.load(args.hw) if args.hw is not None and Path(args.hw).is_file() else args.hw
-        limits = dict(timeout_s=args.timeout_s, max_evaluations=args.max_evaluations, patience=args.patience)
         executor = resolve_executor(args.executor, workers=args.workers, address=args.ray_address)
+        run = dict(executor=executor, retries=args.retries, progress=not args.no_progress,
+                   proxy_images=args.proxy_images, proxy_resolution=args.proxy_resolution, timeout_s=args.timeout_s,
+                   max_evaluations=args.max_evaluations, patience=args.patience)
         with contextlib.closing(executor) if executor is not None else contextlib.nullcontext():
             if args.resume:
-                state, info = read_checkpoint(args.resume)  # the images the search started with
-                proxy = _proxy(model, args.proxy_resolution or info["input_shape"][-2:], args.proxy_images,
-                               state.settings["seed"])
-                session = SearchSession.resume(args.resume, model, hw=hw, proxy=proxy, executor=executor,
-                                               retries=args.retries, progress=not args.no_progress, **limits)
+                session = SearchSession.resume(args.resume, model, hw=hw, **run)
             else:
-                proxy = _proxy(model, args.proxy_resolution or args.resolution, args.proxy_images, args.seed)
                 session = SearchSession(
-                    model, "cpu" if hw is None else hw, proxy=proxy, latency_budget=args.budget,
-                    budget_ms=args.budget_ms,
+                    model, "cpu" if hw is None else hw, latency_budget=args.budget, budget_ms=args.budget_ms,
                     input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
                     generations=args.generations, population=args.population, parents=args.parents,
-                    mutation_prob=args.mutation_prob, executor=executor, retries=args.retries,
-                    checkpoint=args.checkpoint, progress=not args.no_progress, **limits,
-                )
+                    mutation_prob=args.mutation_prob, checkpoint=args.checkpoint, **run)
             result = session.run()
         print(result.summary())
         print(f"wrote {result.save(args.out)}")

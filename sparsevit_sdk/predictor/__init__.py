@@ -1,4 +1,10 @@
-"""Latency predictors: per-layer xgboost models fitted on profiled units, summed to a model."""
+"""Latency predictors: per-layer xgboost models fitted on profiled units, summed to a model.
+
+``features`` describes units; ``rows`` reads profile rows; ``latency`` is the estimator
+(fit, predict) and delegates to ``costs`` (the cost table), ``judging`` (held-out rows,
+baselines), ``transfer`` (spec estimates, calibration) and ``persistence`` (JSON files);
+``merge``, ``metrics`` and ``plots`` serve the CLI.
+"""
 
 from .features import Architecture, config_units, unit_costs, unit_features
 from .latency import LatencyPredictor

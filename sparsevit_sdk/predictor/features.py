@@ -1,26 +1,27 @@
-"""Layer units of a SparseSwin at a config, their descriptors, analytic FLOPs and bytes.
+"""Layer units of a SparseSwin at a config, their descriptors, and the predictor's features.
 
 A *unit* is what the profiler times in isolation (see ``profiler/schema.py``): patch_embed,
 patch_merge (stages 2..), score (a stage where some block prunes), block_pair, norm.  The
 same descriptor columns come from a profile row (fitting) and from :func:`config_units`
 (prediction), and :func:`unit_features` turns either into the model's inputs, so fitting
-and prediction cannot disagree about what a unit is.
+and prediction cannot disagree about what a unit is.  The architecture, its geometry and
+the units' analytic FLOPs and bytes come from :mod:`sparsevit_sdk.arch` (re-exported here).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..sparse.convert import sparse_backbone
-from ..sparse.windows import kept_windows
+from ..arch import DTYPE_BYTES, Architecture, kept_windows, unit_costs
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+__all__ = [
+    "DESCRIPTORS", "DTYPE_BYTES", "FEATURES", "UNIT_KINDS", "Architecture", "config_units", "fixed_units",
+    "pair_units", "score_units", "unit_costs", "unit_features",
+]
+
 UNIT_KINDS = ("patch_embed", "patch_merge", "score", "block_pair", "norm")
 
 # descriptor columns a unit's features need (a subset of profiler.schema.COLUMNS)
@@ -31,58 +32,6 @@ FEATURES = (
     "dim", "out_dim", "heads", "window", "mlp_ratio", "in_h", "in_w", "batch", "dtype_bytes",
     "windows_total", "windows_kept", "kept_frac", "tokens", "rows", "log_flops", "log_bytes", "intensity",
 )
-
-_SIGNATURE = re.compile(r"^swin-e(\d+)-d([\d.]+)-h([\d.]+)-w([\d.]+)-p(\d+)$")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What decides a SparseSwin's unit shapes; built from a model or from its signature."""
-
-    signature: str
-    embed_dim: int
-    depths: tuple[int, ...]
-    num_heads: tuple[int, ...]
-    window_size: tuple[int, ...]
-    patch_size: int
-    mlp_ratio: float = 4.0
-    in_chans: int = 3
-
-    @property
-    def dims(self) -> tuple[int, ...]:
-        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
-
-    @classmethod
-    def from_model(cls, model) -> Architecture:
-        """Read a :class:`SparseSwin`, or the one inside a model (see ``sparsify``)."""
-        model = sparse_backbone(model)
-        return cls(model.signature, model.embed_dim, tuple(model.depths), tuple(model.num_heads),
-                   tuple(model.window_size), model.patch_size, model.mlp_ratio, model.in_chans)
-
-    @classmethod
-    def from_signature(cls, signature: str, mlp_ratio: float = 4.0) -> Architecture:
-        m = _SIGNATURE.match(signature)
-        if m is None:
-            raise ValueError(f"cannot read a Swin architecture from signature {signature!r}")
-        depths = tuple(int(v) for v in m[2].split("."))
-        windows = tuple(int(v) for v in m[4].split("."))
-        return cls(signature, int(m[1]), depths, tuple(int(v) for v in m[3].split(".")),
-                   windows * len(depths) if len(windows) == 1 else windows, int(m[5]), float(mlp_ratio))
-
-    def stage_tokens(self, img_h: int, img_w: int) -> list[tuple[int, int]]:
-        """Unpadded token map ``(H_i, W_i)`` of every stage for an ``img_h x img_w`` image."""
-        h, w = math.ceil(img_h / self.patch_size), math.ceil(img_w / self.patch_size)
-        out = []
-        for i in range(len(self.depths)):
-            if i:
-                h, w = math.ceil(h / 2), math.ceil(w / 2)
-            out.append((h, w))
-        return out
-
-    def windows_total(self, img_h: int, img_w: int) -> list[int]:
-        """Windows per image in every stage (of the padded grid)."""
-        return [math.ceil(h / ws) * math.ceil(w / ws)
-                for (h, w), ws in zip(self.stage_tokens(img_h, img_w), self.window_size)]
 
 
 def _unit(arch: Architecture, layer: str, stage: int, input_shape: Sequence[int], dtype: str, **values) -> dict:
@@ -156,61 +105,6 @@ def config_units(arch: Architecture, input_shape: Sequence[int], dtype: str,
             parts.append(units.assign(weight=weights))
     parts.append(fixed.iloc[-1:])
     return pd.concat(parts, ignore_index=True).fillna({"weight": 1.0})
-
-
-def unit_costs(units: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Analytic FLOPs and bytes moved of every unit (whole batch); a roofline's two inputs.
-
-    Counts are first order: matmuls and attention as 2 FLOPs per multiply-add, norms and
-    activations a few FLOPs per element; bytes are every activation read and written once
-    per op plus the weights.  They only need to rank and scale units, not be exact.
-    """
-    kind = units["layer"].to_numpy()
-    B = units["batch"].to_numpy(float)
-    C = units["dim"].to_numpy(float)
-    out = units["out_dim"].to_numpy(float)
-    r = units["mlp_ratio"].to_numpy(float)
-    N = units["window"].to_numpy(float) ** 2
-    h, w = units["in_h"].to_numpy(float), units["in_w"].to_numpy(float)
-    elt = units["dtype"].map(DTYPE_BYTES).to_numpy(float)
-    flops, moved = np.zeros(len(units)), np.zeros(len(units))
-
-    sel = kind == "patch_embed"
-    if sel.any():
-        p = units.loc[sel, "signature"].map(_patch_size).to_numpy(float)
-        T = np.ceil(h[sel] / p) * np.ceil(w[sel] / p)
-        flops[sel] = B[sel] * T * out[sel] * (2 * C[sel] * p * p + 8)
-        moved[sel] = B[sel] * (C[sel] * h[sel] * w[sel] + 3 * T * out[sel]) + C[sel] * p * p * out[sel]
-
-    sel = kind == "patch_merge"
-    T = np.ceil(h / 2) * np.ceil(w / 2)
-    flops[sel] = (B * T * 4 * C * (2 * out + 8))[sel]
-    moved[sel] = (B * (h * w * C + 3 * T * 4 * C + T * out) + 4 * C * out)[sel]
-
-    padded = units["windows_total"].to_numpy(float) * N
-    sel = kind == "score"
-    flops[sel] = (B * padded * (3 * C + 4))[sel]
-    moved[sel] = (B * padded * (C + 2))[sel]
-
-    sel = kind == "norm"
-    flops[sel] = (8 * B * h * w * C)[sel]
-    moved[sel] = (2 * B * h * w * C)[sel]
-
-    sel = kind == "block_pair"
-    M = B * units["windows_kept"].to_numpy(float) * N  # rows each block runs on
-    heads = units["heads"].to_numpy(float)
-    block_flops = M * (2 * C * C * (4 + 2 * r) + 4 * N * C + 16 * C + 8 * r * C) + 5 * M * heads * N
-    block_moved = M * (C * 21 + 6 * r * C) + M * heads * N + C * C * (4 + 2 * r)
-    flops[sel] = 2 * block_flops[sel]
-    moved[sel] = 2 * block_moved[sel]
-    return flops, moved * elt
-
-
-def _patch_size(signature: str) -> int:
-    m = re.search(r"-p(\d+)$", str(signature))
-    if m is None:
-        raise ValueError(f"patch_embed rows need a SparseSwin signature ending in -p<patch>, got {signature!r}")
-    return int(m[1])
 
 
 def unit_features(units: pd.DataFrame) -> np.ndarray:

@@ -1,25 +1,7 @@
 """The profiling sweep: time every layer unit and sampled whole models of one SparseSwin.
 
-For each input shape (resolution x batch) one dense forward through the model's own
-modules yields the input of every unit; each unit is then timed in isolation:
-
-- ``patch_embed`` on the image; ``patch_merge`` (``stage.downsample``) on a stage's input;
-- ``score``: ``stage.select`` with every block of the stage at sparsity ``s`` (so scoring
-  and top-k run), for each grid value ``s > 0`` — at 0 nothing is scored;
-- ``block_pair``: ``stage.run_block(2j)`` then ``run_block(2j + 1)`` on the padded buffer
-  over the windows ``select`` kept at sparsity ``s``, for every grid value;
-- ``norm``: the final LayerNorm on the last stage's output.
-
-Every pair of a stage has the same dims, heads, window and token map, and runs the same
-code, so a stage's pair is timed once per sparsity and recorded once, with ``index`` 0:
-copies for the other pairs would be duplicate rows that overweight deep stages when a
-predictor is fitted.  A predictor applies the row to every pair of the stage.
-
-``model`` rows time ``model(x)`` through :func:`measure_latency` at the uniform config of
-every grid value plus ``random_configs`` distinct non-uniform ``space.sample`` draws per
-shape, seeded by ``(seed, H, W, batch)``.  ``model(x)`` returns the four stage maps: it
-runs patch_embed, the merges, the pairs and a score unit per pruning stage, but not the
-final norm (that unit serves ``forward_features``).
+What is measured, and how each unit is isolated, is planned in :mod:`.plan`; here the
+planned tasks run and their rows reach the dataset.
 
 CPU timings run at a fixed thread count (default 1: on a shared machine single-threaded
 minima are stable, multi-threaded medians drift); ``clock="cpu"`` times them with the
@@ -30,249 +12,35 @@ merged into the dataset every ``FLUSH_S`` seconds, at the end, and on an interru
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..config import SearchSpace, SparsityConfig
+from ..config import SearchSpace
 from ..devices import resolve_device
 from ..models import build_model
 from ..sparse.convert import sparse_backbone
 from ..sparse.swin import SparseSwin
-from ..sparse.windows import kept_windows, pad_to_windows
 from .dataset import claim_folder, empty_frame, merge_rows, read_frame
 from .fingerprint import device_fingerprint
+from .plan import DTYPES, SweepPlan, SweepSettings, parse_resolution
 from .schema import KEY, validate_frame
-from .timing import CLOCKS, LatencyStats, measure_latency, num_threads, time_callable
+from .timing import CLOCKS, num_threads
+
+__all__ = ["DTYPES", "FLUSH_S", "SweepSettings", "dataset_path", "parse_resolution", "profile_model"]
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 FLUSH_S = 30.0  # most measuring time a hard kill (SIGKILL, power loss) can lose
-_CALL_OVERHEAD_FLOPS = 2e6  # launch cost of one unit call, in FLOPs, for the ETA only
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """How hard to measure: timed calls per round for each layer unit (``repeats``) and
-    whole model (``model_repeats``), and how many configs to sample.
-
-    With ``rounds > 1`` the whole sweep runs that many times and each row keeps the
-    statistics of its quietest round (lowest p10): on a shared machine load comes and
-    goes, and spreading a measurement over the sweep keeps one busy minute from biasing
-    some rows against others.  A row's ``repeats`` counts the timed calls of all rounds.
-    """
-
-    warmup: int = 2
-    repeats: int = 15
-    model_repeats: int = 10
-    random_configs: int = 16
-    rounds: int = 1
-
-    def __post_init__(self) -> None:
-        if (self.warmup < 0 or self.repeats < 1 or self.model_repeats < 1 or self.random_configs < 0
-                or self.rounds < 1):
-            raise ValueError("need warmup >= 0, repeats >= 1, model_repeats >= 1, random_configs >= 0 and "
-                             f"rounds >= 1; got {self}")
-
-    @classmethod
-    def quick(cls) -> SweepSettings:
-        """A smoke test of the whole sweep (seconds for swin_micro at 224 on a 2-core CPU)."""
-        return cls(warmup=1, repeats=3, model_repeats=3, random_configs=4)
-
-
-def parse_resolution(value: str | int | Sequence[int]) -> tuple[int, int]:
-    """``"672x448"``, ``"672"``, ``672`` or ``(672, 448)`` → ``(H, W)`` in pixels."""
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+))?\s*", value)
-        if not match:
-            raise ValueError(f"resolution {value!r} is not HxW (e.g. 672x672) or a single size (e.g. 672)")
-        h, w = int(match[1]), int(match[2] or match[1])
-    elif isinstance(value, int):
-        h = w = value
-    else:
-        h, w = (int(v) for v in value)
-    if h < 1 or w < 1:
-        raise ValueError(f"resolution {h}x{w} must be positive")
-    return h, w
-
-
-def _block_flops(tokens: int, dim: int, window: int, mlp_ratio: float) -> float:
-    """Rough FLOPs of one Swin block over ``tokens`` tokens (qkv, proj, MLP, attention)."""
-    return 2.0 * tokens * dim * (dim * (4 + 2 * mlp_ratio) + 2 * window**2)
-
-
-@dataclass
-class _Activations:
-    """Inputs of every unit for one (B, C, H, W) image, from one dense forward."""
-
-    image: torch.Tensor  # (B, C, H, W)
-    merge_in: list[torch.Tensor]  # stage input before merging, NHWC (stage 0: patch_embed output)
-    stage_in: list[torch.Tensor]  # after merging, unpadded (B, H_i, W_i, C_i)
-    final: torch.Tensor  # last stage output (B, H, W, C)
-
-
-def _activations(model: SparseSwin, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
-                 seed: int) -> _Activations:
-    image = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
-    x = model.patch_embed(image)
-    merge_in, stage_in = [], []
-    for stage in model.stages:
-        merge_in.append(x)
-        stage_in.append(stage.downsample(x))
-        x = stage(x)
-    return _Activations(image, merge_in, stage_in, x)
-
-
-@dataclass
-class _Task:
-    """One measurement: its descriptor columns, its rough cost, and how to take it."""
-
-    row: dict
-    flops: float  # rough FLOPs of one call, only to weight the progress bar's ETA
-    calls: int  # warm-up + repeats, per round
-    repeats: int  # timed calls over all rounds: a stored row with fewer is measured again
-    measure: Callable[[_Activations], LatencyStats]  # one round
-
-
-class _Sweep:
-    """Plans and runs the tasks of one model on one device."""
-
-    def __init__(self, model: SparseSwin, name: str, device: torch.device, dtype: str, space: SearchSpace,
-                 settings: SweepSettings, seed: int, clock: str) -> None:
-        self.model, self.name, self.device, self.dtype = model, name, device, dtype
-        self.space, self.settings, self.seed, self.clock = space, settings, seed, clock
-
-    def activations(self, img_h: int, img_w: int, batch: int) -> _Activations:
-        """Unit inputs from a dense forward (their values do not change any unit's cost)."""
-        self.model.set_sparsity(self.space.dense())
-        shape = (batch, self.model.in_chans, img_h, img_w)
-        return _activations(self.model, shape, self.device, DTYPES[self.dtype], self.seed)
-
-    def tasks(self, img_h: int, img_w: int, batch: int) -> list[_Task]:
-        """Every unit and whole-model measurement for one input shape."""
-        acts = self.activations(img_h, img_w, batch)
-        base = dict(model=self.name, signature=self.model.signature, img_h=img_h, img_w=img_w, batch=batch,
-                    dtype=self.dtype, index=0, windows_total=0, windows_kept=0, sparsity=0.0, config="")
-        units, pair_flops = self._unit_tasks(acts, base)
-        fixed_flops = sum(t.flops for t in units if t.row["layer"] in ("patch_embed", "patch_merge"))
-        rng = np.random.default_rng([self.seed, img_h, img_w, batch])
-        models = [self._model_task(cfg, acts, base, fixed_flops, pair_flops) for cfg in self._configs(rng)]
-        return units + models
-
-    def _stage_row(self, base: dict, i: int) -> dict:
-        """Descriptor fields every row of stage ``i`` shares (model rows use stage 0's, with stage -1)."""
-        stage = self.model.stages[max(i, 0)]
-        fc1 = stage.blocks[0].mlp.fc1
-        return {**base, "stage": i, "heads": stage.blocks[0].attn.num_heads, "window": stage.window_size,
-                "mlp_ratio": fc1.out_features / fc1.in_features}
-
-    def _unit(self, row: dict, flops: float, build: Callable[[_Activations], Callable[[], object]]) -> _Task:
-        s = self.settings
-
-        def measure(acts: _Activations) -> LatencyStats:
-            return time_callable(build(acts), self.device, warmup=s.warmup, repeats=s.repeats, clock=self.clock)
-        return _Task(row, flops + _CALL_OVERHEAD_FLOPS, s.warmup + s.repeats, s.repeats * s.rounds, measure)
-
-    def _unit_tasks(self, acts: _Activations, base: dict) -> tuple[list[_Task], list[Callable[[float], float]]]:
-        """Layer-unit tasks, and per stage the FLOPs of a block pair as a function of sparsity."""
-        model = self.model
-        B, in_chans, H, W = acts.image.shape
-        _, Ht, Wt, C = acts.merge_in[0].shape
-        p = model.patch_size
-        tasks = [self._unit({**self._stage_row(base, 0), "layer": "patch_embed", "dim": in_chans, "out_dim": C,
-                             "in_h": H, "in_w": W}, 2.0 * B * Ht * Wt * in_chans * p * p * C,
-                            lambda a: lambda: model.patch_embed(a.image))]
-        pair_flops = []
-        for i, stage in enumerate(model.stages):
-            _, Hi, Wi, Ci = acts.stage_in[i].shape
-            row = self._stage_row(base, i)
-            if i > 0:
-                _, Hm, Wm, Cm = acts.merge_in[i].shape
-                tasks.append(self._unit({**row, "layer": "patch_merge", "dim": Cm, "out_dim": Ci, "in_h": Hm,
-                                         "in_w": Wm}, 2.0 * B * Hi * Wi * 4 * Cm * Ci,
-                                        lambda a, i=i, st=stage: lambda: st.downsample(a.merge_in[i])))
-            nW = stage.layout(Hi, Wi, self.device).num_windows
-            ws, ratio = row["window"], row["mlp_ratio"]
-            pair_flops.append(lambda s, nW=nW, Ci=Ci, ws=ws, r=ratio:
-                              2 * _block_flops(B * kept_windows(nW, s) * ws * ws, Ci, ws, r))
-            row.update(dim=Ci, out_dim=Ci, in_h=Hi, in_w=Wi, windows_total=nW)
-            for s in self.space.grid:
-                at_s = {**row, "sparsity": s, "windows_kept": kept_windows(nW, s)}
-                tasks.append(self._unit({**at_s, "layer": "block_pair"}, pair_flops[i](s),
-                                        lambda a, i=i, s=s: self._pair(i, a.stage_in[i], s)))
-                if s > 0:
-                    tasks.append(self._unit({**at_s, "layer": "score"}, 4.0 * B * Hi * Wi * Ci,
-                                            lambda a, i=i, s=s: self._score(i, a.stage_in[i], s)))
-        _, Hf, Wf, Cf = acts.final.shape
-        tasks.append(self._unit({**self._stage_row(base, len(model.stages) - 1), "layer": "norm", "dim": Cf,
-                                 "out_dim": Cf, "in_h": Hf, "in_w": Wf}, 8.0 * B * Hf * Wf * Cf,
-                                lambda a: lambda: model.norm(a.final)))
-        return tasks, pair_flops
-
-    def _model_task(self, cfg: SparsityConfig, acts: _Activations, base: dict, fixed_flops: float,
-                    pair_flops: list[Callable[[float], float]]) -> _Task:
-        model, s = self.model, self.settings
-        per_block = cfg.block_sparsity(model.signature, model.depths)
-        flops = fixed_flops + sum(pair_flops[i](r) for i, ratios in enumerate(per_block) for r in ratios[::2])
-        flops += _CALL_OVERHEAD_FLOPS * (sum(model.depths) + 2 * len(model.depths))
-        _, in_chans, H, W = acts.image.shape
-        row = {**self._stage_row(base, -1), "layer": "model", "dim": in_chans, "out_dim": model.dims[-1],
-               "in_h": H, "in_w": W, "sparsity": round(cfg.mean, 6), "config": json.dumps(list(cfg.ratios))}
-        shape = tuple(acts.image.shape)
-
-        def measure(_: _Activations) -> LatencyStats:
-            model.set_sparsity(cfg)
-            return measure_latency(model, shape, self.device, warmup=s.warmup, repeats=s.model_repeats,
-                                   dtype=DTYPES[self.dtype], clock=self.clock)
-        return _Task(row, flops, s.warmup + s.model_repeats, s.model_repeats * s.rounds, measure)
-
-    def _configs(self, rng: np.random.Generator) -> list[SparsityConfig]:
-        """Uniform configs over the grid, then distinct non-uniform samples (fewer if the space is tiny)."""
-        configs = [self.space.uniform(s) for s in self.space.grid]
-        target = len(configs) + self.settings.random_configs
-        seen = set(configs)
-        for _ in range(100 * self.settings.random_configs):
-            if len(configs) >= target:
-                break
-            cfg = self.space.sample(rng)
-            if cfg not in seen:
-                seen.add(cfg)
-                configs.append(cfg)
-        return configs
-
-    def _prepare(self, i: int, x: torch.Tensor, s: float):
-        """Stage ``i`` with every block at ``s``, a fresh padded buffer and its layout."""
-        stage = self.model.stages[i]
-        stage.sparsity = [s] * len(stage.blocks)
-        _, H, W, _ = x.shape
-        return stage, pad_to_windows(x, stage.window_size), stage.layout(H, W, self.device)
-
-    def _pair(self, i: int, x: torch.Tensor, s: float) -> Callable[[], object]:
-        stage, xp, layout = self._prepare(i, x, s)
-        windows = stage.select(xp, layout)
-
-        def run() -> None:
-            stage.run_block(0, xp, windows[0], layout)
-            stage.run_block(1, xp, windows[1], layout)
-        return run
-
-    def _score(self, i: int, x: torch.Tensor, s: float) -> Callable[[], object]:
-        stage, xp, layout = self._prepare(i, x, s)
-        return lambda: stage.select(xp, layout)
 
 
 def dataset_path(out: str | os.PathLike, hw: str, name: str) -> Path:
@@ -341,7 +109,7 @@ def profile_model(
                 old = read_frame(path)
                 if resume:
                     done = dict(zip(old[list(KEY)].itertuples(index=False, name=None), old["repeats"]))
-        sweep = _Sweep(net, name, dev, dtype, space, settings, seed, clock)
+        sweep = SweepPlan(net, name, dev, dtype, space, settings, seed, clock)
         common = dict(hw=fp["hw"], fingerprint_id=fp["fingerprint_id"], device=str(dev),
                       threads=fp["threads"], torch_version=torch.__version__, sdk_version=__version__)
         groups, skipped = [], 0
@@ -359,7 +127,7 @@ def profile_model(
     return frame
 
 
-def _run(sweep: _Sweep, groups: list, common: dict, path: Path | None, progress: bool) -> list[dict]:
+def _run(sweep: SweepPlan, groups: list, common: dict, path: Path | None, progress: bool) -> list[dict]:
     """Measure every planned task in every round, merging rows into ``path`` as we go; returns the rows."""
     rounds = sweep.settings.rounds
     best: dict[tuple[int, int], dict] = {}  # (group, task) → row of its quietest round so far

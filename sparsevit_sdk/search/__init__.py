@@ -8,13 +8,18 @@ Scale out with ``executor="process"`` / ``"ray"``; ``checkpoint=path`` and ``Sea
 """
 
 from .checkpoint import SearchState, read_checkpoint, write_checkpoint
-from .engine import EvolutionOutcome, EvolutionSearch, Executor, Failure, pareto_front, resolve_budget
+from .engine import EvolutionSearch
+from .evaluation import Failure
 from .executors import ProcessExecutor, RayExecutor, resolve_executor
-from .result import SearchResult, ValidationReport
+from .outcome import EvolutionOutcome, pareto_front
+from .protocols import Executor
+from .result import SearchResult
 from .session import SearchSession
+from .settings import SearchSettings, resolve_budget
+from .validation import ValidationReport
 
 __all__ = [
     "EvolutionOutcome", "EvolutionSearch", "Executor", "Failure", "ProcessExecutor", "RayExecutor", "SearchResult",
-    "SearchSession", "SearchState", "ValidationReport", "pareto_front", "read_checkpoint", "resolve_budget",
-    "resolve_executor", "write_checkpoint",
+    "SearchSession", "SearchSettings", "SearchState", "ValidationReport", "pareto_front", "read_checkpoint",
+    "resolve_budget", "resolve_executor", "write_checkpoint",
 ]

@@ -31,7 +31,7 @@ class SearchState:
     """
 
     generation: int
-    settings: dict[str, Any]  # the engine settings that shape the search; must match on resume
+    settings: dict[str, Any]  # SearchSettings.shape() and space_settings(space): must match on resume
     rng_state: list
     population: list[list[int]]  # genomes, in population order
     predicted: list[tuple[list[float], float, int]]  # (ratios, predicted ms, generation first seen)

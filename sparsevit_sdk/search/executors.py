@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .._ray import check_reachable, init_ray, require_ray
-from .engine import Executor
+from .protocols import Executor
 
 EXECUTORS = ("local", "process", "ray")
 

@@ -1,7 +1,8 @@
 """SearchResult: what a search found, how it got there, and whether the speed-up is real.
 
-``validate`` runs the real sparse kernels on this machine; ``plot`` draws the Pareto front
-and the progress of the search; ``save``/``load`` write one JSON file (never a pickle).
+``validate`` runs the real sparse kernels on this machine (:mod:`.validation`); ``plot``
+draws the Pareto front and the progress of the search (:mod:`.plots`); ``save``/``load``
+write one JSON file (never a pickle).
 """
 
 from __future__ import annotations
@@ -9,92 +10,27 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 import torch.nn as nn
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from .._atomic import write_figure, write_json
+from .._atomic import write_json
 from .._documents import check_header, header
-from ..accuracy.state import preserved
 from ..config import SparsityConfig
-from ..devices import resolve_device
-from ..profiler.fingerprint import describe_mismatch, device_fingerprint
-from ..profiler.timing import measure_latency
 from ..sparse.convert import sparse_backbone
-from .engine import HISTORY_COLUMNS, PROGRESS_COLUMNS, pareto_front
+from .outcome import HISTORY_COLUMNS, PROGRESS_COLUMNS, pareto_front
+from .validation import ValidationReport, validate_result
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMAT = "sparsevit-search-result"
 SCHEMA_VERSION = 1
 _HISTORY_DTYPES = {"generation": "int64", "predicted_ms": "float64", "score": "float64", "feasible": "bool"}
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    """Measured dense vs sparse latency of the best config, next to what was predicted.
-
-    ``dense_ms``/``sparse_ms`` are the lowest ``statistic`` over ``rounds`` (rounds alternate
-    dense and sparse, so drift hits both alike; load on a shared machine only ever slows a
-    round down, so the fastest round is the one to trust).  ``comparable`` is
-    False when the predictions were not made for this device (another target, an estimate,
-    or another CPU): the measured speed-up still shows the kernels work, but measured vs
-    predicted ms then says nothing about the predictor.
-    """
-
-    device: str
-    hardware: str
-    statistic: str
-    threads: int
-    clock: str
-    dense_ms: float
-    sparse_ms: float
-    predicted_dense_ms: float
-    predicted_ms: float
-    dense_rounds_ms: tuple[float, ...]
-    sparse_rounds_ms: tuple[float, ...]
-    comparable: bool
-    note: str
-
-    @property
-    def speedup(self) -> float:
-        return self.dense_ms / self.sparse_ms
-
-    @property
-    def predicted_speedup(self) -> float:
-        return self.predicted_dense_ms / self.predicted_ms
-
-    @property
-    def ratio(self) -> float:
-        """Measured / predicted latency of the sparse model (1.0 is a perfect prediction)."""
-        return self.sparse_ms / self.predicted_ms
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "speedup": self.speedup, "predicted_speedup": self.predicted_speedup,
-                "ratio": self.ratio}
-
-    def __str__(self) -> str:
-        lines = [
-            f"validation on {self.device} ({self.threads} threads, {self.clock} clock, {self.statistic}):",
-            f"  measured  dense {self.dense_ms:.3f} ms, sparse {self.sparse_ms:.3f} ms -> {self.speedup:.2f}x",
-            f"  predicted dense {self.predicted_dense_ms:.3f} ms, sparse {self.predicted_ms:.3f} ms -> "
-            f"{self.predicted_speedup:.2f}x on {self.hardware}",
-        ]
-        if self.comparable:
-            lines.append(f"  measured / predicted: sparse {self.ratio:.2f}, dense "
-                         f"{self.dense_ms / self.predicted_dense_ms:.2f}")
-        lines.append(f"  note: {self.note}")
-        return "\n".join(lines)
-
-
-def _fingerprints(info: dict) -> list[dict]:
-    """A predictor's device description(s): one fingerprint, or several keyed by their id."""
-    return [info] if "fingerprint_id" in info else [v for v in info.values() if isinstance(v, dict)]
 
 
 @dataclass(eq=False)  # DataFrames have no truth value; compare results with to_dict()
@@ -149,100 +85,22 @@ class SearchResult:
             *([f"  {self.stopped}"] if self.stopped else []),
         ])
 
-    # ------------------------------------------------------------ validation
+    # ------------------------------------------------- validation and plots
     def validate(self, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
                  warmup: int = 5, rounds: int = 3, threads: int | None = None,
                  clock: str | None = None) -> ValidationReport:
-        """Time the dense and the best config on ``device`` with the real sparse kernels.
+        """Time the dense and the best config on ``device`` with the real sparse kernels
+        (``model``: the searched model, if this result has none attached); see
+        :func:`~sparsevit_sdk.search.validation.validate_result`."""
+        return validate_result(self, device, model=model, repeats=repeats, warmup=warmup, rounds=rounds,
+                               threads=threads, clock=clock)
 
-        On a CPU, ``threads`` and ``clock`` (``"wall"`` or ``"cpu"``, see ``time_callable``)
-        default to how the predictor's data was measured, when known, so measured and
-        predicted ms are like for like.  The model's sparsity, mode, device and dtype are
-        restored afterwards.
-        """
-        model = model if model is not None else self.model
-        if model is None:
-            raise ValueError("this result has no model attached (it was loaded from a file); pass the model it was "
-                             "searched for: result.validate(device, model=model)")
-        if rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {rounds}")
-        backbone = sparse_backbone(model)
-        self.best.check_model(backbone.signature)
-        dev = resolve_device(device)
-        fingerprints = _fingerprints(self.predictor_info.get("fingerprint") or {})
-        fitted_threads = self.predictor_info.get("threads") or []
-        if threads is None and dev.type == "cpu" and len(fitted_threads) == 1:
-            threads = int(fitted_threads[0])
-        threads = threads or torch.get_num_threads()
-        fitted_clocks = {fp.get("clock") for fp in fingerprints}
-        if clock is None:
-            clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} else "wall"
-        statistic = "p10_ms" if dev.type == "cpu" else "median_ms"  # the stable statistic (DESIGN.md)
-        dense_cfg = SparsityConfig((0.0,) * len(self.best.ratios), self.best.signature, self.best.granularity)
-
-        param = next(backbone.parameters())
-        home = (param.device, param.dtype)
-        rows: dict[SparsityConfig, list[float]] = {dense_cfg: [], self.best: []}
-        try:
-            with preserved(backbone, training=False):
-                for _ in range(rounds):
-                    for cfg, values in rows.items():
-                        backbone.set_sparsity(cfg)
-                        stats = measure_latency(backbone, self.input_shape, dev, warmup=warmup, repeats=repeats,
-                                                threads=threads, clock=clock)
-                        values.append(getattr(stats, statistic))
-        finally:
-            backbone.to(device=home[0], dtype=home[1])
-        comparable, note = self._comparability(fingerprints, device_fingerprint(dev, threads=threads, clock=clock))
-        return ValidationReport(
-            device=str(dev), hardware=self.hardware, statistic=statistic, threads=threads, clock=clock,
-            dense_ms=min(rows[dense_cfg]), sparse_ms=min(rows[self.best]),
-            predicted_dense_ms=self.dense_predicted_ms, predicted_ms=self.predicted_ms,
-            dense_rounds_ms=tuple(rows[dense_cfg]), sparse_rounds_ms=tuple(rows[self.best]),
-            comparable=comparable, note=note,
-        )
-
-    def _comparability(self, fingerprints: list[dict], here: dict) -> tuple[bool, str]:
-        """Whether the measuring device (``here``) is the one the predictions were made for, and why."""
-        if self.estimated:
-            return False, (f"{self.hardware} latencies are estimated from published specs, and this run measured "
-                           f"{here['device']}: compare the speed-ups, not the milliseconds; profile the target with "
-                           "`sparsevit-profile` to get a measured predictor")
-        ids = {i for fp in fingerprints for i in np.atleast_1d(fp["fingerprint_id"]).tolist()}
-        if here["fingerprint_id"] in ids:
-            return True, f"measured on the device the {self.hardware} predictor was fitted on"
-        described = [fp for fp in fingerprints if "device_type" in fp]
-        why = describe_mismatch(described[0], here) if described else "the predictor records no device description"
-        return False, (f"this {here['device']} is not the device the {self.hardware} predictor was fitted on "
-                       f"({why}); measured vs predicted ms does not judge the predictor here")
-
-    # ----------------------------------------------------------------- plots
     def plot(self, path: str | os.PathLike | None = None) -> Figure:
-        """Pareto front of (predicted latency, proxy score) beside the best score per generation.
+        """Pareto front of (predicted latency, proxy score) beside the best score per generation;
+        see :func:`~sparsevit_sdk.search.plots.plot_result`."""
+        from .plots import plot_result  # matplotlib loads when a plot is drawn, not with the search
 
-        Uses a bare ``Figure`` (Agg), so it works headless and leaves pyplot's state alone.
-        """
-        fig = Figure(figsize=(11, 4.2), layout="constrained")
-        front_ax, progress_ax = fig.subplots(1, 2)
-        scored = self.history.dropna(subset=["score"])
-        uniform = scored[scored["ratios"].map(lambda r: len(set(r)) == 1)]
-        unit = "ms, estimated" if self.estimated else "ms"
-        front_ax.scatter(scored["predicted_ms"], scored["score"], s=9, alpha=0.35,
-                         c=np.where(scored["feasible"], "tab:blue", "tab:gray"), label="evaluated")
-        front_ax.plot(uniform["predicted_ms"], uniform["score"], "x", color="tab:green", label="uniform sparsity")
-        front = self.pareto
-        front_ax.step(front["predicted_ms"], front["score"], where="post", color="tab:orange", label="Pareto front")
-        front_ax.axvline(self.budget_ms, ls="--", color="black", lw=1, label=f"budget {self.budget_ms:.3g} ms")
-        front_ax.plot([self.predicted_ms], [self.score], "*", ms=16, color="tab:red", label=f"best {self.best}")
-        front_ax.set(xlabel=f"predicted latency on {self.hardware} ({unit})", ylabel=self.proxy_name,
-                     title=f"{self.mode} search: {len(scored)} configs scored")
-        front_ax.legend(fontsize=8, loc="lower right")
-        progress_ax.plot(self.progress["generation"], self.progress["best_score"], marker="o", ms=3)
-        progress_ax.set(xlabel="generation", ylabel="best score within budget", title="search progress")
-        progress_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if path is not None:
-            write_figure(path, fig, dpi=120)
-        return fig
+        return plot_result(self, path)
 
     # ----------------------------------------------------------- persistence
     def to_dict(self) -> dict[str, Any]:

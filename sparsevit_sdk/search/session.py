@@ -34,18 +34,14 @@ from ..predictor import LatencyPredictor
 from ..sparse.convert import sparse_backbone
 from ..sparse.swin import check_input_shape
 from .checkpoint import SearchState, read_checkpoint, write_checkpoint
-from .engine import EvolutionSearch, Executor, Mode, Proxy, proxy_name
+from .engine import EvolutionSearch
 from .executors import resolve_executor
+from .protocols import Executor, Proxy, proxy_name
 from .result import SearchResult
+from .settings import DEFAULT_BUDGET, RUN_FIELDS, SearchSettings, check_keywords, settings_from, space_settings
+from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
-# The reference settings score ~1,150 configs, 7 s each for Swin-T at 672 px on a 2-core CPU
-# (over 2 h): by default a search stops after 10 min.  On a GPU, where a call takes well
-# under 0.5 s, that still holds the whole reference search, which no limit then cuts short:
-# ``patience`` is off by default for that reason.
-DEFAULT_TIMEOUT_S = 600.0
 
 
 class SearchSession:
@@ -58,8 +54,9 @@ class SearchSession:
     :class:`LatencyPredictor` (e.g. one calibrated on your device).  The budget is either
     ``latency_budget``, a fraction of the dense model's predicted latency (default 0.7), or
     ``budget_ms``.  ``proxy(cfg) -> float`` scores a config, higher is better; without one
-    the label-free agreement with the dense model on a few demo images is used (logged as a
-    warning: it ranks configs by how little they change the outputs, not by task accuracy).
+    the label-free agreement with the dense model on ``proxy_images`` demo images of
+    ``proxy_resolution`` (default: the input's) is used (logged as a warning: it ranks
+    configs by how little they change the outputs, not by task accuracy).
     ``executor`` is "local" (default), "process", "ray" or any object with ``map(fn,
     iterable)``; proxy calls go through it (a proxy sets the sparsity of its model, so
     workers need their own copy: processes or remote workers, not threads sharing this
@@ -68,10 +65,13 @@ class SearchSession:
     ``checkpoint`` is a file rewritten after every generation; continue an interrupted
     search with :meth:`resume`.
     Evolution settings follow the SparseViT reference: ``population`` 100, the top
-    ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1.  The search stops
+    ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1 (``mutation_share`` of
+    the children are mutants, the rest crossovers).  The search stops
     early after ``timeout_s`` seconds (default 600), ``max_evaluations`` proxy evaluations
     or ``patience`` generations without a better best score (None: no limit, the default
     for these two); ``result.stopped`` and ``summary()`` say which limit fired, and when.
+    These settings are the fields of a :class:`SearchSettings`, given as keywords or as
+    ``settings``, and read back as ``session.settings``.
     """
 
     def __init__(
@@ -79,25 +79,20 @@ class SearchSession:
         model: nn.Module,
         hw: str | LatencyPredictor = "cpu",
         *,
-        latency_budget: float | None = None,
-        budget_ms: float | None = None,
         proxy: Proxy | None = None,
         input_shape: Sequence[int] = (1, 3, 672, 672),
-        seed: int | None = 0,
-        mode: Mode = "single",
-        generations: int = 20,
-        population: int = 100,
-        parents: int = 25,
-        mutation_prob: float = 0.1,
         space: SearchSpace | None = None,
         executor: Executor | str | None = None,
-        retries: int = 2,
         checkpoint: str | os.PathLike | None = None,
         progress: bool = True,
-        timeout_s: float | None = DEFAULT_TIMEOUT_S,
-        max_evaluations: int | None = None,
-        patience: int | None = None,
+        proxy_images: int = 8,
+        proxy_resolution: Sequence[int] | None = None,
+        settings: SearchSettings | None = None,
+        **options: Any,
     ) -> None:
+        if settings is None and options.get("latency_budget") is None and options.get("budget_ms") is None:
+            options["latency_budget"] = DEFAULT_BUDGET
+        self.settings = settings_from(settings, options, caller="SearchSession")
         self.model = model
         self.backbone = sparse_backbone(model)
         self.input_shape = check_input_shape(input_shape, self.backbone.in_chans)
@@ -106,28 +101,27 @@ class SearchSession:
             raise ValueError(f"the search space is for {self.space.signature!r}, the model is "
                              f"{self.backbone.signature!r}; build it with SearchSpace.from_model(model)")
         self.predictor = hw if isinstance(hw, LatencyPredictor) else LatencyPredictor.for_hardware(hw)
-        if latency_budget is None and budget_ms is None:
-            latency_budget = DEFAULT_BUDGET
         if proxy is None:
-            proxy = default_proxy(model, self.input_shape, seed=0 if seed is None else seed)
+            shape = self.input_shape if proxy_resolution is None else (*self.input_shape[:2], *proxy_resolution)
+            seed = self.settings.seed
+            proxy = default_proxy(model, shape, num_images=proxy_images, seed=0 if seed is None else seed)
             logger.warning("no proxy given: configs are scored by %s, the label-free agreement of the sparse model's "
                            "outputs with the dense model's; pass proxy=AccuracyProxy(model, loader, metric=...) to "
                            "rank them by task accuracy", proxy_name(proxy))
         self.proxy = proxy
-        self.seed = seed
         self.checkpoint = None if checkpoint is None else check_writable(checkpoint)  # before hours of search
         self.engine = EvolutionSearch(
-            self.space, self._latency, proxy, latency_budget=latency_budget, budget_ms=budget_ms, mode=mode,
-            population=population, parents=parents, generations=generations, mutation_prob=mutation_prob,
-            seed=seed, executor=resolve_executor(executor), retries=retries, progress=progress,
-            checkpoint=None if checkpoint is None else self._write_checkpoint, timeout_s=timeout_s,
-            max_evaluations=max_evaluations, patience=patience,
-        )
+            self.space, self._latency, proxy, executor=resolve_executor(executor), progress=progress,
+            checkpoint=None if checkpoint is None else self._write_checkpoint, **self.settings.to_dict())
         # an executor made here from a name is closed after each run (its pool restarts on the next)
         self._owned_executor = self.engine.executor if isinstance(executor, str) else None
         self._resume_from: SearchState | None = None
         self._elapsed_before = 0.0  # search time spent before the checkpoint this session resumes
         self._started = time.perf_counter()
+
+    @property
+    def seed(self) -> int | None:
+        return self.settings.seed
 
     def _latency(self, configs: list[SparsityConfig]) -> np.ndarray:
         return self.predictor.predict_configs(self.backbone, configs, self.input_shape)
@@ -151,17 +145,18 @@ class SearchSession:
         hw: str | LatencyPredictor | None = None,
         proxy: Proxy | None = None,
         executor: Executor | str | None = None,
-        retries: int = 2,
         progress: bool = True,
-        timeout_s: float | None = DEFAULT_TIMEOUT_S,
-        max_evaluations: int | None = None,
-        patience: int | None = None,
+        proxy_images: int = 8,
+        proxy_resolution: Sequence[int] | None = None,
+        **run: Any,
     ) -> SearchSession:
         """A session that continues the search checkpointed at ``path`` when :meth:`run` is called.
 
-        Pass the same ``model`` and ``proxy`` (None: the default proxy, as before) and, if the
+        Pass the same ``model`` and ``proxy`` (None: the default proxy, with the same
+        ``proxy_images`` and ``proxy_resolution`` as before) and, if the
         search used a predictor object rather than a target name, that predictor as ``hw``;
-        the executor may differ.  The resumed run keeps checkpointing to ``path``.  Limits
+        the executor may differ.  The resumed run keeps checkpointing to ``path``.  The
+        settings come from the checkpoint, but for ``run``: ``retries`` and the limits, which
         are this run's, like the executor: ``timeout_s`` counts from this run's start,
         ``max_evaluations`` and ``patience`` count the whole search, so with the same ones it
         ends where an unbroken run would have.
@@ -174,12 +169,10 @@ class SearchSession:
                              "model the search was started with")
         space = SearchSpace.from_model(backbone, grid=s["grid"], granularity=s["granularity"],
                                        monotonic=s["monotonic"])
-        session = cls(model, info["hardware"] if hw is None else hw, latency_budget=s["latency_budget"],
-                      budget_ms=s["budget_ms"], proxy=proxy, input_shape=info["input_shape"], seed=s["seed"],
-                      mode=s["mode"], generations=s["generations"], population=s["population"], parents=s["parents"],
-                      mutation_prob=s["mutation_prob"], space=space, executor=executor, retries=retries,
-                      checkpoint=path, progress=progress, timeout_s=timeout_s, max_evaluations=max_evaluations,
-                      patience=patience)
+        check_keywords(run, caller="SearchSession.resume (the other settings are the checkpoint's)", allowed=RUN_FIELDS)
+        session = cls(model, info["hardware"] if hw is None else hw, proxy=proxy, input_shape=info["input_shape"],
+                      space=space, executor=executor, checkpoint=path, progress=progress, proxy_images=proxy_images,
+                      proxy_resolution=proxy_resolution, settings=SearchSettings.from_shape(s, **run))
         session._check_resumable(state, info, path)
         session._resume_from, session._elapsed_before = state, float(info["elapsed_s"])
         return session
@@ -207,18 +200,12 @@ class SearchSession:
             if close is not None:
                 close()
         elapsed = self._elapsed()
-        engine = self.engine
         result = SearchResult(
             best=out.best, predicted_ms=out.best_ms, dense_predicted_ms=out.dense_ms, score=out.best_score,
             dense_score=out.dense_score, budget_ms=out.budget_ms, hardware=self.predictor.hardware,
             estimated=self.predictor.estimated, proxy_name=proxy_name(self.proxy), input_shape=self.input_shape,
-            mode=engine.mode, seed=self.seed, search_time_s=elapsed, history=out.history, progress=out.progress,
-            settings={"population": engine.population, "parents": engine.parents,
-                      "generations": engine.generations, "mutation_prob": engine.mutation_prob,
-                      "mutation_share": engine.mutation_share, "grid": list(self.space.grid),
-                      "granularity": self.space.granularity, "monotonic": self.space.monotonic,
-                      "timeout_s": engine.timeout_s, "max_evaluations": engine.max_evaluations,
-                      "patience": engine.patience},
+            mode=self.settings.mode, seed=self.settings.seed, search_time_s=elapsed, history=out.history,
+            progress=out.progress, settings={**self.settings.to_dict(), **space_settings(self.space)},
             stopped=out.stopped,
             predictor_info={"statistic": getattr(self.predictor, "statistic_", None),
                             "threads": list(getattr(self.predictor, "threads_", None) or []),

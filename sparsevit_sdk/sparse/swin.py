@@ -17,28 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..arch import check_input_shape as check_input_shape  # re-exported: callers validate shapes here
+from ..arch import format_signature, kept_windows, padding
 from ..config import SparsityConfig
-from .windows import DEFAULT_WINDOWING, Windowing, WindowLayout, kept_windows, pad_to_windows, top_windows
-
-
-def relative_position_index(window_size: int) -> torch.Tensor:
-    """Index into the ``((2ws-1)^2, heads)`` bias table for every token pair: ``(N, N)``."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
-    ).flatten(1)  # (2, N)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
-    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]  # (N, N)
-
-
-def check_input_shape(input_shape: Sequence[int], in_chans: int | None = None) -> tuple[int, ...]:
-    """``input_shape`` as ``(B, C, H, W)`` ints, or a ValueError that names what is wrong: a
-    latency timed or predicted for a shape no model can run would be a number for nothing."""
-    shape = tuple(int(v) for v in input_shape)
-    if len(shape) != 4 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (B, C, H, W) with every size >= 1, got {tuple(input_shape)}")
-    if in_chans is not None and shape[1] != in_chans:
-        raise ValueError(f"input_shape {shape} has {shape[1]} channels, but the model takes {in_chans}")
-    return shape
+from .windows import DEFAULT_WINDOWING, Windowing, WindowLayout, pad_to_windows, relative_position_index, top_windows
 
 
 class PatchEmbed(nn.Module):
@@ -58,7 +40,7 @@ class PatchEmbed(nn.Module):
                 f"{tuple(x.shape)}; convert grayscale/RGBA inputs to {self.in_chans} channels"
             )
         p = self.patch_size
-        pad_h, pad_w = (-x.shape[2]) % p, (-x.shape[3]) % p
+        pad_h, pad_w = padding(x.shape[2], p), padding(x.shape[3], p)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/p, W/p, D)
@@ -74,7 +56,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = F.pad(x, (0, 0, 0, padding(W, 2), 0, padding(H, 2)))
         H, W = x.shape[1], x.shape[2]
         # channel order x[0::2,0::2], x[1::2,0::2], x[0::2,1::2], x[1::2,1::2] as in Swin
         x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
@@ -249,14 +231,8 @@ class SparseSwinStage(nn.Module):
         block = self.blocks[index]
         B = x.shape[0]
         rows = layout.rows(windows, block.shifted, B)
-        mask = None
-        if block.shifted and layout.shift_mask is not None:
-            mask = layout.shift_mask if windows is None else layout.shift_mask[windows]
-            mask = mask.expand(B, -1, -1, -1) if windows is None else mask
-            mask = mask.flatten(0, 1)  # (B*K, N, N)
-        valid = None
-        if layout.valid is not None:
-            valid = layout.valid.repeat(B)[rows].unsqueeze(-1).to(x.dtype)  # (B*K*N, 1)
+        mask = layout.window_mask(windows, block.shifted, B)  # (B*K, N, N) or None
+        valid = layout.valid_rows(rows, B, x.dtype)  # (B*K*N, 1) or None
         real = layout.real_tokens(block.shifted, B) if windows is None else None
         block(x.view(-1, x.shape[-1]), rows, mask, valid, real)
         return x
@@ -333,16 +309,8 @@ class SparseSwin(nn.Module):
     @property
     def signature(self) -> str:
         """Architecture id stored with every config, so a config cannot be applied to a
-        model whose knobs mean something else."""
-        def join(values: Sequence[int]) -> str:
-            return ".".join(map(str, values))
-
-        windows = self.window_size
-        w = str(windows[0]) if len(set(windows)) == 1 else join(windows)
-        return (
-            f"swin-e{self.embed_dim}-d{join(self.depths)}-h{join(self.num_heads)}"
-            f"-w{w}-p{self.patch_size}"
-        )
+        model whose knobs mean something else (format: :func:`sparsevit_sdk.arch.format_signature`)."""
+        return format_signature(self.embed_dim, self.depths, self.num_heads, self.window_size, self.patch_size)
 
     @property
     def block_sparsity(self) -> list[list[float]]:

@@ -9,23 +9,25 @@ block touches only the tokens of the windows it keeps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from ..arch import kept_windows as kept_windows  # re-exported: the count lives with the rest of the geometry
+from ..arch import padded, padding
+
 MASK_VALUE = -100.0  # what Swin adds to attention logits across shifted-window regions
 
 
-def kept_windows(num_windows: int, sparsity: float) -> int:
-    """Windows kept per image at ``sparsity``: ``int(nW * (1 - s))``, at least one.
-
-    A tiny epsilon absorbs float error (``10 * (1 - 0.3)`` is 6.999…); the floor of one
-    keeps a stage from degenerating to the identity at low resolution.
-    """
-    return max(1, int(math.floor(num_windows * (1.0 - sparsity) + 1e-6)))
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """Index into the ``((2ws-1)^2, heads)`` bias table for every token pair: ``(N, N)``."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
+    ).flatten(1)  # (2, N)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
+    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]  # (N, N)
 
 
 def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -34,7 +36,7 @@ def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
     Always returns a new tensor: the stage updates it in place.
     """
     _, H, W, _ = x.shape
-    pad_h, pad_w = (-H) % window_size, (-W) % window_size
+    pad_h, pad_w = padding(H, window_size), padding(W, window_size)
     if pad_h or pad_w:
         return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     return x.clone()
@@ -113,8 +115,8 @@ class Windowing:
         if self.no_shift == "min-side":
             return (0, 0) if min(H, W) <= window_size else shift
         if self.no_shift == "padded-side":
-            padded = (H + (-H) % window_size, W + (-W) % window_size)
-            return tuple(0 if n <= window_size else s for n, s in zip(padded, shift))
+            sides = (padded(H, window_size), padded(W, window_size))
+            return tuple(0 if n <= window_size else s for n, s in zip(sides, shift))
         return shift
 
 
@@ -151,7 +153,7 @@ class WindowLayout:
     ) -> WindowLayout:
         """Layout for an unpadded ``H x W`` feature map; ``shift`` (rows, cols) defaults to half a window."""
         ws = window_size
-        Hp, Wp = H + (-H) % ws, W + (-W) % ws
+        Hp, Wp = padded(H, ws), padded(W, ws)
         shift = windowing.effective_shift(H, W, ws, (ws // 2, ws // 2) if shift is None else tuple(shift))
         valid = None
         if (Hp, Wp) != (H, W):
@@ -190,6 +192,21 @@ class WindowLayout:
         regular = tokens[:, self.regular].norm(dim=-1)  # (B, nW)
         shifted = tokens[:, self.shifted].norm(dim=-1) if any(self.shift) else regular
         return regular, shifted
+
+    def window_mask(self, windows: torch.Tensor | None, shifted: bool, batch: int) -> torch.Tensor | None:
+        """Shift mask ``(B*K, N, N)`` of the windows a block runs on (``windows: (B, K)``, or None
+        for all), or None for a regular block or a layout without shift."""
+        if not shifted or self.shift_mask is None:
+            return None
+        mask = self.shift_mask.expand(batch, -1, -1, -1) if windows is None else self.shift_mask[windows]
+        return mask.flatten(0, 1)
+
+    def valid_rows(self, rows: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """``(len(rows), 1)``: 1 at real tokens and 0 at padding among ``rows`` (from :meth:`rows`),
+        or None when nothing is padded."""
+        if self.valid is None:
+            return None
+        return self.valid.repeat(batch)[rows].unsqueeze(-1).to(dtype)
 
     def real_tokens(self, shifted: bool, batch: int) -> torch.Tensor | None:
         """Positions of the real (unpadded) tokens in the all-windows order of :meth:`rows`

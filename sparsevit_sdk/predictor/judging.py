@@ -1,0 +1,56 @@
+"""Judging a fitted predictor: the whole-model rows it never saw, its accuracy on them, and
+two baselines (FLOPs-proportional, and a lookup table of measured units as once-for-all does)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .metrics import accuracy
+from .rows import model_gflops, model_key, model_units, runnable, with_mlp_ratio
+
+if TYPE_CHECKING:
+    from .latency import LatencyPredictor
+
+
+def held_out(predictor: LatencyPredictor, df: pd.DataFrame) -> pd.DataFrame:
+    """The whole-model rows of the validated profile ``df`` whose key is not in
+    ``fit_keys_``, with ``predicted_ms``; ``attrs["excluded"]`` counts the others."""
+    models = df[df["layer"] == "model"].reset_index(drop=True)
+    held = models[~models.apply(model_key, axis=1).isin(set(predictor.fit_keys_))] if len(models) else models
+    if held.empty:
+        raise ValueError("no whole-model rows left to judge on: every one was used in fitting (or there are "
+                         "none); profile more configs or evaluate on another dataset")
+    held = with_mlp_ratio(held, df)
+    held = held.assign(predicted_ms=predictor.scale_ * predictor._layer_sums(held) + predictor.overhead_ms_)
+    held.attrs["excluded"] = int(len(models) - len(held))
+    return held
+
+
+def evaluate(predictor: LatencyPredictor, df: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy of ``predictor`` and of the two baselines on :func:`held_out` rows of the
+    validated profile ``df`` (see :meth:`LatencyPredictor.evaluate`)."""
+    held = held_out(predictor, df)
+    y = held[predictor.statistic_].to_numpy(float)
+    return {
+        "hardware": predictor.hardware_, "estimated": predictor.estimated_, "statistic": predictor.statistic_,
+        "excluded": held.attrs["excluded"],
+        "xgboost": accuracy(held["predicted_ms"].to_numpy(float), y),
+        "flops": accuracy(predictor.ms_per_gflop_ * model_gflops(held), y),
+        "lookup": accuracy(lookup(runnable(df[df["layer"] != "model"]), held, predictor.statistic_), y),
+    }
+
+
+def lookup(layers: pd.DataFrame, models: pd.DataFrame, statistic: str) -> np.ndarray:
+    """Sum of the measured ``statistic`` of units per config; NaN where a unit was never measured."""
+    def key(frame: pd.DataFrame) -> pd.Series:
+        kept = np.where(frame["layer"] == "block_pair", frame["windows_kept"], 0)
+        return (frame["layer"].astype(str) + "|" + frame["signature"].astype(str) + "|"
+                + frame["stage"].astype(str) + "|" + frame["img_h"].astype(str) + "x" + frame["img_w"].astype(str)
+                + "|" + frame["batch"].astype(str) + "|" + frame["dtype"].astype(str) + "|" + kept.astype(str))
+
+    table = layers.groupby(key(layers))[statistic].mean()
+    return np.array([float((units["weight"] * key(units).map(table)).sum(skipna=False))
+                     for units in model_units(models)])

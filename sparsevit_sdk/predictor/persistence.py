@@ -1,0 +1,133 @@
+"""Predictor files: one JSON document of metadata plus every booster in xgboost's own JSON
+format, checked field by field on load.  Nothing is ever pickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from .._atomic import write_json
+from .._documents import DocumentError, Field, check_header, header, read_json
+from .._version import __version__
+from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
+from .rows import STATISTICS
+
+if TYPE_CHECKING:
+    from .latency import LatencyPredictor
+
+FORMAT = "sparsevit-latency-predictor"
+SCHEMA_VERSION = 1
+REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
+
+
+def to_dict(predictor: LatencyPredictor) -> dict[str, Any]:
+    """See :meth:`LatencyPredictor.to_dict`."""
+    p = predictor
+    meta = {
+        **header(FORMAT, SCHEMA_VERSION), "hardware": p.hardware_,
+        "estimated": p.estimated_, "estimate": p.estimate_, "statistic": p.statistic_,
+        "dtype": p.dtype_, "threads": p.threads_, "fingerprint": p.fingerprint_,
+        "features": list(FEATURES), "params": p.get_params(), "scale": p.scale_,
+        "overhead_ms": p.overhead_ms_, "ms_per_gflop": p.ms_per_gflop_, "unit_scale": p.unit_scale_,
+        "calibration": p.calibration_, "metrics": p.metrics_, "fit_keys": p.fit_keys_,
+        "versions": {"sparsevit_sdk": __version__, "xgboost": xgb.__version__, "numpy": np.__version__,
+                     "pandas": pd.__version__, "python": platform.python_version()},
+    }
+    units = {kind: {"linear": [float(c) for c in p.linear_[kind]],
+                    "booster": json.loads(p.boosters_[kind].save_raw("json"))} for kind in UNIT_KINDS}
+    return {**_finite(meta), "units": units}
+
+
+def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) -> LatencyPredictor:
+    """See :meth:`LatencyPredictor.from_dict`."""
+    check_header(data, FORMAT, SCHEMA_VERSION, source=source, what="latency predictor", fix=REFIT)
+    if data.get("features") != list(FEATURES):
+        raise DocumentError(f"{source}: the predictor was fitted on features {data.get('features')}, this "
+                            f"sparsevit-sdk computes {list(FEATURES)}; {REFIT}")
+    doc = Field(data, source=source, what="predictor file", fix=REFIT)
+    params = doc["params"]
+    new = cls(statistic=params["statistic"].text(("auto", *STATISTICS)),
+              n_estimators=params["n_estimators"].number(integer=True, minimum=1),
+              max_depth=params["max_depth"].number(integer=True, minimum=0),
+              learning_rate=params["learning_rate"].number(above=0),
+              overhead_fraction=params["overhead_fraction"].number(minimum=0, maximum=1),
+              random_state=params["random_state"].number(integer=True))
+    linear, boosters = {}, {}
+    for kind in UNIT_KINDS:
+        linear[kind], boosters[kind] = _read_unit(doc["units"][kind])
+    return new._set_learned(
+        linear_=linear, boosters_=boosters,
+        hardware_=doc["hardware"].text(), estimated_=doc["estimated"].flag(),
+        estimate_=None if doc["estimate"].value is None else _read_estimate(doc["estimate"]),
+        statistic_=doc["statistic"].text(STATISTICS), dtype_=doc["dtype"].text(tuple(DTYPE_BYTES)),
+        threads_=[t.number(integer=True, minimum=1) for t in doc["threads"].elements(nonempty=True)],
+        fingerprint_=doc["fingerprint"].mapping(),
+        scale_=doc["scale"].number(above=0), overhead_ms_=doc["overhead_ms"].number(minimum=0),
+        ms_per_gflop_=float(doc["ms_per_gflop"].number(above=0, nullable=True) or "nan"),  # null: no model rows
+        unit_scale_={group: scale.number(minimum=0) for group, scale in doc["unit_scale"].items()},
+        calibration_=doc["calibration"].mapping(), metrics_=doc["metrics"].mapping(),
+        fit_keys_=[key.text() for key in doc["fit_keys"].elements()],
+    )
+
+
+def save(predictor: LatencyPredictor, path: str | os.PathLike) -> Path:
+    """See :meth:`LatencyPredictor.save`."""
+    return write_json(path, to_dict(predictor), separators=(",", ":"))
+
+
+def load(cls: type[LatencyPredictor], name_or_path: str | os.PathLike, shipped: dict[str, Path]) -> LatencyPredictor:
+    """See :meth:`LatencyPredictor.load`; ``shipped``: the shipped predictor files by name."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        if str(name_or_path) not in shipped:
+            raise ValueError(
+                f"no predictor file {str(name_or_path)!r} and no shipped predictor of that name (shipped: "
+                f"{', '.join(shipped) or 'none'}); for a target without measurements use "
+                f"LatencyPredictor.for_hardware({str(name_or_path)!r}), which gives a spec-based estimate")
+        path = shipped[str(name_or_path)]
+    data = read_json(path, what="latency predictor",
+                     fix="predictors are JSON files written by `sparsevit-fit`, never pickles")
+    return from_dict(cls, data, str(path))
+
+
+def _read_unit(unit: Field) -> tuple[np.ndarray, xgb.Booster]:
+    """One unit kind's analytic base ``c0 + c1·FLOPs + c2·bytes`` (each >= 0) and booster."""
+    linear = unit["linear"]
+    coef = np.array([c.number(minimum=0) for c in linear.elements(length=3)])
+    if not coef.any():
+        raise linear.error("is all zeros: the analytic base would be 0 ms")
+    booster = xgb.Booster()
+    try:
+        booster.load_model(bytearray(json.dumps(unit["booster"].mapping()).encode()))
+    except xgb.core.XGBoostError as err:
+        raise unit["booster"].error(f"is not a model xgboost {xgb.__version__} can load") from err
+    return coef, booster
+
+
+def _read_estimate(estimate: Field) -> dict[str, Any]:
+    """The ``estimate`` of a spec-based predictor: what ``transfer.to_target`` reads."""
+    estimate["source"].text()
+    estimate["source_dtype"].text(tuple(DTYPE_BYTES))
+    for spec in (estimate["source_spec"], estimate["target_spec"]):
+        for name in ("peak_fp32_tflops", "peak_fp16_tflops", "mem_bw_gbs"):
+            spec[name].number(above=0)
+        spec["op_overhead_us"].number(minimum=0)
+    return estimate.value
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf → None, so files are strict JSON."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj

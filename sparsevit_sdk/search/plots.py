@@ -1,0 +1,43 @@
+"""Plots of a search: the Pareto front of (predicted latency, proxy score) and the progress."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .._atomic import write_figure
+
+if TYPE_CHECKING:
+    from .result import SearchResult
+
+
+def plot_result(result: SearchResult, path: str | os.PathLike | None = None) -> Figure:
+    """Pareto front of (predicted latency, proxy score) beside the best score per generation.
+
+    Uses a bare ``Figure`` (Agg), so it works headless and leaves pyplot's state alone.
+    """
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    front_ax, progress_ax = fig.subplots(1, 2)
+    scored = result.history.dropna(subset=["score"])
+    uniform = scored[scored["ratios"].map(lambda r: len(set(r)) == 1)]
+    unit = "ms, estimated" if result.estimated else "ms"
+    front_ax.scatter(scored["predicted_ms"], scored["score"], s=9, alpha=0.35,
+                     c=np.where(scored["feasible"], "tab:blue", "tab:gray"), label="evaluated")
+    front_ax.plot(uniform["predicted_ms"], uniform["score"], "x", color="tab:green", label="uniform sparsity")
+    front = result.pareto
+    front_ax.step(front["predicted_ms"], front["score"], where="post", color="tab:orange", label="Pareto front")
+    front_ax.axvline(result.budget_ms, ls="--", color="black", lw=1, label=f"budget {result.budget_ms:.3g} ms")
+    front_ax.plot([result.predicted_ms], [result.score], "*", ms=16, color="tab:red", label=f"best {result.best}")
+    front_ax.set(xlabel=f"predicted latency on {result.hardware} ({unit})", ylabel=result.proxy_name,
+                 title=f"{result.mode} search: {len(scored)} configs scored")
+    front_ax.legend(fontsize=8, loc="lower right")
+    progress_ax.plot(result.progress["generation"], result.progress["best_score"], marker="o", ms=3)
+    progress_ax.set(xlabel="generation", ylabel="best score within budget", title="search progress")
+    progress_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if path is not None:
+        write_figure(path, fig, dpi=120)
+    return fig

@@ -1,0 +1,34 @@
+"""What the engine is given: a batch latency function, a proxy, and an executor to map it with.
+
+The engine, the built-in executors and the session all import these from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..config import SparsityConfig
+
+LatencyFn = Callable[[list[SparsityConfig]], np.ndarray]  # configs → predicted ms, one batch (cheap)
+Proxy = Callable[[SparsityConfig], float]  # config → score, higher is better (expensive)
+
+
+class Executor(Protocol):
+    """Anything with ``map`` (the builtin's signature): ``concurrent.futures`` executors, Ray
+    pools, ``multiprocessing.Pool``."""
+
+    def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], /) -> Iterable[Any]: ...
+
+
+def proxy_name(proxy: Proxy) -> str:
+    """What a proxy is called in messages, results and checkpoints."""
+    return str(getattr(proxy, "name", None) or getattr(proxy, "__name__", None) or type(proxy).__name__)
+
+
+def check_executor(executor: Executor | None) -> None:
+    """Refuse an executor without ``map`` before any work."""
+    if executor is not None and not callable(getattr(executor, "map", None)):
+        raise TypeError(f"executor must have a map(fn, iterable) method; {type(executor).__name__} has none")

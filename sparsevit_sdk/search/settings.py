@@ -1,0 +1,163 @@
+"""SearchSettings: everything that says how a search runs, in one frozen, validated record.
+
+The engine, the session, a resumed session, the CLI, the checkpoint and the result all read
+their settings from here.  Two kinds of field:
+
+- what *shapes* the search (:data:`SHAPE_FIELDS`: mode, sizes, mutation, seed, budget): a
+  resumed search must be given the same, so the checkpoint stores them and compares them;
+- how *this run* goes (retries and the limits ``timeout_s``, ``max_evaluations``,
+  ``patience``): they decide when to stop, not what is searched, so a resume may change them.
+
+The search space (signature, grid, granularity, monotonic) is not a setting: it is its own
+object, :class:`~sparsevit_sdk.config.SearchSpace`; :func:`space_settings` writes it beside
+the settings where a file records both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from ..config import SearchSpace
+
+Mode = Literal["single", "nsga2"]
+
+DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
+# The reference settings score ~1,150 configs, 7 s each for Swin-T at 672 px on a 2-core CPU
+# (over 2 h): by default a search stops after 10 min.  On a GPU, where a call takes well
+# under 0.5 s, that still holds the whole reference search, which no limit then cuts short:
+# ``patience`` is off by default for that reason.
+DEFAULT_TIMEOUT_S = 600.0
+
+SHAPE_FIELDS = ("mode", "population", "parents", "generations", "mutation_prob", "mutation_share", "seed",
+                "latency_budget", "budget_ms")
+
+
+def check_budget(latency_budget: float | None, budget_ms: float | None) -> None:
+    """Exactly one of a fraction of dense latency or an absolute value in ms.
+
+    Two explicit arguments instead of one number read by size: 0.8 could be a fraction or a
+    real budget in ms on a fast GPU, and a unit mistake would silently search the wrong thing.
+    """
+    if (latency_budget is None) == (budget_ms is None):
+        raise ValueError("give exactly one budget: latency_budget=0.7 (fraction of dense latency) or "
+                         "budget_ms=12.5 (milliseconds)")
+    if budget_ms is not None and not budget_ms > 0:
+        raise ValueError(f"budget_ms must be positive, got {budget_ms}")
+    if latency_budget is not None and not 0 < latency_budget <= 1:
+        hint = f"; for an absolute budget pass budget_ms={latency_budget}" if latency_budget > 1 else ""
+        raise ValueError(f"latency_budget is a fraction of the dense model's latency in (0, 1], got "
+                         f"{latency_budget}{hint}")
+
+
+def resolve_budget(latency_budget: float | None, budget_ms: float | None, dense_ms: float) -> float:
+    """The budget in ms from exactly one of a fraction of dense latency or an absolute value."""
+    check_budget(latency_budget, budget_ms)
+    return float(budget_ms) if budget_ms is not None else float(latency_budget) * dense_ms
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a search runs (see the module docstring); refused on construction if invalid.
+
+    ``population`` candidates per generation, of which the best ``parents`` survive and breed
+    ``population - parents`` children, ``mutation_share`` of them by mutation (each gene
+    redrawn with ``mutation_prob``), the rest by crossover; ``generations`` rounds after the
+    first population.  Budget: ``latency_budget`` as a fraction of the dense config's latency,
+    or ``budget_ms``.  A failed evaluation is retried ``retries`` times.  ``timeout_s``,
+    ``max_evaluations`` and ``patience`` stop the search early (None: no limit).
+    """
+
+    latency_budget: float | None = None
+    budget_ms: float | None = None
+    mode: Mode = "single"
+    population: int = 100
+    parents: int = 25
+    generations: int = 20
+    mutation_prob: float = 0.1
+    mutation_share: float = 0.5
+    seed: int | None = 0
+    retries: int = 2
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    max_evaluations: int | None = None
+    patience: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("single", "nsga2"):
+            raise ValueError(f"mode must be 'single' (best score under the budget) or 'nsga2' (Pareto front), "
+                             f"got {self.mode!r}")
+        if not 2 <= self.parents < self.population:
+            raise ValueError(f"need 2 <= parents < population, got parents={self.parents}, "
+                             f"population={self.population}")
+        if self.generations < 0:
+            raise ValueError(f"generations must be >= 0, got {self.generations}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0 (extra attempts of a failed evaluation), got {self.retries}")
+        for name, p in (("mutation_prob", self.mutation_prob), ("mutation_share", self.mutation_share)):
+            if not 0 <= p <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+        check_budget(self.latency_budget, self.budget_ms)
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds (or None: no time limit), got "
+                             f"{self.timeout_s}")
+        if self.max_evaluations is not None and self.max_evaluations < 2:
+            raise ValueError(f"max_evaluations must be >= 2, the dense and the fastest uniform config are always "
+                             f"scored (or None: no limit), got {self.max_evaluations}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 generations (or None: never stop for lack of progress), got "
+                             f"{self.patience}")
+
+    @classmethod
+    def from_shape(cls, shape: dict[str, Any], **run: Any) -> SearchSettings:
+        """The settings of a checkpointed search (its :meth:`shape`) with this run's ``retries`` and limits."""
+        return cls(**{name: shape[name] for name in SHAPE_FIELDS if name in shape}, **run)
+
+    def shape(self) -> dict[str, Any]:
+        """What shapes the search (not how this run goes): a resumed search must be given the same."""
+        return {name: getattr(self, name) for name in SHAPE_FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def limit_message(self, limit: str) -> str:
+        """Why the limit ``limit`` (``"time"``, ``"evaluations"``, ``"patience"``) ended a search,
+        and the setting that would let it go on."""
+        if limit == "time":
+            return (f"the time limit of {self.timeout_s:g} s was reached; pass a larger timeout_s (or None) to "
+                    "search longer")
+        if limit == "evaluations":
+            return (f"the limit of {self.max_evaluations} proxy evaluations was reached; raise max_evaluations to "
+                    "search longer")
+        return (f"the best score has not improved for {self.patience} generations (patience); raise patience (or "
+                "pass None) to search on")
+
+
+FIELDS = tuple(f.name for f in fields(SearchSettings))
+RUN_FIELDS = ("retries", "timeout_s", "max_evaluations", "patience")  # what a resumed search may change
+
+
+def check_keywords(options: dict[str, Any], *, caller: str, allowed: tuple[str, ...] = FIELDS) -> None:
+    """Refuse a keyword that is no setting ``caller`` takes, naming the ones it does."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"{caller} got unexpected keyword argument(s) {', '.join(unknown)}; the search settings it "
+                        f"takes are {', '.join(allowed)}")
+
+
+def settings_from(settings: SearchSettings | None, options: dict[str, Any], *, caller: str,
+                  **defaults: Any) -> SearchSettings:
+    """``settings`` or, without it, a :class:`SearchSettings` of the setting keywords ``options``
+    a ``caller`` was given (over its ``defaults``)."""
+    check_keywords(options, caller=caller)
+    if settings is None:
+        return SearchSettings(**{**defaults, **options})
+    if options:
+        raise TypeError(f"{caller}: pass settings=SearchSettings(...) or the setting keywords "
+                        f"({', '.join(sorted(options))}), not both")
+    return settings
+
+
+def space_settings(space: SearchSpace) -> dict[str, Any]:
+    """The search space as recorded beside the settings in checkpoints and results."""
+    return {"signature": space.signature, "grid": list(space.grid), "granularity": space.granularity,
+            "monotonic": space.monotonic}

@@ -1,0 +1,151 @@
+"""Does the speed-up hold on real hardware?  Time the dense model and a search's best config
+with the real sparse kernels and set the measurements beside what was predicted."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..accuracy.state import preserved
+from ..config import SparsityConfig
+from ..devices import resolve_device
+from ..profiler.fingerprint import describe_mismatch, device_fingerprint
+from ..profiler.timing import measure_latency, stable_statistic
+from ..sparse.convert import sparse_backbone
+
+if TYPE_CHECKING:
+    from .result import SearchResult
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Measured dense vs sparse latency of the best config, next to what was predicted.
+
+    ``dense_ms``/``sparse_ms`` are the lowest ``statistic`` over ``rounds`` (rounds alternate
+    dense and sparse, so drift hits both alike; load on a shared machine only ever slows a
+    round down, so the fastest round is the one to trust).  ``comparable`` is
+    False when the predictions were not made for this device (another target, an estimate,
+    or another CPU): the measured speed-up still shows the kernels work, but measured vs
+    predicted ms then says nothing about the predictor.
+    """
+
+    device: str
+    hardware: str
+    statistic: str
+    threads: int
+    clock: str
+    dense_ms: float
+    sparse_ms: float
+    predicted_dense_ms: float
+    predicted_ms: float
+    dense_rounds_ms: tuple[float, ...]
+    sparse_rounds_ms: tuple[float, ...]
+    comparable: bool
+    note: str
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_ms / self.sparse_ms
+
+    @property
+    def predicted_speedup(self) -> float:
+        return self.predicted_dense_ms / self.predicted_ms
+
+    @property
+    def ratio(self) -> float:
+        """Measured / predicted latency of the sparse model (1.0 is a perfect prediction)."""
+        return self.sparse_ms / self.predicted_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup": self.speedup, "predicted_speedup": self.predicted_speedup,
+                "ratio": self.ratio}
+
+    def __str__(self) -> str:
+        lines = [
+            f"validation on {self.device} ({self.threads} threads, {self.clock} clock, {self.statistic}):",
+            f"  measured  dense {self.dense_ms:.3f} ms, sparse {self.sparse_ms:.3f} ms -> {self.speedup:.2f}x",
+            f"  predicted dense {self.predicted_dense_ms:.3f} ms, sparse {self.predicted_ms:.3f} ms -> "
+            f"{self.predicted_speedup:.2f}x on {self.hardware}",
+        ]
+        if self.comparable:
+            lines.append(f"  measured / predicted: sparse {self.ratio:.2f}, dense "
+                         f"{self.dense_ms / self.predicted_dense_ms:.2f}")
+        lines.append(f"  note: {self.note}")
+        return "\n".join(lines)
+
+
+def _fingerprints(info: dict) -> list[dict]:
+    """A predictor's device description(s): one fingerprint, or several keyed by their id."""
+    return [info] if "fingerprint_id" in info else [v for v in info.values() if isinstance(v, dict)]
+
+
+def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
+                    warmup: int = 5, rounds: int = 3, threads: int | None = None,
+                    clock: str | None = None) -> ValidationReport:
+    """Time the dense and the best config on ``device`` with the real sparse kernels.
+
+    On a CPU, ``threads`` and ``clock`` (``"wall"`` or ``"cpu"``, see ``time_callable``)
+    default to how the predictor's data was measured, when known, so measured and
+    predicted ms are like for like.  The model's sparsity, mode, device and dtype are
+    restored afterwards.
+    """
+    model = model if model is not None else result.model
+    if model is None:
+        raise ValueError("this result has no model attached (it was loaded from a file); pass the model it was "
+                         "searched for: result.validate(device, model=model)")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    backbone = sparse_backbone(model)
+    result.best.check_model(backbone.signature)
+    dev = resolve_device(device)
+    fingerprints = _fingerprints(result.predictor_info.get("fingerprint") or {})
+    fitted_threads = result.predictor_info.get("threads") or []
+    if threads is None and dev.type == "cpu" and len(fitted_threads) == 1:
+        threads = int(fitted_threads[0])
+    threads = threads or torch.get_num_threads()
+    fitted_clocks = {fp.get("clock") for fp in fingerprints}
+    if clock is None:
+        clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} else "wall"
+    statistic = stable_statistic(dev)
+    dense_cfg = SparsityConfig((0.0,) * len(result.best.ratios), result.best.signature, result.best.granularity)
+
+    param = next(backbone.parameters())
+    home = (param.device, param.dtype)
+    rows: dict[SparsityConfig, list[float]] = {dense_cfg: [], result.best: []}
+    try:
+        with preserved(backbone, training=False):
+            for _ in range(rounds):
+                for cfg, values in rows.items():
+                    backbone.set_sparsity(cfg)
+                    stats = measure_latency(backbone, result.input_shape, dev, warmup=warmup, repeats=repeats,
+                                            threads=threads, clock=clock)
+                    values.append(getattr(stats, statistic))
+    finally:
+        backbone.to(device=home[0], dtype=home[1])
+    comparable, note = _comparability(result, fingerprints, device_fingerprint(dev, threads=threads, clock=clock))
+    return ValidationReport(
+        device=str(dev), hardware=result.hardware, statistic=statistic, threads=threads, clock=clock,
+        dense_ms=min(rows[dense_cfg]), sparse_ms=min(rows[result.best]),
+        predicted_dense_ms=result.dense_predicted_ms, predicted_ms=result.predicted_ms,
+        dense_rounds_ms=tuple(rows[dense_cfg]), sparse_rounds_ms=tuple(rows[result.best]),
+        comparable=comparable, note=note,
+    )
+
+
+def _comparability(result: SearchResult, fingerprints: list[dict], here: dict) -> tuple[bool, str]:
+    """Whether the measuring device (``here``) is the one the predictions were made for, and why."""
+    if result.estimated:
+        return False, (f"{result.hardware} latencies are estimated from published specs, and this run measured "
+                       f"{here['device']}: compare the speed-ups, not the milliseconds; profile the target with "
+                       "`sparsevit-profile` to get a measured predictor")
+    ids = {i for fp in fingerprints for i in np.atleast_1d(fp["fingerprint_id"]).tolist()}
+    if here["fingerprint_id"] in ids:
+        return True, f"measured on the device the {result.hardware} predictor was fitted on"
+    described = [fp for fp in fingerprints if "device_type" in fp]
+    why = describe_mismatch(described[0], here) if described else "the predictor records no device description"
+    return False, (f"this {here['device']} is not the device the {result.hardware} predictor was fitted on "
+                   f"({why}); measured vs predicted ms does not judge the predictor here")
