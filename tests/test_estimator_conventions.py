@@ -5,10 +5,10 @@ import pytest
 import sklearn.exceptions
 
 from sparsevit_sdk.config import SearchSpace
+from sparsevit_sdk.dataset.schema import LATENCY_COLUMNS, stable_statistic
 from sparsevit_sdk.models import build_model
 from sparsevit_sdk.predictor import LatencyPredictor
-from sparsevit_sdk.profiler.schema import LATENCY_COLUMNS
-from sparsevit_sdk.profiler.timing import LatencyStats, stable_statistic
+from sparsevit_sdk.profiler.timing import LatencyStats
 
 SHAPE = (1, 3, 64, 64)
 

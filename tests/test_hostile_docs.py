@@ -23,9 +23,9 @@ from sparsevit_sdk._data import shipped_predictors
 from sparsevit_sdk._documents import DocumentError
 from sparsevit_sdk.accuracy import DemoRecipe, build_demo_model, train_demo_supernet
 from sparsevit_sdk.cli.fit import main as fit_main
+from sparsevit_sdk.dataset.fingerprint import fingerprint_id
 from sparsevit_sdk.predictor import LatencyPredictor
 from sparsevit_sdk.profiler import SchemaError, SweepSettings, dataset_path, load_profiles, profile_model
-from sparsevit_sdk.profiler.fingerprint import fingerprint_id
 from sparsevit_sdk.search.checkpoint import read_checkpoint, write_checkpoint
 from sparsevit_sdk.search.engine import EvolutionSearch
 

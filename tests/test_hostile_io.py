@@ -25,9 +25,9 @@ from sparsevit_sdk.accuracy import default_proxy
 from sparsevit_sdk.cli import fit as fit_cli
 from sparsevit_sdk.cli import profile as profile_cli
 from sparsevit_sdk.cli import search as search_cli
+from sparsevit_sdk.dataset.files import merge_rows, read_frame
 from sparsevit_sdk.predictor import LatencyPredictor
 from sparsevit_sdk.profiler import COLUMNS, SchemaError, dataset_path
-from sparsevit_sdk.profiler.dataset import merge_rows, read_frame
 from sparsevit_sdk.search import SearchResult, SearchSession
 from sparsevit_sdk.search.checkpoint import read_checkpoint, write_checkpoint
 

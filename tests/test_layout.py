@@ -35,3 +35,20 @@ def test_public_names_resolve_lazily_and_completely():
     for name in sparsevit_sdk.__all__:
         assert getattr(sparsevit_sdk, name) is not None
     assert set(sparsevit_sdk.__all__) <= set(dir(sparsevit_sdk))
+
+
+def test_the_dataset_package_sits_below_the_profiler_and_the_predictors():
+    """Builder and readers meet in ``dataset``; it imports neither of them (nor torch)."""
+    code = ("import sys, sparsevit_sdk.dataset; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[:2] in (['sparsevit_sdk', 'profiler'], "
+            "['sparsevit_sdk', 'predictor'], ['sparsevit_sdk', 'search']) or m == 'torch'))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
+
+
+def test_the_predictor_reads_profiles_without_the_profiler():
+    """nn-Meter's split: the predictor meets the profiler only in the dataset package."""
+    code = ("import sys, sparsevit_sdk.predictor; "
+            "print(' '.join(m for m in sys.modules if m.startswith('sparsevit_sdk.profiler')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []

@@ -18,6 +18,7 @@ import torch
 
 from sparsevit_sdk import SearchSpace, build_model
 from sparsevit_sdk.cli.profile import main
+from sparsevit_sdk.dataset.fingerprint import fingerprint_id
 from sparsevit_sdk.profiler import (
     COLUMNS,
     KEY,
@@ -33,7 +34,6 @@ from sparsevit_sdk.profiler import (
     time_callable,
     validate_frame,
 )
-from sparsevit_sdk.profiler.fingerprint import fingerprint_id
 from sparsevit_sdk.sparse import SparseSwin, kept_windows
 
 from .conftest import requires_cuda

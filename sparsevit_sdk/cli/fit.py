@@ -18,10 +18,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..predictor import LatencyPredictor, format_report, merge_profiles, plot_held_out, select_device
+from ..dataset.files import load_profiles
+from ..dataset.merge import merge_profiles, select_device
+from ..dataset.schema import SchemaError
+from ..predictor import LatencyPredictor, format_report, plot_held_out
 from ..predictor.latency import STATISTICS
-from ..profiler.dataset import load_profiles
-from ..profiler.schema import SchemaError
 from ._args import check_output, fraction
 
 

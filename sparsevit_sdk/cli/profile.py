@@ -20,10 +20,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ..profiler.dataset import load_profiles
+from ..dataset.files import dataset_path, load_profiles
 from ..profiler.fingerprint import default_hw
 from ..profiler.remote import profile_on_ray
-from ..profiler.sweep import DTYPES, SweepSettings, dataset_path, profile_model
+from ..profiler.sweep import DTYPES, SweepSettings, profile_model
 from ..profiler.timing import CLOCKS
 from ._args import check_output, positive_int, resolution
 

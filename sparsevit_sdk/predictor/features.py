@@ -1,6 +1,6 @@
 """Layer units of a SparseSwin at a config, their descriptors, and the predictor's features.
 
-A *unit* is what the profiler times in isolation (see ``profiler/schema.py``): patch_embed,
+A *unit* is what the profiler times in isolation (see ``dataset/schema.py``): patch_embed,
 patch_merge (stages 2..), score (a stage where some block prunes), block_pair, norm.  The
 same descriptor columns come from a profile row (fitting) and from :func:`config_units`
 (prediction), and :func:`unit_features` turns either into the model's inputs, so fitting
@@ -24,7 +24,7 @@ __all__ = [
 
 UNIT_KINDS = ("patch_embed", "patch_merge", "score", "block_pair", "norm")
 
-# descriptor columns a unit's features need (a subset of profiler.schema.COLUMNS)
+# descriptor columns a unit's features need (a subset of dataset.schema.COLUMNS)
 DESCRIPTORS = ("layer", "stage", "signature", "dim", "out_dim", "heads", "window", "mlp_ratio", "in_h", "in_w",
                "batch", "dtype", "windows_total", "windows_kept")
 

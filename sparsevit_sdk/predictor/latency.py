@@ -31,13 +31,12 @@ from scipy.optimize import least_squares, nnls
 
 from .._data import shipped_predictors
 from ..config import SparsityConfig
-from ..profiler.schema import validate_frame
-from ..profiler.timing import stable_statistic
+from ..dataset.merge import select_device
+from ..dataset.schema import stable_statistic, validate_frame
 from ..sparse.swin import check_input_shape
 from . import judging, persistence, transfer
 from .costs import CostTable, layer_sums
 from .features import FEATURES, UNIT_KINDS, Architecture, unit_costs, unit_features
-from .merge import select_device
 from .rows import STATISTICS, draw_rows, model_gflops, model_key, one_device, runnable, with_mlp_ratio
 
 __all__ = ["STATISTICS", "LatencyPredictor", "NotFittedError"]
@@ -86,7 +85,7 @@ class LatencyPredictor:
         """Fit unit models on the layer rows of one device's profile ``df`` and the overhead
         on ``overhead_fraction`` of its whole-model rows; judge on the rest (``metrics_``).
 
-        ``fingerprint`` defaults to the sidecar(s) in ``df.attrs`` (as ``read_profiles`` and
+        ``fingerprint`` defaults to the sidecar(s) in ``df.attrs`` (as ``load_profiles`` and
         ``profile_model`` leave them), so validation later knows the device and its clock."""
         if not 0.0 < self.overhead_fraction < 1.0:
             raise ValueError(f"overhead_fraction must be in (0, 1), got {self.overhead_fraction}: it is the share of "

@@ -13,7 +13,7 @@ from ..config import SearchSpace, SparsityConfig
 from ..models import build_model, list_models
 from .features import Architecture, config_units, unit_costs
 
-# the profile columns a predictor may fit on ("auto" picks profiler.timing.stable_statistic)
+# the profile columns a predictor may fit on ("auto" picks dataset.schema.stable_statistic)
 STATISTICS = ("p10_ms", "min_ms", "latency_ms")
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import lsq_linear
 
+from ..dataset.schema import validate_frame
 from ..hardware import SPECS, get_hardware
-from ..profiler.schema import validate_frame
 from .features import unit_costs
 from .rows import model_key, model_units, one_device, runnable, with_mlp_ratio
 

@@ -1,9 +1,13 @@
-"""Latency profiling: timing, device fingerprints, the sweep, and the dataset it writes."""
+"""Latency profiling, the builder: timing, device probing, the sweep.
 
-from .dataset import load_profiles, read_fingerprint
+The dataset it writes (schema, files, fingerprint identity) is :mod:`sparsevit_sdk.dataset`;
+its names below are re-exported from there.
+"""
+
+from ..dataset.files import dataset_path, load_profiles, read_fingerprint
+from ..dataset.schema import COLUMNS, KEY, LAYER_KINDS, SchemaError, validate_frame
 from .fingerprint import device_fingerprint
-from .schema import COLUMNS, KEY, LAYER_KINDS, SchemaError, validate_frame
-from .sweep import SweepSettings, dataset_path, parse_resolution, profile_model
+from .sweep import SweepSettings, parse_resolution, profile_model
 from .timing import LatencyStats, measure_latency, time_callable
 
 __all__ = [

@@ -1,14 +1,9 @@
-"""Device fingerprint: what a latency dataset was measured on.
+"""Device probing: describe the device measured on now, as a fingerprint.
 
-A fingerprint is a flat JSON-able dict stored next to every dataset.  Its
-``fingerprint_id`` hashes only the *identity* fields — the properties that make two
-measurements comparable (chip, core count, CPU thread count, ISA; on NVIDIA memory,
-max clocks and power limit).  Timestamps, driver/torch versions and current clocks are
-recorded but left out of the id: they change between runs on the same device, and the
-rows carry their own ``torch_version``.  On the CPU the timing setup (thread count and
-clock, see timing.py) is part of the identity: timings taken differently do not mix.
-The user's ``hw`` label is left out: it names a target, the id names the silicon and
-its settings.
+What a fingerprint is, which of its fields make its ``fingerprint_id`` and how two are
+compared live in :mod:`sparsevit_sdk.dataset.fingerprint`; here the builder reads the
+fields off the machine.  On the CPU the timing setup (thread count and clock, see
+timing.py) is part of the identity: timings taken differently do not mix.
 
 On NVIDIA the details come from NVML (``nvidia-ml-py``, imported lazily); where NVML is
 missing (e.g. Jetson) torch's device properties fill in what they can.
@@ -16,26 +11,21 @@ missing (e.g. Jetson) torch's device properties fill in what they can.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import platform
 import re
-from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import torch
 
-from .._documents import Field, read_json
 from .._version import __version__
+from ..dataset.files import check_hw
+from ..dataset.fingerprint import fingerprint_id, identity
 from ..devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
-CPU_IDENTITY = ("device_type", "name", "machine", "cores", "threads", "isa", "clock")
-CUDA_IDENTITY = ("device_type", "name", "memory_gib", "compute_capability", "sm_clock_max_mhz",
-                 "mem_clock_max_mhz", "power_limit_w")
 # CPU features that change kernel speed (x86 and ARM names as /proc/cpuinfo spells them)
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
               "asimd", "sve", "sve2")
@@ -139,50 +129,6 @@ def default_hw(device: str | torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(dev).lower()).strip("-")
 
 
-def check_hw(hw: str) -> str:
-    """``hw`` names a folder: letters, digits, ``.``, ``_`` and ``-`` only."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", hw or ""):
-        raise ValueError(f"hw name {hw!r} must be letters, digits, '.', '_' or '-' (e.g. 'jetson-orin')")
-    return hw
-
-
-def identity(fingerprint: dict) -> dict:
-    """The fields that decide whether two fingerprints are the same measuring device."""
-    keys = CUDA_IDENTITY if fingerprint["device_type"] == "cuda" else CPU_IDENTITY
-    return {k: fingerprint.get(k) for k in keys}
-
-
-def fingerprint_id(fingerprint: dict, fields: Sequence[str] | None = None) -> str:
-    """Short hash of the identity fields: today's (:func:`identity`), or the ``fields`` a
-    stored fingerprint names, which keeps the id of a sidecar from an earlier version."""
-    values = identity(fingerprint) if fields is None else {k: fingerprint.get(k) for k in fields}
-    text = json.dumps(values, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def load_fingerprint(path: str | os.PathLike) -> dict:
-    """The fingerprint stored at ``path``, once its stored id is the hash of its content.
-
-    The id is what keeps devices apart; a sidecar edited by hand (``"name": "NVIDIA A100"``
-    over CPU rows) would otherwise lend its rows, and a predictor fitted on them, another
-    device's description.
-    """
-    fix = "restore the file, or re-profile the device with `sparsevit-profile` into a new folder"
-    source = str(path)
-    data = read_json(path, what="device fingerprint", fix=fix)
-    doc = Field(data, source=source, what="device fingerprint", fix=fix)
-    stored = doc["fingerprint_id"].text()
-    doc["device_type"].text()
-    fields = ([f.text() for f in doc["identity_fields"].elements(nonempty=True)] if "identity_fields" in data
-              else list(identity(data)))
-    actual = fingerprint_id(data, fields)
-    if stored != actual:
-        raise doc["fingerprint_id"].error(
-            f"is {stored!r}, but the identity fields ({', '.join(fields)}) hash to {actual!r}: "
-            "the file was edited or damaged")
-    return data
-
-
 def device_fingerprint(
     device: str | torch.device = "cpu", *, hw: str | None = None, threads: int | None = None,
     clock: str = "wall", note: str = "",
@@ -219,9 +165,3 @@ def device_fingerprint(
     fp["identity_fields"] = list(identity(fp))
     fp["fingerprint_id"] = fingerprint_id(fp)
     return fp
-
-
-def describe_mismatch(old: dict, new: dict) -> str:
-    """``field: old -> new`` for every identity field that differs."""
-    a, b = identity(old) if "device_type" in old else {}, identity(new)
-    return ", ".join(f"{k}: {a.get(k)!r} -> {b[k]!r}" for k in b if a.get(k) != b[k])

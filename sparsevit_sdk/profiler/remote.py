@@ -18,9 +18,8 @@ from typing import Any
 import pandas as pd
 
 from .._ray import init_ray, require_ray
-from .dataset import claim_folder, merge_rows, read_fingerprint, read_frame
-from .fingerprint import check_hw
-from .sweep import dataset_path, profile_model
+from ..dataset.files import check_hw, claim_folder, dataset_path, merge_rows, read_fingerprint, read_frame
+from .sweep import profile_model
 
 
 def _sweep_on_node(name: str, hw: str, known: tuple[pd.DataFrame, dict] | None,

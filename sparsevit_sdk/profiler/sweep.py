@@ -26,26 +26,21 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..config import SearchSpace
+from ..dataset.files import claim_folder, dataset_path, merge_rows, read_frame
+from ..dataset.schema import KEY, empty_frame, validate_frame
 from ..devices import resolve_device
 from ..models import build_model
 from ..sparse.convert import sparse_backbone
 from ..sparse.swin import SparseSwin
-from .dataset import claim_folder, empty_frame, merge_rows, read_frame
 from .fingerprint import device_fingerprint
 from .plan import DTYPES, SweepPlan, SweepSettings, parse_resolution
-from .schema import KEY, validate_frame
 from .timing import CLOCKS, num_threads
 
-__all__ = ["DTYPES", "FLUSH_S", "SweepSettings", "dataset_path", "parse_resolution", "profile_model"]
+__all__ = ["DTYPES", "FLUSH_S", "SweepSettings", "parse_resolution", "profile_model"]
 
 logger = logging.getLogger(__name__)
 
 FLUSH_S = 30.0  # most measuring time a hard kill (SIGKILL, power loss) can lose
-
-
-def dataset_path(out: str | os.PathLike, hw: str, name: str) -> Path:
-    """Where :func:`profile_model` keeps the rows of model ``name`` measured on ``hw``."""
-    return Path(out) / hw / f"{name}.parquet"
 
 
 def _resolve_model(model: str | nn.Module, name: str | None) -> tuple[SparseSwin, str]:
@@ -123,7 +118,7 @@ def profile_model(
                     sum(len(p) for _, p in groups), len(shapes), skipped)
         rows = _run(sweep, groups, common, path, progress)
     frame = validate_frame(pd.DataFrame(rows), "profile") if rows else empty_frame()
-    frame.attrs["fingerprints"] = {fp["fingerprint_id"]: fp}  # as read_profiles leaves them: fit() keeps the device
+    frame.attrs["fingerprints"] = {fp["fingerprint_id"]: fp}  # as load_profiles leaves them: fit() keeps the device
     return frame
 
 
@@ -159,8 +154,7 @@ def _run(sweep: SweepPlan, groups: list, common: dict, path: Path | None, progre
                     stats = task.measure(acts)
                     old = best.get((g, j))
                     if old is None or stats.p10_ms < old["p10_ms"]:
-                        best[g, j] = {**common, **r, "latency_ms": stats.median_ms, "p10_ms": stats.p10_ms,
-                                      "p90_ms": stats.p90_ms, "min_ms": stats.min_ms,
+                        best[g, j] = {**common, **r, **stats.profile_columns(),
                                       "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                     best[g, j]["repeats"] = (rnd + 1) * stats.repeats
                     pending.add((g, j))

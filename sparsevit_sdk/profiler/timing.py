@@ -20,12 +20,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..dataset.schema import PROFILE_COLUMNS
 from ..devices import resolve_device
 from ..sparse.swin import check_input_shape
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
-# Profile rows name the median ``latency_ms`` (their headline column); LatencyStats names it ``median_ms``.
-PROFILE_COLUMNS = {"median_ms": "latency_ms", "p10_ms": "p10_ms", "p90_ms": "p90_ms", "min_ms": "min_ms"}
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,6 @@ class LatencyStats:
     def profile_columns(self) -> dict[str, float]:
         """The times as a profile row's columns (the median as ``latency_ms``)."""
         return {column: getattr(self, name) for name, column in PROFILE_COLUMNS.items()}
-
-
-def stable_statistic(*devices: str | torch.device, profile: bool = False) -> str:
-    """The statistic to fit and validate on: ``p10_ms`` when every device is a CPU (medians
-    drift run to run on a shared machine), the median on a GPU.  The :class:`LatencyStats`
-    field, or with ``profile=True`` the profile-row column of it."""
-    name = "p10_ms" if all(torch.device(d).type == "cpu" for d in devices) else "median_ms"
-    return PROFILE_COLUMNS[name] if profile else name
 
 
 @contextmanager

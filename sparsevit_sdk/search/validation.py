@@ -6,15 +6,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from ..accuracy.state import preserved
 from ..config import SparsityConfig
+from ..dataset.fingerprint import describe_mismatch, same_device, stored_fingerprints
+from ..dataset.schema import stable_statistic
 from ..devices import resolve_device
-from ..profiler.fingerprint import describe_mismatch, device_fingerprint
-from ..profiler.timing import measure_latency, stable_statistic
+from ..profiler.fingerprint import device_fingerprint
+from ..profiler.timing import measure_latency
 from ..sparse.convert import sparse_backbone
 
 if TYPE_CHECKING:
@@ -78,11 +79,6 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def _fingerprints(info: dict) -> list[dict]:
-    """A predictor's device description(s): one fingerprint, or several keyed by their id."""
-    return [info] if "fingerprint_id" in info else [v for v in info.values() if isinstance(v, dict)]
-
-
 def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
                     warmup: int = 5, rounds: int = 3, threads: int | None = None,
                     clock: str | None = None) -> ValidationReport:
@@ -102,7 +98,7 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     backbone = sparse_backbone(model)
     result.best.check_model(backbone.signature)
     dev = resolve_device(device)
-    fingerprints = _fingerprints(result.predictor_info.get("fingerprint") or {})
+    fingerprints = stored_fingerprints(result.predictor_info.get("fingerprint"))
     fitted_threads = result.predictor_info.get("threads") or []
     if threads is None and dev.type == "cpu" and len(fitted_threads) == 1:
         threads = int(fitted_threads[0])
@@ -142,8 +138,7 @@ def _comparability(result: SearchResult, fingerprints: list[dict], here: dict) -
         return False, (f"{result.hardware} latencies are estimated from published specs, and this run measured "
                        f"{here['device']}: compare the speed-ups, not the milliseconds; profile the target with "
                        "`sparsevit-profile` to get a measured predictor")
-    ids = {i for fp in fingerprints for i in np.atleast_1d(fp["fingerprint_id"]).tolist()}
-    if here["fingerprint_id"] in ids:
+    if same_device(here, fingerprints):
         return True, f"measured on the device the {result.hardware} predictor was fitted on"
     described = [fp for fp in fingerprints if "device_type" in fp]
     why = describe_mismatch(described[0], here) if described else "the predictor records no device description"

@@ -1,6 +1,6 @@
 """Profile datasets on disk: layout, atomic writes, merging, loading.
 
-Layout (one folder per target; ``out`` is the root, e.g. ``profiles/``)::
+Layout (one folder per target; ``out`` is the root, e.g. ``profiles/``; see :func:`dataset_path`)::
 
     <out>/<hw>/fingerprint.json      device fingerprint (see fingerprint.py), one per folder
     <out>/<hw>/<model>.parquet       rows of schema.COLUMNS for one model, sorted by KEY
@@ -9,8 +9,9 @@ A folder holds measurements of one device only: writing rows of another
 ``fingerprint_id`` into it is refused, so mixing needs a different ``hw`` name.  Every
 write is atomic (``_atomic.atomic_write``), so an interrupted run or a full disk leaves the
 previous file intact.  Writing merges with what is there: a row whose KEY is already
-present replaces the old one.  The read-merge-write holds a lock (``.<model>.parquet.lock``
-beside the file), so processes writing one dataset at once never lose each other's rows.
+present replaces the old one (:func:`~.schema.latest_rows`).  The read-merge-write holds a
+lock (``.<model>.parquet.lock`` beside the file), so processes writing one dataset at once
+never lose each other's rows.
 
 Read everything back with :func:`load_profiles`.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,13 +31,25 @@ from filelock import FileLock, Timeout
 
 from .._atomic import atomic_write, write_json
 from .fingerprint import describe_mismatch, load_fingerprint
-from .schema import COLUMNS, KEY, SchemaError, validate_frame
+from .schema import SchemaError, latest_rows, validate_frame
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
 LOCK_TIMEOUT_S = 300.0  # a merge takes a second or two; longer means a writer is stuck, not busy
 _UNREADABLE = (OSError, pa.ArrowException, ValueError)
+
+
+def check_hw(hw: str) -> str:
+    """``hw`` names a folder: letters, digits, ``.``, ``_`` and ``-`` only."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", hw or ""):
+        raise ValueError(f"hw name {hw!r} must be letters, digits, '.', '_' or '-' (e.g. 'jetson-orin')")
+    return hw
+
+
+def dataset_path(out: str | os.PathLike, hw: str, name: str) -> Path:
+    """Where the rows of model ``name`` measured on ``hw`` are kept (``<out>/<hw>/<name>.parquet``)."""
+    return Path(out) / hw / f"{name}.parquet"
 
 
 @contextlib.contextmanager
@@ -92,7 +106,7 @@ def merge_rows(path: str | os.PathLike, rows: pd.DataFrame) -> pd.DataFrame:
                 raise ValueError(f"{path} holds rows of device {foreign}, not {rows['fingerprint_id'].iloc[0]}; "
                                  "write to another hw folder")
             rows = pd.concat([old, rows], ignore_index=True) if len(old) else rows
-        merged = rows.drop_duplicates(list(KEY), keep="last").sort_values(list(KEY), ignore_index=True)
+        merged = latest_rows(rows)
         atomic_write(path, lambda tmp: merged.to_parquet(tmp, index=False))
     return merged
 
@@ -153,6 +167,3 @@ def load_profiles(path: str | os.PathLike) -> pd.DataFrame:
     df.attrs["fingerprints"] = fingerprints
     return df
 
-
-def empty_frame() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})

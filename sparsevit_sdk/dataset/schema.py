@@ -1,4 +1,4 @@
-"""The profile dataset contract shared by the profiler (writer) and predictors (reader).
+"""The profile row contract shared by the profiler (writer) and predictors (reader).
 
 One row per measurement.  A *layer unit* is the smallest piece timed in isolation; a
 whole model is the sum of its units plus a per-device overhead:
@@ -55,12 +55,32 @@ COLUMNS: dict[str, str] = {
     "timestamp": "string",  # ISO 8601, UTC
 }
 
-# measured times: positive, finite milliseconds in every row
-LATENCY_COLUMNS = ("latency_ms", "p10_ms", "p90_ms", "min_ms")
+# measured times, positive finite milliseconds in every row, by the LatencyStats field they hold:
+# rows name the median ``latency_ms`` (their headline column), LatencyStats ``median_ms``
+PROFILE_COLUMNS = {"median_ms": "latency_ms", "p10_ms": "p10_ms", "p90_ms": "p90_ms", "min_ms": "min_ms"}
+LATENCY_COLUMNS = tuple(PROFILE_COLUMNS.values())
+
+
+def stable_statistic(*devices: object, profile: bool = False) -> str:
+    """The statistic to fit and validate on: ``p10_ms`` when every device (``"cpu"``,
+    ``"cuda:0"``, a torch.device) is a CPU, since medians drift run to run on a shared machine;
+    the median on a GPU.  The LatencyStats field, or with ``profile=True`` its profile column."""
+    name = "p10_ms" if all(str(d).split(":")[0] == "cpu" for d in devices) else "median_ms"
+    return PROFILE_COLUMNS[name] if profile else name
 
 # what identifies a measurement: re-running a sweep replaces, never duplicates, these
 KEY = ("fingerprint_id", "signature", "layer", "stage", "index", "img_h", "img_w",
        "batch", "dtype", "sparsity", "config")
+
+
+def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with one row per KEY, the last one given (so later measurements win), sorted by KEY."""
+    return rows.drop_duplicates(list(KEY), keep="last").sort_values(list(KEY), ignore_index=True)
+
+
+def empty_frame() -> pd.DataFrame:
+    """A frame of no rows with the columns and dtypes of :data:`COLUMNS`."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
 
 
 class SchemaError(ValueError):

@@ -12,16 +12,15 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ..profiler.schema import KEY
+from .schema import latest_rows
 
 
 def merge_profiles(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """One frame of all rows of ``frames`` (from :func:`~sparsevit_sdk.profiler.load_profiles`);
+    """One frame of all rows of ``frames`` (from :func:`~.files.load_profiles`);
     a measurement in several keeps its latest row.  ``attrs["fingerprints"]`` merges theirs."""
     if not frames:
         raise ValueError("no profile datasets given")
-    df = pd.concat(frames, ignore_index=True).sort_values("timestamp", kind="stable")
-    df = df.drop_duplicates(list(KEY), keep="last").sort_values(list(KEY), ignore_index=True)
+    df = latest_rows(pd.concat(frames, ignore_index=True).sort_values("timestamp", kind="stable"))
     df.attrs["fingerprints"] = {k: v for f in frames for k, v in f.attrs.get("fingerprints", {}).items()}
     return df
 
