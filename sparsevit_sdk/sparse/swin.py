@@ -150,7 +150,8 @@ class SparseSwinBlock(nn.Module):
         valid: torch.Tensor | None,
         real: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Update ``x: (B*Hp*Wp, C)`` in place at ``rows: (B*K*N,)``.
+        """Update ``x: (B*Hp*Wp, C)`` in place at ``rows: (B*K*N,)``, and return it (a new tensor
+        when the forward is traced or exported, where an in-place scatter would be lost).
 
         ``valid: (B*K*N, 1)`` zeroes padded tokens after norm1 (dense Swin pads after
         the norm, so padding must look like zeros to attention).  ``real``, positions of the
@@ -167,6 +168,8 @@ class SparseSwinBlock(nn.Module):
         if real is not None:  # padding is cropped, so skip its MLP (dense Swin crops before the MLP too)
             tokens, rows = tokens.index_select(0, real), rows.index_select(0, real)
         tokens = tokens + self.mlp(self.norm2(tokens))
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():  # a graph holds values, not side effects
+            return x.index_copy(0, rows, tokens)
         return x.index_copy_(0, rows, tokens)
 
 
@@ -227,15 +230,15 @@ class SparseSwinStage(nn.Module):
     def run_block(
         self, index: int, x: torch.Tensor, windows: torch.Tensor | None, layout: WindowLayout
     ) -> torch.Tensor:
-        """Run block ``index`` on padded ``x: (B, Hp, Wp, C)`` (in place) over ``windows``."""
+        """Run block ``index`` on padded ``x: (B, Hp, Wp, C)`` over ``windows``; returns the updated
+        map (``x`` itself, updated in place, except in a traced or exported graph)."""
         block = self.blocks[index]
         B = x.shape[0]
         rows = layout.rows(windows, block.shifted, B)
         mask = layout.window_mask(windows, block.shifted, B)  # (B*K, N, N) or None
         valid = layout.valid_rows(rows, B, x.dtype)  # (B*K*N, 1) or None
         real = layout.real_tokens(block.shifted, B) if windows is None else None
-        block(x.view(-1, x.shape[-1]), rows, mask, valid, real)
-        return x
+        return block(x.view(-1, x.shape[-1]), rows, mask, valid, real).view_as(x)
 
     def forward_blocks(self, x: torch.Tensor, windowing: Windowing | None = None) -> torch.Tensor:
         """The blocks alone, on a merged map ``(B, H, W, C_out)``; ``windowing`` overrides the
@@ -244,7 +247,7 @@ class SparseSwinStage(nn.Module):
         layout = self.layout(H, W, x.device, windowing)
         x = pad_to_windows(x, self.window_size)  # (B, Hp, Wp, C), a fresh buffer
         for i, windows in enumerate(self.select(x, layout)):
-            self.run_block(i, x, windows, layout)
+            x = self.run_block(i, x, windows, layout)
         return x[:, :H, :W, :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

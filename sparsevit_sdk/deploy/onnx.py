@@ -1,0 +1,58 @@
+"""ONNX export of a window-sparse model: one static graph per sparsity config.
+
+How many windows each block keeps is fixed by the config, so the exported graph has no
+data-dependent shapes in the window path: scores → TopK with a constant k → Gather of the
+kept rows → the block → ScatterND back (no NonZero, no dynamic slicing).  A dense config
+exports as a plain Swin graph (no scoring at all).  The kernels scatter in place in eager
+mode; under ``torch.export`` they return a new tensor instead, which is what a graph can
+hold (``SparseSwinBlock.forward``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .._atomic import atomic_write, check_writable
+from ..accuracy.state import check_config, preserved
+from ..arch import check_input_shape
+from ..config import SparsityConfig
+from ..sparse.convert import set_sparsity, sparse_backbone
+
+DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; LayerNormalization is one op since 17
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_shape: Sequence[int],
+    config: SparsityConfig | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Write ``model``'s own forward at ``config`` (default: its current sparsity) as ONNX.
+
+    ``model`` is a :class:`SparseSwin` or any model :func:`sparsify` made (a timm classifier
+    exports its logits, a SparseSwin its four stage maps).  The graph is traced for
+    ``input_shape`` ``(B, C, H, W)``: batch and size are fixed, as the windows kept are.  The
+    config and the path are checked before anything runs, the file is written atomically,
+    and the model's sparsity and mode are restored afterwards.
+    """
+    backbone = sparse_backbone(model)
+    shape = check_input_shape(input_shape, backbone.in_chans)
+    if config is not None:
+        check_config(model, config)
+    path = check_writable(path)
+    param = next(backbone.parameters())
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(param.device, param.dtype)
+    with preserved(model, training=False), torch.no_grad():
+        if config is not None:
+            set_sparsity(model, config)  # validates the config's order before anything is traced
+        atomic_write(path, lambda tmp: torch.onnx.export(
+            model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=["images"], verbose=False,
+            external_data=False))  # one self-contained file: the rename is the whole write
+    return path

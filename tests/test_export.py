@@ -1,0 +1,104 @@
+"""ONNX export and graph capture: a searched config runs in ONNX Runtime and compiles as one graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparsevit_sdk import SearchSpace, SparsityConfig, build_model, set_sparsity, sparse_backbone, sparsify
+from sparsevit_sdk.cli.export import main as export_cli
+from sparsevit_sdk.deploy import export_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def _run(path, x: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def _ops(path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_onnx_runtime_equals_eager_at_an_odd_size_and_batch_two(micro, tmp_path, sparsity):
+    shape = (2, 3, 97, 130)
+    cfg = SearchSpace.from_model(micro).uniform(sparsity)
+    path = export_onnx(micro, tmp_path / "m.onnx", shape, cfg)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    set_sparsity(micro, cfg)
+    try:
+        with torch.inference_mode():
+            expected = micro(x)
+    finally:
+        set_sparsity(micro, SearchSpace.from_model(micro).dense())
+    got = _run(path, x)
+    assert len(got) == len(expected) == 4
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e.numpy(), rtol=0, atol=1e-4)
+    # a sparse config keeps windows with a constant-k TopK and scatters them back; a dense one is plain Swin;
+    # neither has a data-dependent shape (what TensorRT and OpenVINO refuse)
+    assert ({"TopK", "ScatterND"} <= _ops(path)) == (sparsity > 0)
+    assert not _ops(path) & {"NonZero", "Loop", "If"}
+
+
+def test_a_converted_timm_classifier_exports_its_logits(tmp_path):
+    timm = pytest.importorskip("timm")
+    model = sparsify(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, embed_dim=32,
+                                       depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), dynamic_img_size=True).eval())
+    cfg = SearchSpace.from_model(model).uniform(0.3)
+    path = export_onnx(model, tmp_path / "timm.onnx", (1, 3, 288, 416), cfg)
+    x = torch.randn(1, 3, 288, 416)
+    set_sparsity(model, cfg)
+    with torch.inference_mode():
+        expected = model(x)
+    (got,) = _run(path, x)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-4)
+
+
+def test_export_restores_the_model_and_refuses_bad_input_before_writing(micro, tmp_path):
+    before = micro.block_sparsity
+    export_onnx(micro, tmp_path / "a.onnx", (1, 3, 64, 64), SearchSpace.from_model(micro).uniform(0.5))
+    assert micro.block_sparsity == before and not micro.training
+    foreign = SearchSpace.from_model(build_model("swin_t", seed=None)).uniform(0.5)
+    with pytest.raises(ValueError, match="made for model"):
+        export_onnx(micro, tmp_path / "b.onnx", (1, 3, 64, 64), foreign)
+    swin_t = build_model("swin_t", seed=None)
+    decreasing = SparsityConfig((0.0, 0.0, 0.5, 0.1, 0.0, 0.0), swin_t.signature)  # stage 3 holds three knobs
+    with pytest.raises(ValueError, match="decrease|order"):
+        export_onnx(swin_t, tmp_path / "c.onnx", (1, 3, 64, 64), decreasing)
+    with pytest.raises(ValueError, match="channels"):
+        export_onnx(micro, tmp_path / "d.onnx", (1, 1, 64, 64))
+    with pytest.raises(IsADirectoryError):
+        export_onnx(micro, tmp_path, (1, 3, 64, 64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]  # nothing half-written
+
+
+def test_export_cli(tmp_path, capsys):
+    cfg = SearchSpace.from_model(build_model("swin_micro")).uniform(0.4)
+    cfg.to_json(tmp_path / "cfg.json")
+    assert export_cli(["--model", "swin_micro", "--config", str(tmp_path / "cfg.json"), "--resolution", "64x96",
+                       "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "wrote" in capsys.readouterr().out and "TopK" in _ops(tmp_path / "m.onnx")
+    assert export_cli(["--model", "swin_micro", "--uniform", "0.5", "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_sparse_model_compiles_as_one_graph(micro):
+    """fullgraph=True: no graph break (no .item(), host sync or data-dependent Python branch) in the forward."""
+    set_sparsity(micro, SearchSpace.from_model(micro).uniform(0.5))
+    try:
+        x = torch.randn(2, 3, 97, 130)
+        with torch.no_grad():
+            expected = micro(x)
+            torch._dynamo.reset()
+            got = torch.compile(micro, fullgraph=True, backend="aot_eager")(x)
+    finally:
+        set_sparsity(micro, SearchSpace.from_model(micro).dense())
+        torch._dynamo.reset()
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-5)
+    assert sparse_backbone(micro) is micro
