@@ -198,7 +198,9 @@ def test_calibration_fixes_an_estimate(shipped, measured):
     before, after = base.evaluate(measured), calibrated.evaluate(measured)
     assert set(sample.apply(latency_module._model_key, axis=1)) <= set(calibrated.fit_keys_)
     assert after["excluded"] == before["excluded"] + 10 and before["estimated"] and not after["estimated"]
-    assert after["xgboost"]["mape"] < 25 < before["xgboost"]["mape"]
+    # calibration at least halves the error and moves most configs within ±10 % (the estimate has ~none there)
+    assert after["xgboost"]["mape"] < min(15, before["xgboost"]["mape"] / 2)
+    assert after["xgboost"]["within_10"] >= before["xgboost"]["within_10"] + 40
 
 
 def test_layer_calibration_moves_units_toward_measurements(shipped, measured):
