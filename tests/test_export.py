@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from sparsevit_sdk import SearchSpace, SparsityConfig, build_model, set_sparsity, sparse_backbone, sparsify
+from sparsevit_sdk import (
+    SearchSession,
+    SearchSpace,
+    SparsityConfig,
+    build_model,
+    measure_latency,
+    set_sparsity,
+    sparse_backbone,
+    sparsify,
+)
 from sparsevit_sdk.cli.export import main as export_cli
 from sparsevit_sdk.deploy import export_onnx
 
@@ -102,3 +111,32 @@ def test_sparse_model_compiles_as_one_graph(micro):
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-5)
     assert sparse_backbone(micro) is micro
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "compiled"])
+def test_measure_latency_in_a_runtime(micro, runtime):
+    set_sparsity(micro, SearchSpace.from_model(micro).uniform(0.5))
+    try:
+        stats = measure_latency(micro, (1, 3, 64, 64), runtime=runtime, warmup=1, repeats=2, threads=1)
+    finally:
+        set_sparsity(micro, SearchSpace.from_model(micro).dense())
+        torch._dynamo.reset()
+    assert stats.p10_ms > 0 and stats.threads == 1
+
+
+def test_runtimes_refuse_what_they_cannot_time(micro):
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        measure_latency(micro, (1, 3, 64, 64), runtime="tensorrt")
+    with pytest.raises(ValueError, match="clock='wall'"):
+        measure_latency(micro, (1, 3, 64, 64), runtime="onnxruntime", clock="cpu", threads=1)
+
+
+def test_validate_in_onnx_runtime(micro):
+    shape = (1, 3, 64, 64)
+    result = SearchSession(micro, "cpu", proxy=lambda cfg: -sum(cfg.ratios), input_shape=shape, latency_budget=0.9,
+                           population=4, parents=2, generations=1, progress=False).run()
+    report = result.validate("cpu", runtime="onnxruntime", repeats=2, warmup=1, rounds=1)
+    assert report.runtime == "onnxruntime" and report.clock == "wall" and not report.comparable
+    assert report.dense_ms > 0 and report.sparse_ms > 0 and "in onnxruntime" in str(report)
+    assert "predicted for eager" in report.note
+    assert micro.block_sparsity == [[0.0] * d for d in micro.depths] and not micro.training

@@ -11,6 +11,7 @@ waited for one (4x on a loaded 2-core machine), CPU time does not.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -126,13 +127,24 @@ def measure_latency(
     dtype: torch.dtype = torch.float32,
     threads: int | None = None,
     clock: str = "wall",
+    runtime: str = "eager",
 ) -> LatencyStats:
     """Forward latency of ``model`` on a random input of ``input_shape`` (B, C, H, W).
 
-    The model is moved to ``device`` and ``dtype`` in place and put in eval mode.
+    The model is moved to ``device`` and ``dtype`` in place and put in eval mode.  ``runtime``
+    is "eager", "compiled" (``torch.compile``) or "onnxruntime" (exported at the model's
+    current sparsity); compiling or exporting happens before the timed calls.
     """
     shape = check_input_shape(input_shape)
     dev = resolve_device(device)
     model.to(device=dev, dtype=dtype).eval()
     x = torch.randn(*shape, device=dev, dtype=dtype)
-    return time_callable(lambda: model(x), dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
+    if runtime == "eager":
+        call = functools.partial(model, x)
+    else:
+        from ..deploy.runtimes import check_runtime, runtime_call  # optional machinery, loaded when asked for
+
+        check_runtime(runtime, clock)
+        with num_threads(threads):
+            call = runtime_call(model, x, runtime, threads=threads)
+    return time_callable(call, dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)

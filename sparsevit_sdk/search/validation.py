@@ -13,9 +13,10 @@ from ..accuracy.state import preserved
 from ..config import SparsityConfig
 from ..dataset.fingerprint import describe_mismatch, same_device, stored_fingerprints
 from ..dataset.schema import stable_statistic
+from ..deploy.runtimes import check_runtime, runtime_call
 from ..devices import resolve_device
 from ..profiler.fingerprint import device_fingerprint
-from ..profiler.timing import measure_latency
+from ..profiler.timing import num_threads, time_callable
 from ..sparse.convert import sparse_backbone
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class ValidationReport:
     sparse_rounds_ms: tuple[float, ...]
     comparable: bool
     note: str
+    runtime: str = "eager"
 
     @property
     def speedup(self) -> float:
@@ -67,7 +69,8 @@ class ValidationReport:
 
     def __str__(self) -> str:
         lines = [
-            f"validation on {self.device} ({self.threads} threads, {self.clock} clock, {self.statistic}):",
+            f"validation on {self.device} in {self.runtime} ({self.threads} threads, {self.clock} clock, "
+            f"{self.statistic}):",
             f"  measured  dense {self.dense_ms:.3f} ms, sparse {self.sparse_ms:.3f} ms -> {self.speedup:.2f}x",
             f"  predicted dense {self.predicted_dense_ms:.3f} ms, sparse {self.predicted_ms:.3f} ms -> "
             f"{self.predicted_speedup:.2f}x on {self.hardware}",
@@ -81,13 +84,14 @@ class ValidationReport:
 
 def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
                     warmup: int = 5, rounds: int = 3, threads: int | None = None,
-                    clock: str | None = None) -> ValidationReport:
-    """Time the dense and the best config on ``device`` with the real sparse kernels.
+                    clock: str | None = None, runtime: str = "eager") -> ValidationReport:
+    """Time the dense and the best config on ``device`` with the real sparse kernels, in ``runtime``
+    ("eager", "compiled" or "onnxruntime": each config compiled or exported once, then timed).
 
     On a CPU, ``threads`` and ``clock`` (``"wall"`` or ``"cpu"``, see ``time_callable``)
     default to how the predictor's data was measured, when known, so measured and
-    predicted ms are like for like.  The model's sparsity, mode, device and dtype are
-    restored afterwards.
+    predicted ms are like for like (ONNX Runtime is always timed on the wall clock).  The
+    model's sparsity, mode, device and dtype are restored afterwards.
     """
     model = model if model is not None else result.model
     if model is None:
@@ -105,7 +109,9 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     threads = threads or torch.get_num_threads()
     fitted_clocks = {fp.get("clock") for fp in fingerprints}
     if clock is None:
-        clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} else "wall"
+        clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} and runtime != "onnxruntime" \
+            else "wall"
+    check_runtime(runtime, clock)
     statistic = stable_statistic(dev)
     dense_cfg = SparsityConfig((0.0,) * len(result.best.ratios), result.best.signature, result.best.granularity)
 
@@ -113,22 +119,31 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     home = (param.device, param.dtype)
     rows: dict[SparsityConfig, list[float]] = {dense_cfg: [], result.best: []}
     try:
-        with preserved(backbone, training=False):
+        with preserved(backbone, training=False), num_threads(threads), torch.no_grad():
+            backbone.to(device=dev, dtype=torch.float32)
+            x = torch.randn(result.input_shape, device=dev)
+            calls = {}
+            for cfg in rows:  # compile or export each config once, outside the timed calls
+                backbone.set_sparsity(cfg)
+                calls[cfg] = runtime_call(backbone, x, runtime, threads=threads)
             for _ in range(rounds):
                 for cfg, values in rows.items():
                     backbone.set_sparsity(cfg)
-                    stats = measure_latency(backbone, result.input_shape, dev, warmup=warmup, repeats=repeats,
-                                            threads=threads, clock=clock)
+                    stats = time_callable(calls[cfg], dev, warmup=warmup, repeats=repeats, threads=threads,
+                                          clock=clock)
                     values.append(getattr(stats, statistic))
     finally:
         backbone.to(device=home[0], dtype=home[1])
     comparable, note = _comparability(result, fingerprints, device_fingerprint(dev, threads=threads, clock=clock))
+    if runtime != "eager":
+        comparable, note = False, (f"measured in {runtime}, predicted for eager PyTorch: compare the speed-ups; "
+                                   f"{note}")
     return ValidationReport(
         device=str(dev), hardware=result.hardware, statistic=statistic, threads=threads, clock=clock,
         dense_ms=min(rows[dense_cfg]), sparse_ms=min(rows[result.best]),
         predicted_dense_ms=result.dense_predicted_ms, predicted_ms=result.predicted_ms,
         dense_rounds_ms=tuple(rows[dense_cfg]), sparse_rounds_ms=tuple(rows[result.best]),
-        comparable=comparable, note=note,
+        comparable=comparable, note=note, runtime=runtime,
     )
 
 
