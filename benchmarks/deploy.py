@@ -14,19 +14,15 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from _results import now_utc, write_section
 
 from sparsevit_sdk import SearchSession, SearchSpace, SparsityConfig, build_model, set_sparsity
-from sparsevit_sdk.deploy import export_onnx
+from sparsevit_sdk.deploy import RUNTIMES, runtime_call
 from sparsevit_sdk.profiler import device_fingerprint
-from sparsevit_sdk.profiler.timing import time_callable
-
-RUNTIMES = ("eager", "compiled", "onnxruntime")
+from sparsevit_sdk.profiler.timing import num_threads, time_callable
 
 
 def searched_config(model: torch.nn.Module, size: int, budget: float) -> SparsityConfig:
@@ -37,28 +33,14 @@ def searched_config(model: torch.nn.Module, size: int, budget: float) -> Sparsit
     return session.run().best
 
 
-def prepare(model: torch.nn.Module, config: SparsityConfig, x: torch.Tensor, folder: Path) -> tuple:
-    """``model`` at ``config`` in eager mode, compiled (Inductor), and exported to ONNX."""
-    eager = copy.deepcopy(model)
-    set_sparsity(eager, config)
-    with torch.no_grad():
-        eager(x)  # builds the window layouts before compiling
-        compiled = torch.compile(copy.deepcopy(eager))
-        compiled(x)  # compile outside the timed calls
-    path = export_onnx(eager, folder / f"{'-'.join(map(str, config.ratios))}.onnx", tuple(x.shape), config)
-    return eager, compiled, path
-
-
-def runners(prepared: tuple, x: torch.Tensor, threads: int) -> dict[str, Callable[[], object]]:
-    """One callable per runtime; ONNX Runtime gets its own session of ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    eager, compiled, path = prepared
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    return {"eager": lambda: eager(x), "compiled": lambda: compiled(x), "onnxruntime": lambda: session.run(None, feed)}
+def runners(model: torch.nn.Module, config: SparsityConfig, x: torch.Tensor,
+            threads: int) -> dict[str, Callable[[], object]]:
+    """``model`` at ``config`` in every runtime, built once (compiled, exported) before any timed call."""
+    model = copy.deepcopy(model)
+    set_sparsity(model, config)
+    with torch.no_grad(), num_threads(threads):
+        model(x)  # builds the window layouts before compiling
+        return {runtime: runtime_call(model, x, runtime, threads=threads) for runtime in RUNTIMES}
 
 
 def main() -> None:
@@ -75,21 +57,19 @@ def main() -> None:
     x = torch.randn(1, 3, size, size)
     thread_counts = sorted({1, all_cores})
     ms: dict[tuple[str, str, int], float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = {name: prepare(model, cfg, x, Path(tmp)) for name, cfg in configs.items()}
-        for threads in thread_counts:
-            calls = {name: runners(prepared[name], x, threads) for name in configs}
-            runs: dict[tuple[str, str], list[float]] = {}
-            with torch.no_grad():
-                for _ in range(args.rounds):
-                    for name in configs:
-                        for runtime in RUNTIMES:
-                            stats = time_callable(calls[name][runtime], "cpu", warmup=1, repeats=args.repeats,
-                                                  threads=threads)
-                            runs.setdefault((name, runtime), []).append(stats.p10_ms)
-            for (name, runtime), values in runs.items():
-                ms[name, runtime, threads] = min(values)
-            print(f"{threads} thread(s) done", flush=True)
+    for threads in thread_counts:
+        calls = {name: runners(model, cfg, x, threads) for name, cfg in configs.items()}
+        runs: dict[tuple[str, str], list[float]] = {}
+        with torch.no_grad():
+            for _ in range(args.rounds):
+                for name in configs:
+                    for runtime in RUNTIMES:
+                        stats = time_callable(calls[name][runtime], "cpu", warmup=1, repeats=args.repeats,
+                                              threads=threads)
+                        runs.setdefault((name, runtime), []).append(stats.p10_ms)
+        for (name, runtime), values in runs.items():
+            ms[name, runtime, threads] = min(values)
+        print(f"{threads} thread(s) done", flush=True)
     lines = [
         "## Deploy",
         "",
