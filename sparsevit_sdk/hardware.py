@@ -65,6 +65,11 @@ _SPECS = [
     # 2048^2 matmul here.  Bandwidth measured (numpy copy, 17.7 GB/s): a tenant of a shared
     # socket does not see the published 204.8 GB/s of 8-channel DDR4-3200.
     HardwareSpec("cpu", "2-vCPU AMD EPYC (Zen 3) VM", "cpu", 0.224, 0.224, 17.7, "fp32", cores=2),
+    # A second measured CPU (profiles/intel-xeon-amx): a 2-vCPU Intel Xeon VM with AVX-512
+    # and AMX whose model the hypervisor hides, so the peaks are measured, not published:
+    # torch's 2048^2 matmul on 2 threads reaches 0.40 TFLOPS fp32 and 2.97 TFLOPS bf16 (AMX);
+    # numpy copy 25.4 GB/s (2026-11-24, on a VM of the same kind).
+    HardwareSpec("intel-xeon-amx", "2-vCPU Intel Xeon (AVX-512, AMX) VM", "cpu", 0.40, 2.97, 25.4, "fp32", cores=2),
     # NVIDIA Jetson AGX Orin 64GB module datasheet: 204.8 GB/s LPDDR5; GPU 170 sparse INT8
     # TOPS (the 275 TOPS total adds the DLAs).  fp16 tensor derived: dense INT8 = 170 / 2 =
     # 85 TOPS, fp16 = 85 / 2 = 42.5 TFLOPS (derived).  fp32 derived: 2048 CUDA cores x
@@ -104,5 +109,6 @@ def get_hardware(name: str) -> Hardware:
         if looks_like_file(name):
             hint = (f"; for a predictor file ({'found' if Path(name).is_file() else 'not found'}) pass "
                     "hw=LatencyPredictor.load(path)")
-        raise ValueError(f"unknown hardware {name!r}; known targets: {', '.join(list_hardware())}{hint}")
+        raise ValueError(f"unknown hardware {name!r}; known targets: {', '.join(list_hardware())}{hint}; for this "
+                         "device, SearchSession(model, hw='local') or LatencyPredictor.for_device(...) calibrates one")
     return Hardware(SPECS[name], shipped_predictors().get(name))

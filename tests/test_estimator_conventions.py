@@ -35,7 +35,7 @@ def test_changing_unit_scales_empties_the_cost_tables():
     model = build_model("swin_micro")
     dense = SearchSpace.from_model(model).dense()
     before = predictor.predict_config(model, dense, SHAPE)
-    predictor._set_learned(unit_scale_={"*": 2.0})
+    predictor._set_learned(unit_scale_={"*": [[0.0, 2.0]]})
     after = predictor.predict_config(model, dense, SHAPE)
     units = (before - predictor.overhead_ms_) / predictor.scale_
     assert np.isclose(after, predictor.scale_ * 2 * units + predictor.overhead_ms_)

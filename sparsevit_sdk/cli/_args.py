@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from .._atomic import check_writable
 from ..hardware import get_hardware, looks_like_file
+from ..local import LOCAL
 from ..profiler.sweep import parse_resolution
 
 T = TypeVar("T")
@@ -67,10 +68,12 @@ def or_none(parse: Callable[[str], T]) -> Callable[[str], T | None]:
 
 
 def hardware(text: str) -> str:
-    """A target name or the path of an existing predictor file (``--hw``): a missing file is
-    "not found", never an unknown target, and an empty name is no name."""
+    """A target name, ``local`` or the path of an existing predictor file (``--hw``): a missing
+    file is "not found", never an unknown target, and an empty name is no name."""
     path = Path(text)
     if path.is_file():
+        return text
+    if text == LOCAL:
         return text
     if looks_like_file(text):
         what = "is not a file" if path.exists() else "not found"
@@ -78,7 +81,8 @@ def hardware(text: str) -> str:
     try:
         get_hardware(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{err}; or give a predictor .json file") from err
+        raise argparse.ArgumentTypeError(f"{err}; or 'local' (calibrate on this CPU), or give a predictor .json "
+                                         "file") from err
     return text
 
 

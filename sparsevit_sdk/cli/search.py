@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=list_models(), help="built-in model")
     p.add_argument("--hw", type=hardware,
-                   help=f"target ({', '.join(list_hardware())}) or a predictor .json file (default: cpu; with "
+                   help=f"target ({', '.join(list_hardware())}), local (calibrate on this CPU, cached) or a "
+                        "predictor .json file (default: cpu; with "
                         "--resume, the checkpoint's)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", type=fraction(one=True, hint="; for a budget in milliseconds use --budget-ms"),

@@ -47,10 +47,10 @@ _model_key = model_key  # its name here before the split
 
 # What fit, load and the transfers learn; written only by LatencyPredictor._set_learned.
 LEARNED = ("hardware_", "estimated_", "estimate_", "statistic_", "dtype_", "threads_", "fingerprint_", "linear_",
-           "boosters_", "scale_", "overhead_ms_", "ms_per_gflop_", "unit_scale_", "calibration_", "metrics_",
-           "fit_keys_")
+           "boosters_", "scale_", "overhead_ms_", "ms_per_gflop_", "unit_scale_", "unit_curves_", "calibration_",
+           "metrics_", "fit_keys_")
 # the learned attributes the cost tables are computed from: changing one empties the cache
-_TABLE_INPUTS = frozenset({"estimate_", "linear_", "boosters_", "unit_scale_"})
+_TABLE_INPUTS = frozenset({"estimate_", "linear_", "boosters_", "unit_scale_", "unit_curves_"})
 
 
 class NotFittedError(sklearn.exceptions.NotFittedError, RuntimeError):
@@ -106,7 +106,7 @@ class LatencyPredictor:
             hardware_=hardware, estimated_=False, estimate_=None, statistic_=statistic,
             dtype_=str(layers["dtype"].mode().iloc[0]), threads_=sorted(int(t) for t in layers["threads"].unique()),
             fingerprint_=fingerprint or sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
-            linear_=linear, boosters_=boosters, unit_scale_={}, scale_=1.0, overhead_ms_=0.0,
+            linear_=linear, boosters_=boosters, unit_scale_={}, unit_curves_={}, scale_=1.0, overhead_ms_=0.0,
             ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[])
         models = df[df["layer"] == "model"]
         chosen = with_mlp_ratio(draw_rows(models, self.overhead_fraction, str(self.random_state)), df)
@@ -273,6 +273,22 @@ class LatencyPredictor:
         """The measured predictor of target ``name``, or a spec-based estimate (``estimated``
         is True and a warning says so) for a target nobody has profiled."""
         return transfer.for_hardware(cls, name, shipped_predictors())
+
+    @classmethod
+    def for_device(cls, device: str, model, input_shape: Sequence[int], *, dtype: str = "fp32",
+                   threads: int | None = None, base: LatencyPredictor | None = None, cache: bool = True,
+                   refresh: bool = False, progress: bool = True) -> LatencyPredictor:
+        """A predictor for ``model`` at ``input_shape`` on ``device`` ("cpu", "cuda:0"),
+        calibrated here: about 2 minutes of measuring for Swin-T at 672 on a 2-core CPU, then
+        cached (see :mod:`sparsevit_sdk.local`) so the next call returns at once (``refresh`` measures
+        again and replaces it; ``cache=False`` neither reads nor writes it).
+
+        ``base`` defaults to the shipped predictor nearest this device; ``threads`` (CPU)
+        defaults to 1, timed on the thread CPU clock, and N > 1 is timed on the wall clock."""
+        from ..local import for_device  # measuring is the profiler's: the predictor package does not import it
+
+        return for_device(cls, device, model, input_shape, dtype=dtype, threads=threads, base=base,
+                          cache=cache, refresh=refresh, progress=progress)
 
     @classmethod
     def calibrate(cls, base: LatencyPredictor, df: pd.DataFrame, *, prior_weight: float = 1.0) -> LatencyPredictor:

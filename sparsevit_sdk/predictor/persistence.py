@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .latency import LatencyPredictor
 
 FORMAT = "sparsevit-latency-predictor"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: unit_curves
 REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
 
 
@@ -36,6 +36,7 @@ def to_dict(predictor: LatencyPredictor) -> dict[str, Any]:
         "dtype": p.dtype_, "threads": p.threads_, "fingerprint": p.fingerprint_,
         "features": list(FEATURES), "params": p.get_params(), "scale": p.scale_,
         "overhead_ms": p.overhead_ms_, "ms_per_gflop": p.ms_per_gflop_, "unit_scale": p.unit_scale_,
+        "unit_curves": p.unit_curves_,
         "calibration": p.calibration_, "metrics": p.metrics_, "fit_keys": p.fit_keys_,
         "versions": {"sparsevit_sdk": __version__, "xgboost": xgb.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__, "python": platform.python_version()},
@@ -71,7 +72,8 @@ def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) ->
         fingerprint_=doc["fingerprint"].mapping(),
         scale_=doc["scale"].number(above=0), overhead_ms_=doc["overhead_ms"].number(minimum=0),
         ms_per_gflop_=float(doc["ms_per_gflop"].number(above=0, nullable=True) or "nan"),  # null: no model rows
-        unit_scale_={group: scale.number(minimum=0) for group, scale in doc["unit_scale"].items()},
+        unit_scale_={group: _read_curve(scale, minimum=0) for group, scale in doc["unit_scale"].items()},
+        unit_curves_={key: _read_curve(curve) for key, curve in doc["unit_curves"].items()},
         calibration_=doc["calibration"].mapping(), metrics_=doc["metrics"].mapping(),
         fit_keys_=[key.text() for key in doc["fit_keys"].elements()],
     )
@@ -109,6 +111,16 @@ def _read_unit(unit: Field) -> tuple[np.ndarray, xgb.Booster]:
     except xgb.core.XGBoostError as err:
         raise unit["booster"].error(f"is not a model xgboost {xgb.__version__} can load") from err
     return coef, booster
+
+
+def _read_curve(curve: Field, minimum: float | None = None) -> list[list[float]]:
+    """A calibration curve: ``[x, value]`` points with increasing x (sparsity → scale for
+    group scales, kept windows → log-ratio for residual curves)."""
+    points = [[x.number(), value.number(minimum=minimum)]
+              for x, value in (point.elements(length=2) for point in curve.elements(nonempty=True))]
+    if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+        raise curve.error("has kept-window points out of order: x must increase")
+    return points
 
 
 def _read_estimate(estimate: Field) -> dict[str, Any]:

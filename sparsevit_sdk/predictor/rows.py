@@ -53,7 +53,7 @@ def with_mlp_ratio(models: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     """Whole-model rows record no MLP ratio (it is not in the signature): take it from the
     block_pair rows of the same architecture, else from the model registry."""
     ratios = df[df["layer"] == "block_pair"].groupby("signature")["mlp_ratio"].first().to_dict()
-    for signature, name in set(zip(models["signature"], models["model"])) - set(ratios):
+    for signature, name in {(s, n) for s, n in zip(models["signature"], models["model"]) if s not in ratios}:
         if name not in list_models():
             raise ValueError(f"cannot tell the MLP ratio of {signature!r}: include its block_pair rows")
         ratios[signature] = Architecture.from_model(build_model(name, seed=None)).mlp_ratio

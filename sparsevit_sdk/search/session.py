@@ -30,6 +30,7 @@ import torch.nn as nn
 from .._atomic import check_writable
 from ..accuracy import default_proxy
 from ..config import SearchSpace, SparsityConfig
+from ..local import LOCAL
 from ..predictor import LatencyPredictor
 from ..sparse.convert import sparse_backbone
 from ..sparse.swin import check_input_shape
@@ -50,8 +51,10 @@ class SearchSession:
     ``input_shape`` is the deployment input ``(B, C, H, W)``; the default 672x672 is
     SparseViT's high-resolution setting, where most windows can be skipped (at 224x224 a
     Swin-T's last stages hold 4 and 1 windows, and on a GPU fixed costs dominate).
-    ``hw`` is a target name (see ``sparsevit_sdk.hardware.list_hardware()``) or a fitted
-    :class:`LatencyPredictor` (e.g. one calibrated on your device).  The budget is either
+    ``hw`` is a target name (see ``sparsevit_sdk.hardware.list_hardware()``), ``"local"``
+    (this CPU: :meth:`LatencyPredictor.for_device` measures for about two minutes the first
+    time, then reuses its cached calibration), or a fitted :class:`LatencyPredictor`
+    (e.g. ``LatencyPredictor.for_device("cuda:0", model, input_shape)``).  The budget is either
     ``latency_budget``, a fraction of the dense model's predicted latency (default 0.7), or
     ``budget_ms``.  ``proxy(cfg) -> float`` scores a config, higher is better; without one
     the label-free agreement with the dense model on ``proxy_images`` demo images of
@@ -100,7 +103,12 @@ class SearchSession:
         if self.space.signature != self.backbone.signature:
             raise ValueError(f"the search space is for {self.space.signature!r}, the model is "
                              f"{self.backbone.signature!r}; build it with SearchSpace.from_model(model)")
-        self.predictor = hw if isinstance(hw, LatencyPredictor) else LatencyPredictor.for_hardware(hw)
+        if isinstance(hw, LatencyPredictor):
+            self.predictor = hw
+        elif hw == LOCAL:  # calibrated on this CPU at this model and input (cached after the first time)
+            self.predictor = LatencyPredictor.for_device("cpu", self.backbone, self.input_shape, progress=progress)
+        else:
+            self.predictor = LatencyPredictor.for_hardware(hw)
         if proxy is None:
             shape = self.input_shape if proxy_resolution is None else (*self.input_shape[:2], *proxy_resolution)
             seed = self.settings.seed

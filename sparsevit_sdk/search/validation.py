@@ -158,4 +158,5 @@ def _comparability(result: SearchResult, fingerprints: list[dict], here: dict) -
     described = [fp for fp in fingerprints if "device_type" in fp]
     why = describe_mismatch(described[0], here) if described else "the predictor records no device description"
     return False, (f"this {here['device']} is not the device the {result.hardware} predictor was fitted on "
-                   f"({why}); measured vs predicted ms does not judge the predictor here")
+                   f"({why}); measured vs predicted ms does not judge the predictor here. Search with "
+                   f"hw=\"local\" (or LatencyPredictor.for_device) to calibrate a predictor on this device")

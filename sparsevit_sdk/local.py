@@ -1,0 +1,119 @@
+"""A predictor for *this* device, in one call: measure what informs most, calibrate the
+nearest shipped predictor, keep the result in the user's cache.
+
+A predictor fitted on one CPU is off by 1.5x on another, and even a device's own
+whole-profile predictor misses some shapes: the Intel Xeon profile's per-(model, resolution)
+bias runs from 0.94 to 1.09 and a unit timed alone can hit a cache edge that the same unit
+inside a model does not.  So the calibration is done where the search will use it: at the
+deployment model, input shape, dtype and thread count.  It times every block pair of each
+stage at each grid sparsity, the scoring and glue units, and a few whole models (each
+measured in two rounds, keeping the quieter), then :meth:`LatencyPredictor.calibrate` fits the
+group scales, the per-geometry residual curves (trusted as far as cross-validation on the
+whole models allows) and the overhead.
+
+The result is cached under ``$SPARSEVIT_CACHE`` (default ``~/.cache/sparsevit_sdk``),
+keyed by device fingerprint, model signature and MLP ratio, input shape, dtype and threads;
+the next call loads it instead of measuring.
+
+It sits above both the profiler and the predictor (which reads profiles without the
+profiler, as in nn-Meter): :meth:`LatencyPredictor.for_device` imports it when called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch.nn as nn
+
+from ._data import shipped_predictors
+from .arch import Architecture
+from .dataset.fingerprint import same_device, stored_fingerprints
+from .devices import resolve_device
+from .profiler.fingerprint import device_fingerprint
+from .profiler.plan import DTYPES, SweepSettings
+from .profiler.sweep import profile_model
+from .sparse.convert import sparse_backbone
+from .sparse.swin import check_input_shape
+
+if TYPE_CHECKING:
+    from .predictor import LatencyPredictor
+
+logger = logging.getLogger(__name__)
+
+LOCAL = "local"  # the hw name of predictors calibrated on the device they run on
+# what a calibration measures: every unit at every grid sparsity, the grid's uniform configs
+# and a few random ones, in two rounds (each row keeps its quieter round)
+CALIBRATION = SweepSettings(warmup=1, repeats=5, model_repeats=3, random_configs=6, rounds=2)
+
+
+def cache_dir() -> Path:
+    """Where calibrated predictors are kept: ``$SPARSEVIT_CACHE`` or ``~/.cache/sparsevit_sdk``."""
+    return Path(os.environ.get("SPARSEVIT_CACHE") or "~/.cache/sparsevit_sdk").expanduser() / "predictors"
+
+
+def cache_key(fingerprint: dict, arch: Architecture, input_shape: Sequence[int], dtype: str) -> str:
+    """What a calibration is valid for: the device (its fingerprint holds the threads and
+    clock), the architecture, the input shape and the dtype."""
+    what = {"fingerprint": fingerprint["fingerprint_id"], "signature": arch.signature, "mlp_ratio": arch.mlp_ratio,
+            "input_shape": list(input_shape), "dtype": dtype}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def nearest_shipped(cls: type[LatencyPredictor], fingerprint: dict) -> LatencyPredictor:
+    """The shipped measured predictor most like this device: its own fingerprint if shipped,
+    else one of the same device type sharing the most ISA features (ties: the first name)."""
+    candidates = []
+    for name, path in shipped_predictors().items():
+        predictor = cls.load(path)
+        if predictor.estimated_:
+            continue
+        stored = stored_fingerprints(predictor.fingerprint_)
+        if same_device(fingerprint, stored):
+            return predictor
+        described = [fp for fp in stored if "device_type" in fp]
+        kind = any(fp["device_type"] == fingerprint["device_type"] for fp in described)
+        shared = max((len(set(fp.get("isa", [])) & set(fingerprint.get("isa", []))) for fp in described), default=0)
+        candidates.append((not kind, -shared, name, predictor))
+    if not candidates:
+        raise ValueError("no measured predictor is shipped to calibrate from; profile this device with "
+                         "`sparsevit-profile` and fit one with `sparsevit-fit`")
+    return min(candidates, key=lambda c: c[:3])[3]
+
+
+def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input_shape: Sequence[int], *,
+               dtype: str = "fp32", threads: int | None = None, base: LatencyPredictor | None = None,
+               cache: bool = True, refresh: bool = False, progress: bool = True) -> LatencyPredictor:
+    """See :meth:`LatencyPredictor.for_device`."""
+    backbone = sparse_backbone(model)
+    shape = check_input_shape(input_shape, backbone.in_chans)
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if any(d % 2 for d in backbone.depths):
+        raise ValueError(f"calibration times block pairs, so every stage depth must be even; got {backbone.depths}")
+    dev = resolve_device(device)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    threads = threads or (1 if dev.type == "cpu" else None)
+    clock = "cpu" if dev.type == "cpu" and threads == 1 else "wall"  # see profiler.timing: CLOCKS
+    fingerprint = device_fingerprint(dev, hw=LOCAL, threads=threads, clock=clock)
+    arch = Architecture.from_model(backbone)
+    path = cache_dir() / f"{cache_key(fingerprint, arch, shape, dtype)}.json"
+    if cache and not refresh and path.is_file():
+        logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
+                    fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
+        return cls.load(path)
+    base = base if base is not None else nearest_shipped(cls, fingerprint)
+    logger.info("calibrating the %s predictor to this %s (%s, %s threads) at input %s; cached in %s",
+                base.hardware_, fingerprint["name"], dtype, fingerprint["threads"], "x".join(map(str, shape)), path)
+    rows = profile_model(backbone, resolutions=[shape[2:]], batches=[shape[0]], device=dev, dtype=dtype, hw=LOCAL,
+                         settings=CALIBRATION, threads=threads, clock=clock, progress=progress)
+    predictor = cls.calibrate(base, rows)
+    if cache:
+        predictor.save(path)
+    return predictor
