@@ -2,10 +2,12 @@
 
     python examples/quickstart.py
 
-A small Swin (``swin_micro``, random weights) at 224x224 on this CPU: the search predicts
-latency with the shipped ``cpu`` predictor and, given no proxy, scores each config by how
-closely its outputs agree with the dense model's.  Then the best config runs on the real
-sparse kernels next to the dense model.  About a minute on a 2-core CPU.
+A small Swin (``swin_micro``, random weights) at 224x224 on this CPU: ``hw="local"``
+calibrates the shipped predictor nearest this CPU to it (a few seconds of measuring at this
+model and input, cached for the next run), the search predicts latency with it and, given
+no proxy, scores each config by how closely its outputs agree with the dense model's.  Then
+the best config runs on the real sparse kernels next to the dense model.  About a minute on
+a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sparsevit_sdk.search import SearchSession
 def main() -> None:
     model = build_model("swin_micro")
     # Reference settings are population=100, generations=20; a smaller search keeps this quick.
-    result = SearchSession(model, hw="cpu", latency_budget=0.7, input_shape=(1, 3, 224, 224), population=24,
+    result = SearchSession(model, hw="local", latency_budget=0.7, input_shape=(1, 3, 224, 224), population=24,
                            parents=6, generations=4).run()
     print(result.summary())
     print(result.validate("cpu"))

@@ -1,0 +1,142 @@
+"""A predictor calibrated on this device: hw="local", LatencyPredictor.for_device, the cache,
+sparsevit-calibrate, and the calibration model underneath (group curves, residual curves and
+their cross-validated weight)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sparsevit_sdk.local as local
+from sparsevit_sdk import SearchSession, SearchSpace, build_model
+from sparsevit_sdk.cli import calibrate as calibrate_cli
+from sparsevit_sdk.predictor import LatencyPredictor
+from sparsevit_sdk.profiler import load_profiles, measure_latency
+
+SHAPE = (1, 3, 112, 112)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEVIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "predictors"
+
+
+@pytest.fixture(scope="module")
+def micro():
+    return build_model("swin_micro")
+
+
+def test_for_device_fixes_a_base_three_times_too_slow_and_caches_the_result(cache, micro, monkeypatch):
+    base = LatencyPredictor.load("cpu")
+    base._set_learned(unit_scale_={"*": [[0.0, 3.0]]})
+    dense = SearchSpace.from_model(micro).dense()
+    measured = measure_latency(micro, SHAPE, warmup=2, repeats=10, threads=1, clock="cpu").p10_ms
+    assert base.predict_config(micro, dense, SHAPE) > 2 * measured  # the base is badly off here
+
+    predictor = LatencyPredictor.for_device("cpu", micro, SHAPE, base=base, progress=False)
+    assert predictor.hardware == "local" and not predictor.estimated
+    assert predictor.threads_ == [1] and predictor.fingerprint_["clock"] == "cpu"
+    assert predictor.calibration_["model_rows"] >= 10 and predictor.calibration_["layer_rows"] > 0
+    assert abs(predictor.predict_config(micro, dense, SHAPE) / measured - 1) < 0.35
+    assert len(list(cache.glob("*.json"))) == 1
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a cached calibration was measured again")
+
+    monkeypatch.setattr(local, "profile_model", no_measuring)
+    again = LatencyPredictor.for_device("cpu", micro, SHAPE, progress=False)
+    assert again.to_dict()["unit_scale"] == predictor.to_dict()["unit_scale"]
+    with pytest.raises(AssertionError, match="measured again"):
+        LatencyPredictor.for_device("cpu", micro, SHAPE, refresh=True, progress=False)
+    with pytest.raises(AssertionError, match="measured again"):  # another input shape is another calibration
+        LatencyPredictor.for_device("cpu", micro, (1, 3, 140, 140), progress=False)
+
+
+def test_the_cache_key_names_device_model_shape_and_dtype(micro):
+    fp = {"fingerprint_id": "abc"}
+    arch = local.Architecture.from_model(micro)
+    keys = {local.cache_key(fp, arch, SHAPE, "fp32"), local.cache_key({"fingerprint_id": "abd"}, arch, SHAPE, "fp32"),
+            local.cache_key(fp, arch, (2, 3, 112, 112), "fp32"), local.cache_key(fp, arch, SHAPE, "bf16"),
+            local.cache_key(fp, local.Architecture.from_model(build_model("swin_t")), SHAPE, "fp32")}
+    assert len(keys) == 5
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dtype": "fp8"}, "unknown dtype"),
+    ({"threads": 0}, "threads must be >= 1"),
+])
+def test_for_device_refuses_bad_settings_before_measuring(cache, micro, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LatencyPredictor.for_device("cpu", micro, SHAPE, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="input"):
+        LatencyPredictor.for_device("cpu", micro, (3, 112, 112), progress=False)
+    assert not cache.exists()
+
+
+def test_the_nearest_shipped_predictor_is_the_one_sharing_the_most_isa(monkeypatch):
+    avx512 = {"fingerprint_id": "new", "device_type": "cpu", "isa": ["avx2", "fma", "avx512f", "amx_tile"]}
+    avx2 = {"fingerprint_id": "new", "device_type": "cpu", "isa": ["avx2", "fma"]}
+    assert local.nearest_shipped(LatencyPredictor, avx512).hardware == "intel-xeon-amx"
+    assert local.nearest_shipped(LatencyPredictor, avx2).hardware == "cpu"
+    own = LatencyPredictor.load("intel-xeon-amx").fingerprint_
+    assert local.nearest_shipped(LatencyPredictor, own).hardware == "intel-xeon-amx"
+
+
+def test_search_session_with_hw_local_calibrates_here(cache, micro):
+    session = SearchSession(micro, hw="local", input_shape=SHAPE, progress=False, max_evaluations=20,
+                            latency_budget=0.9, population=10, parents=4, seed=0, proxy=lambda cfg: -cfg.mean)
+    assert session.predictor.hardware == "local"
+    result = session.run()
+    assert result.predicted_ms > 0 and len(list(cache.glob("*.json"))) == 1
+
+
+def test_sparsevit_calibrate_writes_the_predictor_and_reports_its_cross_validation(cache, tmp_path, capsys):
+    out = tmp_path / "micro.json"
+    assert calibrate_cli.main(["--model", "swin_micro", "--resolution", "112", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cross-validated on its" in printed and "within ±10 %" in printed
+    assert LatencyPredictor.load(out).hardware == "local"
+
+
+def test_sparsevit_calibrate_refuses_an_unwritable_output_before_measuring(cache, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert calibrate_cli.main(["--model", "swin_micro", "--resolution", "112", "--out", str(blocker / "p.json")]) == 2
+    assert "--out" in capsys.readouterr().err and not cache.exists()
+
+
+# ----------------------------------------------------------------- the calibration model
+
+
+def test_residual_curves_follow_a_cache_edge_that_one_scale_per_stage_cannot():
+    """Units-only calibration: stage 0 pairs at 672 px become twice as fast from 30 % sparsity on."""
+    amd = load_profiles("profiles/cpu")
+    rows = amd[(amd.model == "swin_micro") & (amd.img_h == 672) & (amd.layer != "model")].copy()
+    edge = (rows.layer == "block_pair") & (rows.stage == 0) & (rows.sparsity >= 0.3)
+    rows.loc[edge, ["p10_ms", "min_ms", "latency_ms", "p90_ms"]] *= 0.5
+    calibrated = LatencyPredictor.calibrate(LatencyPredictor.load("cpu"), rows)
+    pairs = rows[(rows.layer == "block_pair") & (rows.stage == 0)]
+    ratio = calibrated.predict(pairs) / pairs.p10_ms.to_numpy()
+    assert np.abs(ratio - 1).max() < 0.05
+
+
+@pytest.mark.parametrize("base, device, curve_weight", [("cpu", "intel-xeon-amx", 0.0),
+                                                       ("intel-xeon-amx", "cpu", 1.0)])
+def test_cross_validation_decides_how_far_isolated_units_are_trusted(base, device, curve_weight):
+    """On the Xeon the first swin_micro stage at 672 px halves its isolated time between 20 % and
+    30 % sparsity, but the whole models do not: the curves are dropped there, kept on the EPYC."""
+    df = load_profiles(f"profiles/{device}")
+    rows = df[(df.model == "swin_micro") & (df.img_h == 672)]
+    calibrated = LatencyPredictor.calibrate(LatencyPredictor.load(base), rows)
+    assert calibrated.calibration_["curve_weight"] == curve_weight
+    assert calibrated.calibration_["cv_within_10"] >= 90
+
+
+def test_calibration_on_calibration_multiplies_group_curves():
+    from sparsevit_sdk.predictor.transfer import _combine
+
+    old = {"block_pair/0": [[0.0, 2.0], [0.8, 4.0]]}
+    combined = _combine(old, {"block_pair/0": [[0.4, 0.5]], "rest": [[0.0, 3.0]]}, 1.0)
+    assert combined["block_pair/0"] == [[0.0, 1.0], [0.4, 1.5], [0.8, 2.0]]
+    assert combined["rest"] == [[0.0, 3.0]] and combined["*"] == [[0.0, 1.0]]
