@@ -161,8 +161,8 @@ def throughput(path: Path) -> list[str]:
 
 
 def estimates() -> list[str]:
-    """Swin-T on every known target; an estimate is only as good as a roofline and an assumed
-    per-op host cost, so it is labelled as such."""
+    """Swin-T on every known target; an estimate is only as good as the published figures behind
+    its cost model, so it is labelled as such."""
     model = build_model("swin_t")
     space = SearchSpace.from_model(model)
     lines = ["| target | source | dtype | 224 dense | 224 at 0.5 | 672 dense | 672 at 0.5 |",

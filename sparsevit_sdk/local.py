@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from ._data import shipped_predictors
 from .arch import Architecture
 from .dataset.fingerprint import same_device, stored_fingerprints
 from .devices import resolve_device
+from .hardware import SPECS
 from .profiler.fingerprint import device_fingerprint
 from .profiler.plan import DTYPES, SweepSettings
 from .profiler.sweep import profile_model
@@ -66,8 +68,13 @@ def cache_key(fingerprint: dict, arch: Architecture, input_shape: Sequence[int],
 
 
 def nearest_shipped(cls: type[LatencyPredictor], fingerprint: dict) -> LatencyPredictor:
-    """The shipped measured predictor most like this device: its own fingerprint if shipped,
-    else one of the same device type sharing the most ISA features (ties: the first name)."""
+    """The shipped predictor most like this device: its own fingerprint if shipped; on a
+    GPU the published-figure estimate of the target whose name it carries (else the A100's);
+    on a CPU the measured one sharing the most ISA features (ties: the first name)."""
+    if fingerprint["device_type"] == "cuda":
+        device = re.sub(r"[^a-z0-9]", "", fingerprint["name"].lower())
+        named = [s.name for s in SPECS.values() if s.kind == "gpu" and re.sub(r"[^a-z0-9]", "", s.name) in device]
+        return cls.for_hardware(max(named, key=len, default="a100"))
     candidates = []
     for name, path in shipped_predictors().items():
         predictor = cls.load(path)

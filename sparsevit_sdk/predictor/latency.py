@@ -201,16 +201,17 @@ class LatencyPredictor:
         self._check_fitted()
         if layers.empty:
             return np.zeros(0)
-        source = transfer.source_rows(self, layers)
-        features = unit_features(source)
-        basis = self._basis(source)
-        kinds = source["layer"].to_numpy()
-        out = np.empty(len(source))
+        if self.estimate_ is not None:
+            return transfer.calibrated(self, transfer.estimate_ms(self, layers), layers)
+        features = unit_features(layers)
+        basis = self._basis(layers)
+        kinds = layers["layer"].to_numpy()
+        out = np.empty(len(layers))
         for kind in np.unique(kinds):
             sel = kinds == kind
             margin = np.log(basis[sel] @ self.linear_[kind])
             out[sel] = np.exp(self.boosters_[kind].inplace_predict(features[sel], base_margin=margin))
-        return transfer.to_target(self, out, source, layers)
+        return transfer.calibrated(self, out, layers)
 
     def predict_configs(self, model, configs: Sequence[SparsityConfig], input_shape: Sequence[int],
                         *, dtype: str | None = None) -> np.ndarray:
@@ -270,8 +271,9 @@ class LatencyPredictor:
     # ------------------------------------------------------------ new devices
     @classmethod
     def for_hardware(cls, name: str) -> LatencyPredictor:
-        """The measured predictor of target ``name``, or a spec-based estimate (``estimated``
-        is True and a warning says so) for a target nobody has profiled."""
+        """The measured predictor of target ``name``, or for a GPU nobody has profiled an
+        estimate (``estimated`` is True and a warning says so): the cost model of
+        :mod:`.gpu_model`, fitted to published Swin measurements, priced on its specs."""
         return transfer.for_hardware(cls, name, shipped_predictors())
 
     @classmethod

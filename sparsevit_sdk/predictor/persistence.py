@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from .._atomic import write_json
 from .._documents import DocumentError, Field, check_header, header, read_json
 from .._version import __version__
 from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
+from .gpu_model import RUNTIMES, GpuConstants
 from .rows import STATISTICS
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ def to_dict(predictor: LatencyPredictor) -> dict[str, Any]:
                      "pandas": pd.__version__, "python": platform.python_version()},
     }
     units = {kind: {"linear": [float(c) for c in p.linear_[kind]],
-                    "booster": json.loads(p.boosters_[kind].save_raw("json"))} for kind in UNIT_KINDS}
+                    "booster": json.loads(p.boosters_[kind].save_raw("json"))} for kind in p.boosters_}
     return {**_finite(meta), "units": units}
 
 
@@ -60,13 +62,13 @@ def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) ->
               learning_rate=params["learning_rate"].number(above=0),
               overhead_fraction=params["overhead_fraction"].number(minimum=0, maximum=1),
               random_state=params["random_state"].number(integer=True))
+    estimate = None if doc["estimate"].value is None else _read_estimate(doc["estimate"])
     linear, boosters = {}, {}
-    for kind in UNIT_KINDS:
+    for kind in () if estimate is not None else UNIT_KINDS:  # an estimate prices units without boosters
         linear[kind], boosters[kind] = _read_unit(doc["units"][kind])
     return new._set_learned(
         linear_=linear, boosters_=boosters,
-        hardware_=doc["hardware"].text(), estimated_=doc["estimated"].flag(),
-        estimate_=None if doc["estimate"].value is None else _read_estimate(doc["estimate"]),
+        hardware_=doc["hardware"].text(), estimated_=doc["estimated"].flag(), estimate_=estimate,
         statistic_=doc["statistic"].text(STATISTICS), dtype_=doc["dtype"].text(tuple(DTYPE_BYTES)),
         threads_=[t.number(integer=True, minimum=1) for t in doc["threads"].elements(nonempty=True)],
         fingerprint_=doc["fingerprint"].mapping(),
@@ -124,13 +126,16 @@ def _read_curve(curve: Field, minimum: float | None = None) -> list[list[float]]
 
 
 def _read_estimate(estimate: Field) -> dict[str, Any]:
-    """The ``estimate`` of a spec-based predictor: what ``transfer.to_target`` reads."""
-    estimate["source"].text()
-    estimate["source_dtype"].text(tuple(DTYPE_BYTES))
-    for spec in (estimate["source_spec"], estimate["target_spec"]):
-        for name in ("peak_fp32_tflops", "peak_fp16_tflops", "mem_bw_gbs"):
-            spec[name].number(above=0)
-        spec["op_overhead_us"].number(minimum=0)
+    """The ``estimate`` of a GPU target nobody measured: what ``transfer.estimate_ms`` reads."""
+    estimate["kind"].text(("gpu-cost-model",))
+    estimate["runtime"].text(tuple(RUNTIMES))
+    for name in fields(GpuConstants):
+        estimate["constants"][name.name].number(above=0)
+    spec = estimate["target_spec"]
+    for name in ("peak_fp32_tflops", "peak_fp16_tflops", "mem_bw_gbs"):
+        spec[name].number(above=0)
+    for name in ("name", "description", "kind", "default_dtype"):
+        spec[name].text()
     return estimate.value
 
 

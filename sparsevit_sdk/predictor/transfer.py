@@ -1,6 +1,6 @@
-"""Moving a predictor to other hardware: a spec-based estimate for a target nobody has
-profiled (the roofline ratio of published specs, floored by the per-op host cost), and
-calibration of any predictor to a device from a few of its measurements.
+"""Moving a predictor to other hardware: an estimate for a GPU nobody has profiled (the cost
+model of :mod:`.gpu_model`, fitted to published measurements), and calibration of any
+predictor to a device from a few of its measurements.
 
 What differs between two CPUs is not one factor.  Measured on the shipped AMD EPYC and
 Intel Xeon profiles, a block pair's ratio between the devices changes with the stage (its
@@ -25,8 +25,8 @@ from scipy.optimize import lsq_linear
 
 from ..dataset.merge import select_device
 from ..dataset.schema import validate_frame
-from ..hardware import SPECS, get_hardware
-from .features import unit_costs
+from ..hardware import HardwareSpec, get_hardware
+from .gpu_model import GpuConstants, published_model, unit_ms
 from .rows import model_key, model_units, one_device, runnable, with_mlp_ratio
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# eager PyTorch ops per unit: with HardwareSpec.op_overhead_us, the floor of a unit on a GPU
-OPS_PER_UNIT = {"patch_embed": 4, "patch_merge": 6, "score": 12, "block_pair": 50, "norm": 1}
 # sparsities where whole-model calibration sets a block pair's scale (linear between), and how
 # strongly neighbouring knots are pulled together
 KNOTS = (0.0, 0.2, 0.4, 0.6, 0.8)
@@ -77,35 +75,20 @@ def _curve_log_ratio(curves: dict[str, list[list[float]]], units: pd.DataFrame) 
     return out
 
 
-def source_rows(predictor: LatencyPredictor, layers: pd.DataFrame) -> pd.DataFrame:
-    """Unit rows as the device the boosters were fitted on ran them (an estimate's source dtype)."""
-    return layers if predictor.estimate_ is None else layers.assign(dtype=predictor.estimate_["source_dtype"])
+def estimate_ms(predictor: LatencyPredictor, units: pd.DataFrame) -> np.ndarray:
+    """Unit ms of an estimated target: the published-figure GPU cost model on its specs."""
+    estimate = predictor.estimate_
+    return unit_ms(GpuConstants(**estimate["constants"]), units, HardwareSpec(**estimate["target_spec"]),
+                   estimate["runtime"])
 
 
-def to_target(predictor: LatencyPredictor, ms: np.ndarray, source: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-    """Booster ms of the ``source`` rows → ms of the ``target`` rows on ``predictor``'s device:
-    the roofline rescale of an estimate, then the unit scales and curves of calibration."""
-    if predictor.estimate_ is not None:
-        ms = _rescale(predictor.estimate_, ms, source, target)
+def calibrated(predictor: LatencyPredictor, ms: np.ndarray, units: pd.DataFrame) -> np.ndarray:
+    """Unit ms before calibration → after: the residual curves, then the group scales."""
     if predictor.unit_curves_:
-        ms = ms * np.exp(_curve_log_ratio(predictor.unit_curves_, target))
+        ms = ms * np.exp(_curve_log_ratio(predictor.unit_curves_, units))
     if predictor.unit_scale_:
-        ms = ms * _group_scales(predictor.unit_scale_, target)
+        ms = ms * _group_scales(predictor.unit_scale_, units)
     return ms
-
-
-def _rescale(estimate: dict, ms: np.ndarray, source: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-    """Source-device unit ms → target, by the ratio of the two roofline times, floored by
-    the target's per-op host cost."""
-    def roofline(units: pd.DataFrame, spec: dict) -> np.ndarray:
-        flops, moved = unit_costs(units)
-        peak = np.where(units["dtype"] == "fp32", spec["peak_fp32_tflops"], spec["peak_fp16_tflops"]) * 1e12
-        return np.maximum(flops / peak, moved / (spec["mem_bw_gbs"] * 1e9))
-
-    target_spec = estimate["target_spec"]
-    ms = ms * roofline(target, target_spec) / roofline(source, estimate["source_spec"])
-    floor = target["layer"].map(OPS_PER_UNIT).to_numpy(float) * target_spec["op_overhead_us"] / 1e3
-    return np.maximum(ms, floor)
 
 
 def for_hardware(cls: type[LatencyPredictor], name: str, shipped: dict[str, Path]) -> LatencyPredictor:
@@ -113,25 +96,22 @@ def for_hardware(cls: type[LatencyPredictor], name: str, shipped: dict[str, Path
     hw = get_hardware(name)
     if hw.predictor is not None:
         return cls.load(hw.predictor)
-    measured = sorted(n for n in shipped if n in SPECS)
-    if not measured:
-        raise ValueError(f"no measured predictor is shipped to estimate {name!r} from; profile a device with "
-                         "`sparsevit-profile` and fit it with `sparsevit-fit`")
-    same_kind = [n for n in measured if SPECS[n].kind == hw.spec.kind]
-    source = (same_kind or measured)[0]
-    est = cls.load(shipped[source])
-    source_spec = asdict(SPECS[source])
-    if source_spec["cores"]:  # a CPU predictor timed on fewer threads than cores saw that share of the peak
-        share = min(max(est.threads_), source_spec["cores"]) / source_spec["cores"]
-        source_spec.update(peak_fp32_tflops=source_spec["peak_fp32_tflops"] * share,
-                           peak_fp16_tflops=source_spec["peak_fp16_tflops"] * share)
-    est._set_learned(estimate_={"source": source, "source_dtype": est.dtype_, "source_spec": source_spec,
-                                "target_spec": asdict(hw.spec)},
-                     hardware_=name, estimated_=True, dtype_=hw.spec.default_dtype, metrics_={})
+    if hw.spec.kind != "gpu":
+        raise ValueError(f"no measured predictor for the CPU target {name!r} and no estimate for CPUs (they differ "
+                         "too much for specs to say); on that CPU use hw='local' (LatencyPredictor.for_device) or "
+                         "profile it with `sparsevit-profile` and fit with `sparsevit-fit`")
+    model = published_model()
+    estimate = {"kind": "gpu-cost-model", "constants": asdict(model.constants_), "target_spec": asdict(hw.spec),
+                "runtime": "eager", "figures": model.fit_report_["figures"]}
+    est = cls()._set_learned(
+        hardware_=name, estimated_=True, estimate_=estimate, statistic_="latency_ms", dtype_=hw.spec.default_dtype,
+        threads_=[1], fingerprint_={}, linear_={}, boosters_={}, unit_scale_={}, unit_curves_={}, scale_=1.0,
+        overhead_ms_=0.0, ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[])
     logger.warning(
-        "no measured latency predictor for %r: latencies are estimated (the %s predictor rescaled by a "
-        "roofline of published %s specs, %s); profile the device with `sparsevit-profile` and fit or "
-        "calibrate a predictor to replace the estimate", name, source, name, hw.spec.default_dtype)
+        "no measured latency predictor for %r: latencies are estimated by a GPU cost model fitted to %d published "
+        "Swin measurements and priced on the %s's published specs (%s, eager PyTorch); calibrate it on the device "
+        "with LatencyPredictor.for_device('cuda:0', model, input_shape) or profile it with `sparsevit-profile`",
+        name, estimate["figures"], name, hw.spec.default_dtype)
     return est
 
 
