@@ -12,7 +12,7 @@ marked ``derived`` in its comment.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ._data import shipped_predictors
@@ -55,6 +55,12 @@ class Hardware:
         return f"{self.name} ({self.spec.description}; {source})"
 
 
+# A second measured CPU (profiles/intel-xeon-amx): a 2-vCPU Intel Xeon VM with AVX-512
+# and AMX whose model the hypervisor hides, so the peaks are measured, not published:
+# torch's 2048^2 matmul on 2 threads reaches 0.40 TFLOPS fp32 and 2.97 TFLOPS bf16 (AMX);
+# numpy copy 25.4 GB/s (2026-11-24, on a VM of the same kind).
+_XEON = HardwareSpec("intel-xeon-amx", "2-vCPU Intel Xeon (AVX-512, AMX) VM", "cpu", 0.40, 2.97, 25.4, "fp32")
+
 _SPECS = [
     # The reference CPU the shipped profiles were measured on: a 2-vCPU KVM slice of an AMD
     # EPYC (Zen 3, family 25 model 1).  Peak derived: 2 cores x 3.5 GHz boost x 32 fp32
@@ -62,11 +68,9 @@ _SPECS = [
     # 2048^2 matmul here.  Bandwidth measured (numpy copy, 17.7 GB/s): a tenant of a shared
     # socket does not see the published 204.8 GB/s of 8-channel DDR4-3200.
     HardwareSpec("cpu", "2-vCPU AMD EPYC (Zen 3) VM", "cpu", 0.224, 0.224, 17.7, "fp32"),
-    # A second measured CPU (profiles/intel-xeon-amx): a 2-vCPU Intel Xeon VM with AVX-512
-    # and AMX whose model the hypervisor hides, so the peaks are measured, not published:
-    # torch's 2048^2 matmul on 2 threads reaches 0.40 TFLOPS fp32 and 2.97 TFLOPS bf16 (AMX);
-    # numpy copy 25.4 GB/s (2026-11-24, on a VM of the same kind).
-    HardwareSpec("intel-xeon-amx", "2-vCPU Intel Xeon (AVX-512, AMX) VM", "cpu", 0.40, 2.97, 25.4, "fp32"),
+    _XEON,
+    # The same VM timed as a deployment that uses all its cores: 2 threads, wall clock.
+    replace(_XEON, name="intel-xeon-amx-2t", description="2-vCPU Intel Xeon (AVX-512, AMX) VM, both cores"),
     # NVIDIA Jetson AGX Orin 64GB module datasheet: 204.8 GB/s LPDDR5; GPU 170 sparse INT8
     # TOPS (the 275 TOPS total adds the DLAs).  fp16 tensor derived: dense INT8 = 170 / 2 =
     # 85 TOPS, fp16 = 85 / 2 = 42.5 TFLOPS (derived).  fp32 derived: 2048 CUDA cores x

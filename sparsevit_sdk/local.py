@@ -12,8 +12,12 @@ group scales, the per-geometry residual curves (trusted as far as cross-validati
 whole models allows) and the overhead.
 
 The result is cached under ``$SPARSEVIT_CACHE`` (default ``~/.cache/sparsevit_sdk``),
-keyed by device fingerprint, model signature and MLP ratio, input shape, dtype and threads;
-the next call loads it instead of measuring.
+keyed by device fingerprint (with the threads and clock), model signature and MLP ratio,
+input shape, dtype and runtime; the next call loads it instead of measuring.
+
+``runtime="compiled"`` or ``"onnxruntime"`` times the whole models in that runtime (units stay
+eager: they are what the predictor adds up, and the whole models fit how the runtime
+changes the sum), so the search predicts latencies where the model will be deployed.
 
 It sits above both the profiler and the predictor (which reads profiles without the
 profiler, as in nn-Meter): :meth:`LatencyPredictor.for_device` imports it when called.
@@ -40,6 +44,7 @@ from .hardware import SPECS
 from .profiler.fingerprint import device_fingerprint
 from .profiler.plan import DTYPES, SweepSettings
 from .profiler.sweep import profile_model
+from .profiler.timing import check_runtime
 from .sparse.convert import sparse_backbone
 from .sparse.swin import check_input_shape
 
@@ -50,8 +55,11 @@ logger = logging.getLogger(__name__)
 
 LOCAL = "local"  # the hw name of predictors calibrated on the device they run on
 # what a calibration measures: every unit at every grid sparsity, the grid's uniform configs
-# and a few random ones, in two rounds (each row keeps its quieter round)
+# and a few random ones, in two rounds (each row keeps its quieter round).  In a compiled or
+# exported runtime each whole model is compiled or exported once per round, which costs more
+# than timing it: one round, two random configs.
 CALIBRATION = SweepSettings(warmup=1, repeats=5, model_repeats=3, random_configs=6, rounds=2)
+RUNTIME_CALIBRATION = SweepSettings(warmup=1, repeats=5, model_repeats=3, random_configs=2, rounds=1)
 
 
 def cache_dir() -> Path:
@@ -59,11 +67,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPARSEVIT_CACHE") or "~/.cache/sparsevit_sdk").expanduser() / "predictors"
 
 
-def cache_key(fingerprint: dict, arch: Architecture, input_shape: Sequence[int], dtype: str) -> str:
+def cache_key(fingerprint: dict, arch: Architecture, input_shape: Sequence[int], dtype: str,
+              runtime: str = "eager") -> str:
     """What a calibration is valid for: the device (its fingerprint holds the threads and
-    clock), the architecture, the input shape and the dtype."""
+    clock), the architecture, the input shape, the dtype and the runtime."""
     what = {"fingerprint": fingerprint["fingerprint_id"], "signature": arch.signature, "mlp_ratio": arch.mlp_ratio,
-            "input_shape": list(input_shape), "dtype": dtype}
+            "input_shape": list(input_shape), "dtype": dtype, "runtime": runtime}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -94,8 +103,9 @@ def nearest_shipped(cls: type[LatencyPredictor], fingerprint: dict) -> LatencyPr
 
 
 def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input_shape: Sequence[int], *,
-               dtype: str = "fp32", threads: int | None = None, base: LatencyPredictor | None = None,
-               cache: bool = True, refresh: bool = False, progress: bool = True) -> LatencyPredictor:
+               dtype: str = "fp32", threads: int | None = None, runtime: str = "eager",
+               base: LatencyPredictor | None = None, cache: bool = True, refresh: bool = False,
+               progress: bool = True) -> LatencyPredictor:
     """See :meth:`LatencyPredictor.for_device`."""
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
@@ -107,19 +117,23 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     threads = threads or (1 if dev.type == "cpu" else None)
-    clock = "cpu" if dev.type == "cpu" and threads == 1 else "wall"  # see profiler.timing: CLOCKS
+    # the thread CPU clock where one thread does all the work (not ONNX Runtime's own threads)
+    clock = "cpu" if dev.type == "cpu" and threads == 1 and runtime != "onnxruntime" else "wall"
+    check_runtime(runtime, clock)
     fingerprint = device_fingerprint(dev, hw=LOCAL, threads=threads, clock=clock)
     arch = Architecture.from_model(backbone)
-    path = cache_dir() / f"{cache_key(fingerprint, arch, shape, dtype)}.json"
+    path = cache_dir() / f"{cache_key(fingerprint, arch, shape, dtype, runtime)}.json"
     if cache and not refresh and path.is_file():
         logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
                     fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
         return cls.load(path)
     base = base if base is not None else nearest_shipped(cls, fingerprint)
-    logger.info("calibrating the %s predictor to this %s (%s, %s threads) at input %s; cached in %s",
-                base.hardware_, fingerprint["name"], dtype, fingerprint["threads"], "x".join(map(str, shape)), path)
+    logger.info("calibrating the %s predictor to this %s (%s, %s threads, %s) at input %s; cached in %s",
+                base.hardware_, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)),
+                path)
     rows = profile_model(backbone, resolutions=[shape[2:]], batches=[shape[0]], device=dev, dtype=dtype, hw=LOCAL,
-                         settings=CALIBRATION, threads=threads, clock=clock, progress=progress)
+                         settings=CALIBRATION if runtime == "eager" else RUNTIME_CALIBRATION, threads=threads,
+                         clock=clock, runtime=runtime, progress=progress)
     predictor = cls.calibrate(base, rows)
     if cache:
         predictor.save(path)

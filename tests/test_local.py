@@ -5,6 +5,7 @@ their cross-validated weight)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import sparsevit_sdk.local as local
@@ -140,3 +141,43 @@ def test_calibration_on_calibration_multiplies_group_curves():
     combined = _combine(old, {"block_pair/0": [[0.4, 0.5]], "rest": [[0.0, 3.0]]}, 1.0)
     assert combined["block_pair/0"] == [[0.0, 1.0], [0.4, 1.5], [0.8, 2.0]]
     assert combined["rest"] == [[0.0, 3.0]] and combined["*"] == [[0.0, 1.0]]
+
+
+# ----------------------------------------------------------------- runtimes
+
+
+def test_a_predictor_calibrated_in_onnxruntime_drives_search_and_validation_there(cache, micro):
+    pytest.importorskip("onnxruntime")
+    predictor = LatencyPredictor.for_device("cpu", micro, SHAPE, runtime="onnxruntime", progress=False)
+    assert predictor.runtime_ == "onnxruntime" and predictor.fingerprint_["clock"] == "wall"
+    assert LatencyPredictor.load(next(cache.glob("*.json"))).runtime_ == "onnxruntime"
+    session = SearchSession(micro, hw="local", runtime="onnxruntime", input_shape=SHAPE, progress=False,
+                            max_evaluations=10, latency_budget=0.9, population=8, parents=4, seed=0,
+                            proxy=lambda cfg: -cfg.mean)
+    assert session.predictor.runtime_ == "onnxruntime"  # the cached calibration
+    report = session.run().validate("cpu", repeats=3, warmup=1, rounds=1)
+    assert report.runtime == "onnxruntime" and report.comparable, report.note
+
+
+def test_a_predictor_for_another_runtime_is_refused_naming_the_fix(micro):
+    with pytest.raises(ValueError, match="predicts eager latencies, not compiled.*hw='local'"):
+        SearchSession(micro, hw="cpu", runtime="compiled", input_shape=SHAPE, progress=False,
+                      proxy=lambda cfg: -cfg.mean)
+
+
+def test_profiles_without_a_runtime_column_are_eager_and_unknown_runtimes_are_refused():
+    from sparsevit_sdk.dataset.schema import SchemaError, validate_frame
+
+    rows = load_profiles("profiles/cpu")
+    old = rows.drop(columns="runtime")
+    assert set(validate_frame(old)["runtime"]) == {"eager"}
+    with pytest.raises(SchemaError, match="unknown runtime values \\['tensorrt'\\]"):
+        validate_frame(rows.assign(runtime="tensorrt"))
+
+
+def test_whole_models_of_two_runtimes_are_not_mixed_in_one_predictor():
+    rows = load_profiles("profiles/cpu")
+    models = rows[rows.layer == "model"]
+    mixed = pd.concat([rows, models.iloc[:5].assign(runtime="compiled")])
+    with pytest.raises(ValueError, match="several runtimes.*one predictor per runtime"):
+        LatencyPredictor.calibrate(LatencyPredictor.load("cpu"), mixed)

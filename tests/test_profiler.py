@@ -111,7 +111,7 @@ def test_schema_rejects_foreign_frames(dataset):
     _, rows = dataset
     with pytest.raises(SchemaError, match="missing columns"):
         validate_frame(pd.DataFrame({"a": [1]}))
-    with pytest.raises(SchemaError, match="unknown layer kinds"):
+    with pytest.raises(SchemaError, match="unknown layer values"):
         validate_frame(rows.assign(layer="conv"))
 
 

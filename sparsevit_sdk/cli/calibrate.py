@@ -3,6 +3,7 @@
     sparsevit-calibrate --model swin_t --resolution 672x672
     sparsevit-calibrate --model swin_t --resolution 672x672 --threads 2 --out swin_t_672_2t.json
     sparsevit-calibrate --model swin_t --resolution 1024x768 --device cuda:0
+    sparsevit-calibrate --model swin_t --resolution 672x672 --runtime onnxruntime
 
 Times every block pair at each grid sparsity, the small units and a few whole models of the
 model at that input, calibrates the shipped predictor nearest this device, and keeps the
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from ..config import SearchSpace
+from ..dataset.schema import RUNTIMES
 from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
 from ..profiler.plan import DTYPES
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads to time with (default 1, on the thread CPU clock; N > 1 on the wall clock)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="eager",
+                   help="what the whole models are timed in: eager, compiled (torch.compile), onnxruntime")
     p.add_argument("--base", metavar="NAME_OR_JSON",
                    help="predictor to calibrate (default: the shipped one nearest this device)")
     p.add_argument("--refresh", action="store_true", help="measure again and replace a cached calibration")
@@ -50,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = None if args.base is None else LatencyPredictor.load(args.base)
         shape = (args.batch, model.in_chans, *args.resolution)
         predictor = LatencyPredictor.for_device(args.device, model, shape, dtype=args.dtype, threads=args.threads,
+                                                runtime=args.runtime,
                                                 base=base, refresh=args.refresh)
         if args.out:
             predictor.save(args.out)

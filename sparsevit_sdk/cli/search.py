@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..dataset.schema import RUNTIMES
 from ..hardware import list_hardware
 from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="PATH", help="save the search to PATH after every generation")
     p.add_argument("--resume", metavar="PATH",
                    help="continue the search checkpointed at PATH (search settings come from it)")
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="what latencies are predicted (and validated) for; with --hw local the calibration times "
+                        "whole models in it (default: the predictor's, eager for the shipped ones)")
     p.add_argument("--validate", metavar="DEVICE", help="then time dense vs best on DEVICE (cpu or cuda:N)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -106,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     model, "cpu" if hw is None else hw, latency_budget=args.budget, budget_ms=args.budget_ms,
                     input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
                     generations=args.generations, population=args.population, parents=args.parents,
-                    mutation_prob=args.mutation_prob, checkpoint=args.checkpoint, **run)
+                    mutation_prob=args.mutation_prob, checkpoint=args.checkpoint, runtime=args.runtime, **run)
             result = session.run()
         print(result.summary())
         print(f"wrote {result.save(args.out)}")

@@ -14,10 +14,16 @@ whole model is the sum of its units plus a per-device overhead:
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 
 LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model")
+# what a latency is measured in (deploy/runtimes.py builds each): eager PyTorch, torch.compile
+# (Inductor), ONNX Runtime
+Runtime = Literal["eager", "compiled", "onnxruntime"]
+RUNTIMES: tuple[str, ...] = ("eager", "compiled", "onnxruntime")
 
 # column → pandas dtype
 COLUMNS: dict[str, str] = {
@@ -44,6 +50,7 @@ COLUMNS: dict[str, str] = {
     "windows_kept": "int64",  # windows kept per image by the unit (0 where n/a)
     "sparsity": "float64",  # unit sparsity; mean knob sparsity for model rows
     "config": "string",  # JSON list of knob ratios for model rows, "" otherwise
+    "runtime": "string",  # what ran it: "eager", "compiled", "onnxruntime" (units are always eager)
     "latency_ms": "float64",  # median
     "p10_ms": "float64",
     "p90_ms": "float64",
@@ -70,7 +77,9 @@ def stable_statistic(*devices: object, profile: bool = False) -> str:
 
 # what identifies a measurement: re-running a sweep replaces, never duplicates, these
 KEY = ("fingerprint_id", "signature", "layer", "stage", "index", "img_h", "img_w",
-       "batch", "dtype", "sparsity", "config")
+       "batch", "dtype", "sparsity", "config", "runtime")
+# columns added since the first datasets, with the value every older row had
+ADDED = {"runtime": "eager"}
 
 
 def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -88,7 +97,9 @@ class SchemaError(ValueError):
 
 
 def validate_frame(df: pd.DataFrame, source: str = "dataset") -> pd.DataFrame:
-    """Check columns, kinds and values; return the frame with canonical dtypes."""
+    """Check columns, kinds and values; return the frame with canonical dtypes (and the
+    :data:`ADDED` columns filled in for files written before them)."""
+    df = df.assign(**{c: v for c, v in ADDED.items() if c not in df.columns})
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise SchemaError(
@@ -99,9 +110,10 @@ def validate_frame(df: pd.DataFrame, source: str = "dataset") -> pd.DataFrame:
         df = df[list(COLUMNS)].astype(COLUMNS)
     except (ValueError, TypeError) as err:
         raise SchemaError(f"{source}: a column has values of the wrong type ({err})") from err
-    bad = sorted(set(df["layer"]) - set(LAYER_KINDS))
-    if bad:
-        raise SchemaError(f"{source}: unknown layer kinds {bad}; expected {list(LAYER_KINDS)}")
+    for column, known in (("layer", LAYER_KINDS), ("runtime", RUNTIMES)):
+        bad = sorted(set(df[column]) - set(known))
+        if bad:
+            raise SchemaError(f"{source}: unknown {column} values {bad}; expected {list(known)}")
     for column in LATENCY_COLUMNS:
         values = df[column].to_numpy(float)
         bad = ~(np.isfinite(values) & (values > 0))  # NaN compares false: test for the good ones

@@ -11,25 +11,15 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn as nn
 
+from ..dataset.schema import RUNTIMES, Runtime
+from ..profiler.timing import check_runtime
 from .onnx import export_onnx
 
-Runtime = Literal["eager", "compiled", "onnxruntime"]
-RUNTIMES: tuple[str, ...] = ("eager", "compiled", "onnxruntime")
-
-
-def check_runtime(runtime: str, clock: str = "wall") -> None:
-    """Refuse an unknown runtime, and the thread-CPU clock where work runs on threads it cannot see."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if runtime == "onnxruntime" and clock != "wall":
-        raise ValueError("ONNX Runtime computes on threads of its own, which the 'cpu' clock (this thread's CPU "
-                         "time) does not see; time it with clock='wall'")
-
+__all__ = ["RUNTIMES", "Runtime", "check_runtime", "runtime_call"]
 
 def runtime_call(model: nn.Module, x: torch.Tensor, runtime: Runtime = "eager", *,
                  threads: int | None = None) -> Callable[[], object]:

@@ -37,7 +37,7 @@ from ..sparse.swin import check_input_shape
 from . import judging, persistence, transfer
 from .costs import CostTable, layer_sums
 from .features import FEATURES, UNIT_KINDS, Architecture, unit_costs, unit_features
-from .rows import STATISTICS, draw_rows, model_gflops, model_key, one_device, runnable, with_mlp_ratio
+from .rows import STATISTICS, draw_rows, model_gflops, model_key, one_device, one_runtime, runnable, with_mlp_ratio
 
 __all__ = ["STATISTICS", "LatencyPredictor", "NotFittedError"]
 
@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 _model_key = model_key  # its name here before the split
 
 # What fit, load and the transfers learn; written only by LatencyPredictor._set_learned.
-LEARNED = ("hardware_", "estimated_", "estimate_", "statistic_", "dtype_", "threads_", "fingerprint_", "linear_",
+LEARNED = ("hardware_", "estimated_", "estimate_", "statistic_", "dtype_", "threads_", "runtime_", "fingerprint_",
+           "linear_",
            "boosters_", "scale_", "overhead_ms_", "ms_per_gflop_", "unit_scale_", "unit_curves_", "calibration_",
            "metrics_", "fit_keys_")
 # the learned attributes the cost tables are computed from: changing one empties the cache
@@ -105,10 +106,12 @@ class LatencyPredictor:
         self._set_learned(
             hardware_=hardware, estimated_=False, estimate_=None, statistic_=statistic,
             dtype_=str(layers["dtype"].mode().iloc[0]), threads_=sorted(int(t) for t in layers["threads"].unique()),
+            runtime_="eager",
             fingerprint_=fingerprint or sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
             linear_=linear, boosters_=boosters, unit_scale_={}, unit_curves_={}, scale_=1.0, overhead_ms_=0.0,
             ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[])
         models = df[df["layer"] == "model"]
+        self._set_learned(runtime_=one_runtime(models))
         chosen = with_mlp_ratio(draw_rows(models, self.overhead_fraction, str(self.random_state)), df)
         if len(chosen):
             scale, overhead_ms = self._fit_overhead(chosen)
@@ -278,18 +281,19 @@ class LatencyPredictor:
 
     @classmethod
     def for_device(cls, device: str, model, input_shape: Sequence[int], *, dtype: str = "fp32",
-                   threads: int | None = None, base: LatencyPredictor | None = None, cache: bool = True,
-                   refresh: bool = False, progress: bool = True) -> LatencyPredictor:
+                   threads: int | None = None, runtime: str = "eager", base: LatencyPredictor | None = None,
+                   cache: bool = True, refresh: bool = False, progress: bool = True) -> LatencyPredictor:
         """A predictor for ``model`` at ``input_shape`` on ``device`` ("cpu", "cuda:0"),
         calibrated here: about 2 minutes of measuring for Swin-T at 672 on a 2-core CPU, then
         cached (see :mod:`sparsevit_sdk.local`) so the next call returns at once (``refresh`` measures
         again and replaces it; ``cache=False`` neither reads nor writes it).
 
         ``base`` defaults to the shipped predictor nearest this device; ``threads`` (CPU)
-        defaults to 1, timed on the thread CPU clock, and N > 1 is timed on the wall clock."""
+        defaults to 1, timed on the thread CPU clock, and N > 1 is timed on the wall clock;
+        ``runtime`` ("eager", "compiled", "onnxruntime") is what the whole models are timed in."""
         from ..local import for_device  # measuring is the profiler's: the predictor package does not import it
 
-        return for_device(cls, device, model, input_shape, dtype=dtype, threads=threads, base=base,
+        return for_device(cls, device, model, input_shape, dtype=dtype, threads=threads, runtime=runtime, base=base,
                           cache=cache, refresh=refresh, progress=progress)
 
     @classmethod

@@ -17,8 +17,10 @@ import xgboost as xgb
 from .._atomic import write_json
 from .._documents import DocumentError, Field, check_header, header, read_json
 from .._version import __version__
+from ..dataset.schema import RUNTIMES
 from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
-from .gpu_model import RUNTIMES, GpuConstants
+from .gpu_model import RUNTIMES as PUBLISHED_RUNTIMES
+from .gpu_model import GpuConstants
 from .rows import STATISTICS
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ def to_dict(predictor: LatencyPredictor) -> dict[str, Any]:
     meta = {
         **header(FORMAT, SCHEMA_VERSION), "hardware": p.hardware_,
         "estimated": p.estimated_, "estimate": p.estimate_, "statistic": p.statistic_,
-        "dtype": p.dtype_, "threads": p.threads_, "fingerprint": p.fingerprint_,
+        "dtype": p.dtype_, "threads": p.threads_, "runtime": p.runtime_, "fingerprint": p.fingerprint_,
         "features": list(FEATURES), "params": p.get_params(), "scale": p.scale_,
         "overhead_ms": p.overhead_ms_, "ms_per_gflop": p.ms_per_gflop_, "unit_scale": p.unit_scale_,
         "unit_curves": p.unit_curves_,
@@ -71,6 +73,7 @@ def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) ->
         hardware_=doc["hardware"].text(), estimated_=doc["estimated"].flag(), estimate_=estimate,
         statistic_=doc["statistic"].text(STATISTICS), dtype_=doc["dtype"].text(tuple(DTYPE_BYTES)),
         threads_=[t.number(integer=True, minimum=1) for t in doc["threads"].elements(nonempty=True)],
+        runtime_=doc["runtime"].text(RUNTIMES),
         fingerprint_=doc["fingerprint"].mapping(),
         scale_=doc["scale"].number(above=0), overhead_ms_=doc["overhead_ms"].number(minimum=0),
         ms_per_gflop_=float(doc["ms_per_gflop"].number(above=0, nullable=True) or "nan"),  # null: no model rows
@@ -128,7 +131,7 @@ def _read_curve(curve: Field, minimum: float | None = None) -> list[list[float]]
 def _read_estimate(estimate: Field) -> dict[str, Any]:
     """The ``estimate`` of a GPU target nobody measured: what ``transfer.estimate_ms`` reads."""
     estimate["kind"].text(("gpu-cost-model",))
-    estimate["runtime"].text(tuple(RUNTIMES))
+    estimate["runtime"].text(tuple(PUBLISHED_RUNTIMES))
     for name in fields(GpuConstants):
         estimate["constants"][name.name].number(above=0)
     spec = estimate["target_spec"]

@@ -25,9 +25,20 @@ def one_device(df: pd.DataFrame, refusal: str) -> str:
     return hardware[0]
 
 
+def one_runtime(models: pd.DataFrame) -> str:
+    """The one runtime the whole-model rows ``models`` ran in ("eager" for none): a predictor
+    predicts one runtime, since units add up differently compiled or exported."""
+    runtimes = sorted(models["runtime"].unique())
+    if len(runtimes) > 1:
+        raise ValueError(f"the whole-model rows were timed in several runtimes {runtimes}; fit or calibrate one "
+                         "predictor per runtime (select the rows of one)")
+    return runtimes[0] if runtimes else "eager"
+
+
 def model_key(row: pd.Series) -> str:
     """What identifies a whole-model measurement: device, model, input, dtype and config."""
-    return f"{row.fingerprint_id}|{row.signature}|{row.img_h}x{row.img_w}|b{row.batch}|{row.dtype}|{row.config}"
+    return (f"{row.fingerprint_id}|{row.signature}|{row.img_h}x{row.img_w}|b{row.batch}|{row.dtype}|{row.config}"
+            f"|{row.runtime}")
 
 
 def draw_rows(models: pd.DataFrame, fraction: float, salt: str) -> pd.DataFrame:

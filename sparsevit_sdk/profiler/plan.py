@@ -138,9 +138,9 @@ class SweepPlan:
     """Plans the tasks of one model on one device (``sweep.py`` runs them)."""
 
     def __init__(self, model: SparseSwin, name: str, device: torch.device, dtype: str, space: SearchSpace,
-                 settings: SweepSettings, seed: int, clock: str) -> None:
+                 settings: SweepSettings, seed: int, clock: str, runtime: str = "eager") -> None:
         self.model, self.name, self.device, self.dtype = model, name, device, dtype
-        self.space, self.settings, self.seed, self.clock = space, settings, seed, clock
+        self.space, self.settings, self.seed, self.clock, self.runtime = space, settings, seed, clock, runtime
 
     def activations(self, img_h: int, img_w: int, batch: int) -> Activations:
         """Unit inputs from a dense forward (their values do not change any unit's cost)."""
@@ -152,7 +152,8 @@ class SweepPlan:
         """Every unit and whole-model measurement for one input shape."""
         acts = self.activations(img_h, img_w, batch)
         base = dict(model=self.name, signature=self.model.signature, img_h=img_h, img_w=img_w, batch=batch,
-                    dtype=self.dtype, index=0, windows_total=0, windows_kept=0, sparsity=0.0, config="")
+                    dtype=self.dtype, index=0, windows_total=0, windows_kept=0, sparsity=0.0, config="",
+                    runtime="eager")
         units, pairs = self._unit_tasks(acts, base)
         fixed_flops = sum(t.flops for t in units if t.row["layer"] in ("patch_embed", "patch_merge"))
         rng = np.random.default_rng([self.seed, img_h, img_w, batch])
@@ -210,13 +211,15 @@ class SweepPlan:
         flops += _CALL_OVERHEAD_FLOPS * (sum(model.depths) + 2 * len(model.depths))
         _, in_chans, H, W = acts.image.shape
         row = {**self._stage_row(base, -1), "layer": "model", "dim": in_chans, "out_dim": model.dims[-1],
-               "in_h": H, "in_w": W, "sparsity": round(cfg.mean, 6), "config": json.dumps(list(cfg.ratios))}
+               "in_h": H, "in_w": W, "sparsity": round(cfg.mean, 6), "config": json.dumps(list(cfg.ratios)),
+               "runtime": self.runtime}
         shape = tuple(acts.image.shape)
 
         def measure(_: Activations) -> LatencyStats:
             model.set_sparsity(cfg)
             return measure_latency(model, shape, self.device, warmup=s.warmup, repeats=s.model_repeats,
-                                   dtype=DTYPES[self.dtype], clock=self.clock)
+                                   dtype=DTYPES[self.dtype], clock=self.clock, runtime=self.runtime,
+                                   threads=torch.get_num_threads())
         return Task(row, flops, s.warmup + s.model_repeats, s.model_repeats * s.rounds, measure)
 
     def _configs(self, rng: np.random.Generator) -> list[SparsityConfig]:

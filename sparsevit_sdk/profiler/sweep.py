@@ -34,7 +34,7 @@ from ..sparse.convert import sparse_backbone
 from ..sparse.swin import SparseSwin
 from .fingerprint import device_fingerprint
 from .plan import DTYPES, SweepPlan, SweepSettings, parse_resolution
-from .timing import CLOCKS, num_threads
+from .timing import CLOCKS, check_runtime, num_threads
 
 __all__ = ["DTYPES", "FLUSH_S", "SweepSettings", "parse_resolution", "profile_model"]
 
@@ -62,6 +62,7 @@ def profile_model(
     grid: Sequence[float] | None = None,
     threads: int | None = None,
     clock: str = "wall",
+    runtime: str = "eager",
     seed: int = 0,
     resume: bool = False,
     name: str | None = None,
@@ -76,6 +77,8 @@ def profile_model(
     fingerprint sidecar; ``resume`` skips measurements already there with at least as many
     repeats.  ``threads`` defaults to 1 on the CPU; ``clock`` is "wall" (perf_counter) or
     "cpu" (thread CPU time, single-threaded CPU only).  ``grid`` defaults to the SearchSpace grid.
+    ``runtime`` ("eager", "compiled", "onnxruntime") runs the whole-model rows (each config
+    compiled or exported once per round); units are always timed eager.
     """
     dev = resolve_device(device)
     if dtype not in DTYPES:
@@ -90,6 +93,7 @@ def profile_model(
     if clock != "wall" and (clock not in CLOCKS or dev.type != "cpu" or threads != 1):
         raise ValueError(f"clock must be 'wall', or 'cpu' on the CPU with threads=1; got {clock!r}, "
                          f"device {dev}, threads {threads}")
+    check_runtime(runtime, clock)
     settings = settings or SweepSettings()
     space = SearchSpace.from_model(net, **({} if grid is None else {"grid": grid}))
     net.to(dev, DTYPES[dtype]).eval()
@@ -104,7 +108,7 @@ def profile_model(
                 old = read_frame(path)
                 if resume:
                     done = dict(zip(old[list(KEY)].itertuples(index=False, name=None), old["repeats"]))
-        sweep = SweepPlan(net, name, dev, dtype, space, settings, seed, clock)
+        sweep = SweepPlan(net, name, dev, dtype, space, settings, seed, clock, runtime)
         common = dict(hw=fp["hw"], fingerprint_id=fp["fingerprint_id"], device=str(dev),
                       threads=fp["threads"], torch_version=torch.__version__, sdk_version=__version__)
         groups, skipped = [], 0

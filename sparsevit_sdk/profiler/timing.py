@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..dataset.schema import PROFILE_COLUMNS
+from ..dataset.schema import PROFILE_COLUMNS, RUNTIMES
 from ..devices import resolve_device
 from ..sparse.swin import check_input_shape
 
@@ -61,6 +61,15 @@ class LatencyStats:
     def profile_columns(self) -> dict[str, float]:
         """The times as a profile row's columns (the median as ``latency_ms``)."""
         return {column: getattr(self, name) for name, column in PROFILE_COLUMNS.items()}
+
+
+def check_runtime(runtime: str, clock: str = "wall") -> None:
+    """Refuse an unknown runtime, and the thread-CPU clock where work runs on threads it cannot see."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime" and clock != "wall":
+        raise ValueError("ONNX Runtime computes on threads of its own, which the 'cpu' clock (this thread's CPU "
+                         "time) does not see; time it with clock='wall'")
 
 
 @contextmanager
@@ -142,7 +151,7 @@ def measure_latency(
     if runtime == "eager":
         call = functools.partial(model, x)
     else:
-        from ..deploy.runtimes import check_runtime, runtime_call  # optional machinery, loaded when asked for
+        from ..deploy.runtimes import runtime_call  # optional machinery, loaded when asked for
 
         check_runtime(runtime, clock)
         with num_threads(threads):

@@ -88,9 +88,10 @@ class SearchResult:
     # ------------------------------------------------- validation and plots
     def validate(self, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
                  warmup: int = 5, rounds: int = 3, threads: int | None = None,
-                 clock: str | None = None, runtime: str = "eager") -> ValidationReport:
+                 clock: str | None = None, runtime: str | None = None) -> ValidationReport:
         """Time the dense and the best config on ``device`` with the real sparse kernels, in ``runtime``
-        (``model``: the searched model, if this result has none attached); see
+        (default: the one the latencies were predicted for; ``model``: the searched model, if this
+        result has none attached); see
         :func:`~sparsevit_sdk.search.validation.validate_result`."""
         return validate_result(self, device, model=model, repeats=repeats, warmup=warmup, rounds=rounds,
                                threads=threads, clock=clock, runtime=runtime)

@@ -54,7 +54,10 @@ class SearchSession:
     ``hw`` is a target name (see ``sparsevit_sdk.hardware.list_hardware()``), ``"local"``
     (this CPU: :meth:`LatencyPredictor.for_device` measures for about two minutes the first
     time, then reuses its cached calibration), or a fitted :class:`LatencyPredictor`
-    (e.g. ``LatencyPredictor.for_device("cuda:0", model, input_shape)``).  The budget is either
+    (e.g. ``LatencyPredictor.for_device("cuda:0", model, input_shape)``).  ``runtime``
+    ("eager", "compiled", "onnxruntime"; default: the predictor's) is what the latencies are
+    for: with ``hw="local"`` the calibration times whole models in it, and a predictor made
+    for another runtime is refused.  The budget is either
     ``latency_budget``, a fraction of the dense model's predicted latency (default 0.7), or
     ``budget_ms``.  ``proxy(cfg) -> float`` scores a config, higher is better; without one
     the label-free agreement with the dense model on ``proxy_images`` demo images of
@@ -90,6 +93,7 @@ class SearchSession:
         progress: bool = True,
         proxy_images: int = 8,
         proxy_resolution: Sequence[int] | None = None,
+        runtime: str | None = None,
         settings: SearchSettings | None = None,
         **options: Any,
     ) -> None:
@@ -106,9 +110,14 @@ class SearchSession:
         if isinstance(hw, LatencyPredictor):
             self.predictor = hw
         elif hw == LOCAL:  # calibrated on this CPU at this model and input (cached after the first time)
-            self.predictor = LatencyPredictor.for_device("cpu", self.backbone, self.input_shape, progress=progress)
+            self.predictor = LatencyPredictor.for_device("cpu", self.backbone, self.input_shape,
+                                                         runtime=runtime or "eager", progress=progress)
         else:
             self.predictor = LatencyPredictor.for_hardware(hw)
+        if runtime is not None and runtime != self.predictor.runtime_:
+            raise ValueError(f"the {self.predictor.hardware} predictor predicts {self.predictor.runtime_} latencies, "
+                             f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
+                             f"CPU in {runtime}) or pass hw=LatencyPredictor.for_device(..., runtime={runtime!r})")
         if proxy is None:
             shape = self.input_shape if proxy_resolution is None else (*self.input_shape[:2], *proxy_resolution)
             seed = self.settings.seed
@@ -141,7 +150,8 @@ class SearchSession:
     def _write_checkpoint(self, state: SearchState) -> None:
         """What rebuilds this session around the engine's state (the model and proxy excepted)."""
         write_checkpoint(self.checkpoint, state, {
-            "hardware": self.predictor.hardware, "input_shape": list(self.input_shape),
+            "hardware": self.predictor.hardware, "runtime": self.predictor.runtime_,
+            "input_shape": list(self.input_shape),
             "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed()})
 
     @classmethod
@@ -180,7 +190,8 @@ class SearchSession:
         check_keywords(run, caller="SearchSession.resume (the other settings are the checkpoint's)", allowed=RUN_FIELDS)
         session = cls(model, info["hardware"] if hw is None else hw, proxy=proxy, input_shape=info["input_shape"],
                       space=space, executor=executor, checkpoint=path, progress=progress, proxy_images=proxy_images,
-                      proxy_resolution=proxy_resolution, settings=SearchSettings.from_shape(s, **run))
+                      proxy_resolution=proxy_resolution, runtime=info.get("runtime", "eager"),
+                      settings=SearchSettings.from_shape(s, **run))
         session._check_resumable(state, info, path)
         session._resume_from, session._elapsed_before = state, float(info["elapsed_s"])
         return session
@@ -217,6 +228,7 @@ class SearchSession:
             stopped=out.stopped,
             predictor_info={"statistic": getattr(self.predictor, "statistic_", None),
                             "threads": list(getattr(self.predictor, "threads_", None) or []),
+                            "runtime": getattr(self.predictor, "runtime_", "eager"),
                             "fingerprint": getattr(self.predictor, "fingerprint_", None) or {}},
             model=self.model,
         )

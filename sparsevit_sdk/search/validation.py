@@ -84,9 +84,10 @@ class ValidationReport:
 
 def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
                     warmup: int = 5, rounds: int = 3, threads: int | None = None,
-                    clock: str | None = None, runtime: str = "eager") -> ValidationReport:
+                    clock: str | None = None, runtime: str | None = None) -> ValidationReport:
     """Time the dense and the best config on ``device`` with the real sparse kernels, in ``runtime``
-    ("eager", "compiled" or "onnxruntime": each config compiled or exported once, then timed).
+    ("eager", "compiled" or "onnxruntime": each config compiled or exported once, then timed;
+    default: the runtime the predictor was made for).
 
     On a CPU, ``threads`` and ``clock`` (``"wall"`` or ``"cpu"``, see ``time_callable``)
     default to how the predictor's data was measured, when known, so measured and
@@ -102,6 +103,8 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     backbone = sparse_backbone(model)
     result.best.check_model(backbone.signature)
     dev = resolve_device(device)
+    predicted_runtime = result.predictor_info.get("runtime", "eager")
+    runtime = runtime or predicted_runtime
     fingerprints = stored_fingerprints(result.predictor_info.get("fingerprint"))
     fitted_threads = result.predictor_info.get("threads") or []
     if threads is None and dev.type == "cpu" and len(fitted_threads) == 1:
@@ -135,9 +138,9 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     finally:
         backbone.to(device=home[0], dtype=home[1])
     comparable, note = _comparability(result, fingerprints, device_fingerprint(dev, threads=threads, clock=clock))
-    if runtime != "eager":
-        comparable, note = False, (f"measured in {runtime}, predicted for eager PyTorch: compare the speed-ups; "
-                                   f"{note}")
+    if runtime != predicted_runtime:
+        comparable, note = False, (f"measured in {runtime}, predicted for {predicted_runtime}: compare the "
+                                   f"speed-ups; {note}")
     return ValidationReport(
         device=str(dev), hardware=result.hardware, statistic=statistic, threads=threads, clock=clock,
         dense_ms=min(rows[dense_cfg]), sparse_ms=min(rows[result.best]),
