@@ -86,6 +86,31 @@ def test_export_restores_the_model_and_refuses_bad_input_before_writing(micro, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]  # nothing half-written
 
 
+def test_fp16_export_is_half_precision_and_keeps_the_fp32_windows(micro, tmp_path):
+    shape = (1, 3, 64, 96)
+    cfg = SearchSpace.from_model(micro).uniform(0.5)
+    path = export_onnx(micro, tmp_path / "half.onnx", shape, cfg, dtype="fp16")
+    assert next(micro.parameters()).dtype == torch.float32  # restored
+    graph = onnx.load(str(path)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    weights = [t for t in graph.initializer if len(t.dims) > 1]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    set_sparsity(micro, cfg)
+    try:
+        with torch.inference_mode():
+            expected = micro(x)
+    finally:
+        set_sparsity(micro, SearchSpace.from_model(micro).dense())
+    got = _run(path, x.half())
+    for e, g in zip(expected, got):
+        assert g.dtype == np.float16
+        np.testing.assert_allclose(g.astype(np.float32), e.numpy(), rtol=0, atol=0.02 * float(e.abs().max()))
+    with pytest.raises(ValueError, match="unknown export dtype 'int8'"):
+        export_onnx(micro, tmp_path / "int8.onnx", shape, cfg, dtype="int8")
+    assert not (tmp_path / "int8.onnx").exists()
+
+
 def test_export_cli(tmp_path, capsys):
     cfg = SearchSpace.from_model(build_model("swin_micro")).uniform(0.4)
     cfg.to_json(tmp_path / "cfg.json")

@@ -164,7 +164,8 @@ def test_unfitted_predictor_says_so():
 
 
 def test_unknown_hardware_lists_known_targets():
-    with pytest.raises(ValueError, match="known targets: cpu, intel-xeon-amx, intel-xeon-amx-2t, jetson-orin, a100.*hw='local'"):
+    known = "known targets: cpu, intel-xeon-amx, intel-xeon-amx-2t, jetson-orin.*hw='local'"
+    with pytest.raises(ValueError, match=known):
         get_hardware("tpu-v9")
     with pytest.raises(ValueError, match="unknown hardware 'tpu-v9'"):
         LatencyPredictor.for_hardware("tpu-v9")

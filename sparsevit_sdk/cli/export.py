@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--uniform", type=float, metavar="S", help="the same sparsity for every knob")
     p.add_argument("--resolution", default="224x224", help="HxW of the input the graph is traced for")
     p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                   help="precision of the graph (default: fp32)")
     p.add_argument("--out", required=True, help="ONNX file to write")
     return p
 
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = build_model(args.model)
         h, w = parse_resolution(args.resolution)
         config = _config(args, SearchSpace.from_model(model))
-        path = export_onnx(model, args.out, (args.batch, model.in_chans, h, w), config)
+        path = export_onnx(model, args.out, (args.batch, model.in_chans, h, w), config, dtype=args.dtype)
     except (OSError, ValueError, KeyError) as err:
         print(f"sparsevit-export: error: {err}", file=sys.stderr)
         return 2

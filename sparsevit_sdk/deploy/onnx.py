@@ -24,6 +24,7 @@ from ..config import SparsityConfig
 from ..sparse.convert import set_sparsity, sparse_backbone
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; LayerNormalization is one op since 17
+EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 def export_onnx(
@@ -32,27 +33,38 @@ def export_onnx(
     input_shape: Sequence[int],
     config: SparsityConfig | None = None,
     *,
+    dtype: str = "fp32",
     opset: int = DEFAULT_OPSET,
 ) -> Path:
     """Write ``model``'s own forward at ``config`` (default: its current sparsity) as ONNX.
 
     ``model`` is a :class:`SparseSwin` or any model :func:`sparsify` made (a timm classifier
     exports its logits, a SparseSwin its four stage maps).  The graph is traced for
-    ``input_shape`` ``(B, C, H, W)``: batch and size are fixed, as the windows kept are.  The
-    config and the path are checked before anything runs, the file is written atomically,
-    and the model's sparsity and mode are restored afterwards.
+    ``input_shape`` ``(B, C, H, W)``: batch and size are fixed, as the windows kept are.
+    ``dtype="fp16"`` exports weights, input and activations in half precision (what a GPU
+    runtime such as TensorRT deploys); the window scores stay fp32 inside the graph, so it
+    keeps the windows the fp32 model keeps.  The config, dtype and path are checked before
+    anything runs, the file is written atomically, and the model's sparsity, mode and dtype
+    are restored afterwards.
     """
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"unknown export dtype {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
     if config is not None:
         check_config(model, config)
     path = check_writable(path)
-    param = next(backbone.parameters())
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(param.device, param.dtype)
+    param = next(model.parameters())
+    home = param.dtype
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(param.device, EXPORT_DTYPES[dtype])
     with preserved(model, training=False), torch.no_grad():
         if config is not None:
             set_sparsity(model, config)  # validates the config's order before anything is traced
-        atomic_write(path, lambda tmp: torch.onnx.export(
-            model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=["images"], verbose=False,
-            external_data=False))  # one self-contained file: the rename is the whole write
+        try:
+            model.to(EXPORT_DTYPES[dtype])
+            atomic_write(path, lambda tmp: torch.onnx.export(
+                model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=["images"], verbose=False,
+                external_data=False))  # one self-contained file: the rename is the whole write
+        finally:
+            model.to(home)
     return path
