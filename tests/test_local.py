@@ -181,3 +181,16 @@ def test_whole_models_of_two_runtimes_are_not_mixed_in_one_predictor():
     mixed = pd.concat([rows, models.iloc[:5].assign(runtime="compiled")])
     with pytest.raises(ValueError, match="several runtimes.*one predictor per runtime"):
         LatencyPredictor.calibrate(LatencyPredictor.load("cpu"), mixed)
+
+
+def test_a_search_on_a_cpu_predictor_measured_elsewhere_names_hw_local(micro, caplog):
+    from sparsevit_sdk.profiler import device_fingerprint
+
+    here = device_fingerprint("cpu", threads=1, clock="cpu")
+    elsewhere = {**here, "name": "Some Other CPU", "fingerprint_id": "0123456789ab"}
+    for fingerprint, warned in [(here, False), (elsewhere, True)]:
+        predictor = LatencyPredictor.load("cpu")._set_learned(fingerprint_=fingerprint)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            SearchSession(micro, hw=predictor, input_shape=SHAPE, progress=False, proxy=lambda cfg: -cfg.mean)
+        assert ("hw='local'" in caplog.text) == warned, caplog.text

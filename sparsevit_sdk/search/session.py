@@ -30,8 +30,10 @@ import torch.nn as nn
 from .._atomic import check_writable
 from ..accuracy import default_proxy
 from ..config import SearchSpace, SparsityConfig
+from ..dataset.fingerprint import describe_mismatch, same_device, stored_fingerprints
 from ..local import LOCAL
 from ..predictor import LatencyPredictor
+from ..profiler.fingerprint import device_fingerprint
 from ..sparse.convert import sparse_backbone
 from ..sparse.swin import check_input_shape
 from .checkpoint import SearchState, read_checkpoint, write_checkpoint
@@ -43,6 +45,19 @@ from .settings import DEFAULT_BUDGET, RUN_FIELDS, SearchSettings, check_keywords
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
 
 logger = logging.getLogger(__name__)
+
+
+def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
+    """A CPU predictor measured on another CPU than this one predicts that CPU's latencies:
+    say so, and name the one-line fix, for the user who deploys here."""
+    fitted = [fp for fp in stored_fingerprints(predictor.fingerprint_) if fp.get("device_type") == "cpu"]
+    if predictor.estimated_ or not fitted:
+        return
+    here = device_fingerprint("cpu", threads=max(predictor.threads_), clock=fitted[0].get("clock", "wall"))
+    if not same_device(here, fitted):
+        logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
+                       "search with hw='local' to calibrate one here (about 2 minutes, then cached)",
+                       predictor.hardware_, describe_mismatch(fitted[0], here), here["name"])
 
 
 class SearchSession:
@@ -114,6 +129,7 @@ class SearchSession:
                                                          runtime=runtime or "eager", progress=progress)
         else:
             self.predictor = LatencyPredictor.for_hardware(hw)
+        _warn_if_fitted_elsewhere(self.predictor)
         if runtime is not None and runtime != self.predictor.runtime_:
             raise ValueError(f"the {self.predictor.hardware} predictor predicts {self.predictor.runtime_} latencies, "
                              f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
