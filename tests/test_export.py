@@ -59,6 +59,21 @@ def test_onnx_runtime_equals_eager_at_an_odd_size_and_batch_two(micro, tmp_path,
     assert not _ops(path) & {"NonZero", "Loop", "If"}
 
 
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_openvino_runs_the_exported_graph_as_eager_does(micro, tmp_path, sparsity):
+    ov = pytest.importorskip("openvino")
+    shape = (2, 3, 97, 130)
+    cfg = SearchSpace.from_model(micro).uniform(sparsity)
+    path = export_onnx(micro, tmp_path / "m.onnx", shape, cfg)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    expected = _eager(micro, cfg, x)
+    core = ov.Core()  # f32: on a CPU with AMX or AVX-512 bf16, OpenVINO would otherwise run in bf16
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled(x.numpy())
+    for output, e in zip(compiled.outputs, expected):
+        np.testing.assert_allclose(got[output], e.numpy(), rtol=0, atol=1e-4)
+
+
 def test_a_converted_timm_classifier_exports_its_logits(tmp_path):
     timm = pytest.importorskip("timm")
     model = sparsify(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, embed_dim=32,
