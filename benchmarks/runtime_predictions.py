@@ -3,9 +3,9 @@
 For each runtime: calibrate a predictor on this CPU with whole models timed in that runtime
 (``LatencyPredictor.for_device(..., runtime=...)``, fresh, no cache), search Swin-T at 672 for a
 0.6 budget against it, and validate the winner in the same runtime: measured vs predicted,
-dense and sparse.  ``torch.compile`` is left out by default: compiling each of the
-calibration's whole models takes minutes on a 2-core CPU (``--runtimes eager compiled
-onnxruntime`` to include it).
+dense and sparse.  ``torch.compile`` is opt-in (``--runtimes eager compiled onnxruntime``):
+the calibration compiles each of its 11 whole models once, and one swin_micro compile
+already takes about 35 s on a 2-core CPU (tests/test_export.py).
 
     python benchmarks/runtime_predictions.py [--results benchmarks/RESULTS.md]
 """
