@@ -194,3 +194,17 @@ def test_a_search_on_a_cpu_predictor_measured_elsewhere_names_hw_local(micro, ca
         with caplog.at_level("WARNING"):
             SearchSession(micro, hw=predictor, input_shape=SHAPE, progress=False, proxy=lambda cfg: -cfg.mean)
         assert ("hw='local'" in caplog.text) == warned, caplog.text
+
+
+def test_sparsevit_search_with_hw_local_uses_the_cached_calibration(cache, tmp_path, capsys):
+    from sparsevit_sdk.cli import search as search_cli
+
+    argv = ["--model", "swin_micro", "--hw", "local", "--budget", "0.9", "--resolution", "112x112", "--population",
+            "6", "--parents", "3", "--generations", "1", "--proxy-images", "1", "--no-progress", "--out",
+            str(tmp_path / "r.json")]
+    assert search_cli.main(argv) == 0
+    assert "local (measured predictor)" in capsys.readouterr().out
+    (calibration,) = cache.glob("*.json")
+    written = calibration.stat().st_mtime_ns
+    assert search_cli.main([*argv[:-1], str(tmp_path / "r2.json")]) == 0
+    assert list(cache.glob("*.json")) == [calibration] and calibration.stat().st_mtime_ns == written  # reused
