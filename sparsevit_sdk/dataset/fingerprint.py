@@ -82,3 +82,11 @@ def same_device(here: dict, fingerprints: Sequence[dict]) -> bool:
     ids = {i for fp in fingerprints
            for i in ([fp["fingerprint_id"]] if isinstance(fp["fingerprint_id"], str) else fp["fingerprint_id"])}
     return here["fingerprint_id"] in ids
+
+
+def device_mismatch(here: dict, fingerprints: Sequence[dict]) -> str | None:
+    """None when ``here`` is one of ``fingerprints``; else what differs (field: old -> new)."""
+    if same_device(here, fingerprints):
+        return None
+    described = [fp for fp in fingerprints if "device_type" in fp]
+    return describe_mismatch(described[0], here) if described else "the predictor records no device description"

@@ -42,7 +42,7 @@ from ..arch import Architecture
 from ..hardware import SPECS, HardwareSpec
 from .features import config_units, unit_costs
 
-__all__ = ["OPS_PER_UNIT", "RUNTIMES", "TIMM_SIGNATURES", "GpuConstants", "GpuCostModel", "load_published",
+__all__ = ["OPS_PER_UNIT", "FIGURE_RUNTIMES", "TIMM_SIGNATURES", "GpuConstants", "GpuCostModel", "load_published",
            "published_model", "published_path", "unit_ms"]
 
 # kernels eager PyTorch launches per unit (counted from the kernels' forward code): what the
@@ -50,7 +50,8 @@ __all__ = ["OPS_PER_UNIT", "RUNTIMES", "TIMM_SIGNATURES", "GpuConstants", "GpuCo
 OPS_PER_UNIT = {"patch_embed": 4, "patch_merge": 6, "score": 12, "block_pair": 50, "norm": 1}
 
 DTYPE_CLASS = {"fp32": "fp32", "fp16": "half", "bf16": "half"}  # bf16 runs at the fp16 tensor rate
-RUNTIMES = {"eager": "eager", "torchscript": "eager", "compiled": "compiled"}
+# the runtimes of published figures, by the runtime the cost model prices them as
+FIGURE_RUNTIMES = {"eager": "eager", "torchscript": "eager", "compiled": "compiled"}
 
 # published Swin names → signatures (same shapes as the registry's swin_t / swin_s / swin_b at window 7)
 TIMM_SIGNATURES = {
@@ -86,7 +87,7 @@ def load_published(path: str | Path | None = None, *, fittable: bool = True,
     if fittable:
         known = {**SPECS, **(specs or {})}
         keep = (df["dtype"].isin(list(DTYPE_CLASS)) & df["gpu"].isin(list(known)) & df["signature"].notna()
-                & df["runtime"].isin(list(RUNTIMES)) & df["latency_ms"].notna())
+                & df["runtime"].isin(list(FIGURE_RUNTIMES)) & df["latency_ms"].notna())
         df = df[keep]
     return df.reset_index(drop=True)
 
@@ -122,9 +123,9 @@ def _check_dtype(dtype: str) -> str:
 
 
 def _check_runtime(runtime: str) -> str:
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; use one of {sorted(RUNTIMES)}")
-    return RUNTIMES[runtime]
+    if runtime not in FIGURE_RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; use one of {sorted(FIGURE_RUNTIMES)}")
+    return FIGURE_RUNTIMES[runtime]
 
 
 def unit_ms(constants: GpuConstants, units: pd.DataFrame, spec: HardwareSpec, runtime: str = "eager") -> np.ndarray:

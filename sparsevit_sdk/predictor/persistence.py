@@ -19,8 +19,7 @@ from .._documents import DocumentError, Field, check_header, header, read_json
 from .._version import __version__
 from ..dataset.schema import RUNTIMES
 from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
-from .gpu_model import RUNTIMES as PUBLISHED_RUNTIMES
-from .gpu_model import GpuConstants
+from .gpu_model import FIGURE_RUNTIMES, GpuConstants
 from .rows import STATISTICS
 
 if TYPE_CHECKING:
@@ -131,7 +130,7 @@ def _read_curve(curve: Field, minimum: float | None = None) -> list[list[float]]
 def _read_estimate(estimate: Field) -> dict[str, Any]:
     """The ``estimate`` of a GPU target nobody measured: what ``transfer.estimate_ms`` reads."""
     estimate["kind"].text(("gpu-cost-model",))
-    estimate["runtime"].text(tuple(PUBLISHED_RUNTIMES))
+    estimate["runtime"].text(tuple(FIGURE_RUNTIMES))
     for name in fields(GpuConstants):
         estimate["constants"][name.name].number(above=0)
     spec = estimate["target_spec"]

@@ -44,10 +44,10 @@ CURVE_WEIGHTS = (0.0, 0.5, 1.0)
 MIN_FOLDS = 5
 
 
-def calibration_group(layer: str, stage: int) -> str:
-    """Block pairs are scaled per stage (their shapes, and so their efficiency, differ most);
-    the small units share one scale."""
-    return f"block_pair/{stage}" if layer == "block_pair" else "rest"
+def calibration_groups(units: pd.DataFrame) -> np.ndarray:
+    """Each unit's calibration group: block pairs are scaled per stage (their shapes, and so
+    their efficiency, differ most); the small units share one scale."""
+    return np.where(units["layer"] == "block_pair", "block_pair/" + units["stage"].astype(str), "rest")
 
 
 def geometry_keys(units: pd.DataFrame) -> np.ndarray:
@@ -160,7 +160,7 @@ def _interpolate(points: Curve, x: np.ndarray) -> np.ndarray:
 
 def _group_scales(unit_scale: dict[str, Curve], units: pd.DataFrame) -> np.ndarray:
     """Each unit's scale: its group's curve (else the common ``*``) at the unit's sparsity."""
-    groups = np.array([calibration_group(k, s) for k, s in zip(units["layer"], units["stage"])])
+    groups = calibration_groups(units)
     sparsity = units["sparsity"].to_numpy(float)
     out = np.ones(len(units))
     for group in np.unique(groups):
@@ -184,7 +184,7 @@ def _combine(old: dict[str, Curve], new: dict[str, Curve], default: float) -> di
 def _layer_scales(predictor: LatencyPredictor, layers: pd.DataFrame, prior_weight: float) -> dict[str, Curve]:
     """Unit scales from layer rows: each group's mean log-ratio, shrunk toward the common one."""
     log_ratio = np.log(layers[predictor.statistic_].to_numpy(float) / predictor.predict(layers))
-    groups = np.array([calibration_group(k, s) for k, s in zip(layers["layer"], layers["stage"])])
+    groups = calibration_groups(layers)
     common = float(log_ratio.mean())
     scale = {g: [[0.0, float(np.exp((log_ratio[groups == g].sum() + prior_weight * common)
                                     / ((groups == g).sum() + prior_weight)))]] for g in np.unique(groups)}
@@ -257,7 +257,7 @@ def _model_scales(predictor: LatencyPredictor, models: pd.DataFrame,
     parts = []  # per config: Σ unit ms by (calibration group, knot)
     for units in model_units(models):
         ms = predictor.scale_ * predictor.predict(units) * units["weight"].to_numpy()
-        groups = [calibration_group(k, s) for k, s in zip(units["layer"], units["stage"])]
+        groups = calibration_groups(units)
         pair = (units["layer"] == "block_pair").to_numpy()
         share = np.where(pair[:, None], _hats(units["sparsity"].to_numpy(float)), np.eye(len(KNOTS))[0])
         parts.append(pd.DataFrame(ms[:, None] * share, columns=KNOTS).assign(group=groups)

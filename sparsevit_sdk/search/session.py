@@ -30,7 +30,7 @@ import torch.nn as nn
 from .._atomic import check_writable
 from ..accuracy import default_proxy
 from ..config import SearchSpace, SparsityConfig
-from ..dataset.fingerprint import describe_mismatch, same_device, stored_fingerprints
+from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..local import LOCAL
 from ..predictor import LatencyPredictor
 from ..profiler.fingerprint import device_fingerprint
@@ -54,10 +54,11 @@ def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
     if predictor.estimated_ or not fitted:
         return
     here = device_fingerprint("cpu", threads=max(predictor.threads_), clock=fitted[0].get("clock", "wall"))
-    if not same_device(here, fitted):
+    why = device_mismatch(here, fitted)
+    if why is not None:
         logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
                        "search with hw='local' to calibrate one here (about 2 minutes, then cached)",
-                       predictor.hardware_, describe_mismatch(fitted[0], here), here["name"])
+                       predictor.hardware_, why, here["name"])
 
 
 class SearchSession:

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ..accuracy.state import preserved
 from ..config import SparsityConfig
-from ..dataset.fingerprint import describe_mismatch, same_device, stored_fingerprints
+from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..dataset.schema import stable_statistic
 from ..deploy.runtimes import check_runtime, runtime_call
 from ..devices import resolve_device
@@ -156,10 +156,9 @@ def _comparability(result: SearchResult, fingerprints: list[dict], here: dict) -
         return False, (f"{result.hardware} latencies are estimated from published specs, and this run measured "
                        f"{here['device']}: compare the speed-ups, not the milliseconds; profile the target with "
                        "`sparsevit-profile` to get a measured predictor")
-    if same_device(here, fingerprints):
+    why = device_mismatch(here, fingerprints)
+    if why is None:
         return True, f"measured on the device the {result.hardware} predictor was fitted on"
-    described = [fp for fp in fingerprints if "device_type" in fp]
-    why = describe_mismatch(described[0], here) if described else "the predictor records no device description"
     return False, (f"this {here['device']} is not the device the {result.hardware} predictor was fitted on "
                    f"({why}); measured vs predicted ms does not judge the predictor here. Search with "
                    f"hw=\"local\" (or LatencyPredictor.for_device) to calibrate a predictor on this device")
