@@ -193,7 +193,7 @@ def test_estimated_targets_are_flagged(shipped, caplog):
 def test_calibration_fixes_an_estimate(shipped, measured):
     """Ten measured whole models turn a spec estimate (a GPU's) into a usable predictor of
     the measured device; judged on the other measured models."""
-    base = LatencyPredictor.for_hardware("t4")
+    base = LatencyPredictor.for_hardware("h100")
     models = measured[measured.layer == "model"]
     sample = models[~models.apply(latency_module._model_key, axis=1).isin(base.fit_keys_)].sample(10, random_state=0)
     calibrated = LatencyPredictor.calibrate(base, sample)
