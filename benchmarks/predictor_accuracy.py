@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _results import write_section
+from _results import now_utc, write_section
 
 from sparsevit_sdk import SearchSpace, SparsityConfig, build_model
 from sparsevit_sdk._data import data_dir, shipped_predictors
@@ -36,6 +36,7 @@ from sparsevit_sdk.predictor import LatencyPredictor, agreement, format_report
 from sparsevit_sdk.profiler import load_profiles, measure_latency
 
 SECTION = "## Latency predictors"
+SHIPPED_SECTION = "## Shipped predictors on their own held-out configs"
 CAL_SIZES = (10, 25, 50, 100)
 
 
@@ -175,6 +176,36 @@ def estimates() -> list[str]:
     return ["Predicted Swin-T latency (ms, batch 1):\n", *lines]
 
 
+def cache_edge(df: pd.DataFrame) -> list[str]:
+    """swin_micro at 672 px, stage 1: its block pair timed alone vs whole models at uniform
+    sparsity, around where the isolated pair's working set starts to fit a cache."""
+    g = df[(df.model == "swin_micro") & (df.img_h == 672)]
+    pairs = g[(g.layer == "block_pair") & (g.stage == 0)].set_index("sparsity")["p10_ms"]
+    models = g[g.layer == "model"].set_index("config")["p10_ms"]
+    rows = []
+    for s in (0.1, 0.2, 0.3, 0.4):
+        uniform = json.dumps([s] * 4)
+        rows.append(f"| {s} | {pairs.get(s, float('nan')):.1f} | {models.get(uniform, float('nan')):.1f} |")
+    return ["| sparsity | stage-1 pair alone, ms | whole model at uniform sparsity, ms |", "|---:|---:|---:|", *rows]
+
+
+def shipped_only(results: Path | None) -> None:
+    lines = [SHIPPED_SECTION, "", "Produced by `python benchmarks/predictor_accuracy.py --shipped-only` on "
+             f"{now_utc()} (reads the shipped profiles and predictors; measures nothing).", ""]
+    for name, path in shipped_predictors().items():
+        pred = LatencyPredictor.load(path)
+        df = load_profiles(data_dir("profiles") / name)
+        ev = pred.evaluate(df)
+        lines += [f"### {name} ({pred!r}, threads {pred.threads_}, {pred.fingerprint_.get('clock')} clock)", "",
+                  f"{ev['xgboost']['n']} held-out whole-model configs ({ev['excluded']} fitted the overhead):", "",
+                  format_report(_report(ev)), "", "Isolated unit vs whole model, swin_micro 672 px:", "",
+                  *cache_edge(df), ""]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if results:
+        write_section(text, results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--held-out", type=int, default=672, help="resolution left out of fitting (px)")
@@ -182,7 +213,12 @@ def main() -> None:
     parser.add_argument("--noise-configs", type=int, default=24, help="configs re-measured for the ceiling (0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement, as the profile was taken")
     parser.add_argument("--results", type=Path, help="write the section into this markdown file")
+    parser.add_argument("--shipped-only", action="store_true",
+                        help="only every shipped predictor on its own held-out configs, and the isolated-unit cache "
+                             "edge (seconds; its own section)")
     args = parser.parse_args()
+    if args.shipped_only:
+        return shipped_only(args.results)
 
     lines = [SECTION, "", "Produced by `python benchmarks/predictor_accuracy.py`. Targets: ≥ 95 % of held-out "
              "whole-model configs within ±10 % and Spearman ≥ 0.95 on the CPU dataset.", ""]

@@ -2,14 +2,15 @@
 nearest shipped predictor, keep the result in the user's cache.
 
 A predictor fitted on one CPU is off by 1.5x on another, and even a device's own
-whole-profile predictor misses some shapes: the Intel Xeon profile's per-(model, resolution)
-bias runs from 0.94 to 1.09 and a unit timed alone can hit a cache edge that the same unit
-inside a model does not.  So the calibration is done where the search will use it: at the
-deployment model, input shape, dtype and thread count.  It times every block pair of each
-stage at each grid sparsity, the scoring and glue units, and a few whole models (each
-measured in two rounds, keeping the quieter), then :meth:`LatencyPredictor.calibrate` fits the
-group scales, the per-geometry residual curves (trusted as far as cross-validation on the
-whole models allows) and the overhead.
+whole-profile predictor misses some shapes (77 % of the Intel Xeon's held-out whole models
+within ±10 %): a unit timed alone can hit a cache edge that the same unit inside a model
+does not (benchmarks/RESULTS.md, "Shipped predictors on their own held-out configs").
+So the calibration is done where the search will use it: at the deployment model, input
+shape, dtype and thread count. It times every block pair of each stage at each grid
+sparsity, the scoring and glue units, and a few whole models (each measured in two rounds,
+keeping the quieter), then :meth:`LatencyPredictor.calibrate` fits the group scales, the
+per-geometry residual curves (trusted as far as cross-validation on the whole models
+allows) and the overhead.
 
 The result is cached under ``$SPARSEVIT_CACHE`` (default ``~/.cache/sparsevit_sdk``),
 keyed by device fingerprint (with the threads and clock), model signature and MLP ratio,
