@@ -26,19 +26,27 @@ import numpy as np
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
-_SIGNATURE = re.compile(r"^swin-e(\d+)-d([\d.]+)-h([\d.]+)-w([\d.]+)-p(\d+)$")
+_SIGNATURE = re.compile(r"^swin(v2)?-e(\d+)-d([\d.]+)-h([\d.]+)-w([\d.]+)-p(\d+)$")
+CPB_HIDDEN = 512  # width of Swin V2's position-bias MLP (2 → 512 → heads)
 
 
 # -- signature ---------------------------------------------------------------------------------
 
 def format_signature(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
-                     window_size: Sequence[int], patch_size: int) -> str:
-    """Architecture id stored with every config; one window size stands for all stages when they agree."""
+                     window_size: Sequence[int], patch_size: int, block: str = "v1") -> str:
+    """Architecture id stored with every config; one window size stands for all stages when they
+    agree.  Swin V2 reads ``swinv2-…``: its blocks cost and behave differently at the same shapes."""
     def join(values: Sequence[int]) -> str:
         return ".".join(map(str, values))
 
     w = str(window_size[0]) if len(set(window_size)) == 1 else join(window_size)
-    return f"swin-e{embed_dim}-d{join(depths)}-h{join(num_heads)}-w{w}-p{patch_size}"
+    prefix = "swin" if block == "v1" else f"swin{block}"
+    return f"{prefix}-e{embed_dim}-d{join(depths)}-h{join(num_heads)}-w{w}-p{patch_size}"
+
+
+def signature_block(signature: str) -> str:
+    """The block kind a signature names: ``"v2"`` for ``swinv2-…``, else ``"v1"``."""
+    return "v2" if str(signature).startswith("swinv2-") else "v1"
 
 
 def signature_patch_size(signature: str) -> int:
@@ -110,6 +118,7 @@ class Architecture:
     patch_size: int
     mlp_ratio: float = 4.0
     in_chans: int = 3
+    block: str = "v1"
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -122,7 +131,7 @@ class Architecture:
 
         model = sparse_backbone(model)
         return cls(model.signature, model.embed_dim, tuple(model.depths), tuple(model.num_heads),
-                   tuple(model.window_size), model.patch_size, model.mlp_ratio, model.in_chans)
+                   tuple(model.window_size), model.patch_size, model.mlp_ratio, model.in_chans, model.block)
 
     @classmethod
     def from_signature(cls, signature: str, mlp_ratio: float = 4.0) -> Architecture:
@@ -130,10 +139,11 @@ class Architecture:
         m = _SIGNATURE.match(signature)
         if m is None:
             raise ValueError(f"cannot read a Swin architecture from signature {signature!r}")
-        depths = tuple(int(v) for v in m[2].split("."))
-        windows = tuple(int(v) for v in m[4].split("."))
-        return cls(signature, int(m[1]), depths, tuple(int(v) for v in m[3].split(".")),
-                   windows * len(depths) if len(windows) == 1 else windows, int(m[5]), float(mlp_ratio))
+        depths = tuple(int(v) for v in m[3].split("."))
+        windows = tuple(int(v) for v in m[5].split("."))
+        return cls(signature, int(m[2]), depths, tuple(int(v) for v in m[4].split(".")),
+                   windows * len(depths) if len(windows) == 1 else windows, int(m[6]), float(mlp_ratio),
+                   block="v2" if m[1] else "v1")
 
     def stage_tokens(self, img_h: int, img_w: int) -> list[tuple[int, int]]:
         """Unpadded token map ``(H_i, W_i)`` of every stage for an ``img_h x img_w`` image."""
@@ -194,6 +204,13 @@ def unit_costs(units: Mapping[str, Sequence]) -> tuple[np.ndarray, np.ndarray]:
     heads = col("heads")
     block_flops = M * (2 * C * C * (4 + 2 * r) + 4 * N * C + 16 * C + 8 * r * C) + 5 * M * heads * N
     block_moved = M * (C * 21 + 6 * r * C) + M * heads * N + C * C * (4 + 2 * r)
+    # Swin V2: normalising q and k per row, and the position-bias MLP over every offset of the
+    # window, run once per block whatever it keeps (so a fixed cost that sparsity cannot cut)
+    v2 = np.array([signature_block(s) == "v2" for s in np.asarray(units["signature"])], dtype=bool)
+    offsets = (2 * col("window") - 1) ** 2
+    cpb_flops = offsets * CPB_HIDDEN * (2 * 2 + 2 * heads) + 3 * heads * N * N
+    block_flops = block_flops + v2 * (6 * M * C + cpb_flops)
+    block_moved = block_moved + v2 * (4 * M * C + offsets * CPB_HIDDEN * 2 + heads * N * N)
     flops[sel] = 2 * block_flops[sel]
     moved[sel] = 2 * block_moved[sel]
     return flops, moved * elt

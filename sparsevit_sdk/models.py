@@ -61,3 +61,16 @@ def swin_s(**kwargs) -> SparseSwin:
 def swin_b(**kwargs) -> SparseSwin:
     """Swin-B: C=128, depths 2-2-18-2."""
     return _swin(dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)), kwargs)
+
+
+@register_model
+def swinv2_micro(**kwargs) -> SparseSwin:
+    """swin_micro's shapes with Swin V2 blocks (window 8), for tests and CPU demos."""
+    return _swin(dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=8, block="v2"), kwargs)
+
+
+@register_model
+def swinv2_t(**kwargs) -> SparseSwin:
+    """Swin V2-T (Liu et al. 2022): C=96, depths 2-2-6-2, window 8 (the 256-px ImageNet-1k model;
+    ``window_size=16`` gives the window-16 variant, ``pretrained_window_size`` its fine-tuned ones)."""
+    return _swin(dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=8, block="v2"), kwargs)

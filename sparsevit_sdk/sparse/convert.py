@@ -19,10 +19,10 @@ from types import ModuleType
 import torch.nn as nn
 
 from ..config import SparsityConfig
-from .sources import hf, timm, torchvision
+from .sources import hf, hf_v2, timm, torchvision
 from .swin import SparseSwin
 
-SOURCES: tuple[ModuleType, ...] = (timm, torchvision, hf)  # each: NAME, SUPPORTED, matches(m), convert(m)
+SOURCES: tuple[ModuleType, ...] = (timm, torchvision, hf, hf_v2)  # each: NAME, SUPPORTED, matches(m), convert(m)
 SUPPORTED = "; ".join(["sparsevit_sdk SparseSwin", *(s.SUPPORTED for s in SOURCES)])
 _VIEW = "_sparsevit_view"  # where a converted module keeps its SparseSwin view (outside its state_dict)
 

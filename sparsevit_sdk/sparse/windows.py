@@ -30,6 +30,19 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]  # (N, N)
 
 
+def log_spaced_coords(window_size: int, pretrained_window_size: int = 0) -> torch.Tensor:
+    """Swin V2's continuous position inputs: every relative offset of a window, ``(1, 2ws-1, 2ws-1, 2)``.
+
+    Offsets are scaled to [-8, 8] by the window the model was *pretrained* with (when given),
+    so a bias MLP trained at window 12 sees the same coordinates at window 16 and extrapolates
+    only past them, then log-spaced: ``sign(x) * log2(1 + |x|) / 3``.
+    """
+    span = torch.arange(-(window_size - 1), window_size, dtype=torch.float32)
+    coords = torch.stack(torch.meshgrid(span, span, indexing="ij")).permute(1, 2, 0).unsqueeze(0)
+    coords = coords / max((pretrained_window_size or window_size) - 1, 1) * 8
+    return torch.sign(coords) * torch.log2(coords.abs() + 1.0) / 3.0
+
+
 def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """Zero-pad ``x: (B, H, W, C)`` on the bottom/right to multiples of ``window_size``.
 
@@ -63,9 +76,9 @@ def _partition_index(
     return grid.reshape(-1, ws * ws)
 
 
-def _shift_mask(Hp: int, Wp: int, window_size: int, shift: tuple[int, int]) -> torch.Tensor:
+def _shift_mask(Hp: int, Wp: int, window_size: int, shift: tuple[int, int], value: float) -> torch.Tensor:
     """Additive attention mask ``(nW, N, N)`` that stops tokens from attending across the
-    regions a cyclic shift glued together (0 inside a region, -100 across)."""
+    regions a cyclic shift glued together (0 inside a region, ``value`` across)."""
 
     def labels(n: int, s: int) -> torch.Tensor:
         idx = torch.arange(n)
@@ -77,7 +90,7 @@ def _shift_mask(Hp: int, Wp: int, window_size: int, shift: tuple[int, int]) -> t
     ws = window_size
     region = region.view(Hp // ws, ws, Wp // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
     differ = region[:, None, :] != region[:, :, None]  # (nW, N, N)
-    return torch.zeros(differ.shape).masked_fill(differ, MASK_VALUE)
+    return torch.zeros(differ.shape).masked_fill(differ, value)
 
 
 NoShift = Literal["padded-side", "min-side", "never"]
@@ -99,12 +112,15 @@ class Windowing:
       ``SwinModel``); ``"never"`` keeps the stage's configured shift at every size (timm,
       which fixes it when the model is built, and Hugging Face ``SwinBackbone``).
 
-    The attention mask across rolled-together regions is the same function of the padded
-    grid in all of them.
+    - ``mask_value`` is what the attention logits get across rolled-together regions (the
+      mask is the same function of the padded grid in all of them): -100, except Hugging
+      Face Swin V2, which adds its mask twice.  It matters with cosine attention, whose
+      logits reach +-100 at a trained logit scale, so a -100 mask is not a hard one.
     """
 
     roll_then_pad: bool = False
     no_shift: NoShift = "padded-side"
+    mask_value: float = MASK_VALUE
 
     def __post_init__(self) -> None:
         if self.no_shift not in ("padded-side", "min-side", "never"):
@@ -174,7 +190,7 @@ class WindowLayout:
             shift=shift,
             regular=regular.to(device),
             shifted=shifted.to(device),
-            shift_mask=_shift_mask(Hp, Wp, ws, shift).to(device) if has_shift else None,
+            shift_mask=_shift_mask(Hp, Wp, ws, shift, windowing.mask_value).to(device) if has_shift else None,
             valid=valid,
             real=real,
         )

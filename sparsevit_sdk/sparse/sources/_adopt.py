@@ -41,6 +41,7 @@ def empty_view(
     source: str, *, dims: Sequence[int], depths: Sequence[int], num_heads: Sequence[int],
     windows: Sequence[int], shifts: Sequence[tuple[int, int]], patch_embed: nn.Module, norm: nn.Module | None,
     in_chans: int, patch_size: int, mlp_ratio: float, qkv_bias: bool, windowing: Windowing, fused_qkv: bool = True,
+    block: str = "v1",
 ) -> SparseSwin:
     """A SparseSwin of the source's shape whose layers are about to be replaced by the source's.
 
@@ -54,7 +55,7 @@ def empty_view(
         view = SparseSwin(
             in_chans=in_chans, embed_dim=dims[0], depths=depths, num_heads=num_heads, window_size=windows,
             patch_size=patch_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, fused_qkv=fused_qkv,
-            windowing=windowing,
+            windowing=windowing, block=block,
         )
     view.patch_embed = patch_embed
     view.norm = norm if norm is not None else nn.Identity()
@@ -65,15 +66,18 @@ def empty_view(
 
 def adopt_block(
     block: SparseSwinBlock, source: str, *, norm1: nn.Module, norm2: nn.Module, mlp: nn.Module,
-    proj: nn.Linear, table: nn.Parameter, qkv: nn.Linear | None = None,
+    proj: nn.Linear, table: nn.Parameter | None = None, qkv: nn.Linear | None = None,
     q: nn.Linear | None = None, k: nn.Linear | None = None, v: nn.Linear | None = None,
+    logit_scale: nn.Parameter | None = None, cpb_mlp: nn.Module | None = None, coords: torch.Tensor | None = None,
+    q_bias: nn.Parameter | None = None, v_bias: nn.Parameter | None = None,
 ) -> None:
-    """Make ``block`` run on the source block's own modules."""
+    """Make ``block`` run on the source block's own modules.
+
+    Swin V1 brings its bias ``table``; Swin V2 its ``logit_scale``, position-bias ``cpb_mlp`` and
+    the offsets it feeds it (``coords``, whose scaling encodes the pretrained window), plus
+    separate ``q_bias``/``v_bias`` where the source keeps its fused projection bias-free.
+    """
     attn = block.attn
-    expected = attn.relative_position_bias_table.shape
-    if table.shape != expected:
-        raise unsupported(source, f"relative position bias table of shape {tuple(table.shape)}, "
-                                  f"expected {tuple(expected)} for a {attn.window_size}-token window")
     dim = proj.out_features
     if attn.fused_qkv:
         if qkv.out_features != 3 * dim:
@@ -82,7 +86,20 @@ def adopt_block(
         attn.qkv = qkv
     else:
         attn.q, attn.k, attn.v = q, k, v
-    attn.proj, attn.relative_position_bias_table = proj, table
+    if attn.kind == "v2":
+        expected = attn.relative_coords_table.shape
+        if coords.shape != expected:
+            raise unsupported(source, f"position-bias offsets of shape {tuple(coords.shape)}, expected "
+                                      f"{tuple(expected)} for a {attn.window_size}-token window")
+        attn.logit_scale, attn.cpb_mlp, attn.q_bias, attn.v_bias = logit_scale, cpb_mlp, q_bias, v_bias
+        attn.relative_coords_table = coords
+    else:
+        expected = attn.relative_position_bias_table.shape
+        if table.shape != expected:
+            raise unsupported(source, f"relative position bias table of shape {tuple(table.shape)}, "
+                                      f"expected {tuple(expected)} for a {attn.window_size}-token window")
+        attn.relative_position_bias_table = table
+    attn.proj = proj
     block.norm1, block.norm2, block.mlp = norm1, norm2, mlp
 
 

@@ -57,15 +57,26 @@ class HFPatchEmbed(nn.Module):
 
 
 class SparseSwinEncoder(nn.Module):
-    """Drop-in for Hugging Face's ``SwinEncoder``: the same call and ``SwinEncoderOutput``, sparse stages.
+    """Drop-in for Hugging Face's ``SwinEncoder`` and ``Swinv2Encoder``: the same call and output class
+    (``output_class``, e.g. ``SwinEncoderOutput``), sparse stages.
 
     Hugging Face's stage *i* ends with the merge into stage *i+1*; the sparse stages start with
     it, so "after downsampling" states are the next stage's merge of this stage's blocks.
+    ``output_hidden_states_before_downsampling`` shows the states before that merge in
+    ``reshaped_hidden_states``, and also in ``hidden_states`` where ``flat_states_before_downsampling``
+    (Swin V2 does; V1's ``hidden_states`` stay the merged ones).  A call with ``always_partition=True``
+    (Swin V1's backbone) runs the stages with ``always_partition_windowing`` instead of their own.
     """
 
-    def __init__(self, stages: nn.Sequential) -> None:
+    def __init__(
+        self, stages: nn.Sequential, output_class: type, *, always_partition_windowing: Windowing | None = None,
+        flat_states_before_downsampling: bool = False,
+    ) -> None:
         super().__init__()
         self.stages = stages
+        self.output_class = output_class
+        self.always_partition_windowing = always_partition_windowing
+        self.flat_states_before_downsampling = flat_states_before_downsampling
 
     def forward(
         self,
@@ -75,28 +86,28 @@ class SparseSwinEncoder(nn.Module):
         output_hidden_states: bool = False,
         output_hidden_states_before_downsampling: bool = False,
         output_attentions: bool = False,
+        return_dict: bool = True,
         **kwargs,
     ):
-        output_class = require_transformers().models.swin.modeling_swin.SwinEncoderOutput
         if output_attentions:
             raise ValueError("a window-sparse Swin does not return attention weights (it never forms them for "
                              "skipped windows); call it with output_attentions=False")
-        windowing = ALWAYS_PARTITION if always_partition else None
+        windowing = self.always_partition_windowing if always_partition else None
         B, _, C = hidden_states.shape
         x = hidden_states.view(B, *input_dimensions, C)
-        states = [(x, x)]  # (output, shown as reshaped) of the stem, then of every stage
+        states = [(x, x)]  # (flat output, reshaped output) of the stem, then of every stage
         for i, stage in enumerate(self.stages):
             x = before = stage.forward_blocks(x, windowing)
             if i + 1 < len(self.stages):
                 x = self.stages[i + 1].downsample(x)
-            states.append((x, before if output_hidden_states_before_downsampling else x))
-        if not output_hidden_states:
-            return output_class(last_hidden_state=x.flatten(1, 2))
-        return output_class(
-            last_hidden_state=x.flatten(1, 2),
-            hidden_states=tuple(out.flatten(1, 2) for out, _ in states),
-            reshaped_hidden_states=tuple(shown.permute(0, 3, 1, 2).contiguous() for _, shown in states),
-        )
+            shown = before if output_hidden_states_before_downsampling else x
+            states.append((shown if self.flat_states_before_downsampling else x, shown))
+        extra = {}
+        if output_hidden_states:
+            extra = dict(hidden_states=tuple(flat.flatten(1, 2) for flat, _ in states),
+                         reshaped_hidden_states=tuple(shown.permute(0, 3, 1, 2).contiguous() for _, shown in states))
+        output = self.output_class(last_hidden_state=x.flatten(1, 2), **extra)
+        return output if return_dict else output.to_tuple()  # tuples skip the Nones, as Hugging Face's do
 
 
 def convert(model: nn.Module) -> SparseSwin:
@@ -135,5 +146,6 @@ def convert(model: nn.Module) -> SparseSwin:
             adopt_block(d, NAME, norm1=b.layernorm_before, norm2=b.layernorm_after, mlp=b.mlp, proj=a.o_proj,
                         table=a.relative_position_bias.relative_position_bias_table,
                         q=a.q_proj, k=a.k_proj, v=a.v_proj)
-    model.encoder = SparseSwinEncoder(view.stages)
+    output_class = require_transformers().models.swin.modeling_swin.SwinEncoderOutput
+    model.encoder = SparseSwinEncoder(view.stages, output_class, always_partition_windowing=ALWAYS_PARTITION)
     return view
