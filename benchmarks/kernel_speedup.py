@@ -1,28 +1,65 @@
-"""Measured speed-up of window-sparse Swin kernels vs the ideal 1 / (1 - s).
+"""Measured speed-up of window-sparse Swin kernels vs the ideal 1 / (1 - s), for Swin V1 and V2.
 
-For each Swin-T stage shape at a 672x672 input (token maps 168, 84, 42, 21; window 7)
-one block pair runs dense and at sparsity 0.2/0.4/0.6/0.8, interleaved round by round
-so machine drift hits every setting alike.  Where the measured speed-up falls short,
-the table shows where the time goes: window scoring + top-k (once per stage), and the
-gather / scatter of the kept rows.  Last, the whole Swin-T backbone at uniform 0.5.
+Two models at a resolution each is used at: Swin-T at 672x672 (window 7; token maps 168, 84,
+42, 21) and Swin V2-T with window 16 at 768x768 (maps 192, 96, 48, 24).  For every stage shape
+one block pair runs dense and at sparsity 0.2/0.4/0.6/0.8, interleaved round by round so
+machine drift hits every setting alike.  Where the measured speed-up falls short, the table
+shows where the time goes: window scoring + top-k (once per stage), and the gather / scatter
+of the kept rows.  Then each whole backbone dense vs uniform 0.5, and our dense path vs the
+library's own dense forward (torchvision swin_t, timm swinv2_tiny_window16_256), all in one run.
 
-    python benchmarks/kernel_speedup.py [--device cpu] [--threads N] [--rounds 5]
+    python benchmarks/kernel_speedup.py [--device cpu] [--threads N] [--rounds 5] [--only v1|v2]
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from sparsevit_sdk import SearchSpace, build_model, measure_latency
+from sparsevit_sdk.arch import Architecture, num_windows
 from sparsevit_sdk.devices import resolve_device
 from sparsevit_sdk.profiler import device_fingerprint
 from sparsevit_sdk.profiler.timing import LatencyStats, num_threads, time_callable
 from sparsevit_sdk.sparse import SparseSwinStage
 
 SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)
-STAGES = [(168, 96, 3), (84, 192, 6), (42, 384, 12), (21, 768, 24)]  # tokens, dim, heads
+
+
+def _torchvision_swin_t() -> tuple[str, Callable[[int], nn.Module], Callable]:
+    import torchvision
+
+    return ("torchvision swin_t features + norm", lambda size: torchvision.models.swin_t(),
+            lambda ref, x: ref.norm(ref.features(x)))
+
+
+def _timm_swinv2_t_window16() -> tuple[str, Callable[[int], nn.Module], Callable]:
+    import timm
+
+    return ("timm swinv2_tiny_window16_256 forward_features",
+            lambda size: timm.create_model("swinv2_tiny_window16_256", pretrained=False, img_size=size),
+            lambda ref, x: ref.forward_features(x))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model at one resolution, and the library forward its dense path is compared with."""
+
+    key: str
+    title: str
+    model: str
+    resolution: int
+    reference: Callable[[], tuple[str, Callable[[int], nn.Module], Callable]]
+
+
+VARIANTS = (
+    Variant("v1", "Swin-T", "swin_t", 672, _torchvision_swin_t),
+    Variant("v2", "Swin V2-T, window 16", "swinv2_t_window16", 768, _timm_swinv2_t_window16),
+)
 
 
 def _best(stats: list[LatencyStats]) -> float:
@@ -30,9 +67,10 @@ def _best(stats: list[LatencyStats]) -> float:
     return min(s.p10_ms for s in stats)
 
 
-def bench_stage(tokens: int, dim: int, heads: int, device: torch.device, rounds: int, repeats: int) -> list[dict]:
+def bench_stage(tokens: int, dim: int, heads: int, window: int, block: str, device: torch.device, rounds: int,
+                repeats: int) -> list[dict]:
     torch.manual_seed(0)
-    stage = SparseSwinStage(dim, dim, depth=2, num_heads=heads, window_size=7, downsample=False)
+    stage = SparseSwinStage(dim, dim, depth=2, num_heads=heads, window_size=window, downsample=False, kind=block)
     stage.to(device).eval()
     x = torch.randn(1, tokens, tokens, dim, device=device)
     layout = stage.layout(tokens, tokens, device)
@@ -67,16 +105,54 @@ def bench_stage(tokens: int, dim: int, heads: int, device: torch.device, rounds:
     return out
 
 
-def _torchvision_reference(shape: tuple[int, ...], device: torch.device, rounds: int) -> float | None:
-    """Dense torchvision Swin-T, so speed-ups are not measured against a slow dense path."""
-    try:
-        import torchvision
-    except ImportError:
-        return None
-    ref = torchvision.models.swin_t().to(device).eval()
+def _reference_ms(variant: Variant, shape: tuple[int, ...], device: torch.device, rounds: int) -> tuple[str, float]:
+    """The source library's dense forward of the same architecture, so speed-ups are not measured
+    against a slow dense path of our own."""
+    name, build, forward = variant.reference()
+    ref = build(shape[-1]).to(device).eval()
     x = torch.randn(*shape, device=device)
-    runs = [time_callable(lambda: ref.norm(ref.features(x)), device, warmup=1, repeats=3) for _ in range(rounds)]
-    return _best(runs)
+    with torch.inference_mode():
+        runs = [time_callable(lambda: forward(ref, x), device, warmup=1, repeats=3) for _ in range(rounds)]
+    return name, _best(runs)
+
+
+def run_variant(variant: Variant, device: torch.device, rounds: int, repeats: int) -> None:
+    model = build_model(variant.model)
+    arch = Architecture.from_model(model)
+    res = variant.resolution
+    print(f"\n## {variant.title} ({arch.signature}) at {res}x{res}\n")
+    print(f"Block pair (W-MSA + SW-MSA), {variant.title} stage shapes at {res}x{res}, best p10 over rounds")
+    print("| stage tokens | dim | windows | s | dense ms | sparse ms | speed-up | ideal | measured/ideal "
+          "| scoring % of dense pair | gather+scatter % of dense pair |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (tokens, _), dim, heads, window in zip(arch.stage_tokens(res, res), arch.dims, arch.num_heads,
+                                               arch.window_size):
+        if num_windows(tokens, tokens, window) == 1:
+            print(f"| {tokens} | {dim} | 1 | - | one window: nothing to skip | | | | | | |")
+            continue
+        for r in bench_stage(tokens, dim, heads, window, arch.block, device, rounds, repeats):
+            print(f"| {r['tokens']} | {r['dim']} | {r['nW']} | {r['s']:.1f} | {r['dense_ms']:.2f} | "
+                  f"{r['sparse_ms']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f}x | {r['ratio']:.2f} | "
+                  f"{r['score_pct']:.1f} | {r['gather_scatter_pct']:.1f} |")
+
+    space = SearchSpace.from_model(model)
+    shape = (1, 3, res, res)
+    dense, half = [], []
+    for _ in range(max(2, rounds // 2)):
+        model.set_sparsity(space.dense())
+        dense.append(measure_latency(model, shape, device, warmup=1, repeats=3))
+        model.set_sparsity(space.uniform(0.5))
+        half.append(measure_latency(model, shape, device, warmup=1, repeats=3))
+    d, h = _best(dense), _best(half)
+    print(f"\nWhole {variant.title} backbone at {res}x{res}, batch 1: dense {d:.1f} ms, uniform s=0.5 {h:.1f} ms, "
+          f"speed-up {d / h:.2f}x (ideal for the blocks alone 2.00x; median "
+          f"{min(x.median_ms for x in dense):.1f} / {min(x.median_ms for x in half):.1f} ms)")
+    try:
+        name, reference = _reference_ms(variant, shape, device, max(2, rounds // 2))
+    except ImportError as err:
+        print(f"Dense reference skipped: {err}")
+        return
+    print(f"Dense reference, {name}: {reference:.1f} ms (our dense path / reference = {d / reference:.2f})")
 
 
 def main() -> None:
@@ -85,39 +161,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--resolution", type=int, default=672)
+    parser.add_argument("--only", choices=[v.key for v in VARIANTS], help="run one model (default: all)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     name = device_fingerprint(device)["name"]
     with num_threads(args.threads):
         print(f"device: {device} ({name}), threads: {torch.get_num_threads()}, torch {torch.__version__}")
-        print("\nBlock pair (W-MSA + SW-MSA), Swin-T stage shapes at 672x672, best p10 over rounds")
-        print("| stage tokens | dim | windows | s | dense ms | sparse ms | speed-up | ideal | measured/ideal "
-              "| scoring % of dense pair | gather+scatter % of dense pair |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for tokens, dim, heads in STAGES:
-            for r in bench_stage(tokens, dim, heads, device, args.rounds, args.repeats):
-                print(f"| {r['tokens']} | {r['dim']} | {r['nW']} | {r['s']:.1f} | {r['dense_ms']:.2f} | "
-                      f"{r['sparse_ms']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f}x | {r['ratio']:.2f} | "
-                      f"{r['score_pct']:.1f} | {r['gather_scatter_pct']:.1f} |")
-
-        model = build_model("swin_t")
-        space = SearchSpace.from_model(model)
-        shape = (1, 3, args.resolution, args.resolution)
-        dense, half = [], []
-        for _ in range(max(2, args.rounds // 2)):
-            model.set_sparsity(space.dense())
-            dense.append(measure_latency(model, shape, device, warmup=1, repeats=3))
-            model.set_sparsity(space.uniform(0.5))
-            half.append(measure_latency(model, shape, device, warmup=1, repeats=3))
-        d, h = _best(dense), _best(half)
-        reference = _torchvision_reference(shape, device, max(2, args.rounds // 2))
-        print(f"\nWhole Swin-T backbone at {args.resolution}x{args.resolution}, batch 1: dense {d:.1f} ms, "
-              f"uniform s=0.5 {h:.1f} ms, speed-up {d / h:.2f}x (ideal for the blocks alone 2.00x; "
-              f"median {min(x.median_ms for x in dense):.1f} / {min(x.median_ms for x in half):.1f} ms)")
-        if reference is not None:
-            print(f"Dense reference, torchvision swin_t features + norm: {reference:.1f} ms "
-                  f"(our dense path / reference = {d / reference:.2f})")
+        for variant in VARIANTS:
+            if args.only in (None, variant.key):
+                run_variant(variant, device, args.rounds, args.repeats)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy as np
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 _SIGNATURE = re.compile(r"^swin(v2)?-e(\d+)-d([\d.]+)-h([\d.]+)-w([\d.]+)-p(\d+)$")
+BLOCK_KINDS: tuple[str, ...] = ("v1", "v2")  # Swin V1 and Swin V2 blocks
 CPB_HIDDEN = 512  # width of Swin V2's position-bias MLP (2 → 512 → heads)
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import torch.nn as nn
 
 from ._data import shipped_predictors
+from ._documents import DocumentError
 from .arch import Architecture
 from .dataset.fingerprint import same_device, stored_fingerprints
 from .devices import resolve_device
@@ -125,9 +126,14 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     arch = Architecture.from_model(backbone)
     path = cache_dir() / f"{cache_key(fingerprint, arch, shape, dtype, runtime)}.json"
     if cache and not refresh and path.is_file():
-        logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
-                    fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
-        return cls.load(path)
+        try:
+            cached = cls.load(path)
+        except DocumentError as err:  # written by another sparsevit-sdk version: measure again, replace it
+            logger.info("not reusing the calibration in %s (%s); measuring again", path, err)
+        else:
+            logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
+                        fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
+            return cached
     base = base if base is not None else nearest_shipped(cls, fingerprint)
     logger.info("calibrating the %s predictor to this %s (%s, %s threads, %s) at input %s; cached in %s",
                 base.hardware_, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)),

@@ -74,3 +74,9 @@ def swinv2_t(**kwargs) -> SparseSwin:
     """Swin V2-T (Liu et al. 2022): C=96, depths 2-2-6-2, window 8 (the 256-px ImageNet-1k model;
     ``window_size=16`` gives the window-16 variant, ``pretrained_window_size`` its fine-tuned ones)."""
     return _swin(dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=8, block="v2"), kwargs)
+
+
+@register_model
+def swinv2_t_window16(**kwargs) -> SparseSwin:
+    """Swin V2-T with window 16 (timm's ``swinv2_tiny_window16_256``), the high-resolution shape."""
+    return swinv2_t(**{"window_size": 16, **kwargs})

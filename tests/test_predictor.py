@@ -220,3 +220,25 @@ def test_features_are_finite_and_agreement_is_symmetric(measured):
     assert np.isfinite(unit_features(units)).all()
     a, b = np.array([1.0, 2.0, 3.0]), np.array([1.05, 2.5, 3.0])
     assert agreement(a, b) == agreement(b, a) == pytest.approx(200 / 3)
+
+
+def test_a_predictor_says_when_it_never_saw_the_block_kind(fitted, caplog):
+    """fitted knows Swin V1 only: a V2 model gets its numbers with a warning that names hw='local'."""
+    assert fitted.blocks_ == ["v1"]
+    v2 = build_model("swinv2_micro")
+    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.predictor.latency"):
+        ms = fitted.predict_config(v2, SearchSpace.from_model(v2).uniform(0.5), SHAPE)
+    assert ms > 0 and "no Swin V2 measurements" in caplog.text and "hw='local'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.predictor.latency"):
+        fitted.predict_config(build_model("swin_micro"), SearchSpace.from_model(build_model("swin_micro")).dense(),
+                              SHAPE)
+    assert "Swin" not in caplog.text
+
+
+def test_the_v2_feature_marks_only_v2_blocks_and_mergings():
+    units = pd.concat([config_units(Architecture.from_model(build_model(name)), SHAPE, "fp32", [[0.5, 0.5]] * 4)
+                       for name in ("swin_micro", "swinv2_micro")])
+    v2 = unit_features(units)[:, list(latency_module.FEATURES).index("v2")]
+    expected = units["signature"].str.startswith("swinv2-") & units["layer"].isin(["block_pair", "patch_merge"])
+    assert (v2 == expected.to_numpy()).all() and v2.any()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..arch import DTYPE_BYTES, Architecture, kept_windows, unit_costs
+from ..arch import DTYPE_BYTES, Architecture, kept_windows, signature_block, unit_costs
 
 __all__ = [
     "DESCRIPTORS", "DTYPE_BYTES", "FEATURES", "UNIT_KINDS", "Architecture", "config_units", "fixed_units",
@@ -31,7 +31,9 @@ DESCRIPTORS = ("layer", "stage", "signature", "dim", "out_dim", "heads", "window
 FEATURES = (
     "dim", "out_dim", "heads", "window", "mlp_ratio", "in_h", "in_w", "batch", "dtype_bytes",
     "windows_total", "windows_kept", "kept_frac", "tokens", "rows", "log_flops", "log_bytes", "intensity",
+    "v2",
 )
+KIND_UNITS = ("block_pair", "patch_merge")  # the units whose work differs between Swin V1 and V2
 
 
 def _unit(arch: Architecture, layer: str, stage: int, input_shape: Sequence[int], dtype: str, **values) -> dict:
@@ -114,7 +116,9 @@ def unit_features(units: pd.DataFrame) -> np.ndarray:
     conventions for e.g. ``heads`` of a patch merge) cannot change a prediction: heads and
     MLP ratio count for block pairs only, the window for block pairs and scoring.  A score
     unit's cost hardly depends on how many windows the stage keeps, and a model's stage
-    keeps several counts at once, so it sees ``windows_kept = windows_total``.
+    keeps several counts at once, so it sees ``windows_kept = windows_total``.  ``v2`` marks
+    the Swin V2 block pairs and mergings (read from the signature), whose kernels differ at
+    the same shapes: cosine attention, the position-bias MLP, norms after the projections.
     """
     missing = [c for c in DESCRIPTORS if c not in units.columns]
     if missing:
@@ -138,5 +142,6 @@ def unit_features(units: pd.DataFrame) -> np.ndarray:
         "rows": np.where(is_pair, units["batch"] * kept * units["window"] ** 2, 0),
         "log_flops": np.log(flops + 1.0), "log_bytes": np.log(moved + 1.0),
         "intensity": flops / np.maximum(moved, 1.0),
+        "v2": units["layer"].isin(KIND_UNITS) & units["signature"].map(lambda s: signature_block(s) == "v2"),
     }
     return np.column_stack([np.asarray(cols[f], dtype=float) for f in FEATURES])

@@ -37,7 +37,17 @@ from ..sparse.swin import check_input_shape
 from . import judging, persistence, transfer
 from .costs import CostTable, layer_sums
 from .features import FEATURES, UNIT_KINDS, Architecture, unit_costs, unit_features
-from .rows import STATISTICS, draw_rows, model_gflops, model_key, one_device, one_runtime, runnable, with_mlp_ratio
+from .rows import (
+    STATISTICS,
+    block_kinds,
+    draw_rows,
+    model_gflops,
+    model_key,
+    one_device,
+    one_runtime,
+    runnable,
+    with_mlp_ratio,
+)
 
 __all__ = ["STATISTICS", "LatencyPredictor", "NotFittedError"]
 
@@ -49,7 +59,7 @@ _model_key = model_key  # its name here before the split
 LEARNED = ("hardware_", "estimated_", "estimate_", "statistic_", "dtype_", "threads_", "runtime_", "fingerprint_",
            "linear_",
            "boosters_", "scale_", "overhead_ms_", "ms_per_gflop_", "unit_scale_", "unit_curves_", "calibration_",
-           "metrics_", "fit_keys_")
+           "metrics_", "fit_keys_", "blocks_")
 # the learned attributes the cost tables are computed from: changing one empties the cache
 _TABLE_INPUTS = frozenset({"estimate_", "linear_", "boosters_", "unit_scale_", "unit_curves_"})
 
@@ -109,7 +119,7 @@ class LatencyPredictor:
             runtime_="eager",
             fingerprint_=fingerprint or sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
             linear_=linear, boosters_=boosters, unit_scale_={}, unit_curves_={}, scale_=1.0, overhead_ms_=0.0,
-            ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[])
+            ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[], blocks_=block_kinds(layers))
         models = df[df["layer"] == "model"]
         self._set_learned(runtime_=one_runtime(models))
         chosen = with_mlp_ratio(draw_rows(models, self.overhead_fraction, str(self.random_state)), df)
@@ -245,6 +255,12 @@ class LatencyPredictor:
 
     def _table(self, arch: Architecture, input_shape: tuple[int, ...], dtype: str) -> CostTable:
         key = (arch, input_shape, dtype)
+        if key not in self._tables and arch.block not in self.blocks_:
+            logger.warning(
+                "the %s predictor has no Swin %s measurements (it knows %s blocks): %s latencies are extrapolated "
+                "from the other kind's unit costs; measure this model with hw='local' "
+                "(LatencyPredictor.for_device) for numbers to trust", self.hardware_, arch.block.upper(),
+                "/".join(b.upper() for b in self.blocks_), arch.signature)
         if key not in self._tables:
             self._tables[key] = CostTable(self, arch, input_shape, dtype)
         return self._tables[key]

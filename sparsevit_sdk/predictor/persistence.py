@@ -17,6 +17,7 @@ import xgboost as xgb
 from .._atomic import write_json
 from .._documents import DocumentError, Field, check_header, header, read_json
 from .._version import __version__
+from ..arch import BLOCK_KINDS
 from ..dataset.schema import RUNTIMES
 from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
 from .gpu_model import FIGURE_RUNTIMES, GpuConstants
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .latency import LatencyPredictor
 
 FORMAT = "sparsevit-latency-predictor"
-SCHEMA_VERSION = 2  # 2: unit_curves
+SCHEMA_VERSION = 3  # 2: unit_curves; 3: the v2 feature and the block kinds fitted
 REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
 
 
@@ -40,7 +41,7 @@ def to_dict(predictor: LatencyPredictor) -> dict[str, Any]:
         "features": list(FEATURES), "params": p.get_params(), "scale": p.scale_,
         "overhead_ms": p.overhead_ms_, "ms_per_gflop": p.ms_per_gflop_, "unit_scale": p.unit_scale_,
         "unit_curves": p.unit_curves_,
-        "calibration": p.calibration_, "metrics": p.metrics_, "fit_keys": p.fit_keys_,
+        "calibration": p.calibration_, "metrics": p.metrics_, "fit_keys": p.fit_keys_, "blocks": p.blocks_,
         "versions": {"sparsevit_sdk": __version__, "xgboost": xgb.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__, "python": platform.python_version()},
     }
@@ -80,6 +81,7 @@ def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) ->
         unit_curves_={key: _read_curve(curve) for key, curve in doc["unit_curves"].items()},
         calibration_=doc["calibration"].mapping(), metrics_=doc["metrics"].mapping(),
         fit_keys_=[key.text() for key in doc["fit_keys"].elements()],
+        blocks_=sorted({b.text(BLOCK_KINDS) for b in doc["blocks"].elements(nonempty=True)}),
     )
 
 

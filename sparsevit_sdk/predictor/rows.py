@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from ..arch import signature_block
 from ..config import SearchSpace, SparsityConfig
 from ..models import build_model, list_models
 from .features import Architecture, config_units, unit_costs
@@ -33,6 +34,12 @@ def one_runtime(models: pd.DataFrame) -> str:
         raise ValueError(f"the whole-model rows were timed in several runtimes {runtimes}; fit or calibrate one "
                          "predictor per runtime (select the rows of one)")
     return runtimes[0] if runtimes else "eager"
+
+
+def block_kinds(rows: pd.DataFrame) -> list[str]:
+    """The Swin block kinds ("v1", "v2") measured in ``rows``: what a predictor has seen, so it
+    can say when it is asked about the other kind."""
+    return sorted({signature_block(s) for s in rows["signature"].unique()})
 
 
 def model_key(row: pd.Series) -> str:

@@ -27,7 +27,7 @@ from ..dataset.merge import select_device
 from ..dataset.schema import validate_frame
 from ..hardware import HardwareSpec, get_hardware
 from .gpu_model import GpuConstants, published_model, unit_ms
-from .rows import model_key, model_units, one_device, one_runtime, runnable, with_mlp_ratio
+from .rows import block_kinds, model_key, model_units, one_device, one_runtime, runnable, with_mlp_ratio
 
 if TYPE_CHECKING:
     from .latency import LatencyPredictor
@@ -106,7 +106,8 @@ def for_hardware(cls: type[LatencyPredictor], name: str, shipped: dict[str, Path
     est = cls()._set_learned(
         hardware_=name, estimated_=True, estimate_=estimate, statistic_="latency_ms", dtype_=hw.spec.default_dtype,
         threads_=[1], runtime_="eager", fingerprint_={}, linear_={}, boosters_={}, unit_scale_={}, unit_curves_={},
-        scale_=1.0, overhead_ms_=0.0, ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[])
+        scale_=1.0, overhead_ms_=0.0, ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[],
+        blocks_=["v1"])  # the published figures are all Swin V1
     logger.warning(
         "no measured latency predictor for %r: latencies are estimated by a GPU cost model fitted to %d published "
         "Swin measurements and priced on the %s's published specs (%s, eager PyTorch); calibrate it on the device "
@@ -145,6 +146,7 @@ def calibrate(cls: type[LatencyPredictor], base: LatencyPredictor, df: pd.DataFr
         fingerprint_=sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
         threads_=sorted(int(t) for t in df["threads"].unique()), runtime_=runtime,
         fit_keys_=sorted(set(base.fit_keys_) | set(models.apply(model_key, axis=1))),
+        blocks_=sorted(set(base.blocks_) | set(block_kinds(df))),
         calibration_={"base": base.hardware_, "base_estimated": base.estimated_,
                       "model_rows": int(len(models)), "layer_rows": int(len(layers)), **cross_validated})
 

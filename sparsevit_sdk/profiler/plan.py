@@ -163,9 +163,8 @@ class SweepPlan:
     def _stage_row(self, base: dict, i: int) -> dict:
         """Descriptor fields every row of stage ``i`` shares (model rows use stage 0's, with stage -1)."""
         stage = self.model.stages[max(i, 0)]
-        fc1 = stage.blocks[0].mlp.fc1
         return {**base, "stage": i, "heads": stage.blocks[0].attn.num_heads, "window": stage.window_size,
-                "mlp_ratio": fc1.out_features / fc1.in_features}
+                "mlp_ratio": self.model.mlp_ratio}  # the converters read it from the source's own MLP
 
     def _unit(self, row: dict, build: Callable[[Activations], Callable[[], object]]) -> Task:
         s = self.settings

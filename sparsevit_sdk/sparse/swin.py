@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..arch import CPB_HIDDEN, format_signature, kept_windows, padding
+from ..arch import BLOCK_KINDS, CPB_HIDDEN, format_signature, kept_windows, padding
 from ..arch import check_input_shape as check_input_shape  # re-exported: callers validate shapes here
 from ..config import SparsityConfig
 from .windows import (
@@ -80,8 +80,7 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))  # (B, H/2, W/2, out_dim)
 
 
-BlockKind = Literal["v1", "v2"]
-BLOCK_KINDS: tuple[str, ...] = ("v1", "v2")
+BlockKind = Literal["v1", "v2"]  # one of arch.BLOCK_KINDS
 LOG_MAX_LOGIT_SCALE = math.log(100.0)  # Swin V2 clamps its learned logit scale at 100
 
 
