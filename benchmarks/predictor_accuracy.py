@@ -31,6 +31,7 @@ from _results import now_utc, write_section
 
 from sparsevit_sdk import SearchSpace, SparsityConfig, build_model
 from sparsevit_sdk._data import data_dir, shipped_predictors
+from sparsevit_sdk.arch import signature_block
 from sparsevit_sdk.hardware import list_hardware
 from sparsevit_sdk.predictor import LatencyPredictor, agreement, format_report
 from sparsevit_sdk.profiler import load_profiles, measure_latency
@@ -189,6 +190,31 @@ def cache_edge(df: pd.DataFrame) -> list[str]:
     return ["| sparsity | stage-1 pair alone, ms | whole model at uniform sparsity, ms |", "|---:|---:|---:|", *rows]
 
 
+def per_model(pred: LatencyPredictor, df: pd.DataFrame) -> list[str]:
+    """The held-out table split by model, so each block kind's accuracy shows on its own."""
+    rows = ["| model | block | configs | ±10 % | ±5 % | MAPE % | Spearman ρ | lookup table ±10 % |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for model in sorted(df.model.unique()):
+        part = df[df.model == model]
+        ev = pred.evaluate(part)
+        x, kind = ev["xgboost"], signature_block(part.signature.iloc[0]).upper()
+        rows.append(f"| {model} | {kind} | {x['n']} | {x['within_10']:.1f} | {x['within_5']:.1f} | {x['mape']:.2f} "
+                    f"| {x['spearman']:.3f} | {ev['lookup']['within_10']:.1f} |")
+    return rows
+
+
+def without_v2(pred: LatencyPredictor, df: pd.DataFrame) -> list[str]:
+    """The same predictor refitted on the V1 rows alone, judged on the V2 models: what assuming V2
+    units cost what V1's do (plus the analytic extra FLOPs) would give."""
+    is_v2 = df.signature.map(lambda s: signature_block(s) == "v2")
+    if not is_v2.any():
+        return []
+    v1_only = LatencyPredictor(**pred.get_params()).fit(df[~is_v2])
+    rows = per_model(v1_only, df[is_v2])
+    return ["Refitted on the V1 rows only (same parameters), judged on the V2 models' held-out configs:", "", *rows,
+            ""]
+
+
 def shipped_only(results: Path | None) -> None:
     lines = [SHIPPED_SECTION, "", "Produced by `python benchmarks/predictor_accuracy.py --shipped-only` on "
              f"{now_utc()} (reads the shipped profiles and predictors; measures nothing).", ""]
@@ -198,7 +224,8 @@ def shipped_only(results: Path | None) -> None:
         ev = pred.evaluate(df)
         lines += [f"### {name} ({pred!r}, threads {pred.threads_}, {pred.fingerprint_.get('clock')} clock)", "",
                   f"{ev['xgboost']['n']} held-out whole-model configs ({ev['excluded']} fitted the overhead):", "",
-                  format_report(_report(ev)), "", "Isolated unit vs whole model, swin_micro 672 px:", "",
+                  format_report(_report(ev)), "", "Per model:", "", *per_model(pred, df), "", *without_v2(pred, df),
+                  "Isolated unit vs whole model, swin_micro 672 px:", "",
                   *cache_edge(df), ""]
     text = "\n".join(lines) + "\n"
     print(text)

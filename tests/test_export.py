@@ -181,3 +181,15 @@ def test_validate_in_onnx_runtime(micro):
     assert report.dense_ms > 0 and report.sparse_ms > 0 and "in onnxruntime" in str(report)
     assert "predicted for eager" in report.note
     assert micro.block_sparsity == [[0.0] * d for d in micro.depths] and not micro.training
+
+
+def test_a_swin_v2_exports_and_runs_in_onnx_runtime(tmp_path):
+    """Cosine attention, the clamped logit scale and the position-bias MLP export as plain ONNX ops."""
+    model = build_model("swinv2_micro")
+    shape = (1, 3, 136, 200)
+    cfg = SearchSpace.from_model(model).uniform(0.5)
+    path = export_onnx(model, tmp_path / "v2.onnx", shape, cfg)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    for e, g in zip(_eager(model, cfg, x), _run(path, x)):
+        np.testing.assert_allclose(g, e.numpy(), rtol=0, atol=1e-4)
+    assert "TopK" in _ops(path)

@@ -24,10 +24,11 @@ from ._adopt import adopt_block, adopt_merge, empty_view, unsupported
 from .hf import HFPatchEmbed, SparseSwinEncoder, require_transformers
 
 NAME = "Hugging Face V2"
-# Swinv2SelfAttention.forward adds its -100 shift mask to the logits twice (once while reshaping them
-# per window, once more on the next line), so what it really applies is -200.  With cosine attention
-# at a trained logit scale (up to 100) logits span [-100, 116], where -100 is not a hard mask: a
-# single -100 would let masked tokens through with a weight of exp(-100 + ...) of the kept ones'.
+# Swinv2SelfAttention.forward adds its -100 shift mask to the logits twice (once while reshaping them per
+# window, once more on the next line), so what it applies is -200, and so must the kernel.  Cosine
+# logits at a trained scale (up to 100) span [-100, 116], so -100 is not a hard mask: a query opposed
+# to its own region's keys (logits near -100) and aligned with a rolled-in region's (near +100) would
+# attend across regions under -100, and does not under the source's -200.
 WINDOWING = Windowing(roll_then_pad=False, no_shift="never", mask_value=-200.0)
 SUPPORTED = "Hugging Face Swinv2Model, Swinv2Backbone, Swinv2ForImageClassification and models that hold them"
 CLASSES = ("Swinv2Model", "Swinv2Backbone")  # the ones holding the embeddings and encoder directly
