@@ -4,6 +4,8 @@ their cross-validated weight)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -208,3 +210,13 @@ def test_sparsevit_search_with_hw_local_uses_the_cached_calibration(cache, tmp_p
     written = calibration.stat().st_mtime_ns
     assert search_cli.main([*argv[:-1], str(tmp_path / "r2.json")]) == 0
     assert list(cache.glob("*.json")) == [calibration] and calibration.stat().st_mtime_ns == written  # reused
+
+
+def test_hw_local_on_a_swin_v2_calibrates_its_v2_blocks_and_stops_warning(cache, caplog):
+    """A V1-only base predictor learns the V2 model's units here, so the calibrated one covers V2."""
+    v2 = build_model("swinv2_micro")
+    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.predictor.latency"):
+        predictor = LatencyPredictor.for_device("cpu", v2, SHAPE, base=LatencyPredictor.load("cpu"), progress=False)
+        ms = predictor.predict_config(v2, SearchSpace.from_model(v2).uniform(0.5), SHAPE)
+    assert predictor.blocks_ == ["v1", "v2"] and ms > 0
+    assert "no Swin V2 measurements" not in caplog.text

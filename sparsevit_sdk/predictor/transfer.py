@@ -124,7 +124,8 @@ def calibrate(cls: type[LatencyPredictor], base: LatencyPredictor, df: pd.DataFr
     df = validate_frame(df, "calibration data")
     hardware = one_device(df, "calibrate for one device at a time")
     new = cls.from_dict(base.to_dict())
-    new._set_learned(statistic_=new._resolve_statistic(df))
+    # the block kinds measured here are known from now on: calibrating on them is what covers them
+    new._set_learned(statistic_=new._resolve_statistic(df), blocks_=sorted(set(base.blocks_) | set(block_kinds(df))))
     layers = runnable(df[df["layer"] != "model"])
     models = with_mlp_ratio(df[df["layer"] == "model"].reset_index(drop=True), df)
     runtime = one_runtime(models) if len(models) else base.runtime_
@@ -146,7 +147,6 @@ def calibrate(cls: type[LatencyPredictor], base: LatencyPredictor, df: pd.DataFr
         fingerprint_=sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
         threads_=sorted(int(t) for t in df["threads"].unique()), runtime_=runtime,
         fit_keys_=sorted(set(base.fit_keys_) | set(models.apply(model_key, axis=1))),
-        blocks_=sorted(set(base.blocks_) | set(block_kinds(df))),
         calibration_={"base": base.hardware_, "base_estimated": base.estimated_,
                       "model_rows": int(len(models)), "layer_rows": int(len(layers)), **cross_validated})
 
