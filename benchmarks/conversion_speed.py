@@ -1,5 +1,5 @@
-"""Converted Swin-T from every supported library: its own dense forward vs ``sparsify(model)`` at
-sparsity 0 and at uniform 0.5, side by side at a high, off-grid resolution.
+"""Converted Swin-T and Swin V2-T from every supported library: its own dense forward vs
+``sparsify(model)`` at sparsity 0 and at uniform 0.5, side by side at a high, off-grid resolution.
 
 The conversion should cost nothing dense (ours at 0 / source close to 1) and keep the speed-up
 of skipping windows.  Every model runs through its library's own call, interleaved round by
@@ -23,43 +23,54 @@ from sparsevit_sdk.profiler import device_fingerprint, parse_resolution
 from sparsevit_sdk.profiler.timing import time_callable
 from sparsevit_sdk.sparse.sources.hf import require_transformers
 
-SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+Build = Callable[[tuple[int, int]], tuple[nn.Module, Callable]]  # input (H, W) → model, its library's call
 
 
-def _timm() -> tuple[nn.Module, Callable]:
-    import timm
+def _timm(name: str, **kwargs) -> Build:
+    def build(size: tuple[int, int]) -> tuple[nn.Module, Callable]:
+        import timm
 
-    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, dynamic_img_size=True)
-    return model, lambda m, x: m(x)
-
-
-def _torchvision() -> tuple[nn.Module, Callable]:
-    import torchvision
-
-    return torchvision.models.swin_t(), lambda m, x: m(x)
+        # a V2 fixes its windows at img_size: build it at the benchmark's size, as one deployed there would be
+        sized = {"img_size": size} if "v2" in name else {}
+        return timm.create_model(name, pretrained=False, **kwargs, **sized), lambda m, x: m(x)
+    return build
 
 
-def _hf(kind: str) -> Callable[[], tuple[nn.Module, Callable]]:
-    def build() -> tuple[nn.Module, Callable]:
+def _torchvision(name: str) -> Build:
+    def build(size: tuple[int, int]) -> tuple[nn.Module, Callable]:
+        import torchvision
+
+        return getattr(torchvision.models, name)(), lambda m, x: m(x)
+    return build
+
+
+def _hf(kind: str) -> Build:
+    def build(size: tuple[int, int]) -> tuple[nn.Module, Callable]:
         transformers = require_transformers()
-        config = transformers.SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
-                                         out_features=["stage1", "stage2", "stage3", "stage4"])
+        v2 = kind.startswith("Swinv2")
+        config = (transformers.Swinv2Config if v2 else transformers.SwinConfig)(
+            embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=8 if v2 else 7,
+            image_size=list(size), out_features=["stage1", "stage2", "stage3", "stage4"])
         return getattr(transformers, kind)(config), lambda m, x: m(pixel_values=x)
     return build
 
 
-SOURCES = {
-    "timm swin_tiny_patch4_window7_224 (dynamic_img_size)": _timm,
-    "torchvision swin_t": _torchvision,
+SOURCES: dict[str, Build] = {
+    "timm swin_tiny_patch4_window7_224 (dynamic_img_size)": _timm("swin_tiny_patch4_window7_224",
+                                                                  dynamic_img_size=True),
+    "torchvision swin_t": _torchvision("swin_t"),
     "Hugging Face SwinModel (Swin-T)": _hf("SwinModel"),
     "Hugging Face SwinBackbone (Swin-T)": _hf("SwinBackbone"),
+    "timm swinv2_tiny_window16_256 (img_size = input)": _timm("swinv2_tiny_window16_256"),
+    "torchvision swin_v2_t": _torchvision("swin_v2_t"),
+    "Hugging Face Swinv2Model (Swin V2-T, window 8)": _hf("Swinv2Model"),
 }
 
 
-def bench(name: str, build: Callable, shape: tuple[int, ...], device: torch.device, rounds: int, repeats: int,
+def bench(name: str, build: Build, shape: tuple[int, ...], device: torch.device, rounds: int, repeats: int,
           clock: str) -> dict:
     torch.manual_seed(0)
-    source, call = build()
+    source, call = build(shape[2:])
     source.to(device).eval()
     ours = sparsify(source)
     space = SearchSpace.from_model(ours)
@@ -99,7 +110,7 @@ def main() -> None:
         f"({device}, {threads} thread(s), {clock} clock, {now_utc()}; best {statistic} of {args.rounds} interleaved "
         f"rounds x {args.repeats} calls). Each model is called as its library calls it; random weights.",
         "",
-        "| source (Swin-T) | source dense ms | ours s=0 ms | ours / source | ours s=0.5 ms | speed-up vs source |",
+        "| source | source dense ms | ours s=0 ms | ours / source | ours s=0.5 ms | speed-up vs source |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     print("\n".join(lines), flush=True)

@@ -1,4 +1,4 @@
-"""Bring your own Swin: a timm classifier and a Hugging Face Mask2Former, made window-sparse in place.
+"""Bring your own Swin: a timm classifier, a timm Swin V2 and a Hugging Face Mask2Former, made window-sparse.
 
     python examples/bring_your_own_swin.py
 
@@ -32,14 +32,14 @@ def _timed(fn) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def timm_classifier(x: torch.Tensor) -> None:
-    source = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, dynamic_img_size=True).eval()
+def timm_classifier(x: torch.Tensor, name: str, **kwargs) -> None:
+    source = timm.create_model(name, pretrained=False, **kwargs).eval()
     reference, dense_s = _timed(lambda: source(x))
     model = sparsify(source)  # a new module sharing source's weights; source is unchanged
     logits, _ = _timed(lambda: model(x))
     set_sparsity(model, SearchSpace.from_model(model).uniform(0.5))
     _, sparse_s = _timed(lambda: model(x))
-    print(f"timm swin_tiny at {SIZE[0]}x{SIZE[1]}: max |logits - timm| at sparsity 0 = "
+    print(f"timm {name} at {SIZE[0]}x{SIZE[1]}: max |logits - timm| at sparsity 0 = "
           f"{(logits - reference).abs().max():.1e}; timm {dense_s:.2f} s, ours at s=0.5 {sparse_s:.2f} s")
 
 
@@ -69,7 +69,9 @@ def mask2former(x: torch.Tensor) -> None:
 def main() -> None:
     torch.manual_seed(0)  # the random weights, so every run builds the same models
     x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(0))
-    timm_classifier(x)
+    timm_classifier(x, "swin_tiny_patch4_window7_224", dynamic_img_size=True)
+    # a Swin V2 fixes its windows at img_size: build it at the size it will run at (window 16 here)
+    timm_classifier(x, "swinv2_tiny_window16_256", img_size=SIZE)
     mask2former(x)
 
 
