@@ -37,8 +37,9 @@ def test_changing_unit_scales_empties_the_cost_tables():
     before = predictor.predict_config(model, dense, SHAPE)
     predictor._set_learned(unit_scale_={"*": [[0.0, 2.0]]})
     after = predictor.predict_config(model, dense, SHAPE)
-    units = (before - predictor.overhead_ms_) / predictor.scale_
-    assert np.isclose(after, predictor.scale_ * 2 * units + predictor.overhead_ms_)
+    scale = predictor.scale_["v1"]
+    units = (before - predictor.overhead_ms_) / scale
+    assert np.isclose(after, scale * 2 * units + predictor.overhead_ms_)
 
 
 def test_the_stable_statistic_is_p10_on_a_cpu_and_the_median_elsewhere():

@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sparsevit-fit: error: {err}", file=sys.stderr)
         return 2
     m = predictor.metrics_
-    print(f"wrote {path}: {predictor!r}, overhead {predictor.overhead_ms_:.3f} ms, scale {predictor.scale_:.3f}")
+    scales = ", ".join(f"{kind} {s:.3f}" for kind, s in predictor.scale_.items())
+    print(f"wrote {path}: {predictor!r}, overhead {predictor.overhead_ms_:.3f} ms, whole-model scale {scales}")
     if m:
         print(f"\nheld-out whole-model configs ({m['statistic']}; {m['excluded']} fitted the overhead):\n")
         print(format_report({"xgboost (per layer)": m["xgboost"], "FLOPs-proportional": m["flops"],

@@ -24,7 +24,7 @@ def held_out(predictor: LatencyPredictor, df: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("no whole-model rows left to judge on: every one was used in fitting (or there are "
                          "none); profile more configs or evaluate on another dataset")
     held = with_mlp_ratio(held, df)
-    held = held.assign(predicted_ms=predictor.scale_ * predictor._layer_sums(held) + predictor.overhead_ms_)
+    held = held.assign(predicted_ms=predictor._whole_ms(held))
     held.attrs["excluded"] = int(len(models) - len(held))
     return held
 

@@ -6,7 +6,9 @@ non-negative fit of ``latency ≈ c0 + c1·FLOPs + c2·bytes`` (``c0`` is the fi
 cost).  The booster learns the log-ratio to that base, which stays bounded where the base
 is right and keeps predictions sane at sizes outside the data (a resolution left out of
 fitting).  A whole model is ``scale · Σ units + overhead``, fitted on a few whole-model rows
-that :meth:`LatencyPredictor.evaluate` then never judges on.
+that :meth:`LatencyPredictor.evaluate` then never judges on; ``scale`` is one per block kind
+(Swin V1, V2), since how far a model's units run slower inside it than alone (their caches
+shared with the rest of the model) depends on what the blocks do.
 
 This module is the estimator: fitting and prediction.  The other jobs live beside it and
 the class delegates to them: :mod:`.judging` (held-out rows, accuracy, baselines),
@@ -30,6 +32,7 @@ import xgboost as xgb
 from scipy.optimize import least_squares, nnls
 
 from .._data import shipped_predictors
+from ..arch import signature_block
 from ..config import SparsityConfig
 from ..dataset.merge import select_device
 from ..dataset.schema import stable_statistic, validate_frame
@@ -118,7 +121,7 @@ class LatencyPredictor:
             dtype_=str(layers["dtype"].mode().iloc[0]), threads_=sorted(int(t) for t in layers["threads"].unique()),
             runtime_="eager",
             fingerprint_=fingerprint or sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
-            linear_=linear, boosters_=boosters, unit_scale_={}, unit_curves_={}, scale_=1.0, overhead_ms_=0.0,
+            linear_=linear, boosters_=boosters, unit_scale_={}, unit_curves_={}, scale_={}, overhead_ms_=0.0,
             ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[], blocks_=block_kinds(layers))
         models = df[df["layer"] == "model"]
         self._set_learned(runtime_=one_runtime(models))
@@ -175,17 +178,29 @@ class LatencyPredictor:
         flops, moved = unit_costs(units)
         return np.column_stack([np.ones(len(units)), flops, moved])
 
-    def _fit_overhead(self, models: pd.DataFrame) -> tuple[float, float]:
-        """``measured ≈ scale · Σ units + overhead_ms`` on relative error, with a soft-L1 loss:
-        a whole model measured while another process held the memory bus is an outlier
-        that should not move the fit."""
+    def _fit_overhead(self, models: pd.DataFrame) -> tuple[dict[str, float], float]:
+        """``measured ≈ scale[block kind] · Σ units + overhead_ms`` on relative error, with a
+        soft-L1 loss: a whole model measured while another process held the memory bus is an
+        outlier that should not move the fit."""
         sums = self._layer_sums(models)
         y = models[self.statistic_].to_numpy(float)
+        kinds, which = np.unique([signature_block(s) for s in models["signature"]], return_inverse=True)
         if len(models) == 1:
-            return 1.0, max(float(y[0] - sums[0]), 0.0)
-        fit = least_squares(lambda t: (t[0] * sums + t[1]) / y - 1.0, [1.0, 0.0], loss="soft_l1", f_scale=0.05,
-                            bounds=([0.5, 0.0], [2.0, np.inf]))
-        return float(fit.x[0]), float(fit.x[1])
+            return {str(kinds[0]): 1.0}, max(float(y[0] - sums[0]), 0.0)
+        k = len(kinds)
+        fit = least_squares(lambda t: (t[which] * sums + t[k]) / y - 1.0, [1.0] * k + [0.0], loss="soft_l1",
+                            f_scale=0.05, bounds=([0.5] * k + [0.0], [2.0] * k + [np.inf]))
+        return {str(kind): float(s) for kind, s in zip(kinds, fit.x[:k])}, float(fit.x[k])
+
+    def _scales(self, signatures: Sequence[str]) -> np.ndarray:
+        """The whole-model scale of each signature's block kind; a kind no whole model was
+        fitted on gets the mean of the others (the predictor warns about such a model)."""
+        default = float(np.mean(list(self.scale_.values()))) if self.scale_ else 1.0
+        return np.array([self.scale_.get(signature_block(s), default) for s in signatures], dtype=float)
+
+    def _whole_ms(self, models: pd.DataFrame) -> np.ndarray:
+        """Predicted ms of whole-model rows: ``scale · Σ units + overhead``."""
+        return self._scales(models["signature"]) * self._layer_sums(models) + self.overhead_ms_
 
     # --------------------------------------------------------------- prediction
     def _check_fitted(self) -> None:
@@ -251,7 +266,7 @@ class LatencyPredictor:
         for granularity in {cfg.granularity for cfg in configs}:
             idx = [i for i, cfg in enumerate(configs) if cfg.granularity == granularity]
             out[idx] = table.layer_sum(np.array([configs[i].ratios for i in idx], dtype=float), granularity)
-        return self.scale_ * out + self.overhead_ms_
+        return self._scales([arch.signature])[0] * out + self.overhead_ms_
 
     def _table(self, arch: Architecture, input_shape: tuple[int, ...], dtype: str) -> CostTable:
         key = (arch, input_shape, dtype)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .latency import LatencyPredictor
 
 FORMAT = "sparsevit-latency-predictor"
-SCHEMA_VERSION = 3  # 2: unit_curves; 3: the v2 feature and the block kinds fitted
+SCHEMA_VERSION = 3  # 2: unit_curves; 3: the v2 feature, the block kinds fitted, a scale per kind
 REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
 
 
@@ -75,7 +75,8 @@ def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) ->
         threads_=[t.number(integer=True, minimum=1) for t in doc["threads"].elements(nonempty=True)],
         runtime_=doc["runtime"].text(RUNTIMES),
         fingerprint_=doc["fingerprint"].mapping(),
-        scale_=doc["scale"].number(above=0), overhead_ms_=doc["overhead_ms"].number(minimum=0),
+        scale_={_block_kind(kind, doc["scale"]): s.number(above=0) for kind, s in doc["scale"].items()},
+        overhead_ms_=doc["overhead_ms"].number(minimum=0),
         ms_per_gflop_=float(doc["ms_per_gflop"].number(above=0, nullable=True) or "nan"),  # null: no model rows
         unit_scale_={group: _read_curve(scale, minimum=0) for group, scale in doc["unit_scale"].items()},
         unit_curves_={key: _read_curve(curve) for key, curve in doc["unit_curves"].items()},
@@ -117,6 +118,13 @@ def _read_unit(unit: Field) -> tuple[np.ndarray, xgb.Booster]:
     except xgb.core.XGBoostError as err:
         raise unit["booster"].error(f"is not a model xgboost {xgb.__version__} can load") from err
     return coef, booster
+
+
+def _block_kind(kind: str, parent: Field) -> str:
+    """A block kind used as a key of ``parent`` (an object keyed by kind), checked."""
+    if kind not in BLOCK_KINDS:
+        raise parent.error(f"has the key {kind!r}, expected block kinds {BLOCK_KINDS}")
+    return kind
 
 
 def _read_curve(curve: Field, minimum: float | None = None) -> list[list[float]]:

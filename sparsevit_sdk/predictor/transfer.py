@@ -106,7 +106,7 @@ def for_hardware(cls: type[LatencyPredictor], name: str, shipped: dict[str, Path
     est = cls()._set_learned(
         hardware_=name, estimated_=True, estimate_=estimate, statistic_="latency_ms", dtype_=hw.spec.default_dtype,
         threads_=[1], runtime_="eager", fingerprint_={}, linear_={}, boosters_={}, unit_scale_={}, unit_curves_={},
-        scale_=1.0, overhead_ms_=0.0, ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[],
+        scale_={}, overhead_ms_=0.0, ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[],
         blocks_=["v1"])  # the published figures are all Swin V1
     logger.warning(
         "no measured latency predictor for %r: latencies are estimated by a GPU cost model fitted to %d published "
@@ -231,7 +231,7 @@ def _curve_weight(predictor: LatencyPredictor, residuals: dict[str, pd.Series], 
         for k in np.unique(fold):
             scale, overhead = _model_scales(predictor, models[fold != k], prior_weight)
             predictor._set_learned(unit_scale_=scale, overhead_ms_=overhead)
-            predicted[fold == k] = predictor.scale_ * predictor._layer_sums(models[fold == k]) + overhead
+            predicted[fold == k] = predictor._whole_ms(models[fold == k])
             predictor._set_learned(unit_scale_=old_scale, overhead_ms_=old_overhead)
         ratios[weight] = predicted / y
     predictor._set_learned(unit_curves_=old_curves)
@@ -258,7 +258,7 @@ def _model_scales(predictor: LatencyPredictor, models: pd.DataFrame,
     y = models[predictor.statistic_].to_numpy(float)
     parts = []  # per config: Σ unit ms by (calibration group, knot)
     for units in model_units(models):
-        ms = predictor.scale_ * predictor.predict(units) * units["weight"].to_numpy()
+        ms = predictor._scales(units["signature"]) * predictor.predict(units) * units["weight"].to_numpy()
         groups = calibration_groups(units)
         pair = (units["layer"] == "block_pair").to_numpy()
         share = np.where(pair[:, None], _hats(units["sparsity"].to_numpy(float)), np.eye(len(KNOTS))[0])
