@@ -140,7 +140,8 @@ class WindowAttention(nn.Module):
             table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
         else:
             table = self.relative_position_bias_table
-        bias = table[self.relative_position_index].permute(2, 0, 1)  # (heads, N, N)
+        # contiguous: a permuted bias makes every logit-sized sum after it strided, and slow
+        bias = table[self.relative_position_index].permute(2, 0, 1).contiguous()  # (heads, N, N)
         return 16 * torch.sigmoid(bias) if self.kind == "v2" else bias
 
     def _qkv_bias(self) -> torch.Tensor | None:
@@ -165,19 +166,23 @@ class WindowAttention(nn.Module):
         else:
             q, k, v = (p(x).view(BK, N, self.num_heads, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
         bias = self.relative_bias().unsqueeze(0).to(q.dtype)  # (1, heads, N, N)
-        if window_mask is not None:
-            bias = bias + window_mask.unsqueeze(1).to(q.dtype)  # (B*K, heads, N, N)
+        mask = None if window_mask is None else window_mask.unsqueeze(1).to(q.dtype)  # (B*K, 1, N, N)
         if self.kind == "v2":
-            x = self._cosine_attention(q, k, v, bias)
+            x = self._cosine_attention(q, k, v, bias, mask)
         else:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*K, heads, N, d)
-        return self.proj(x.transpose(1, 2).reshape(BK, N, C))
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias if mask is None else bias + mask)
+        return self.proj(x.transpose(1, 2).reshape(BK, N, C))  # x: (B*K, heads, N, d)
 
-    def _cosine_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def _cosine_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                          mask: torch.Tensor | None) -> torch.Tensor:
         """Swin V2 attention, in the sources' order of operations: its logits reach +-100 at a
-        trained scale, where fused kernels' different rounding moves outputs by ~1e-4."""
+        trained scale, where fused kernels' different rounding moves outputs by ~1e-4.  The mask
+        is added on its own, as they do: a bias with the mask folded in would be one more
+        logit-sized tensor to write and read (a third of the attention time at window 16)."""
         logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         logits = logits * self.logit_scale.clamp(max=LOG_MAX_LOGIT_SCALE).exp() + bias
+        if mask is not None:
+            logits = logits + mask
         return logits.softmax(dim=-1) @ v
 
 
