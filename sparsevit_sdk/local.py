@@ -2,9 +2,9 @@
 nearest shipped predictor, keep the result in the user's cache.
 
 A predictor fitted on one CPU is off by 1.5x on another, and even a device's own
-whole-profile predictor misses some shapes (77 % of the Intel Xeon's held-out whole models
-within ±10 %): a unit timed alone can hit a cache edge that the same unit inside a model
-does not (benchmarks/RESULTS.md, "Shipped predictors on their own held-out configs").
+whole-profile predictor misses some shapes (71 % of the Intel Xeon's held-out swin_micro
+models within ±10 %): a unit timed alone can hit a cache edge that the same unit inside a
+model does not (benchmarks/RESULTS.md, "Shipped predictors on their own held-out configs").
 So the calibration is done where the search will use it: at the deployment model, input
 shape, dtype and thread count. It times every block pair of each stage at each grid
 sparsity, the scoring and glue units, and a few whole models (each measured in two rounds,
