@@ -53,9 +53,11 @@ def _edit(doc: dict, dotted: str, value) -> dict:
 
 
 @pytest.mark.parametrize("field, value, named, expected", [
-    ("scale", -1, "'scale'", "> 0"),
+    ("scale.v1", -1, "'scale.v1'", "> 0"),
+    ("scale", {"v3": 1.0}, "'scale'", "expected block kinds"),
+    ("blocks", ["v1", "v9"], "'blocks[1]'", "v9"),
     ("overhead_ms", -1000, "'overhead_ms'", ">= 0"),
-    ("scale", math.nan, "'scale'", "is NaN"),
+    ("scale.v1", math.nan, "'scale.v1'", "is NaN"),
     ("overhead_ms", "1.4", "'overhead_ms'", 'is "1.4", expected a finite number'),
     ("overhead_ms", None, "'overhead_ms'", "is null"),
     ("ms_per_gflop", math.inf, "'ms_per_gflop'", "is Infinity"),
