@@ -50,6 +50,11 @@ def signature_block(signature: str) -> str:
     return "v2" if str(signature).startswith("swinv2-") else "v1"
 
 
+def signature_blocks(signatures: Sequence[str]) -> np.ndarray:
+    """:func:`signature_block` of every signature at once (a profile column, a list)."""
+    return np.where(np.char.startswith(np.asarray(signatures, dtype=str), "swinv2-"), "v2", "v1")
+
+
 def signature_patch_size(signature: str) -> int:
     """The patch size a signature ends in (``-p4`` → 4)."""
     m = re.search(r"-p(\d+)$", str(signature))
@@ -207,7 +212,7 @@ def unit_costs(units: Mapping[str, Sequence]) -> tuple[np.ndarray, np.ndarray]:
     block_moved = M * (C * 21 + 6 * r * C) + M * heads * N + C * C * (4 + 2 * r)
     # Swin V2: normalising q and k per row, and the position-bias MLP over every offset of the
     # window, run once per block whatever it keeps (so a fixed cost that sparsity cannot cut)
-    v2 = np.array([signature_block(s) == "v2" for s in np.asarray(units["signature"])], dtype=bool)
+    v2 = signature_blocks(units["signature"]) == "v2"
     offsets = (2 * col("window") - 1) ** 2
     cpb_flops = offsets * CPB_HIDDEN * (2 * 2 + 2 * heads) + 3 * heads * N * N
     block_flops = block_flops + v2 * (6 * M * C + cpb_flops)

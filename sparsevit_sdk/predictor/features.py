@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..arch import DTYPE_BYTES, Architecture, kept_windows, signature_block, unit_costs
+from ..arch import DTYPE_BYTES, Architecture, kept_windows, signature_blocks, unit_costs
 
 __all__ = [
     "DESCRIPTORS", "DTYPE_BYTES", "FEATURES", "UNIT_KINDS", "Architecture", "config_units", "fixed_units",
@@ -142,6 +142,6 @@ def unit_features(units: pd.DataFrame) -> np.ndarray:
         "rows": np.where(is_pair, units["batch"] * kept * units["window"] ** 2, 0),
         "log_flops": np.log(flops + 1.0), "log_bytes": np.log(moved + 1.0),
         "intensity": flops / np.maximum(moved, 1.0),
-        "v2": units["layer"].isin(KIND_UNITS) & units["signature"].map(lambda s: signature_block(s) == "v2"),
+        "v2": units["layer"].isin(KIND_UNITS).to_numpy() & (signature_blocks(units["signature"]) == "v2"),
     }
     return np.column_stack([np.asarray(cols[f], dtype=float) for f in FEATURES])

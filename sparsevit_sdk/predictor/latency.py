@@ -32,7 +32,7 @@ import xgboost as xgb
 from scipy.optimize import least_squares, nnls
 
 from .._data import shipped_predictors
-from ..arch import signature_block
+from ..arch import signature_blocks
 from ..config import SparsityConfig
 from ..dataset.merge import select_device
 from ..dataset.schema import stable_statistic, validate_frame
@@ -184,7 +184,7 @@ class LatencyPredictor:
         outlier that should not move the fit."""
         sums = self._layer_sums(models)
         y = models[self.statistic_].to_numpy(float)
-        kinds, which = np.unique([signature_block(s) for s in models["signature"]], return_inverse=True)
+        kinds, which = np.unique(signature_blocks(models["signature"]), return_inverse=True)
         if len(models) == 1:
             return {str(kinds[0]): 1.0}, max(float(y[0] - sums[0]), 0.0)
         k = len(kinds)
@@ -196,7 +196,7 @@ class LatencyPredictor:
         """The whole-model scale of each signature's block kind; a kind no whole model was
         fitted on gets the mean of the others (the predictor warns about such a model)."""
         default = float(np.mean(list(self.scale_.values()))) if self.scale_ else 1.0
-        return np.array([self.scale_.get(signature_block(s), default) for s in signatures], dtype=float)
+        return np.array([self.scale_.get(kind, default) for kind in signature_blocks(signatures)], dtype=float)
 
     def _whole_ms(self, models: pd.DataFrame) -> np.ndarray:
         """Predicted ms of whole-model rows: ``scale · Σ units + overhead``."""

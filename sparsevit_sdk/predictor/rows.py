@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from ..arch import signature_block
+from ..arch import signature_blocks
 from ..config import SearchSpace, SparsityConfig
 from ..models import build_model, list_models
 from .features import Architecture, config_units, unit_costs
@@ -39,7 +39,7 @@ def one_runtime(models: pd.DataFrame) -> str:
 def block_kinds(rows: pd.DataFrame) -> list[str]:
     """The Swin block kinds ("v1", "v2") measured in ``rows``: what a predictor has seen, so it
     can say when it is asked about the other kind."""
-    return sorted({signature_block(s) for s in rows["signature"].unique()})
+    return sorted({str(kind) for kind in signature_blocks(rows["signature"].unique())})
 
 
 def model_key(row: pd.Series) -> str:

@@ -103,6 +103,16 @@ def adopt_block(
     block.norm1, block.norm2, block.mlp = norm1, norm2, mlp
 
 
+def attention_parts(attn: nn.Module, block: str) -> dict:
+    """The position-bias parts of a timm or torchvision window attention (they share the names), as
+    :func:`adopt_block`'s keywords: V1's bias table; V2's logit scale, bias MLP, its input offsets,
+    and timm's separate q/v biases (torchvision keeps them in its fused bias)."""
+    if block == "v1":
+        return dict(table=attn.relative_position_bias_table)
+    return dict(logit_scale=attn.logit_scale, cpb_mlp=attn.cpb_mlp, coords=attn.relative_coords_table,
+                q_bias=getattr(attn, "q_bias", None), v_bias=getattr(attn, "v_bias", None))
+
+
 def adopt_merge(merge: PatchMerging, norm: nn.Module, reduction: nn.Linear) -> None:
     """Patch merging on the source's norm and reduction (same 2x2 channel order in every library)."""
     merge.norm, merge.reduction = norm, reduction

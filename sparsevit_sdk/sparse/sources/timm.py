@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..swin import SparseSwin
 from ..windows import Windowing
-from ._adopt import adopt_block, adopt_merge, empty_view, pair, square, unsupported
+from ._adopt import adopt_block, adopt_merge, attention_parts, empty_view, pair, square, unsupported
 
 NAME = "timm"
 WINDOWING = Windowing(roll_then_pad=True, no_shift="never")
@@ -74,11 +74,8 @@ def convert(model: nn.Module) -> SparseSwin:
         if not isinstance(src.downsample, nn.Identity):
             adopt_merge(dst.downsample, src.downsample.norm, src.downsample.reduction)
         for d, b in zip(dst.blocks, src.blocks):
-            a = b.attn
-            parts = (dict(table=a.relative_position_bias_table) if block == "v1" else
-                     dict(logit_scale=a.logit_scale, cpb_mlp=a.cpb_mlp, coords=a.relative_coords_table,
-                          q_bias=a.q_bias, v_bias=a.v_bias))
-            adopt_block(d, NAME, norm1=b.norm1, norm2=b.norm2, mlp=b.mlp, proj=a.proj, qkv=a.qkv, **parts)
+            adopt_block(d, NAME, norm1=b.norm1, norm2=b.norm2, mlp=b.mlp, proj=b.attn.proj, qkv=b.attn.qkv,
+                        **attention_parts(b.attn, block))
     if slots == ["layers"]:
         model.layers = view.stages
     else:

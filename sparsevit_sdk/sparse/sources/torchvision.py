@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ..swin import SparseSwin
 from ..windows import DEFAULT_WINDOWING
-from ._adopt import adopt_block, adopt_merge, empty_view, pair, square, unsupported
+from ._adopt import adopt_block, adopt_merge, attention_parts, empty_view, pair, square, unsupported
 
 NAME = "torchvision"
 WINDOWING = DEFAULT_WINDOWING
@@ -51,9 +51,7 @@ def convert(model: nn.Module) -> SparseSwin:
         adopt_merge(dst.downsample, merge.norm, merge.reduction)
     for dst, src in zip(view.stages, stages):
         for d, b in zip(dst.blocks, src):
-            a = b.attn
-            parts = (dict(table=a.relative_position_bias_table) if block == "v1" else
-                     dict(logit_scale=a.logit_scale, cpb_mlp=a.cpb_mlp, coords=a.relative_coords_table))
-            adopt_block(d, NAME, norm1=b.norm1, norm2=b.norm2, mlp=b.mlp, proj=a.proj, qkv=a.qkv, **parts)
+            adopt_block(d, NAME, norm1=b.norm1, norm2=b.norm2, mlp=b.mlp, proj=b.attn.proj, qkv=b.attn.qkv,
+                        **attention_parts(b.attn, block))
     model.features = nn.Sequential(stem, *view.stages)
     return view
