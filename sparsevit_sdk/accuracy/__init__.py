@@ -3,19 +3,22 @@
     net = train_demo_supernet(DemoRecipe())      # or, step by step:
     model = build_demo_model("swin_micro")
     finetune(model, demo_loader("train", 4000), segmentation_loss, steps=400)   # dense
-    adapt(model, demo_loader("train", 4000), segmentation_loss, steps=240)      # supernet
+    adapt(model, demo_loader("train", 4000), segmentation_loss, steps=240, distill=True)   # supernet
     proxy = AccuracyProxy(model, demo_loader("val", 64), metric=MeanIoU(NUM_CLASSES))
     proxy(SearchSpace.from_model(model).uniform(0.5))                           # -> mIoU
 """
 
 from .adapt import TrainLog, adapt, finetune
+from .adapter import SparsityAdapter
 from .demo import NUM_CLASSES, DemoSegmenter, DigitCanvases, build_demo_model, demo_loader, segmentation_loss
+from .distill import Distillation, distillation_loss
 from .metrics import Accuracy, MeanIoU, Metric
 from .proxy import AccuracyProxy, AgreementProxy, CachedProxy, CacheInfo, default_proxy, probe_images
 from .supernet import DemoRecipe, DemoSupernet, train_demo_supernet
 
 __all__ = [
     "NUM_CLASSES", "Accuracy", "AccuracyProxy", "AgreementProxy", "CacheInfo", "CachedProxy", "DemoRecipe",
-    "DemoSegmenter", "DemoSupernet", "DigitCanvases", "MeanIoU", "Metric", "TrainLog", "adapt", "build_demo_model",
-    "default_proxy", "demo_loader", "finetune", "probe_images", "segmentation_loss", "train_demo_supernet",
+    "DemoSegmenter", "DemoSupernet", "DigitCanvases", "Distillation", "MeanIoU", "Metric", "SparsityAdapter",
+    "TrainLog", "adapt", "build_demo_model", "default_proxy", "demo_loader", "distillation_loss", "finetune",
+    "probe_images", "segmentation_loss", "train_demo_supernet",
 ]

@@ -5,11 +5,19 @@ afterwards any config can be scored without retraining (the accuracy proxy then 
 runs inference).  :func:`adapt` draws each step's config from the search space
 (uniform per knob, repaired to the within-stage order), optionally adding the dense and
 the sparsest config to the same step (the *sandwich rule* of slimmable / once-for-all
-networks).  :func:`finetune` is the same loop at one fixed config, e.g. dense training.
+networks).  :func:`finetune` is the same loop at one fixed config: dense training, or
+SparseViT's last step, fine-tuning the config a search picked.
 
-Batches are ``(inputs, targets)``; ``loss_fn(model(inputs), targets)`` must return a
-scalar tensor.  Runs are deterministic under ``seed`` (config draws use a numpy
-Generator, torch randomness a forked, seeded RNG) given a deterministic loader.
+Both take ``distill``: the sparse forward then also learns the dense forward's outputs
+(:mod:`.distill`).  With the in-place teacher a step costs one extra forward without
+gradients, except under the sandwich rule, where the step's own dense run is the teacher.
+
+Batches are ``(inputs, targets)``, scored by ``loss_fn(model(inputs), targets)``, or
+mappings of keyword arguments, as Hugging Face collators make them: ``model(**batch)``,
+scored by ``loss_fn(outputs, batch)`` or, with ``loss_fn=None``, by the loss the model
+computes itself (``outputs.loss``).  Runs are deterministic under ``seed`` (config draws
+use a numpy Generator, torch randomness a forked, seeded RNG) given a deterministic loader.
+Loops that are not ours use the same parts through :class:`~.adapter.SparsityAdapter`.
 """
 
 from __future__ import annotations
@@ -18,22 +26,23 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..config import SearchSpace, SparsityConfig
-from ..sparse.convert import set_sparsity
+from .adapter import SparsityAdapter
+from .distill import Distillation
 from .state import check_config, preserved
 
 logger = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[Any, Any], torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor] | Mapping[str, Any]
 
 
 @dataclass
@@ -69,11 +78,39 @@ def _cosine(steps: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+def _call(batch: Batch, device: torch.device) -> tuple[tuple, dict, Any]:
+    """How the model is called on ``batch``: positional args, keyword args, and what the loss reads."""
+    if isinstance(batch, Mapping):
+        kwargs = {k: _to(v, device) for k, v in batch.items()}
+        return (), kwargs, kwargs
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = f"{type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        raise TypeError(f"a batch must be (inputs, targets) or a mapping of model keyword arguments, got {got}")
+    return (_to(batch[0], device),), {}, _to(batch[1], device)
+
+
+def _loss(outputs: Any, targets: Any, loss_fn: LossFn | None) -> torch.Tensor:
+    if loss_fn is not None:
+        return loss_fn(outputs, targets)
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
+    if loss is None:
+        raise ValueError(
+            f"loss_fn is None but the model returned no loss ({type(outputs).__name__}); pass a loss_fn, or batches "
+            "with the labels the model computes its loss from (e.g. labels=, mask_labels= and class_labels=)"
+        )
+    return loss
+
+
 def _train(
     model: nn.Module,
     loader: Iterable[Batch],
-    loss_fn: LossFn,
+    loss_fn: LossFn | None,
     steps: int,
+    adapter: SparsityAdapter,
     pick: Callable[[int], tuple[SparsityConfig, ...]],
     *,
     lr: float,
@@ -84,10 +121,15 @@ def _train(
     progress: bool,
     desc: str,
 ) -> TrainLog:
-    """Shared loop: each step runs every config ``pick(step)`` returns, summing their gradients."""
+    """Shared loop: each step runs every config ``pick(step)`` returns, summing their gradients.
+
+    With distillation each sparse run adds the adapter's term; the step's dense run, if any,
+    is the in-place teacher of the runs after it (no extra forward).
+    """
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     device = next(model.parameters()).device
+    dense = adapter.space.dense()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(steps, int(warmup * steps)))
     log = TrainLog()
@@ -97,14 +139,18 @@ def _train(
         batches = _cycle(loader)
         bar = tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True)
         for step in bar:
-            inputs, targets = next(batches)
-            inputs, targets = inputs.to(device), targets.to(device)
+            args, kwargs, targets = _call(next(batches), device)
             configs = pick(step)
             optimizer.zero_grad(set_to_none=True)
-            total = 0.0
+            total, teacher = 0.0, None
             for cfg in configs:
-                set_sparsity(model, cfg)
-                loss = loss_fn(model(inputs), targets)
+                adapter.apply(cfg)
+                outputs = model(*args, **kwargs)
+                loss = _loss(outputs, targets, loss_fn)
+                if adapter.in_place and cfg == dense:
+                    teacher = outputs  # the dense run teaches the sparse runs after it
+                elif adapter.distill is not None:
+                    loss = loss + adapter.distillation(outputs, *args, teacher_outputs=teacher, **kwargs)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at step {step} with config {cfg}; lower lr")
                 loss.backward()
@@ -124,10 +170,11 @@ def _train(
 def finetune(
     model: nn.Module,
     loader: Iterable[Batch],
-    loss_fn: LossFn,
+    loss_fn: LossFn | None,
     steps: int,
     *,
     config: SparsityConfig | None = None,
+    distill: Distillation | bool | float | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.05,
     warmup: float = 0.05,
@@ -138,24 +185,32 @@ def finetune(
     """Train ``model`` in place for ``steps`` AdamW steps at one config (dense by default).
 
     ``warmup`` is the fraction of steps with a linear LR warm-up before cosine decay.
-    The model's sparsity and train/eval mode are restored afterwards.
+    ``distill`` (True, a weight or a :class:`Distillation`) adds the distillation term from
+    the dense forward, e.g. when fine-tuning the config a search picked.
+    The model's sparsity and train/eval mode are restored afterwards, also on an error or Ctrl-C.
     """
-    config = config if config is not None else SearchSpace.from_model(model).dense()
+    adapter = SparsityAdapter(model, distill=distill, seed=seed)
+    config = config if config is not None else adapter.space.dense()
     check_config(model, config)
+    if adapter.in_place and config == adapter.space.dense():
+        raise ValueError("distill with the in-place teacher needs a sparse config: at sparsity 0 the model would be "
+                         "its own teacher; pass config= (e.g. result.best), or a Distillation(teacher=...)")
     return _train(
-        model, loader, loss_fn, steps, lambda step: (config,), lr=lr, weight_decay=weight_decay,
-        warmup=warmup, max_grad_norm=max_grad_norm, seed=seed, progress=progress, desc="finetune",
+        model, loader, loss_fn, steps, adapter, lambda step: (config,), lr=lr, weight_decay=weight_decay,
+        warmup=warmup, max_grad_norm=max_grad_norm, seed=seed, progress=progress,
+        desc="finetune" + " (distill)" * (adapter.distill is not None),
     )
 
 
 def adapt(
     model: nn.Module,
     loader: Iterable[Batch],
-    loss_fn: LossFn,
+    loss_fn: LossFn | None,
     steps: int,
     *,
     space: SearchSpace | None = None,
     sandwich: bool = False,
+    distill: Distillation | bool | float | None = None,
     lr: float = 5e-4,
     weight_decay: float = 0.05,
     warmup: float = 0.05,
@@ -168,18 +223,19 @@ def adapt(
     Each step draws one config from ``space`` (default ``SearchSpace.from_model(model)``)
     uniformly per knob, repaired to the within-stage order.  With ``sandwich=True`` the
     step also runs ``space.dense()`` and ``space.sparsest()`` and sums the three
-    gradients (about 2-3x the cost of a step).  Returns the :class:`TrainLog`; the
-    model's sparsity and mode are restored afterwards.
+    gradients (about 2-3x the cost of a step).  ``distill`` (True, a weight or a
+    :class:`Distillation`) trains every sparse run to match the dense outputs as well as the
+    labels.  Returns the :class:`TrainLog`; the model's sparsity and mode are restored
+    afterwards, also on an error or Ctrl-C.
     """
-    space = space if space is not None else SearchSpace.from_model(model)
-    check_config(model, space.dense())
-    rng = np.random.default_rng(seed)
-    bounds = (space.dense(), space.sparsest()) if sandwich else ()
+    adapter = SparsityAdapter(model, space=space, distill=distill, seed=seed)
+    bounds = (adapter.space.dense(), adapter.space.sparsest()) if sandwich else ()
 
     def pick(step: int) -> tuple[SparsityConfig, ...]:
-        return (*bounds, space.sample(rng))
+        return (*bounds, adapter.draw())
 
+    desc = "adapt" + " (sandwich)" * sandwich + " (distill)" * (adapter.distill is not None)
     return _train(
-        model, loader, loss_fn, steps, pick, lr=lr, weight_decay=weight_decay, warmup=warmup,
-        max_grad_norm=max_grad_norm, seed=seed, progress=progress, desc="adapt" + " (sandwich)" * sandwich,
+        model, loader, loss_fn, steps, adapter, pick, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        max_grad_norm=max_grad_norm, seed=seed, progress=progress, desc=desc,
     )

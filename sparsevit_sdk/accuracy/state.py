@@ -13,6 +13,13 @@ import torch.nn as nn
 
 from ..config import SparsityConfig
 from ..sparse.convert import sparse_backbone
+from ..sparse.swin import SparseSwin
+
+
+def restore_sparsity(backbone: SparseSwin, saved: list[list[float]]) -> None:
+    """Put back per-block sparsity read earlier from ``backbone.block_sparsity``."""
+    for stage, values in zip(backbone.stages, saved):
+        stage.sparsity = values
 
 
 @contextmanager
@@ -24,8 +31,7 @@ def preserved(model: nn.Module, *, training: bool) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
-        for stage, values in zip(backbone.stages, saved_sparsity):
-            stage.sparsity = values
+        restore_sparsity(backbone, saved_sparsity)
         model.train(saved_mode)
 
 

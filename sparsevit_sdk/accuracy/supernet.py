@@ -6,6 +6,10 @@
 
 Training is dense, from random weights: first on small canvases (``pretrain_size``), then
 on the task's canvases (``size``); then a copy is adapted to every sparsity (:func:`adapt`).
+Each dense phase runs in cosine cycles of ``cycle_steps`` and stops once val mIoU rose less
+than ``plateau`` (relative) over the last fifth of its steps: a model still learning the task
+would make every sparse config look worse than the method is (measured: 3x the steps lifted
+the old fixed recipe's dense test mIoU from 0.44 to 0.65).
 The small canvases are what make the task learnable in CPU minutes: with the same digits on
 a quarter of the pixels a step costs a quarter as much and carries four times the digit
 pixels, and digit identity is learned where full-size canvases alone made no progress in
@@ -26,21 +30,27 @@ import json
 import logging
 import os
 import pickle
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, write_json
+from ..config import SearchSpace
 from ..profiler.timing import num_threads
 from .adapt import TrainLog, adapt, finetune
-from .demo import DemoSegmenter, build_demo_model, demo_loader, segmentation_loss
+from .demo import NUM_CLASSES, DemoSegmenter, build_demo_model, demo_loader, segmentation_loss
+from .distill import Distillation
+from .metrics import MeanIoU
+from .proxy import AccuracyProxy
 
 logger = logging.getLogger(__name__)
 
 # Fields that decide the dense-trained weights; the rest only change the adaptation.
 _DENSE_FIELDS = ("backbone", "size", "pretrain_size", "cell", "digit_px", "digits_per_image", "batch_size",
-                 "pretrain_steps", "pretrain_lr", "finetune_steps", "finetune_lr", "seed")
+                 "pretrain_steps", "pretrain_lr", "finetune_steps", "finetune_lr", "cycle_steps", "plateau",
+                 "val_images", "seed")
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,11 @@ class DemoRecipe:
     """How the demo supernet is trained: canvases, steps, learning rates, sandwich rule, seed.
 
     Canvases are ``size`` px (``pretrain_size`` px for the first dense steps) with digits of
-    ``digit_px`` px, one per ``cell``-px grid cell.
+    ``digit_px`` px, one per ``cell``-px grid cell.  ``pretrain_steps`` and ``finetune_steps``
+    cap the two dense phases; with ``cycle_steps = (c1, c2)`` each phase trains in cosine
+    cycles of that many steps and stops when val mIoU (``val_images`` canvases of the phase's
+    size) rose less than ``plateau`` over its last fifth of steps; ``None`` runs exactly the
+    capped steps.  ``distill`` is the adaptation's :class:`Distillation` setting (``None``: labels only).
     ``threads`` pins torch's intra-op threads while training (1 is fastest on a shared
     2-core machine; None leaves torch's setting alone).
     """
@@ -60,20 +74,25 @@ class DemoRecipe:
     digit_px: tuple[int, int] = (32, 48)
     digits_per_image: tuple[int, int] = (1, 4)
     batch_size: int = 8
-    pretrain_steps: int = 800
-    finetune_steps: int = 100
-    adapt_steps: int = 200
+    pretrain_steps: int = 8000
+    finetune_steps: int = 3000
+    cycle_steps: tuple[int, int] | None = (400, 200)
+    plateau: float = 0.01
+    val_images: int = 64
+    adapt_steps: int = 400
     pretrain_lr: float = 1e-3
     finetune_lr: float = 5e-4
     adapt_lr: float = 5e-4
     sandwich: bool = False
+    distill: Distillation | None = Distillation()
     seed: int = 0
     threads: int | None = 1
 
     @classmethod
     def quick(cls, **overrides) -> DemoRecipe:
         """A smoke-test recipe (about a minute on a 2-core CPU): too short to learn much."""
-        return cls(**{"batch_size": 4, "pretrain_steps": 100, "finetune_steps": 20, "adapt_steps": 40, **overrides})
+        return cls(**{"batch_size": 4, "pretrain_steps": 100, "finetune_steps": 20, "cycle_steps": None,
+                      "adapt_steps": 40, **overrides})
 
     def canvas(self) -> dict:
         """Keyword arguments of :class:`DigitCanvases` for this recipe's canvases."""
@@ -88,7 +107,7 @@ class DemoRecipe:
 
     def key(self, *, dense_only: bool = False) -> str:
         """A short hash of the recipe (or of its dense part): the cache file name."""
-        fields = dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)  # a Distillation becomes a dict of its fields, a teacher model refused
         fields.pop("threads")  # changes the speed of training, not its result
         if dense_only:
             fields = {k: fields[k] for k in _DENSE_FIELDS}
@@ -98,13 +117,38 @@ class DemoRecipe:
 @dataclass
 class DemoSupernet:
     """The dense-trained model, its adapted copy, and their training logs (None when loaded from cache;
-    ``dense_log`` holds the pre-training steps followed by the fine-tuning steps)."""
+    ``dense_log`` holds the pre-training steps followed by the fine-tuning steps).  ``dense_curve``
+    is how the dense model got there, kept beside its cache: one :class:`CurvePoint` per cycle."""
 
     recipe: DemoRecipe
     dense: DemoSegmenter
     adapted: DemoSegmenter
     dense_log: TrainLog | None = None
     adapt_log: TrainLog | None = None
+    dense_curve: list[CurvePoint] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Val mIoU of the dense model after ``step`` steps of a phase at ``size`` px, ``wall_s`` into training."""
+
+    size: int
+    step: int
+    val_miou: float
+    wall_s: float
+
+
+def plateaued(curve: list[tuple[int, float]], tolerance: float) -> bool:
+    """True once the metric rose less than ``tolerance`` (relative) over the last fifth of the steps.
+
+    ``curve`` is ``(step, metric)`` after each cycle; at least five points are needed, so the
+    last fifth is measured between two of them, not guessed.
+    """
+    if len(curve) < 5:
+        return False
+    last_step, last = curve[-1]
+    before = max(v for s, v in curve if s <= 0.8 * last_step)  # the best of the first four fifths
+    return last < before * (1 + tolerance)
 
 
 def _cached(path: Path | None, model: DemoSegmenter) -> bool:
@@ -135,6 +179,48 @@ def _store(path: Path | None, model: DemoSegmenter) -> None:
         atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))  # concurrent runs never see half a file
 
 
+def _curve_path(path: Path | None) -> Path | None:
+    return path.with_suffix(".json") if path is not None else None
+
+
+def _load_curve(path: Path | None) -> list[CurvePoint]:
+    """The dense training curve stored beside a cached model; empty when missing or unreadable."""
+    if path is None or not path.is_file():
+        return []
+    try:
+        return [CurvePoint(**c) for c in json.loads(path.read_text())["curve"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.warning("%s: unreadable training curve; ignored", path)
+        return []
+
+
+def _train_dense(recipe: DemoRecipe, model: DemoSegmenter, progress: bool) -> tuple[TrainLog, list[CurvePoint]]:
+    """Both dense phases; each to its step cap, or cycle by cycle until val mIoU plateaus."""
+    log, curve, start = TrainLog(), [], time.perf_counter()
+    phases = ((recipe.pretrain_size, recipe.pretrain_steps, recipe.pretrain_lr),
+              (recipe.size, recipe.finetune_steps, recipe.finetune_lr))
+    for phase, (size, cap, lr) in enumerate(phases):
+        if not cap:
+            continue
+        cycle = recipe.cycle_steps[phase] if recipe.cycle_steps else cap
+        loader = recipe.loader("train", 1_000_000, size=size)  # one loader: each cycle continues its shuffle
+        val = AccuracyProxy(model, recipe.loader("val", recipe.val_images, size=size), metric=MeanIoU(NUM_CLASSES))
+        points: list[tuple[int, float]] = []
+        while (done := len(points) * cycle) < cap:
+            part = finetune(model, loader, segmentation_loss, min(cycle, cap - done), lr=lr,
+                            seed=recipe.seed + len(points), progress=progress)
+            log.configs += part.configs
+            log.losses += part.losses
+            val.cache_clear()
+            points.append((done + len(part.losses), val(SearchSpace.from_model(model).dense())))
+            curve.append(CurvePoint(size, points[-1][0], points[-1][1], time.perf_counter() - start))
+            logger.info("dense phase at %d px: step %d, val mIoU %.4f", size, *points[-1])
+            if recipe.cycle_steps and plateaued(points, recipe.plateau):
+                break
+    log.wall_s = time.perf_counter() - start
+    return log, curve
+
+
 def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os.PathLike | None = None,
                         progress: bool = True) -> DemoSupernet:
     """Train (or load from ``cache_dir``) the demo model dense, then adapt a copy to every sparsity.
@@ -150,22 +236,17 @@ def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os
     adapted_path = cache / f"demo_adapted_{recipe.key()}.pt" if cache else None
     dense = build_demo_model(recipe.backbone, seed=recipe.seed)
     dense_log = adapt_log = None
+    curve = _load_curve(_curve_path(dense_path))
     with num_threads(recipe.threads):
         if not _cached(dense_path, dense):
-            dense_log = TrainLog()
-            for size, steps, lr in ((recipe.pretrain_size, recipe.pretrain_steps, recipe.pretrain_lr),
-                                    (recipe.size, recipe.finetune_steps, recipe.finetune_lr)):
-                if steps:
-                    log = finetune(dense, recipe.loader("train", 1_000_000, size=size), segmentation_loss, steps,
-                                   lr=lr, seed=recipe.seed, progress=progress)
-                    dense_log.configs += log.configs
-                    dense_log.losses += log.losses
-                    dense_log.wall_s += log.wall_s
+            dense_log, curve = _train_dense(recipe, dense, progress)
+            if dense_path is not None:
+                write_json(_curve_path(dense_path), {"curve": [dataclasses.asdict(c) for c in curve]}, indent=1)
             _store(dense_path, dense)
         adapted = copy.deepcopy(dense)
         if not _cached(adapted_path, adapted):
             adapt_log = adapt(adapted, recipe.loader("train", 1_000_000, seed=recipe.seed + 1), segmentation_loss,
-                              recipe.adapt_steps, sandwich=recipe.sandwich, lr=recipe.adapt_lr, seed=recipe.seed,
-                              progress=progress)
+                              recipe.adapt_steps, sandwich=recipe.sandwich, distill=recipe.distill,
+                              lr=recipe.adapt_lr, seed=recipe.seed, progress=progress)
             _store(adapted_path, adapted)
-    return DemoSupernet(recipe, dense.eval(), adapted.eval(), dense_log, adapt_log)
+    return DemoSupernet(recipe, dense.eval(), adapted.eval(), dense_log, adapt_log, curve)

@@ -1,0 +1,163 @@
+"""Distillation from the dense model: the sparse forward learns the dense forward's outputs.
+
+A skipped window changes what every later layer sees; the dense model's own outputs say
+what the sparse model should still produce there, in more detail than a label does (a
+per-pixel class distribution, not one class id).  By default the teacher is *in place*:
+the same weights at sparsity 0, run under ``no_grad`` (once-for-all / BigNAS style, no copy
+of the model); ``Distillation(teacher=frozen_copy)`` uses a fixed model instead.
+
+The term is chosen by what an output is, read from its structure:
+
+- a tensor returned by the model, ``logits`` of a Hugging Face output: class logits on dim 1
+  (``(B, K)`` or per pixel ``(B, K, H, W)``) -> KL(teacher || student) of the tempered softmax, times T²;
+- Mask2Former's ``class_queries_logits`` ``(B, Q, K+1)``: the same KL over the last dim;
+- Mask2Former's ``masks_queries_logits``: per-pixel mask logits -> KL of the tempered Bernoulli;
+- a list or tuple of tensors (a backbone's stage maps), ``feature_maps``, ``last_hidden_state``:
+  feature maps -> MSE normalised by the teacher's energy, per image, so every stage weighs the same.
+
+Every term is 0 when student and teacher agree; the terms of one output are averaged.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Outputs = torch.Tensor | Sequence | Mapping
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """How the sparse forward is distilled from the dense one.
+
+    ``weight`` scales the distillation term against the label loss; ``temperature`` softens
+    class distributions (T > 1 passes on more of the teacher's ranking of wrong classes);
+    ``teacher`` is a frozen model called like the student (``None``: in place, the student's
+    own weights at sparsity 0).
+    """
+
+    weight: float = 1.0
+    temperature: float = 1.0
+    teacher: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("weight", "temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"Distillation {name} must be a positive finite number, got {value!r}")
+        if self.teacher is not None and not isinstance(self.teacher, nn.Module):
+            raise TypeError(f"Distillation teacher must be an nn.Module (or None for in-place), "
+                            f"got {type(self.teacher).__name__}")
+
+    @classmethod
+    def coerce(cls, value: Distillation | bool | float | None) -> Distillation | None:
+        """The ``distill=`` keyword as a setting: None/False off, True the defaults, a number the weight."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, numbers.Real):
+            return cls(weight=float(value))
+        raise TypeError(f"distill must be True/False, a weight (float) or a Distillation, got {type(value).__name__}")
+
+
+def class_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float, dim: int = 1) -> torch.Tensor:
+    """T² · KL(softmax(teacher/T) || softmax(student/T)) over ``dim``, averaged over every other position."""
+    kl = F.kl_div(F.log_softmax(student.float() / temperature, dim), F.log_softmax(teacher.float() / temperature, dim),
+                  log_target=True, reduction="none").sum(dim)
+    return kl.mean() * temperature**2
+
+
+def mask_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL of per-pixel Bernoulli distributions sigmoid(logit/T): a mask logit is a two-class logit."""
+    s, t = student.float() / temperature, teacher.float() / temperature
+    p = torch.sigmoid(t)
+    kl = p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    return kl.mean() * temperature**2
+
+
+def feature_nmse(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per image ``|s - t|² / |t|²``, averaged: scale-free, so a stage of large activations does not dominate."""
+    s, t = student.float().flatten(1), teacher.float().flatten(1)
+    return ((s - t).square().sum(1) / t.square().sum(1).clamp_min(1e-12)).mean()
+
+
+Term = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+# Named outputs of Hugging Face models, and the term each one gets.
+NAMED_TERMS: dict[str, Term] = {
+    "logits": class_kl,
+    "class_queries_logits": lambda s, t, T: class_kl(s, t, T, dim=-1),
+    "masks_queries_logits": mask_kl,
+    "feature_maps": feature_nmse,
+    "last_hidden_state": feature_nmse,
+}
+
+
+def _mismatch(where: str, student: object, teacher: object) -> ValueError:
+    return ValueError(
+        f"teacher and student outputs differ in structure at {where}: student {_describe(student)}, "
+        f"teacher {_describe(teacher)}; a frozen teacher must be the same architecture called the same way "
+        "(or use the default in-place teacher)"
+    )
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        return f"{type(value).__name__} with keys {sorted(value)}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {len(value)}"
+    return type(value).__name__
+
+
+def _pair(student: torch.Tensor, teacher: object, where: str, term: Term, temperature: float) -> torch.Tensor:
+    if not isinstance(teacher, torch.Tensor) or teacher.shape != student.shape:
+        raise _mismatch(where, student, teacher)
+    return term(student, teacher.detach(), temperature)
+
+
+def _maps(student: Sequence, teacher: object, where: str, term: Term, temperature: float) -> list[torch.Tensor]:
+    if not isinstance(teacher, (list, tuple)) or len(teacher) != len(student):
+        raise _mismatch(where, student, teacher)
+    if not all(isinstance(s, torch.Tensor) for s in student):
+        raise TypeError(f"{where} holds {[_describe(s) for s in student]}; distillation reads tensors only")
+    return [_pair(s, t, f"{where}[{i}]", term, temperature) for i, (s, t) in enumerate(zip(student, teacher))]
+
+
+def distillation_loss(student: Outputs, teacher: Outputs, temperature: float = 1.0) -> torch.Tensor:
+    """The distillation term between a sparse forward's outputs and the dense forward's (see the module doc)."""
+    if isinstance(student, torch.Tensor):
+        return _pair(student, teacher, "the output", class_kl, temperature)
+    if isinstance(student, Mapping):
+        if not isinstance(teacher, Mapping):
+            raise _mismatch("the output", student, teacher)
+        terms = []
+        for key, term in NAMED_TERMS.items():
+            value = student.get(key)
+            if value is None:
+                continue
+            if teacher.get(key) is None:
+                raise _mismatch(f"{key!r}", value, teacher.get(key))
+            if isinstance(value, torch.Tensor):
+                terms.append(_pair(value, teacher[key], repr(key), term, temperature))
+            else:
+                terms += _maps(value, teacher[key], repr(key), term, temperature)
+        if not terms:
+            raise TypeError(
+                f"no output to distill in {type(student).__name__} (keys {sorted(student)}); distillation reads "
+                f"{', '.join(NAMED_TERMS)} (return one of them, or train without distill)"
+            )
+        return torch.stack(terms).mean()
+    if isinstance(student, (list, tuple)):
+        return torch.stack(_maps(student, teacher, "the output", feature_nmse, temperature)).mean()
+    raise TypeError(f"cannot distill a model output of type {type(student).__name__}; distillation reads a tensor "
+                    "of logits, a list of feature maps or a Hugging Face ModelOutput")

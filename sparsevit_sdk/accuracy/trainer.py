@@ -1,0 +1,76 @@
+"""Sparsity-aware adaptation inside ``transformers.Trainer`` (needs ``pip install '.[transformers]'``).
+
+A callback can change the model between steps but not the loss, so there are two ways in:
+
+- :class:`SparsityCallback`: any ``Trainer`` (yours, subclassed or not) trains at a fresh random
+  config every optimiser step; between steps (evaluation, checkpoints) the model runs at the
+  sparsity it had before training.
+- :class:`SparsityTrainer`: a ``Trainer`` that does the same and adds the distillation term to
+  the loss the ``Trainer`` already computes, whether the model computes it itself
+  (``labels=``, Mask2Former's ``mask_labels=``/``class_labels=``) or ``compute_loss_func`` does::
+
+      trainer = SparsityTrainer(model=sparsify(model), args=args, train_dataset=train, distill=True)
+      trainer.train()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from transformers import Trainer, TrainerCallback
+
+from ..config import SearchSpace
+from .adapter import SparsityAdapter
+from .distill import Distillation
+
+
+class SparsityCallback(TrainerCallback):
+    """Before each optimiser step, apply a fresh random config; after it, put the model's sparsity back.
+
+    ``model`` is the sparsified model the ``Trainer`` trains (or a :class:`SparsityAdapter` of it).
+    """
+
+    def __init__(self, model: nn.Module | SparsityAdapter, *, space: SearchSpace | None = None, seed: int = 0) -> None:
+        self.adapter = model if isinstance(model, SparsityAdapter) else SparsityAdapter(model, space=space, seed=seed)
+
+    def on_step_begin(self, args, state, control, **kwargs) -> None:
+        self.adapter.step()
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        self.adapter.restore()  # evaluation and checkpoints between steps see the model as it was
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:
+        self.adapter.restore()
+
+
+class SparsityTrainer(Trainer):
+    """``transformers.Trainer`` with sparsity-aware adaptation and distillation from the dense model.
+
+    ``distill`` (True, a weight or a :class:`Distillation`; ``None`` for configs alone) and
+    ``space`` are the adaptation's settings; configs are drawn under ``args.seed``.  The loss
+    is the ``Trainer``'s own, so a model that computes its loss from its labels needs nothing
+    more; one that computes none needs ``compute_loss_func``.
+    """
+
+    def __init__(self, *args: Any, distill: Distillation | bool | float | None = True,
+                 space: SearchSpace | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.compute_loss_func is None and not self.label_names and not self.can_return_loss:
+            raise ValueError(
+                f"{type(self.model).__name__} computes no loss (its forward takes no labels argument) and no "
+                "compute_loss_func was given; pass compute_loss_func=lambda outputs, labels, num_items_in_batch: ... "
+                "(Trainer's own argument), or train a model whose forward takes labels"
+            )
+        self.adapter = SparsityAdapter(self.model, space=space, distill=distill, seed=self.args.seed)
+        self.add_callback(SparsityCallback(self.adapter))
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None):
+        """The ``Trainer``'s loss at this step's config, plus the distillation term while training."""
+        teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names}  # before the Trainer pops any
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and self.adapter.distill is not None:
+            loss = loss + self.adapter.distillation(outputs, **teacher_inputs)
+        return (loss, outputs) if return_outputs else loss
