@@ -79,7 +79,7 @@ class DemoRecipe:
     cycle_steps: tuple[int, int] | None = (400, 200)
     plateau: float = 0.01
     val_images: int = 64
-    adapt_steps: int = 400
+    adapt_steps: int = 600
     pretrain_lr: float = 1e-3
     finetune_lr: float = 5e-4
     adapt_lr: float = 5e-4

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ import torch.nn as nn
 
 from .._atomic import write_json
 from .._documents import check_header, header
+from ..accuracy.adapt import LossFn, TrainLog, finetune
+from ..accuracy.distill import Distillation
 from ..config import SparsityConfig
 from ..sparse.convert import sparse_backbone
 from .outcome import HISTORY_COLUMNS, PROGRESS_COLUMNS, pareto_front
@@ -84,6 +87,21 @@ class SearchResult:
             f"  {self.proxy_name}: {self.score:.4f} (dense {self.dense_score:.4f})",
             *([f"  {self.stopped}"] if self.stopped else []),
         ])
+
+    # ------------------------------------------------------------- training
+    def finetune(self, loader: Iterable, loss_fn: LossFn | None, steps: int, *, model: nn.Module | None = None,
+                 distill: Distillation | bool | float | None = True, **settings: Any) -> TrainLog:
+        """SparseViT's last step: train the searched model at :attr:`best` only, distilled from its dense forward.
+
+        A supernet shares its weights among all configs; once one is chosen they can serve it
+        alone.  ``loader``, ``loss_fn``, ``steps`` and ``settings`` (``lr``, ``seed``, ...) are
+        :func:`~sparsevit_sdk.accuracy.finetune`'s; ``model`` is the searched model when this
+        result has none attached.  Scores in this result were measured before: re-score after.
+        """
+        model = model if model is not None else self.model
+        if model is None:
+            raise ValueError("this result has no model attached (loaded from a file?); pass model=, the searched model")
+        return finetune(model, loader, loss_fn, steps, config=self.best, distill=distill, **settings)
 
     # ------------------------------------------------- validation and plots
     def validate(self, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,

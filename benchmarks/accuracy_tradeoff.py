@@ -1,0 +1,325 @@
+"""Accuracy kept at a measured speed-up: four recipes on the demo task, at the same number of optimiser steps.
+
+The demo model (``swin_micro`` + demo head, ``train_demo_supernet``: dense phases trained in
+cosine cycles until val mIoU plateaus) is adapted on 224x224 canvases and searched and scored
+on 448x448 ones (mostly background, the regime window skipping is for).  For each latency
+budget (a fraction of the dense model's latency as the ``hw="local"`` predictor prices it on
+this CPU) four recipes pick a config:
+
+- ``uniform``: the uniform sparsity with the best proxy score among those whose *measured*
+  latency is no more than the fine-tuned pick's, on the distilled supernet (N + M steps);
+- ``adapt``: today's recipe, adapt (no teacher) for N + M steps, then search;
+- ``adapt+distill``: adapt with in-place distillation for N + M steps, then search;
+- ``adapt+distill+finetune``: adapt with distillation for N steps, search, then fine-tune the
+  chosen config with distillation for M steps (SparseViT's last step).
+
+Every search uses the same label-free proxy (exp(-KL) of sparse vs dense logits on a few
+unlabelled val canvases) and settings.  Each pick is timed on the real kernels, all configs
+side by side in interleaved rounds (one thread, thread CPU clock, p10), and scored by test mIoU
+as a share of the dense-trained model's.  ``--terms`` runs the other part instead: which
+distillation term to use for segmentation logits, each with the same loop, steps and configs.
+
+    python benchmarks/accuracy_tradeoff.py [--adapt-steps 600] [--finetune-steps 300] [--quick] [--no-write]
+    python benchmarks/accuracy_tradeoff.py --terms [--term-steps 300]
+
+Writes the ``## Accuracy kept`` (and ``## Distillation terms``) section of benchmarks/RESULTS.md
+and ``accuracy_tradeoff.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from _results import now_utc, write_section  # noqa: E402
+from proxy_ranking import CACHE, mean_iou  # noqa: E402
+from search_quality import SEARCH_SIZE, Settings, measured_ms  # noqa: E402
+
+from sparsevit_sdk import SearchSpace, SparsityConfig  # noqa: E402
+from sparsevit_sdk._atomic import write_figure  # noqa: E402
+from sparsevit_sdk.accuracy import (  # noqa: E402
+    AgreementProxy,
+    DemoRecipe,
+    Distillation,
+    SparsityAdapter,
+    segmentation_loss,
+    train_demo_supernet,
+)
+from sparsevit_sdk.accuracy.distill import class_kl, feature_nmse  # noqa: E402
+from sparsevit_sdk.predictor import LatencyPredictor  # noqa: E402
+from sparsevit_sdk.profiler import device_fingerprint  # noqa: E402
+from sparsevit_sdk.profiler.timing import num_threads  # noqa: E402
+from sparsevit_sdk.search import SearchSession  # noqa: E402
+
+logger = logging.getLogger("accuracy_tradeoff")
+PLOT = Path(__file__).with_name("accuracy_tradeoff.png")
+RECIPES = ("adapt", "adapt+distill", "adapt+distill+finetune")
+
+
+@dataclasses.dataclass
+class Row:
+    budget: float
+    recipe: str
+    config: SparsityConfig
+    miou: float
+    proxy: float
+    predicted_speedup: float
+    measured_ms: float = float("nan")
+
+
+def search(model, budget: float, predictor: LatencyPredictor, settings: Settings, seed: int):
+    proxy = AgreementProxy(model, probe(settings), measure="kl", name="agreement-kl(val)")
+    result = SearchSession(model, predictor, latency_budget=budget, proxy=proxy,
+                           input_shape=(1, 3, SEARCH_SIZE, SEARCH_SIZE), population=settings.population,
+                           parents=settings.parents, generations=settings.generations, seed=seed,
+                           progress=False).run()
+    return result, proxy
+
+
+def probe(settings: Settings) -> torch.Tensor:
+    images = RECIPE.loader("val", settings.probe_images, size=SEARCH_SIZE, batch_size=settings.probe_images)
+    return next(iter(images))[0]
+
+
+def terms_table(args: argparse.Namespace) -> str:
+    start = time.perf_counter()
+    dense = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=1), cache_dir=CACHE).dense
+    test = RECIPE.loader("test", args.test_images, size=SEARCH_SIZE)
+    rows = ablation(RECIPE, dense, args.term_steps, test, SearchSpace.from_model(dense))
+    return "\n".join([
+        "## Distillation terms", "",
+        f"`python benchmarks/accuracy_tradeoff.py --terms --term-steps {args.term_steps}` on "
+        f"{device_fingerprint('cpu')['name']}, {now_utc()}, {(time.perf_counter() - start) / 60:.0f} min.  The "
+        f"dense demo model of \"Accuracy kept\" adapted for {args.term_steps} steps (batch {RECIPE.batch_size}, "
+        "224px canvases, one random config per step drawn under the same seed, lr and cosine schedule) with each "
+        "term added to the label loss, through `SparsityAdapter` in a plain loop; test mIoU on "
+        f"{args.test_images} canvases of {SEARCH_SIZE}px at uniform sparsity.", "",
+        "| term added to the label loss | test mIoU at 0.3 | 0.5 | 0.7 | mean | wall s |",
+        "|---|---:|---:|---:|---:|---:|", *rows])
+
+
+def ablation(recipe: DemoRecipe, dense, steps: int, test, space: SearchSpace) -> list[str]:
+    """Same loop, steps and configs for each distillation term on the segmentation logits (or the
+    backbone's stage maps); scored by mean test mIoU over uniform sparsity 0.3 / 0.5 / 0.7."""
+    maps: list = []
+
+    def capture(module, args, output):
+        maps.append(output)
+
+    terms: dict[str, Callable | None] = {
+        "labels only": None,
+        "per-pixel KL, T=1": lambda s, t, sm, tm: class_kl(s, t, 1.0),
+        "per-pixel KL, T=2": lambda s, t, sm, tm: class_kl(s, t, 2.0),
+        "normalised MSE on logits": lambda s, t, sm, tm: feature_nmse(s, t),
+        "normalised MSE on the 4 stage maps": lambda s, t, sm, tm: torch.stack(
+            [feature_nmse(a, b) for a, b in zip(sm, tm)]).mean(),
+    }
+    rows = []
+    for name, term in terms.items():
+        model = copy.deepcopy(dense).train()
+        handle = model.backbone.register_forward_hook(capture)
+        opt = torch.optim.AdamW(model.parameters(), lr=recipe.adapt_lr, weight_decay=0.05)
+        adapter = SparsityAdapter(model, distill=True, seed=recipe.seed)  # the hook: a plain loop of our own
+        batches = iter(recipe.loader("train", 1_000_000, seed=recipe.seed + 1))
+        start = time.perf_counter()
+        for step in range(steps):
+            x, y = next(batches)
+            for group in opt.param_groups:  # the same cosine schedule as adapt()
+                group["lr"] = recipe.adapt_lr * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * step / steps)).item())
+            maps.clear()
+            adapter.step()
+            out = model(x)
+            loss = segmentation_loss(out, y)
+            if term is not None:
+                teacher = adapter.teacher_outputs(x)
+                loss = loss + term(out, teacher, maps[0], [m.detach() for m in maps[1]])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        handle.remove()
+        adapter.restore()
+        model.eval()
+        score = mean_iou(model, test, "test mIoU")
+        values = [score(space.uniform(s)) for s in (0.3, 0.5, 0.7)]
+        rows.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values)
+                    + f" | {sum(values) / 3:.3f} | {time.perf_counter() - start:.0f} |")
+        logger.info("ablation %s: %s", name, rows[-1])
+    return rows
+
+
+def plot(rows: list[Row], uniform: list[tuple[float, float]], dense: tuple[float, float]) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(*zip(*sorted(uniform)), "o-", color="0.6", label="uniform sparsity (distilled supernet)")
+    for recipe, marker in zip(RECIPES, "s^D"):
+        points = sorted((r.measured_ms, r.miou) for r in rows if r.recipe == recipe)
+        ax.plot(*zip(*points), marker, label=recipe, markersize=7)
+    ax.plot(*dense, "k*", markersize=12, label="dense")
+    ax.axhline(0.99 * dense[1], color="k", lw=0.6, ls=":", label="99 % of dense")
+    ax.set_xlabel(f"measured latency, ms ({SEARCH_SIZE}x{SEARCH_SIZE}, 1 thread)")
+    ax.set_ylabel("test mIoU")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_figure(PLOT, fig, dpi=110)
+
+
+def run(args: argparse.Namespace) -> str:
+    start = time.perf_counter()
+    settings = Settings.quick() if args.quick else Settings(test_images=args.test_images)
+    n, m = args.adapt_steps, args.finetune_steps
+    base = RECIPE
+    nets = {
+        "adapt": train_demo_supernet(dataclasses.replace(base, adapt_steps=n + m, distill=None), cache_dir=CACHE),
+        "adapt+distill": train_demo_supernet(dataclasses.replace(base, adapt_steps=n + m), cache_dir=CACHE),
+        "adapt+distill+finetune": train_demo_supernet(dataclasses.replace(base, adapt_steps=n), cache_dir=CACHE),
+    }
+    dense = nets["adapt"].dense
+    curve = nets["adapt"].dense_curve
+    trained_s = time.perf_counter() - start
+    test = base.loader("test", settings.test_images, size=SEARCH_SIZE)
+    space = SearchSpace.from_model(dense)
+    dense_miou = mean_iou(dense, test, "test mIoU")(space.dense())
+    predictor = LatencyPredictor.for_device("cpu", dense.backbone, (1, 3, SEARCH_SIZE, SEARCH_SIZE), threads=1,
+                                            progress=False)
+    rows: list[Row] = []
+    finetune_s = 0.0
+    for budget in args.budgets:
+        for recipe in RECIPES:
+            model = nets[recipe].adapted
+            result, _ = search(model, budget, predictor, settings, args.seed)
+            if recipe.endswith("finetune"):
+                model = copy.deepcopy(model)
+                t = time.perf_counter()
+                result.finetune(base.loader("train", 1_000_000, seed=base.seed + 2), segmentation_loss, m, model=model,
+                                distill=Distillation(), lr=base.adapt_lr, seed=base.seed, progress=False)
+                finetune_s += time.perf_counter() - t
+            miou = mean_iou(model, test, "test mIoU")(result.best)
+            rows.append(Row(budget, recipe, result.best, miou, result.score, result.predicted_speedup))
+            logger.info("budget %.2f %s: %s test mIoU %.4f", budget, recipe, result.best, miou)
+    # latency: every pick and every uniform config, side by side in the same rounds
+    uniform = [space.uniform(g) for g in space.grid]
+    configs = list(dict.fromkeys([space.dense(), *uniform, *(r.config for r in rows)]))
+    with num_threads(1):
+        ms = dict(zip(configs, measured_ms(dense.backbone, configs, settings)))
+    for r in rows:
+        r.measured_ms = ms[r.config]
+    distilled = nets["adapt+distill"].adapted
+    uniform_score = mean_iou(distilled, test, "test mIoU")
+    uniform_proxy = AgreementProxy(distilled, probe(settings), measure="kl")
+    uniform_points = [(ms[c], uniform_score(c)) for c in uniform]
+    dense_ms = ms[space.dense()]
+    for budget in args.budgets:
+        final = next(r for r in rows if r.budget == budget and r.recipe == RECIPES[-1])
+        within = [c for c in uniform if ms[c] <= final.measured_ms] or [uniform[0]]
+        best = max(within, key=uniform_proxy)
+        dense_pred, best_pred = predictor.predict_configs(dense.backbone, [space.dense(), best],
+                                                          (1, 3, SEARCH_SIZE, SEARCH_SIZE))
+        rows.append(Row(budget, "uniform", best, uniform_score(best), uniform_proxy(best), dense_pred / best_pred,
+                        ms[best]))
+    plot(rows, uniform_points, (dense_ms, dense_miou))
+    return report(args, rows, dense_miou, dense_ms, curve, trained_s, finetune_s, time.perf_counter() - start)
+
+
+def report(args, rows: list[Row], dense_miou: float, dense_ms: float, curve, trained_s: float, finetune_s: float,
+           wall_s: float) -> str:
+    fp = device_fingerprint("cpu")
+    order = ("uniform", *RECIPES)
+    lines = [
+        "## Accuracy kept",
+        "",
+        f"`python benchmarks/accuracy_tradeoff.py --adapt-steps {args.adapt_steps} --finetune-steps "
+        f"{args.finetune_steps}` on {fp['name']} ({', '.join(fp['isa'])}; fingerprint {fp['fingerprint_id']}), "
+        f"torch {torch.__version__}, {now_utc()}, seed "
+        f"{args.seed}, {wall_s / 60:.0f} min in all ({trained_s / 60:.0f} min loading or training the supernets, "
+        f"{finetune_s / 60:.0f} min fine-tuning).  Demo task, `swin_micro` + demo head; adapted on 224x224 canvases, "
+        f"searched, timed and scored on {SEARCH_SIZE}x{SEARCH_SIZE}.  Dense model: {dense_curve(curve)}.  "
+        f"Test mIoU on {args.test_images} canvases, dense **{dense_miou:.4f}**; dense measured {dense_ms:.1f} ms "
+        "(one thread, thread CPU clock, p10, fastest of interleaved rounds; every config below timed in the same "
+        "rounds).  Optimiser steps per recipe: N + M = "
+        f"{args.adapt_steps} + {args.finetune_steps} (batch {RECIPE.batch_size}); a distillation step adds one "
+        "no-grad dense forward.  Search: label-free proxy exp(-KL) on 8 val canvases, population 16, 4 parents, 4 "
+        "generations; budgets are fractions of the dense latency priced by `hw=\"local\"`.",
+        "",
+        "| budget | recipe | config | measured ms | measured speed-up | predicted speed-up | test mIoU | "
+        "share of dense |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for budget in args.budgets:
+        for recipe in order:
+            r = next(r for r in rows if r.budget == budget and r.recipe == recipe)
+            lines.append(f"| {budget} | {recipe} | {r.config} | {r.measured_ms:.1f} | {dense_ms / r.measured_ms:.2f}x "
+                         f"| {r.predicted_speedup:.2f}x | {r.miou:.4f} | {100 * r.miou / dense_miou:.1f} % |")
+    lines += ["", f"![test mIoU vs measured latency]({PLOT.name})", ""]
+    lines += targets(args, rows, dense_miou, dense_ms)
+    return "\n".join(lines)
+
+
+def targets(args, rows: list[Row], dense_miou: float, dense_ms: float) -> list[str]:
+    final = [r for r in rows if r.recipe == RECIPES[-1]]
+    out = []
+    for speedup, share in ((1.4, 0.99), (1.9, 0.95)):
+        hits = [r for r in final if dense_ms / r.measured_ms >= speedup]
+        best = max(hits, key=lambda r: r.miou, default=None)
+        out.append(f"- at ≥ {speedup}x measured: " + (
+            f"best fine-tuned pick keeps {100 * best.miou / dense_miou:.1f} % (target {100 * share:.0f} %; "
+            f"budget {best.budget}, {dense_ms / best.measured_ms:.2f}x)" if best else "no fine-tuned pick reached it"))
+    for budget in args.budgets:
+        f = next(r for r in final if r.budget == budget)
+        u = next(r for r in rows if r.budget == budget and r.recipe == "uniform")
+        out.append(f"- budget {budget}: fine-tuned pick − best uniform of no greater measured latency = "
+                   f"{100 * (f.miou - u.miou):+.1f} points of mIoU (target ≥ +3)")
+    return out
+
+
+def dense_curve(curve) -> str:
+    if not curve:
+        return "trained with fixed steps"
+    phases = {}
+    for c in curve:
+        phases[c.size] = c
+    parts = [f"{c.step} steps at {size}px (val mIoU {c.val_miou:.3f})" for size, c in phases.items()]
+    rule = ", each phase stopped by the plateau rule" if RECIPE.cycle_steps else ""
+    return f"{' then '.join(parts)}{rule}, {curve[-1].wall_s / 60:.0f} min on one thread"
+
+
+RECIPE = DemoRecipe()
+
+
+def main() -> None:
+    global RECIPE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.8, 0.7, 0.6, 0.5])
+    parser.add_argument("--adapt-steps", type=int, default=600)
+    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--terms", action="store_true", help="compare distillation terms instead")
+    parser.add_argument("--term-steps", type=int, default=300)
+    parser.add_argument("--test-images", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a smoke test: tiny recipe and settings")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.quick:
+        RECIPE = DemoRecipe.quick(seed=args.seed)
+        args.adapt_steps, args.finetune_steps, args.term_steps, args.test_images = 4, 2, 2, 4
+    RECIPE = dataclasses.replace(RECIPE, seed=args.seed)
+    with num_threads(RECIPE.threads):
+        text = terms_table(args) if args.terms else run(args)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
