@@ -384,3 +384,21 @@ def test_callback_on_a_model_never_sparsified_is_refused():
 def test_adapt_without_loss_fn_needs_a_model_that_computes_one(seg):
     with pytest.raises(ValueError, match="loss_fn is None but the model returned no loss"):
         adapt(seg, [{"x": torch.randn(2, 3, 64, 64)}], None, steps=1, progress=False)
+
+
+# --- the recipe: search, then fine-tune the chosen config ---------------------------------------
+
+
+def test_search_result_finetunes_its_best_config_distilled(seg):
+    from sparsevit_sdk.search import SearchResult, SearchSession
+
+    result = SearchSession(seg, "cpu", latency_budget=0.9, input_shape=(1, 3, 64, 64), population=4, parents=2,
+                           generations=1, progress=False).run()
+    assert result.best != SearchSpace.from_model(seg).dense()  # dense is over budget
+    before = {k: v.clone() for k, v in seg.state_dict().items()}
+    log = result.finetune(small_loader(), segmentation_loss, 2, lr=1e-4, progress=False)
+    assert log.configs == [(result.best,)] * 2
+    assert any(not torch.equal(v, seg.state_dict()[k]) for k, v in before.items())
+    assert seg.block_sparsity == [[0.0, 0.0]] * 4 and not seg.training
+    with pytest.raises(ValueError, match="no model attached .*pass model="):
+        SearchResult.from_dict(result.to_dict()).finetune(small_loader(), segmentation_loss, 1)
