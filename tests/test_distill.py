@@ -329,6 +329,24 @@ def test_trainer_adapts_an_hf_classifier_with_distillation(tmp_path):
     assert term > 0
 
 
+def test_interrupted_trainer_puts_the_sparsity_back(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from sparsevit_sdk.accuracy.trainer import SparsityTrainer
+
+    model = sparsify(_randomize(transformers.SwinForImageClassification(_hf_swin_config(num_labels=5))))
+    trainer = SparsityTrainer(model=model, args=_args(tmp_path), train_dataset=_Images(6))
+
+    class Stop(transformers.TrainerCallback):
+        def on_pre_optimizer_step(self, *args, **kwargs):
+            assert trainer.adapter.backbone.block_sparsity != [[0.0, 0.0]] * 3  # mid-step: a sparse config
+            raise KeyboardInterrupt
+
+    trainer.add_callback(Stop())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert trainer.adapter.backbone.block_sparsity == [[0.0, 0.0]] * 3
+
+
 def test_trainer_with_a_model_computed_loss_mask2former(tmp_path):
     from sparsevit_sdk.accuracy.trainer import SparsityTrainer
 

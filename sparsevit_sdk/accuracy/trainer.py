@@ -66,6 +66,13 @@ class SparsityTrainer(Trainer):
         self.adapter = SparsityAdapter(self.model, space=space, distill=distill, seed=self.args.seed)
         self.add_callback(SparsityCallback(self.adapter))
 
+    def train(self, *args: Any, **kwargs: Any):
+        """``Trainer.train``; on any exit, Ctrl-C included, the model's sparsity is put back."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.adapter.restore()
+
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
         """The ``Trainer``'s loss at this step's config, plus the distillation term while training."""
