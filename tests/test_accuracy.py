@@ -305,3 +305,23 @@ def test_metrics_on_known_predictions():
         MeanIoU(3).compute()
     with pytest.raises(ValueError, match="classes on dim 1"):
         MeanIoU(4).update(logits, target)
+
+
+def test_plateau_rule_needs_five_points_and_compares_the_last_fifth():
+    from sparsevit_sdk.accuracy.supernet import plateaued
+
+    rising = [(100 * i, 0.5 + 0.05 * i) for i in range(1, 6)]
+    assert not plateaued(rising[:4], 0.01) and not plateaued(rising, 0.01)
+    flat = [*rising[:4], (500, rising[3][1] * 1.005)]  # +0.5 % over the last fifth
+    assert plateaued(flat, 0.01) and not plateaued(flat, 0.001)
+    dip = [*rising[:4], (500, 0.6)]  # worse than the best of the first four fifths
+    assert plateaued(dip, 0.01)
+
+
+def test_dense_phases_stop_at_the_plateau_and_keep_their_curve(tmp_path):
+    recipe = dataclasses.replace(TINY, pretrain_steps=40, finetune_steps=0, cycle_steps=(2, 2), val_images=2)
+    net = train_demo_supernet(recipe, cache_dir=tmp_path, progress=False)
+    steps = [c.step for c in net.dense_curve]
+    assert steps[:5] == [2, 4, 6, 8, 10] and len(net.dense_log.losses) == steps[-1] < 40  # stopped early
+    assert all(c.size == recipe.pretrain_size for c in net.dense_curve)
+    assert train_demo_supernet(recipe, cache_dir=tmp_path, progress=False).dense_curve == net.dense_curve  # cached
