@@ -75,6 +75,7 @@ class Row:
     proxy: float
     predicted_speedup: float
     measured_ms: float = float("nan")
+    before_finetune: float | None = None  # test mIoU of the supernet at the same config
 
 
 def search(model, budget: float, predictor: LatencyPredictor, settings: Settings, seed: int):
@@ -93,7 +94,7 @@ def probe(settings: Settings) -> torch.Tensor:
 
 def terms_table(args: argparse.Namespace) -> str:
     start = time.perf_counter()
-    dense = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=1), cache_dir=CACHE).dense
+    dense = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=0), cache_dir=CACHE).dense
     test = RECIPE.loader("test", args.test_images, size=SEARCH_SIZE)
     rows = ablation(RECIPE, dense, args.term_steps, test, SearchSpace.from_model(dense))
     return "\n".join([
@@ -198,14 +199,17 @@ def run(args: argparse.Namespace) -> str:
         for recipe in RECIPES:
             model = nets[recipe].adapted
             result, _ = search(model, budget, predictor, settings, args.seed)
+            before = None
             if recipe.endswith("finetune"):
+                before = mean_iou(model, test, "test mIoU")(result.best)
                 model = copy.deepcopy(model)
                 t = time.perf_counter()
                 result.finetune(base.loader("train", 1_000_000, seed=base.seed + 2), segmentation_loss, m, model=model,
                                 distill=Distillation(), lr=base.adapt_lr, seed=base.seed, progress=False)
                 finetune_s += time.perf_counter() - t
             miou = mean_iou(model, test, "test mIoU")(result.best)
-            rows.append(Row(budget, recipe, result.best, miou, result.score, result.predicted_speedup))
+            rows.append(Row(budget, recipe, result.best, miou, result.score, result.predicted_speedup,
+                            before_finetune=before))
             logger.info("budget %.2f %s: %s test mIoU %.4f", budget, recipe, result.best, miou)
     # latency: every pick and every uniform config, side by side in the same rounds
     uniform = [space.uniform(g) for g in space.grid]
@@ -260,6 +264,10 @@ def report(args, rows: list[Row], dense_miou: float, dense_ms: float, curve, tra
             r = next(r for r in rows if r.budget == budget and r.recipe == recipe)
             lines.append(f"| {budget} | {recipe} | {r.config} | {r.measured_ms:.1f} | {dense_ms / r.measured_ms:.2f}x "
                          f"| {r.predicted_speedup:.2f}x | {r.miou:.4f} | {100 * r.miou / dense_miou:.1f} % |")
+    tuned = [r for r in rows if r.before_finetune is not None]
+    lines += ["", "Fine-tuning the chosen config (test mIoU of the distilled supernet at that config → after "
+              f"{args.finetune_steps} steps): " + "; ".join(
+                  f"budget {r.budget}: {r.before_finetune:.4f} → {r.miou:.4f}" for r in tuned) + "."]
     lines += ["", f"![test mIoU vs measured latency]({PLOT.name})", ""]
     lines += targets(args, rows, dense_miou, dense_ms)
     return "\n".join(lines)

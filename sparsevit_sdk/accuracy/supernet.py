@@ -227,7 +227,8 @@ def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os
 
     The dense phase trains on split ``"train"`` with the recipe's seed; the adaptation
     draws its batches with ``seed + 1`` so it sees canvases the dense phase did not.
-    ``pretrain_steps=0`` skips pre-training on small canvases.
+    ``pretrain_steps=0`` skips pre-training on small canvases; ``adapt_steps=0`` the adaptation
+    (``adapted`` is then a copy of ``dense``).
     Both models come back in eval mode at sparsity 0.
     """
     recipe = recipe or DemoRecipe()
@@ -244,7 +245,7 @@ def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os
                 write_json(_curve_path(dense_path), {"curve": [dataclasses.asdict(c) for c in curve]}, indent=1)
             _store(dense_path, dense)
         adapted = copy.deepcopy(dense)
-        if not _cached(adapted_path, adapted):
+        if recipe.adapt_steps and not _cached(adapted_path, adapted):
             adapt_log = adapt(adapted, recipe.loader("train", 1_000_000, seed=recipe.seed + 1), segmentation_loss,
                               recipe.adapt_steps, sandwich=recipe.sandwich, distill=recipe.distill,
                               lr=recipe.adapt_lr, seed=recipe.seed, progress=progress)
