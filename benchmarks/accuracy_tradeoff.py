@@ -41,6 +41,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from _results import now_utc, write_section  # noqa: E402
 from proxy_ranking import CACHE, mean_iou  # noqa: E402
 from search_quality import SEARCH_SIZE, Settings, measured_ms  # noqa: E402
@@ -52,6 +53,7 @@ from sparsevit_sdk.accuracy import (  # noqa: E402
     DemoRecipe,
     Distillation,
     SparsityAdapter,
+    finetune,
     segmentation_loss,
     train_demo_supernet,
 )
@@ -60,6 +62,7 @@ from sparsevit_sdk.predictor import LatencyPredictor  # noqa: E402
 from sparsevit_sdk.profiler import device_fingerprint  # noqa: E402
 from sparsevit_sdk.profiler.timing import num_threads  # noqa: E402
 from sparsevit_sdk.search import SearchSession  # noqa: E402
+from sparsevit_sdk.sparse import WINDOW_SCORES  # noqa: E402
 
 logger = logging.getLogger("accuracy_tradeoff")
 PLOT = Path(__file__).with_name("accuracy_tradeoff.png")
@@ -107,6 +110,103 @@ def terms_table(args: argparse.Namespace) -> str:
         f"{args.test_images} canvases of {SEARCH_SIZE}px at uniform sparsity.", "",
         "| term added to the label loss | test mIoU at 0.3 | 0.5 | 0.7 | mean | wall s |",
         "|---|---:|---:|---:|---:|---:|", *rows])
+
+
+def diagnose(args: argparse.Namespace) -> str:
+    """Where a fine-tuned pick loses accuracy: per knob, per error kind, per stage's pruned windows.
+
+    Rebuilds the pick's fine-tuned model exactly as :func:`run` does (same supernet, loader and
+    seed), then scores it with one knob at a time at the pick's value, counts the kinds of pixel
+    errors, and records the windows each stage's first (regular) block kept on the test canvases.
+    """
+    start = time.perf_counter()
+    net = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=args.adapt_steps), cache_dir=CACHE)
+    space = SearchSpace.from_model(net.adapted)
+    cfg = space.config(args.diagnose)
+    model = copy.deepcopy(net.adapted)
+    tuned = [("distilled supernet", net.adapted), ("after fine-tuning", model)]
+    finetune_pick(model, cfg, args.finetune_steps)
+    test = RECIPE.loader("test", args.test_images, size=SEARCH_SIZE)
+    lines = ["## Accuracy kept: where it is lost", "",
+             f"`python benchmarks/accuracy_tradeoff.py --diagnose {' '.join(map(str, args.diagnose))}` on "
+             f"{device_fingerprint('cpu')['name']}, {now_utc()}, {(time.perf_counter() - start) / 60:.0f} min. The "
+             f"pick {cfg} of \"Accuracy kept\", rebuilt the same way; test mIoU on {args.test_images} canvases of "
+             f"{SEARCH_SIZE}px.", "",
+             "| model | dense | pick | " + " | ".join(f"knob {i + 1} alone ({r})" for i, r in enumerate(cfg.ratios))
+             + " |", "|---|" + "---:|" * (2 + len(cfg.ratios))]
+    for name, m in tuned:
+        score = mean_iou(m, test, "test mIoU")
+        alone = [space.config([r if j == i else 0.0 for j in range(len(cfg.ratios))]) for i, r in
+                 enumerate(cfg.ratios)]
+        lines.append(f"| {name} | {score(space.dense()):.4f} | {score(cfg):.4f} | "
+                     + " | ".join(f"{score(c):.4f}" for c in alone) + " |")
+    errors, windows = pixel_errors_and_windows(model, cfg, space, test)
+    lines += ["", "| fine-tuned model at | background px called a digit | digit px called background | digit px "
+              "called another digit |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {e[0]:.2%} | {e[1]:.2%} | {e[2]:.2%} |" for name, e in errors.items()]
+    lines += ["", "| stage | windows | kept by its first block | windows holding digit pixels | digit tokens in "
+              "pruned windows |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {i + 1} | {w[0]} | {w[1]} | {w[2]:.1f} | {w[3]:.1%} |" for i, w in enumerate(windows)]
+    return "\n".join(lines)
+
+
+def finetune_pick(model, cfg: SparsityConfig, steps: int) -> None:
+    """SparseViT's last step, as ``SearchResult.finetune`` runs it, for :func:`run` and :func:`diagnose` alike."""
+    finetune(model, RECIPE.loader("train", 1_000_000, seed=RECIPE.seed + 2), segmentation_loss, steps, config=cfg,
+             distill=Distillation(), lr=RECIPE.adapt_lr, seed=RECIPE.seed, progress=False)
+
+
+def pixel_errors_and_windows(model, cfg: SparsityConfig, space: SearchSpace, test):
+    """Pixel error kinds at dense and at ``cfg``; per stage: windows, kept, mean windows with digit
+    pixels per image, and the share of digit tokens in windows the first block pruned."""
+    from sparsevit_sdk.sparse.swin import SparseSwinStage
+
+    kept: list = []
+    original = SparseSwinStage.select
+
+    def record(stage, x, layout):
+        ids = original(stage, x, layout)
+        kept.append((layout, ids[0]))
+        return ids
+
+    errors = {}
+    counts = [[0, 0, 0.0, 0, 0] for _ in cfg.ratios]  # windows, kept, digit windows, digit tokens, pruned ones
+    images = 0
+    with torch.inference_mode():
+        for name, c in (("dense", space.dense()), (str(cfg), cfg)):
+            model.set_sparsity(c)
+            wrong = torch.zeros(3)
+            total = torch.zeros(3)
+            for x, y in test:
+                kept.clear()
+                SparseSwinStage.select = record
+                try:
+                    pred = model(x).argmax(1)
+                finally:
+                    SparseSwinStage.select = original
+                bg = y == 0
+                wrong += torch.tensor([(pred[bg] != 0).sum(), (pred[~bg] == 0).sum(),
+                                       ((pred[~bg] != 0) & (pred[~bg] != y[~bg])).sum()], dtype=torch.float)
+                total += torch.tensor([bg.sum(), (~bg).sum(), (~bg).sum()], dtype=torch.float)
+                if c == cfg:
+                    images += len(x)
+                    for i, (layout, ids) in enumerate(kept):
+                        assert layout.valid is None, "a padded stage: pool the mask to its padded grid"
+                        stride = SEARCH_SIZE // layout.height
+                        digit = F.max_pool2d((~bg).float()[:, None], stride)[:, 0].flatten(1) > 0  # (B, Hp*Wp)
+                        in_window = digit[:, layout.regular]  # (B, nW, N)
+                        has_digit = in_window.any(2)  # (B, nW)
+                        pruned = torch.zeros_like(has_digit) if ids is None else torch.ones_like(has_digit).scatter_(
+                            1, ids, False)
+                        counts[i][0] = layout.num_windows
+                        counts[i][1] = layout.num_windows if ids is None else ids.shape[1]
+                        counts[i][2] += float(has_digit.sum())
+                        counts[i][3] += int(in_window.sum())
+                        counts[i][4] += int((in_window & pruned[:, :, None]).sum())
+            errors[name] = (wrong / total).tolist()
+        model.set_sparsity(space.dense())
+    windows = [(w, k, d / images, p / max(t, 1)) for w, k, d, t, p in counts]
+    return errors, windows
 
 
 def ablation(recipe: DemoRecipe, dense, steps: int, test, space: SearchSpace) -> list[str]:
@@ -204,8 +304,7 @@ def run(args: argparse.Namespace) -> str:
                 before = mean_iou(model, test, "test mIoU")(result.best)
                 model = copy.deepcopy(model)
                 t = time.perf_counter()
-                result.finetune(base.loader("train", 1_000_000, seed=base.seed + 2), segmentation_loss, m, model=model,
-                                distill=Distillation(), lr=base.adapt_lr, seed=base.seed, progress=False)
+                finetune_pick(model, result.best, m)
                 finetune_s += time.perf_counter() - t
             miou = mean_iou(model, test, "test mIoU")(result.best)
             rows.append(Row(budget, recipe, result.best, miou, result.score, result.predicted_speedup,
@@ -311,9 +410,11 @@ def main() -> None:
     parser.add_argument("--adapt-steps", type=int, default=600)
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--terms", action="store_true", help="compare distillation terms instead")
+    parser.add_argument("--diagnose", type=float, nargs="+", help="where this pick (ratios) loses accuracy")
     parser.add_argument("--term-steps", type=int, default=300)
     parser.add_argument("--test-images", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--window-score", choices=WINDOW_SCORES, default="norm", help="how stages rank windows")
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny recipe and settings")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -321,9 +422,9 @@ def main() -> None:
     if args.quick:
         RECIPE = DemoRecipe.quick(seed=args.seed)
         args.adapt_steps, args.finetune_steps, args.term_steps, args.test_images = 4, 2, 2, 4
-    RECIPE = dataclasses.replace(RECIPE, seed=args.seed)
+    RECIPE = dataclasses.replace(RECIPE, seed=args.seed, window_score=args.window_score)
     with num_threads(RECIPE.threads):
-        text = terms_table(args) if args.terms else run(args)
+        text = terms_table(args) if args.terms else diagnose(args) if args.diagnose else run(args)
     print(text)
     if not args.no_write:
         write_section(text)

@@ -325,3 +325,10 @@ def test_dense_phases_stop_at_the_plateau_and_keep_their_curve(tmp_path):
     assert steps[:5] == [2, 4, 6, 8, 10] and len(net.dense_log.losses) == steps[-1] < 40  # stopped early
     assert all(c.size == recipe.pretrain_size for c in net.dense_curve)
     assert train_demo_supernet(recipe, cache_dir=tmp_path, progress=False).dense_curve == net.dense_curve  # cached
+
+
+def test_recipe_window_score_reaches_both_models_and_keeps_the_dense_cache(tmp_path):
+    deviation = dataclasses.replace(TINY, window_score="deviation")
+    assert deviation.key(dense_only=True) == TINY.key(dense_only=True) and deviation.key() != TINY.key()
+    net = train_demo_supernet(deviation, cache_dir=tmp_path, progress=False)
+    assert {s.window_score for m in (net.dense, net.adapted) for s in m.backbone.stages} == {"deviation"}

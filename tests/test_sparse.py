@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparsevit_sdk import SearchSpace, build_model
-from sparsevit_sdk.sparse import Windowing, WindowLayout, kept_windows
+from sparsevit_sdk.sparse import Windowing, WindowLayout, kept_windows, set_window_score
 from sparsevit_sdk.sparse.windows import pad_to_windows
 
 from .conftest import requires_cuda
@@ -87,6 +87,43 @@ def test_topk_picks_highest_norm_windows(micro):
     assert regular[0].tolist() == [3, 0]
     assert regular[1, 0].item() == 1
     assert shifted[1, 0].item() == 0
+
+
+def test_deviation_score_ranks_the_unusual_window_first_where_norm_ranks_it_last(micro):
+    """After a LayerNorm every token has about the same mean |x|: a window of sparse, peaked tokens (content)
+    scores lowest by norm among the alike tokens of the background; by deviation from the mean token, first."""
+    g = torch.Generator().manual_seed(0)
+    background = torch.randn(64, generator=g) + 0.3 * torch.randn(1, 14, 14, 64, generator=g)  # alike, noisy
+    x = torch.nn.functional.layer_norm(background, (64,))
+    peaked = torch.zeros(64)
+    peaked[:4] = torch.tensor([7.0, -2.0, -2.0, -3.0])
+    x[0, 7:, :7] = torch.nn.functional.layer_norm(peaked, (64,))  # window 2: the same unusual token everywhere
+    layout = WindowLayout.build(14, 14, 7)
+    norm, _ = layout.window_scores(x)
+    deviation, _ = layout.window_scores(x, "deviation")
+    assert norm[0].argmin().item() == 2 and deviation[0].argmax().item() == 2
+    try:
+        set_window_score(micro, "deviation")
+        micro.stages[1].sparsity = [0.75, 0.75]
+        assert micro.stages[1].select(x, layout)[0].tolist() == [[2]]
+    finally:
+        micro.stages[1].sparsity = [0.0, 0.0]
+        set_window_score(micro, "norm")
+    assert {s.window_score for s in micro.stages} == {"norm"}
+    with pytest.raises(ValueError, match="unknown window score 'l1'; choose one of norm, deviation"):
+        set_window_score(micro, "l1")
+
+
+def test_deviation_score_ignores_padded_tokens():
+    layout = WindowLayout.build(10, 10, 7)  # padded to 14x14
+    x = pad_to_windows(torch.randn(1, 10, 10, 8, generator=torch.Generator().manual_seed(1)), 7)
+    padded_only = x.clone()
+    padded_only[0, 10:, :] = 0.0
+    regular, _ = layout.window_scores(x, "deviation")
+    tokens = torch.zeros(14, 14)
+    real = x[0, :10, :10]
+    tokens[:10, :10] = (real - real.mean((0, 1))).norm(dim=-1)
+    torch.testing.assert_close(regular[0], tokens.flatten()[layout.regular].norm(dim=-1))
 
 
 def test_batch_images_choose_their_own_windows(micro):

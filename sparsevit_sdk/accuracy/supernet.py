@@ -39,6 +39,8 @@ import torch
 from .._atomic import atomic_write, write_json
 from ..config import SearchSpace
 from ..profiler.timing import num_threads
+from ..sparse.convert import set_window_score
+from ..sparse.windows import WindowScore
 from .adapt import TrainLog, adapt, finetune
 from .demo import NUM_CLASSES, DemoSegmenter, build_demo_model, demo_loader, segmentation_loss
 from .distill import Distillation
@@ -62,7 +64,8 @@ class DemoRecipe:
     cap the two dense phases; with ``cycle_steps = (c1, c2)`` each phase trains in cosine
     cycles of that many steps and stops when val mIoU (``val_images`` canvases of the phase's
     size) rose less than ``plateau`` over its last fifth of steps; ``None`` runs exactly the
-    capped steps.  ``distill`` is the adaptation's :class:`Distillation` setting (``None``: labels only).
+    capped steps.  ``distill`` is the adaptation's :class:`Distillation` setting (``None``: labels only);
+    ``window_score`` how the models rank windows (``"norm"``, SparseViT's, or ``"deviation"``).
     ``threads`` pins torch's intra-op threads while training (1 is fastest on a shared
     2-core machine; None leaves torch's setting alone).
     """
@@ -85,6 +88,7 @@ class DemoRecipe:
     adapt_lr: float = 5e-4
     sandwich: bool = False
     distill: Distillation | None = Distillation()
+    window_score: WindowScore = "norm"
     seed: int = 0
     threads: int | None = 1
 
@@ -235,7 +239,7 @@ def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     dense_path = cache / f"demo_dense_{recipe.key(dense_only=True)}.pt" if cache else None
     adapted_path = cache / f"demo_adapted_{recipe.key()}.pt" if cache else None
-    dense = build_demo_model(recipe.backbone, seed=recipe.seed)
+    dense = set_window_score(build_demo_model(recipe.backbone, seed=recipe.seed), recipe.window_score)
     dense_log = adapt_log = None
     curve = _load_curve(_curve_path(dense_path))
     with num_threads(recipe.threads):

@@ -21,6 +21,7 @@ import torch.nn as nn
 from ..config import SparsityConfig
 from .sources import hf, hf_v2, timm, torchvision
 from .swin import SparseSwin
+from .windows import WINDOW_SCORES, WindowScore
 
 SOURCES: tuple[ModuleType, ...] = (timm, torchvision, hf, hf_v2)  # each: NAME, SUPPORTED, matches(m), convert(m)
 SUPPORTED = "; ".join(["sparsevit_sdk SparseSwin", *(s.SUPPORTED for s in SOURCES)])
@@ -120,4 +121,15 @@ def sparse_backbone(model: nn.Module) -> SparseSwin:
 def set_sparsity(model: nn.Module, config: SparsityConfig) -> nn.Module:
     """Make the sparse Swin in ``model`` skip windows as ``config`` says; returns ``model``."""
     sparse_backbone(model).set_sparsity(config)
+    return model
+
+
+def set_window_score(model: nn.Module, measure: WindowScore) -> nn.Module:
+    """How every stage of the sparse Swin in ``model`` ranks its windows: ``"norm"`` (SparseViT, the
+    default) or ``"deviation"`` (see :meth:`~sparsevit_sdk.sparse.windows.WindowLayout.window_scores`);
+    returns ``model``.  Like the sparsity, a setting of the model object, not of its state_dict."""
+    if measure not in WINDOW_SCORES:
+        raise ValueError(f"unknown window score {measure!r}; choose one of {', '.join(WINDOW_SCORES)}")
+    for stage in sparse_backbone(model).stages:
+        stage.window_score = measure
     return model

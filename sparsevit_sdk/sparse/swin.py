@@ -26,6 +26,7 @@ from .windows import (
     DEFAULT_WINDOWING,
     Windowing,
     WindowLayout,
+    WindowScore,
     log_spaced_coords,
     pad_to_windows,
     relative_position_index,
@@ -279,6 +280,7 @@ class SparseSwinStage(nn.Module):
             for i in range(depth)
         )
         self.sparsity: list[float] = [0.0] * depth
+        self.window_score: WindowScore = "norm"  # how select() ranks windows; see WINDOW_SCORES
         self._layouts: dict[tuple, WindowLayout] = {}
 
     def layout(
@@ -302,7 +304,7 @@ class SparseSwinStage(nn.Module):
         keep = [kept_windows(nW, s) for s in self.sparsity]
         if all(k == nW for k in keep):
             return [None] * len(keep)
-        scores = layout.window_scores(x)  # regular, shifted: (B, nW) each
+        scores = layout.window_scores(x, self.window_score)  # regular, shifted: (B, nW) each
         ranking = [top_windows(scores[p], max(keep[p::2], default=1)) for p in (0, 1)]
         return [
             None if k == nW else ranking[blk.shifted][:, :k] for k, blk in zip(keep, self.blocks)
