@@ -65,7 +65,13 @@ from sparsevit_sdk.search import SearchSession  # noqa: E402
 from sparsevit_sdk.sparse import WINDOW_SCORES  # noqa: E402
 
 logger = logging.getLogger("accuracy_tradeoff")
-PLOT = Path(__file__).with_name("accuracy_tradeoff.png")
+def plot_path() -> Path:
+    return Path(__file__).with_name("accuracy_tradeoff" + suffix("_") + ".png")
+
+
+def suffix(sep: str) -> str:
+    """What tells a run with another window score apart: in headings, file names and the command."""
+    return "" if RECIPE.window_score == "norm" else f"{sep}{RECIPE.window_score}"
 RECIPES = ("adapt", "adapt+distill", "adapt+distill+finetune")
 
 
@@ -127,8 +133,9 @@ def diagnose(args: argparse.Namespace) -> str:
     tuned = [("distilled supernet", net.adapted), ("after fine-tuning", model)]
     finetune_pick(model, cfg, args.finetune_steps)
     test = RECIPE.loader("test", args.test_images, size=SEARCH_SIZE)
-    lines = ["## Accuracy kept: where it is lost", "",
-             f"`python benchmarks/accuracy_tradeoff.py --diagnose {' '.join(map(str, args.diagnose))}` on "
+    lines = ["## Accuracy kept: where it is lost" + suffix(", window score "), "",
+             f"`python benchmarks/accuracy_tradeoff.py --diagnose {' '.join(map(str, args.diagnose))}"
+             f"{suffix(' --window-score ')}` on "
              f"{device_fingerprint('cpu')['name']}, {now_utc()}, {(time.perf_counter() - start) / 60:.0f} min. The "
              f"pick {cfg} of \"Accuracy kept\", rebuilt the same way; test mIoU on {args.test_images} canvases of "
              f"{SEARCH_SIZE}px.", "",
@@ -272,7 +279,7 @@ def plot(rows: list[Row], uniform: list[tuple[float, float]], dense: tuple[float
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    write_figure(PLOT, fig, dpi=110)
+    write_figure(plot_path(), fig, dpi=110)
 
 
 def run(args: argparse.Namespace) -> str:
@@ -339,10 +346,11 @@ def report(args, rows: list[Row], dense_miou: float, dense_ms: float, curve, tra
     fp = device_fingerprint("cpu")
     order = ("uniform", *RECIPES)
     lines = [
-        "## Accuracy kept",
+        "## Accuracy kept" + suffix(", window score "),
         "",
         f"`python benchmarks/accuracy_tradeoff.py --adapt-steps {args.adapt_steps} --finetune-steps "
-        f"{args.finetune_steps}` on {fp['name']} ({', '.join(fp['isa'])}; fingerprint {fp['fingerprint_id']}), "
+        f"{args.finetune_steps}{suffix(' --window-score ')}` on {fp['name']} ({', '.join(fp['isa'])}; "
+        f"fingerprint {fp['fingerprint_id']}), "
         f"torch {torch.__version__}, {now_utc()}, seed "
         f"{args.seed}, {wall_s / 60:.0f} min in all ({trained_s / 60:.0f} min loading or training the supernets, "
         f"{finetune_s / 60:.0f} min fine-tuning).  Demo task, `swin_micro` + demo head; adapted on 224x224 canvases, "
@@ -367,7 +375,7 @@ def report(args, rows: list[Row], dense_miou: float, dense_ms: float, curve, tra
     lines += ["", "Fine-tuning the chosen config (test mIoU of the distilled supernet at that config → after "
               f"{args.finetune_steps} steps): " + "; ".join(
                   f"budget {r.budget}: {r.before_finetune:.4f} → {r.miou:.4f}" for r in tuned) + "."]
-    lines += ["", f"![test mIoU vs measured latency]({PLOT.name})", ""]
+    lines += ["", f"![test mIoU vs measured latency]({plot_path().name})", ""]
     lines += targets(args, rows, dense_miou, dense_ms)
     return "\n".join(lines)
 
