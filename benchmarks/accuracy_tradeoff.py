@@ -71,7 +71,7 @@ def plot_path() -> Path:
 
 def suffix(sep: str) -> str:
     """What tells a run with another window score apart: in headings, file names and the command."""
-    return "" if RECIPE.window_score == "norm" else f"{sep}{RECIPE.window_score}"
+    return "" if RECIPE.window_score == DemoRecipe.window_score else f"{sep}{RECIPE.window_score}"
 RECIPES = ("adapt", "adapt+distill", "adapt+distill+finetune")
 
 
@@ -129,9 +129,11 @@ def diagnose(args: argparse.Namespace) -> str:
     net = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=args.adapt_steps), cache_dir=CACHE)
     space = SearchSpace.from_model(net.adapted)
     cfg = space.config(args.diagnose)
-    model = copy.deepcopy(net.adapted)
-    tuned = [("distilled supernet", net.adapted), ("after fine-tuning", model)]
+    model, frozen = copy.deepcopy(net.adapted), copy.deepcopy(net.adapted)
     finetune_pick(model, cfg, args.finetune_steps)
+    finetune_pick(frozen, cfg, args.finetune_steps, teacher=copy.deepcopy(net.adapted))
+    tuned = [("distilled supernet", net.adapted), ("after fine-tuning (in-place teacher)", model),
+             ("after fine-tuning (frozen teacher: the supernet at sparsity 0)", frozen)]
     test = RECIPE.loader("test", args.test_images, size=SEARCH_SIZE)
     lines = ["## Accuracy kept: where it is lost" + suffix(", window score "), "",
              f"`python benchmarks/accuracy_tradeoff.py --diagnose {' '.join(map(str, args.diagnose))}"
@@ -169,10 +171,10 @@ def diagnose(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def finetune_pick(model, cfg: SparsityConfig, steps: int) -> None:
+def finetune_pick(model, cfg: SparsityConfig, steps: int, teacher=None) -> None:
     """SparseViT's last step, as ``SearchResult.finetune`` runs it, for :func:`run` and :func:`diagnose` alike."""
     finetune(model, RECIPE.loader("train", 1_000_000, seed=RECIPE.seed + 2), segmentation_loss, steps, config=cfg,
-             distill=Distillation(), lr=RECIPE.adapt_lr, seed=RECIPE.seed, progress=False)
+             distill=Distillation(teacher=teacher), lr=RECIPE.adapt_lr, seed=RECIPE.seed, progress=False)
 
 
 def pixel_errors_and_windows(model, cfg: SparsityConfig, space: SearchSpace, test):
@@ -434,7 +436,8 @@ def main() -> None:
     parser.add_argument("--term-steps", type=int, default=300)
     parser.add_argument("--test-images", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--window-score", choices=WINDOW_SCORES, default="norm", help="how stages rank windows")
+    parser.add_argument("--window-score", choices=WINDOW_SCORES, default=DemoRecipe.window_score,
+                        help="how stages rank windows")
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny recipe and settings")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
