@@ -129,11 +129,11 @@ def diagnose(args: argparse.Namespace) -> str:
     net = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=args.adapt_steps), cache_dir=CACHE)
     space = SearchSpace.from_model(net.adapted)
     cfg = space.config(args.diagnose)
-    model, frozen = copy.deepcopy(net.adapted), copy.deepcopy(net.adapted)
+    model, in_place = copy.deepcopy(net.adapted), copy.deepcopy(net.adapted)
     finetune_pick(model, cfg, args.finetune_steps)
-    finetune_pick(frozen, cfg, args.finetune_steps, teacher=copy.deepcopy(net.adapted))
-    tuned = [("distilled supernet", net.adapted), ("after fine-tuning (in-place teacher)", model),
-             ("after fine-tuning (frozen teacher: the supernet at sparsity 0)", frozen)]
+    finetune_pick(in_place, cfg, args.finetune_steps, teacher="in-place")
+    tuned = [("distilled supernet", net.adapted), ("after fine-tuning (frozen teacher: the supernet at sparsity 0)",
+                                                   model), ("after fine-tuning (in-place teacher)", in_place)]
     test = RECIPE.loader("test", args.test_images, size=SEARCH_SIZE)
     lines = ["## Accuracy kept: where it is lost" + suffix(", window score "), "",
              f"`python benchmarks/accuracy_tradeoff.py --diagnose {' '.join(map(str, args.diagnose))}"
@@ -171,7 +171,7 @@ def diagnose(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def finetune_pick(model, cfg: SparsityConfig, steps: int, teacher=None) -> None:
+def finetune_pick(model, cfg: SparsityConfig, steps: int, teacher: str = "frozen") -> None:
     """SparseViT's last step, as ``SearchResult.finetune`` runs it, for :func:`run` and :func:`diagnose` alike."""
     finetune(model, RECIPE.loader("train", 1_000_000, seed=RECIPE.seed + 2), segmentation_loss, steps, config=cfg,
              distill=Distillation(teacher=teacher), lr=RECIPE.adapt_lr, seed=RECIPE.seed, progress=False)

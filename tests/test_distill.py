@@ -144,6 +144,9 @@ def test_distill_keyword_forms(value, match):
         Distillation.coerce(value)
     assert Distillation.coerce(True) == Distillation() and Distillation.coerce(0.5).weight == 0.5
     assert Distillation.coerce(False) is None and Distillation.coerce(None) is None
+    assert Distillation.coerce(True, "frozen").teacher == "frozen" == Distillation.coerce(2.0, "frozen").teacher
+    with pytest.raises(TypeError, match="teacher must be 'in-place' or 'frozen' or an nn.Module, got 'copy'"):
+        Distillation(teacher="copy")
 
 
 # --- adapt / finetune with distillation --------------------------------------------------------
@@ -164,9 +167,8 @@ def test_distillation_alone_brings_a_sparse_config_to_the_dense_outputs(seg):
                 seg.set_sparsity(SearchSpace.from_model(seg).dense())
 
     before = gap()
-    frozen = copy.deepcopy(seg)  # the in-place teacher drifts as the weights move; a frozen one does not
     log = finetune(seg, itertools.repeat((x, None)), lambda out, _: out.sum() * 0, steps=20, config=cfg, lr=2e-4,
-                   weight_decay=0.0, distill=Distillation(teacher=frozen), progress=False)
+                   weight_decay=0.0, distill=True, progress=False)  # a frozen teacher: the in-place one drifts
     assert all(c == (cfg,) for c in log.configs) and log.losses[0] == pytest.approx(before, rel=1e-4)
     assert gap() < 0.7 * before
     assert seg.block_sparsity == [[0.0, 0.0]] * 4 and not seg.training
@@ -196,9 +198,28 @@ def test_distill_on_a_model_without_a_swin_is_refused():
         adapt(nn.Conv2d(3, 11, 1), small_loader(), segmentation_loss, steps=1, distill=True)
 
 
-def test_finetune_dense_with_in_place_teacher_is_refused(seg):
-    with pytest.raises(ValueError, match="its own teacher; pass config="):
+def test_finetune_dense_with_distillation_is_refused(seg):
+    with pytest.raises(ValueError, match="learn its own dense outputs; pass config="):
         finetune(seg, small_loader(), segmentation_loss, steps=1, distill=True)
+
+
+def test_frozen_teacher_is_the_model_at_sparsity_0_as_it_was(seg, monkeypatch):
+    space = SearchSpace.from_model(seg)
+    x = next(iter(small_loader()))[0]
+    seg.set_sparsity(space.uniform(0.4))
+    adapter = SparsityAdapter(seg, distill=True, teacher="frozen")
+    seg.set_sparsity(space.dense())
+    expected = seg(x)
+    assert adapter.teacher is not seg and not any(p.requires_grad for p in adapter.teacher.parameters())
+    with torch.no_grad():
+        for p in seg.parameters():
+            p.mul_(0.5)  # training moves the student; the frozen teacher stays
+    torch.testing.assert_close(adapter.teacher_outputs(x), expected, rtol=0, atol=1e-5)
+    assert SparsityAdapter(seg, distill=True).teacher is None  # in place by default
+    built = []  # finetune's default teacher is the frozen one
+    monkeypatch.setattr(SparsityAdapter, "_teacher", lambda self: built.append(self.distill.teacher))
+    finetune(seg, small_loader(), segmentation_loss, 1, config=space.uniform(0.4), distill=0.5, progress=False)
+    assert built == ["frozen"]
 
 
 def test_frozen_teacher_of_another_structure_is_refused(seg):

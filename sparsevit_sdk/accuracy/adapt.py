@@ -186,15 +186,18 @@ def finetune(
 
     ``warmup`` is the fraction of steps with a linear LR warm-up before cosine decay.
     ``distill`` (True, a weight or a :class:`Distillation`) adds the distillation term from
-    the dense forward, e.g. when fine-tuning the config a search picked.
+    the dense forward, e.g. when fine-tuning the config a search picked; True and a weight
+    use a frozen copy of the model at sparsity 0 as the teacher (the in-place one drifts when
+    one sparse config trains alone: see :mod:`.distill`).
     The model's sparsity and train/eval mode are restored afterwards, also on an error or Ctrl-C.
     """
-    adapter = SparsityAdapter(model, distill=distill, seed=seed)
-    config = config if config is not None else adapter.space.dense()
+    space = SearchSpace.from_model(model)
+    config = config if config is not None else space.dense()
     check_config(model, config)
-    if adapter.in_place and config == adapter.space.dense():
-        raise ValueError("distill with the in-place teacher needs a sparse config: at sparsity 0 the model would be "
-                         "its own teacher; pass config= (e.g. result.best), or a Distillation(teacher=...)")
+    if distill is not None and distill is not False and config == space.dense():
+        raise ValueError("distill needs a sparse config: at sparsity 0 the model would learn its own dense outputs; "
+                         "pass config= (e.g. result.best)")
+    adapter = SparsityAdapter(model, space=space, distill=distill, seed=seed, teacher="frozen")
     return _train(
         model, loader, loss_fn, steps, adapter, lambda step: (config,), lr=lr, weight_decay=weight_decay,
         warmup=warmup, max_grad_norm=max_grad_norm, seed=seed, progress=progress,

@@ -19,13 +19,15 @@ its own loss: ``out = model(pixel_values=x, mask_labels=m, class_labels=c)`` the
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..config import SearchSpace, SparsityConfig
 from ..sparse.convert import set_sparsity, sparse_backbone
-from .distill import Distillation, Outputs, distillation_loss
+from .distill import Distillation, Outputs, Teacher, distillation_loss
 from .state import check_config, restore_sparsity
 
 
@@ -34,7 +36,8 @@ class SparsityAdapter:
 
     ``space`` defaults to ``SearchSpace.from_model(model)``; configs are drawn uniformly per
     knob (repaired to the within-stage order) from a numpy Generator seeded with ``seed``.
-    ``distill`` is ``True``, a weight, or a :class:`Distillation` (``None``/``False``: off).
+    ``distill`` is ``True``, a weight, or a :class:`Distillation` (``None``/``False``: off);
+    ``teacher`` is the one ``True`` or a weight get (``"in-place"`` or ``"frozen"``, a copy made here).
     Also a context manager: leaving it restores the sparsity the model had on entry.
     """
 
@@ -45,22 +48,33 @@ class SparsityAdapter:
         space: SearchSpace | None = None,
         distill: Distillation | bool | float | None = None,
         seed: int = 0,
+        teacher: Teacher = "in-place",
     ) -> None:
         self.model = model
         self.backbone = sparse_backbone(model)  # a model never sparsify()'d fails here, naming the fix
         self.space = space if space is not None else SearchSpace.from_model(model)
         check_config(model, self.space.dense())
-        self.distill = Distillation.coerce(distill)
-        if self.distill is not None and self.distill.teacher is not None:
-            self.distill.teacher.eval()  # a frozen teacher: no dropout, running statistics left alone
+        self.distill = Distillation.coerce(distill, teacher)
+        self.teacher = self._teacher()
         self.rng = np.random.default_rng(seed)
         self.config: SparsityConfig | None = None
         self._saved = self.backbone.block_sparsity
 
+    def _teacher(self) -> nn.Module | None:
+        """The teacher module; None when there is none or it is the model itself (in place)."""
+        if self.distill is None or self.distill.teacher == "in-place":
+            return None
+        if self.distill.teacher == "frozen":  # the model as it is now, at sparsity 0
+            teacher = set_sparsity(copy.deepcopy(self.model), self.space.dense())
+            teacher.requires_grad_(False)
+        else:
+            teacher = self.distill.teacher
+        return teacher.eval()  # no dropout, running statistics left alone
+
     @property
     def in_place(self) -> bool:
         """True when the teacher is the model itself at sparsity 0."""
-        return self.distill is not None and self.distill.teacher is None
+        return self.distill is not None and self.teacher is None
 
     def draw(self) -> SparsityConfig:
         """The next random config of the space (does not apply it)."""
@@ -79,8 +93,8 @@ class SparsityAdapter:
         """The dense forward's outputs for the call ``model(*args, **kwargs)``, without gradients."""
         self._check_distill()
         with torch.no_grad():
-            if self.distill.teacher is not None:
-                return self.distill.teacher(*args, **kwargs)
+            if self.teacher is not None:
+                return self.teacher(*args, **kwargs)
             current = self.backbone.block_sparsity
             set_sparsity(self.model, self.space.dense())
             try:
