@@ -66,12 +66,17 @@ from sparsevit_sdk.sparse import WINDOW_SCORES, set_window_score  # noqa: E402
 
 logger = logging.getLogger("accuracy_tradeoff")
 def plot_path() -> Path:
-    return Path(__file__).with_name("accuracy_tradeoff" + suffix("_") + ".png")
+    teacher = "" if FINETUNE_TEACHER == "frozen" else "_in_place"
+    return Path(__file__).with_name("accuracy_tradeoff" + suffix("_") + teacher + ".png")
 
 
 def suffix(sep: str) -> str:
     """What tells a run with another window score apart: in headings, file names and the command."""
     return "" if RECIPE.window_score == DemoRecipe.window_score else f"{sep}{RECIPE.window_score}"
+
+
+def teacher_flag() -> str:
+    return "" if FINETUNE_TEACHER == "frozen" else f" --finetune-teacher {FINETUNE_TEACHER}"
 RECIPES = ("adapt", "adapt+distill", "adapt+distill+finetune")
 
 
@@ -171,10 +176,11 @@ def diagnose(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def finetune_pick(model, cfg: SparsityConfig, steps: int, teacher: str = "frozen") -> None:
+def finetune_pick(model, cfg: SparsityConfig, steps: int, teacher: str | None = None) -> None:
     """SparseViT's last step, as ``SearchResult.finetune`` runs it, for :func:`run` and :func:`diagnose` alike."""
     finetune(model, RECIPE.loader("train", 1_000_000, seed=RECIPE.seed + 2), segmentation_loss, steps, config=cfg,
-             distill=Distillation(teacher=teacher), lr=RECIPE.adapt_lr, seed=RECIPE.seed, progress=False)
+             distill=Distillation(teacher=teacher or FINETUNE_TEACHER), lr=RECIPE.adapt_lr, seed=RECIPE.seed,
+             progress=False)
 
 
 def pixel_errors_and_windows(model, cfg: SparsityConfig, space: SearchSpace, test):
@@ -360,10 +366,11 @@ def report(args, rows: list[Row], dense_miou: float, dense_ms: float, curve, tra
     fp = device_fingerprint("cpu")
     order = ("uniform", *RECIPES)
     lines = [
-        "## Accuracy kept" + suffix(", window score "),
+        "## Accuracy kept" + suffix(", window score ")
+        + ("" if FINETUNE_TEACHER == "frozen" else ", fine-tuned with the in-place teacher"),
         "",
         f"`python benchmarks/accuracy_tradeoff.py --adapt-steps {args.adapt_steps} --finetune-steps "
-        f"{args.finetune_steps}{suffix(' --window-score ')}` on {fp['name']} ({', '.join(fp['isa'])}; "
+        f"{args.finetune_steps}{suffix(' --window-score ')}{teacher_flag()}` on {fp['name']} ({', '.join(fp['isa'])}; "
         f"fingerprint {fp['fingerprint_id']}), "
         f"torch {torch.__version__}, {now_utc()}, seed "
         f"{args.seed}, {wall_s / 60:.0f} min in all ({trained_s / 60:.0f} min loading or training the supernets, "
@@ -423,14 +430,16 @@ def dense_curve(curve) -> str:
 
 
 RECIPE = DemoRecipe()
+FINETUNE_TEACHER = "frozen"  # what finetune(distill=True) uses
 
 
 def main() -> None:
-    global RECIPE
+    global RECIPE, FINETUNE_TEACHER
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.8, 0.7, 0.6, 0.5])
     parser.add_argument("--adapt-steps", type=int, default=600)
     parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--finetune-teacher", choices=("frozen", "in-place"), default=FINETUNE_TEACHER)
     parser.add_argument("--terms", action="store_true", help="compare distillation terms instead")
     parser.add_argument("--diagnose", type=float, nargs="+", help="where this pick (ratios) loses accuracy")
     parser.add_argument("--term-steps", type=int, default=300)
@@ -446,6 +455,7 @@ def main() -> None:
         RECIPE = DemoRecipe.quick(seed=args.seed)
         args.adapt_steps, args.finetune_steps, args.term_steps, args.test_images = 4, 2, 2, 4
     RECIPE = dataclasses.replace(RECIPE, seed=args.seed, window_score=args.window_score)
+    FINETUNE_TEACHER = args.finetune_teacher
     with num_threads(RECIPE.threads):
         text = terms_table(args) if args.terms else diagnose(args) if args.diagnose else run(args)
     print(text)
