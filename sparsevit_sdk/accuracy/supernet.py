@@ -88,7 +88,7 @@ class DemoRecipe:
     adapt_lr: float = 5e-4
     sandwich: bool = False
     distill: Distillation | None = Distillation()
-    window_score: WindowScore = "deviation"  # norm scoring pruned the digits first here: RESULTS.md
+    window_score: WindowScore = "deviation"  # norm scoring pruned the digit windows first here: RESULTS.md
     seed: int = 0
     threads: int | None = 1
 
