@@ -32,6 +32,7 @@ import argparse
 import copy
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,7 @@ from sparsevit_sdk.accuracy.distill import class_kl, feature_nmse  # noqa: E402
 from sparsevit_sdk.predictor import LatencyPredictor  # noqa: E402
 from sparsevit_sdk.profiler import device_fingerprint  # noqa: E402
 from sparsevit_sdk.profiler.timing import num_threads  # noqa: E402
-from sparsevit_sdk.search import SearchSession  # noqa: E402
+from sparsevit_sdk.search import SearchResult, SearchSession  # noqa: E402
 from sparsevit_sdk.sparse import WINDOW_SCORES, set_window_score  # noqa: E402
 
 logger = logging.getLogger("accuracy_tradeoff")
@@ -92,13 +93,17 @@ class Row:
     before_finetune: float | None = None  # test mIoU of the supernet at the same config
 
 
-def search(model, budget: float, predictor: LatencyPredictor, settings: Settings, seed: int):
+def search(model, budget: float, predictor: LatencyPredictor, settings: Settings, seed: int) -> SearchResult:
     proxy = AgreementProxy(model, probe(settings), measure="kl", name="agreement-kl(val)")
-    result = SearchSession(model, predictor, latency_budget=budget, proxy=proxy,
-                           input_shape=(1, 3, SEARCH_SIZE, SEARCH_SIZE), population=settings.population,
-                           parents=settings.parents, generations=settings.generations, seed=seed,
-                           progress=False).run()
-    return result, proxy
+    return SearchSession(model, predictor, latency_budget=budget, proxy=proxy,
+                         input_shape=(1, 3, SEARCH_SIZE, SEARCH_SIZE), population=settings.population,
+                         parents=settings.parents, generations=settings.generations, seed=seed,
+                         progress=False).run()
+
+
+def test_batches(num_images: int) -> list:
+    """The test canvases, drawn once: every model and config below is scored on these same batches."""
+    return list(RECIPE.loader("test", num_images, size=SEARCH_SIZE))
 
 
 def probe(settings: Settings) -> torch.Tensor:
@@ -109,7 +114,7 @@ def probe(settings: Settings) -> torch.Tensor:
 def terms_table(args: argparse.Namespace) -> str:
     start = time.perf_counter()
     dense = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=0), cache_dir=CACHE).dense
-    test = RECIPE.loader("test", args.test_images, size=SEARCH_SIZE)
+    test = test_batches(args.test_images)
     rows = ablation(RECIPE, dense, args.term_steps, test, SearchSpace.from_model(dense))
     return "\n".join([
         "## Distillation terms", "",
@@ -139,7 +144,7 @@ def diagnose(args: argparse.Namespace) -> str:
     finetune_pick(in_place, cfg, args.finetune_steps, teacher="in-place")
     tuned = [("distilled supernet", net.adapted), ("after fine-tuning (frozen teacher: the supernet at sparsity 0)",
                                                    model), ("after fine-tuning (in-place teacher)", in_place)]
-    test = RECIPE.loader("test", args.test_images, size=SEARCH_SIZE)
+    test = test_batches(args.test_images)
     lines = ["## Accuracy kept: where it is lost" + suffix(", window score "), "",
              f"`python benchmarks/accuracy_tradeoff.py --diagnose {' '.join(map(str, args.diagnose))}"
              f"{suffix(' --window-score ')}` on "
@@ -262,8 +267,8 @@ def ablation(recipe: DemoRecipe, dense, steps: int, test, space: SearchSpace) ->
         start = time.perf_counter()
         for step in range(steps):
             x, y = next(batches)
-            for group in opt.param_groups:  # the same cosine schedule as adapt()
-                group["lr"] = recipe.adapt_lr * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * step / steps)).item())
+            for group in opt.param_groups:  # cosine decay as in adapt(), without its warm-up
+                group["lr"] = recipe.adapt_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             maps.clear()
             adapter.step()
             out = model(x)
@@ -315,7 +320,7 @@ def run(args: argparse.Namespace) -> str:
     dense = nets["adapt"].dense
     curve = nets["adapt"].dense_curve
     trained_s = time.perf_counter() - start
-    test = base.loader("test", settings.test_images, size=SEARCH_SIZE)
+    test = test_batches(settings.test_images)
     space = SearchSpace.from_model(dense)
     dense_miou = mean_iou(dense, test, "test mIoU")(space.dense())
     predictor = LatencyPredictor.for_device("cpu", dense.backbone, (1, 3, SEARCH_SIZE, SEARCH_SIZE), threads=1,
@@ -325,7 +330,7 @@ def run(args: argparse.Namespace) -> str:
     for budget in args.budgets:
         for recipe in RECIPES:
             model = nets[recipe].adapted
-            result, _ = search(model, budget, predictor, settings, args.seed)
+            result = search(model, budget, predictor, settings, args.seed)
             before = None
             if recipe.endswith("finetune"):
                 before = mean_iou(model, test, "test mIoU")(result.best)
@@ -357,7 +362,8 @@ def run(args: argparse.Namespace) -> str:
                                                           (1, 3, SEARCH_SIZE, SEARCH_SIZE))
         rows.append(Row(budget, "uniform", best, uniform_score(best), uniform_proxy(best), dense_pred / best_pred,
                         ms[best]))
-    plot(rows, uniform_points, (dense_ms, dense_miou))
+    if not args.no_write:  # a --no-write smoke test leaves the committed plot alone
+        plot(rows, uniform_points, (dense_ms, dense_miou))
     return report(args, rows, dense_miou, dense_ms, curve, trained_s, finetune_s, time.perf_counter() - start)
 
 

@@ -191,13 +191,12 @@ def finetune(
     one sparse config trains alone: see :mod:`.distill`).
     The model's sparsity and train/eval mode are restored afterwards, also on an error or Ctrl-C.
     """
-    space = SearchSpace.from_model(model)
-    config = config if config is not None else space.dense()
+    adapter = SparsityAdapter(model, distill=distill, seed=seed, teacher="frozen")
+    config = config if config is not None else adapter.space.dense()
     check_config(model, config)
-    if distill is not None and distill is not False and config == space.dense():
+    if adapter.distill is not None and config == adapter.space.dense():
         raise ValueError("distill needs a sparse config: at sparsity 0 the model would learn its own dense outputs; "
                          "pass config= (e.g. result.best)")
-    adapter = SparsityAdapter(model, space=space, distill=distill, seed=seed, teacher="frozen")
     return _train(
         model, loader, loss_fn, steps, adapter, lambda step: (config,), lr=lr, weight_decay=weight_decay,
         warmup=warmup, max_grad_norm=max_grad_norm, seed=seed, progress=progress,

@@ -111,7 +111,7 @@ class DemoRecipe:
 
     def key(self, *, dense_only: bool = False) -> str:
         """A short hash of the recipe (or of its dense part): the cache file name."""
-        fields = dataclasses.asdict(self)  # a Distillation becomes a dict of its fields, a teacher model refused
+        fields = dataclasses.asdict(self)  # a Distillation becomes a dict of its fields
         fields.pop("threads")  # changes the speed of training, not its result
         if dense_only:
             fields = {k: fields[k] for k in _DENSE_FIELDS}

@@ -211,16 +211,15 @@ class WindowLayout:
         of ``x``: fp16/bf16 sums round near-ties apart or together, and a half-precision model
         would keep other windows than the fp32 one it deploys.
         """
+        x = x.detach().flatten(1, 2)  # (B, Hp*Wp, C)
         if measure == "norm":
-            tokens = x.detach().abs().mean(dim=-1, dtype=torch.float32)  # (B, Hp, Wp), accumulated in fp32
+            tokens = x.abs().mean(dim=-1, dtype=torch.float32)  # (B, Hp*Wp), accumulated in fp32
         else:
-            x = x.detach().float()
-            real = x if self.valid is None else x.flatten(1, 2)[:, self.valid]  # padded tokens do not count
-            mean = real.mean(dim=tuple(range(1, real.ndim - 1)), keepdim=True).view(len(x), 1, 1, -1)
-            tokens = (x - mean).norm(dim=-1)  # (B, Hp, Wp)
+            x = x.float()
+            real = x if self.valid is None else x[:, self.valid]  # padded tokens neither count nor score
+            tokens = (x - real.mean(dim=1, keepdim=True)).norm(dim=-1)  # (B, Hp*Wp)
             if self.valid is not None:
-                tokens = tokens * self.valid.view(1, *tokens.shape[1:])  # padded tokens score zero
-        tokens = tokens.flatten(1)  # (B, Hp*Wp)
+                tokens = tokens * self.valid
         regular = tokens[:, self.regular].norm(dim=-1)  # (B, nW)
         shifted = tokens[:, self.shifted].norm(dim=-1) if any(self.shift) else regular
         return regular, shifted
