@@ -21,6 +21,7 @@ distillation term to use for segmentation logits, each with the same loop, steps
 
     python benchmarks/accuracy_tradeoff.py [--adapt-steps 600] [--finetune-steps 300] [--quick] [--no-write]
     python benchmarks/accuracy_tradeoff.py --terms [--term-steps 300]
+    python benchmarks/accuracy_tradeoff.py --step-cost       # seconds per step of each recipe's training
 
 Writes the ``## Accuracy kept`` (and ``## Distillation terms``) section of benchmarks/RESULTS.md
 and ``accuracy_tradeoff.png``.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -54,6 +56,7 @@ from sparsevit_sdk.accuracy import (  # noqa: E402
     DemoRecipe,
     Distillation,
     SparsityAdapter,
+    adapt,
     finetune,
     segmentation_loss,
     train_demo_supernet,
@@ -109,6 +112,36 @@ def test_batches(num_images: int) -> list:
 def probe(settings: Settings) -> torch.Tensor:
     images = RECIPE.loader("val", settings.probe_images, size=SEARCH_SIZE, batch_size=settings.probe_images)
     return next(iter(images))[0]
+
+
+def step_cost(args: argparse.Namespace) -> str:
+    """Seconds per optimiser step of each recipe's training, interleaved rounds on the same batches."""
+    dense = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=0), cache_dir=CACHE).dense
+    space = SearchSpace.from_model(dense)
+    batches = list(itertools.islice(RECIPE.loader("train", 1_000_000, seed=RECIPE.seed + 1), args.cost_steps))
+    n = len(batches)
+    kinds: dict[str, Callable] = {
+        "adapt, labels only": lambda m: adapt(m, batches, segmentation_loss, n, progress=False),
+        "adapt + distillation (in-place teacher)": lambda m: adapt(m, batches, segmentation_loss, n, distill=True,
+                                                                   progress=False),
+        "finetune at uniform 0.5 + distillation (frozen teacher)": lambda m: finetune(
+            m, batches, segmentation_loss, n, config=space.uniform(0.5), distill=True, progress=False),
+    }
+    best = dict.fromkeys(kinds, float("inf"))
+    for _ in range(args.cost_rounds):
+        for name, train in kinds.items():
+            model = copy.deepcopy(dense)
+            start = time.thread_time()
+            train(model)
+            best[name] = min(best[name], (time.thread_time() - start) / n)
+    base = best["adapt, labels only"]
+    return "\n".join([
+        "## Accuracy kept: cost of a step", "",
+        f"`python benchmarks/accuracy_tradeoff.py --step-cost` on {device_fingerprint('cpu')['name']}, {now_utc()}: "
+        f"{n} steps of batch {RECIPE.batch_size} on {RECIPE.size}px canvases per run, one thread, thread CPU time, "
+        f"fastest of {args.cost_rounds} interleaved rounds (a fine-tuning run includes copying its frozen teacher).",
+        "", "| training | s per step | vs labels only |", "|---|---:|---:|",
+        *(f"| {name} | {sec:.3f} | {sec / base:.2f}x |" for name, sec in best.items())])
 
 
 def terms_table(args: argparse.Namespace) -> str:
@@ -447,6 +480,9 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--finetune-teacher", choices=("frozen", "in-place"), default=FINETUNE_TEACHER)
     parser.add_argument("--terms", action="store_true", help="compare distillation terms instead")
+    parser.add_argument("--step-cost", action="store_true", help="time a step of each recipe's training instead")
+    parser.add_argument("--cost-steps", type=int, default=20)
+    parser.add_argument("--cost-rounds", type=int, default=3)
     parser.add_argument("--diagnose", type=float, nargs="+", help="where this pick (ratios) loses accuracy")
     parser.add_argument("--term-steps", type=int, default=300)
     parser.add_argument("--test-images", type=int, default=64)
@@ -463,7 +499,8 @@ def main() -> None:
     RECIPE = dataclasses.replace(RECIPE, seed=args.seed, window_score=args.window_score)
     FINETUNE_TEACHER = args.finetune_teacher
     with num_threads(RECIPE.threads):
-        text = terms_table(args) if args.terms else diagnose(args) if args.diagnose else run(args)
+        text = (terms_table(args) if args.terms else step_cost(args) if args.step_cost
+                else diagnose(args) if args.diagnose else run(args))
     print(text)
     if not args.no_write:
         write_section(text)
