@@ -24,6 +24,7 @@ from .._documents import check_header, header
 from ..accuracy.adapt import LossFn, TrainLog, finetune
 from ..accuracy.distill import Distillation
 from ..config import SparsityConfig
+from ..profiler.forward import Call, RestOfModel
 from ..sparse.convert import sparse_backbone
 from .outcome import HISTORY_COLUMNS, PROGRESS_COLUMNS, pareto_front
 from .validation import ValidationReport, validate_result
@@ -39,7 +40,12 @@ _HISTORY_DTYPES = {"generation": "int64", "predicted_ms": "float64", "score": "f
 @dataclass(eq=False)  # DataFrames have no truth value; compare results with to_dict()
 class SearchResult:
     """The best config under the budget, its predicted latency and proxy score, the Pareto
-    front of everything scored, and the full history (one row per distinct config)."""
+    front of everything scored, and the full history (one row per distinct config).
+
+    Every latency (``predicted_ms``, ``dense_predicted_ms``, ``budget_ms``, the history's) is
+    the whole model's as it is called (``call``): the backbone's prediction plus ``rest``;
+    the ``backbone_*`` properties give the backbone's alone.
+    """
 
     best: SparsityConfig
     predicted_ms: float
@@ -61,6 +67,20 @@ class SearchResult:
     predictor_info: dict[str, Any] = field(default_factory=dict, repr=False)
     model: nn.Module | None = field(default=None, repr=False)
     stopped: str | None = None  # why and when a limit (time, evaluations, patience) ended the search early
+    rest: RestOfModel = field(default_factory=RestOfModel)  # the model beyond its backbone, and how it was found
+    call: str = "model(x)"  # how the model was run
+
+    @property
+    def backbone_predicted_ms(self) -> float:
+        return float(self.rest.backbone(self.predicted_ms))
+
+    @property
+    def backbone_dense_predicted_ms(self) -> float:
+        return float(self.rest.backbone(self.dense_predicted_ms))
+
+    @property
+    def backbone_predicted_speedup(self) -> float:
+        return self.backbone_dense_predicted_ms / self.backbone_predicted_ms
 
     @property
     def pareto(self) -> pd.DataFrame:
@@ -78,12 +98,21 @@ class SearchResult:
 
     def summary(self) -> str:
         source = "ESTIMATED from published specs (no measured predictor)" if self.estimated else "measured predictor"
+        whole = self.rest.source != "none"
+        scope = self.settings.get("budget_of", "model")
+        budget = (f"budget {self.budget_ms:.4g} ms" if not whole or scope == "model" else
+                  f"budget {self.rest.backbone(self.budget_ms):.4g} ms for the backbone")
+        rest = self.rest.ms
         return "\n".join([
             f"best config {self.best} ({self.mode} search, seed {self.seed}, {self.search_time_s:.1f} s, "
             f"{self.evaluations} proxy evaluations of {len(self.history)} configs)",
-            f"  {self.hardware} ({source}), input {'x'.join(map(str, self.input_shape))}:",
+            f"  {self.hardware} ({source}), input {'x'.join(map(str, self.input_shape))}"
+            + (f", {self.call} end to end:" if whole else ":"),
             f"  predicted {self.predicted_ms:.4g} ms vs dense {self.dense_predicted_ms:.4g} ms "
-            f"({self.predicted_speedup:.2f}x; budget {self.budget_ms:.4g} ms)",
+            f"({self.predicted_speedup:.2f}x; {budget})",
+            *([f"  backbone {self.backbone_predicted_ms:.4g} ms vs dense {self.backbone_dense_predicted_ms:.4g} ms "
+               f"({self.backbone_predicted_speedup:.2f}x) + the rest {rest:.4g} ms "
+               f"({rest / self.dense_predicted_ms:.0%} of dense; {self.rest.note})"] if whole else []),
             f"  {self.proxy_name}: {self.score:.4f} (dense {self.dense_score:.4f})",
             *([f"  {self.stopped}"] if self.stopped else []),
         ])
@@ -106,13 +135,13 @@ class SearchResult:
     # ------------------------------------------------- validation and plots
     def validate(self, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
                  warmup: int = 5, rounds: int = 3, threads: int | None = None,
-                 clock: str | None = None, runtime: str | None = None) -> ValidationReport:
+                 clock: str | None = None, runtime: str | None = None, call: Call = None) -> ValidationReport:
         """Time the dense and the best config on ``device`` with the real sparse kernels, in ``runtime``
         (default: the one the latencies were predicted for; ``model``: the searched model, if this
-        result has none attached); see
-        :func:`~sparsevit_sdk.search.validation.validate_result`."""
+        result has none attached), the whole model run as the search ran it (``call``) beside its
+        backbone; see :func:`~sparsevit_sdk.search.validation.validate_result`."""
         return validate_result(self, device, model=model, repeats=repeats, warmup=warmup, rounds=rounds,
-                               threads=threads, clock=clock, runtime=runtime)
+                               threads=threads, clock=clock, runtime=runtime, call=call)
 
     def plot(self, path: str | os.PathLike | None = None) -> Figure:
         """Pareto front of (predicted latency, proxy score) beside the best score per generation;
@@ -131,7 +160,8 @@ class SearchResult:
             "budget_ms": self.budget_ms, "hardware": self.hardware, "estimated": self.estimated,
             "proxy_name": self.proxy_name, "input_shape": list(self.input_shape), "mode": self.mode,
             "seed": self.seed, "search_time_s": self.search_time_s, "settings": self.settings,
-            "predictor_info": self.predictor_info, "stopped": self.stopped,
+            "predictor_info": self.predictor_info, "stopped": self.stopped, "rest": self.rest.to_dict(),
+            "call": self.call,
             "history": _records(history), "progress": _records(self.progress),
         }
 
@@ -147,6 +177,8 @@ class SearchResult:
                 progress=pd.DataFrame(data["progress"], columns=list(PROGRESS_COLUMNS)).astype(float).astype(
                     {c: "int64" for c in ("generation", "new_configs", "evaluations")}),
                 input_shape=tuple(data["input_shape"]), model=model, stopped=data.get("stopped"),
+                rest=RestOfModel.from_dict(data.get("rest") or RestOfModel().to_dict()),
+                call=str(data.get("call", "model(x)")),
                 **{k: data[k] for k in ("predicted_ms", "dense_predicted_ms", "score", "dense_score", "budget_ms",
                                         "hardware", "estimated", "proxy_name", "mode", "seed", "search_time_s",
                                         "settings", "predictor_info")},

@@ -30,10 +30,9 @@ import torch.nn as nn
 from .._atomic import check_writable
 from ..accuracy import default_proxy
 from ..config import SearchSpace, SparsityConfig
-from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..local import LOCAL
 from ..predictor import LatencyPredictor
-from ..profiler.fingerprint import device_fingerprint
+from ..profiler.forward import Call, ModelForward, RestOfModel
 from ..sparse.convert import sparse_backbone
 from ..sparse.swin import check_input_shape
 from .checkpoint import SearchState, read_checkpoint, write_checkpoint
@@ -41,8 +40,17 @@ from .engine import EvolutionSearch
 from .executors import resolve_executor
 from .protocols import Executor, Proxy, proxy_name
 from .result import SearchResult
-from .settings import DEFAULT_BUDGET, RUN_FIELDS, SearchSettings, check_keywords, settings_from, space_settings
+from .settings import (
+    DEFAULT_BUDGET,
+    RUN_FIELDS,
+    SearchSettings,
+    check_keywords,
+    resolve_budget,
+    settings_from,
+    space_settings,
+)
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
+from .whole import fitted_elsewhere, rest_of_model
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +58,8 @@ logger = logging.getLogger(__name__)
 def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
     """A CPU predictor measured on another CPU than this one predicts that CPU's latencies:
     say so, and name the one-line fix, for the user who deploys here."""
-    fitted = [fp for fp in stored_fingerprints(predictor.fingerprint_) if fp.get("device_type") == "cpu"]
-    if predictor.estimated_ or not fitted:
-        return
-    here = device_fingerprint("cpu", threads=max(predictor.threads_), clock=fitted[0].get("clock", "wall"))
-    why = device_mismatch(here, fitted)
-    if why is not None:
+    why, here = fitted_elsewhere(predictor)
+    if why is not None and here is not None:  # (an estimate or a GPU's data has nothing to compare with here)
         logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
                        "search with hw='local' to calibrate one here (about 2 minutes, then cached)",
                        predictor.hardware_, why, here["name"])
@@ -86,6 +90,15 @@ class SearchSession:
     number) is retried ``retries`` times, then recorded as failed in the history.
     ``checkpoint`` is a file rewritten after every generation; continue an interrupted
     search with :meth:`resume`.
+
+    Latencies are the whole model's, as the user runs it: ``call`` is None (``model(x)``, or
+    ``model(pixel_values=x)`` for a Hugging Face model), a method name (``"forward_features"``)
+    or ``call(model, x)``.  Each is the backbone's predicted latency plus the rest of the model
+    (heads, decoders), measured here at sparsity 0 beside the backbone, or estimated for
+    another target and flagged so (see :mod:`.whole`); ``rest_ms`` gives it instead.  The
+    budget (``latency_budget`` or ``budget_ms``) is of the whole model unless
+    ``budget_of="backbone"``; a whole-model budget no config can reach is refused with the
+    Amdahl bound.  A model that is only a sparse Swin has no rest.
     Evolution settings follow the SparseViT reference: ``population`` 100, the top
     ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1 (``mutation_share`` of
     the children are mutants, the rest crossovers).  The search stops
@@ -110,6 +123,8 @@ class SearchSession:
         proxy_images: int = 8,
         proxy_resolution: Sequence[int] | None = None,
         runtime: str | None = None,
+        call: Call = None,
+        rest_ms: float | None = None,
         settings: SearchSettings | None = None,
         **options: Any,
     ) -> None:
@@ -135,6 +150,10 @@ class SearchSession:
             raise ValueError(f"the {self.predictor.hardware} predictor predicts {self.predictor.runtime_} latencies, "
                              f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
                              f"CPU in {runtime}) or pass hw=LatencyPredictor.for_device(..., runtime={runtime!r})")
+        self.forward = ModelForward(model, call)
+        self.rest: RestOfModel = rest_of_model(self.forward, self.predictor, self.space, self.input_shape,
+                                               rest_ms=rest_ms)
+        self._check_reachable()
         if proxy is None:
             shape = self.input_shape if proxy_resolution is None else (*self.input_shape[:2], *proxy_resolution)
             seed = self.settings.seed
@@ -158,7 +177,30 @@ class SearchSession:
         return self.settings.seed
 
     def _latency(self, configs: list[SparsityConfig]) -> np.ndarray:
-        return self.predictor.predict_configs(self.backbone, configs, self.input_shape)
+        """Predicted ms of ``configs`` in the budget's scope: the whole model, or the backbone."""
+        ms = self.predictor.predict_configs(self.backbone, configs, self.input_shape)
+        return ms if self.settings.budget_of == "backbone" else self.rest.end_to_end(ms)
+
+    def _check_reachable(self) -> None:
+        """Refuse a whole-model budget that Amdahl's law puts out of reach, before any proxy call
+        (the engine refuses an unreachable backbone budget itself)."""
+        s = self.settings
+        if s.budget_of == "backbone" or self.rest.ms == 0:
+            return
+        uniform = [self.space.dense(), *(self.space.uniform(g) for g in self.space.grid)]
+        ms = self._latency(uniform)
+        dense, i = float(ms[0]), int(np.argmin(ms))
+        budget = resolve_budget(s.latency_budget, s.budget_ms, dense)
+        if budget >= ms[i]:
+            return
+        rest = self.rest.ms
+        raise ValueError(
+            f"latency budget {budget:.4g} ms cannot be met end to end: the backbone is {(dense - rest) / dense:.0%} "
+            f"of this model's {dense:.4g} ms on {self.predictor.hardware} ({self.forward.describe}; the rest, "
+            f"{rest:.4g} ms, does not speed up: {self.rest.note}); the most any config can reach is "
+            f"{dense / ms[i]:.2f}x ({ms[i]:.4g} ms at {uniform[i]}), and a backbone that took no time would give "
+            f"{dense / rest:.2f}x. Raise the budget to latency_budget={math.ceil(ms[i] / dense * 100) / 100} or "
+            f"more, or pass budget_of='backbone' to budget the backbone alone")
 
     # ------------------------------------------------------------- checkpoints
     def _elapsed(self) -> float:
@@ -168,7 +210,7 @@ class SearchSession:
         """What rebuilds this session around the engine's state (the model and proxy excepted)."""
         write_checkpoint(self.checkpoint, state, {
             "hardware": self.predictor.hardware, "runtime": self.predictor.runtime_,
-            "input_shape": list(self.input_shape),
+            "input_shape": list(self.input_shape), "call": self.forward.describe, "rest": self.rest.to_dict(),
             "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed()})
 
     @classmethod
@@ -183,18 +225,20 @@ class SearchSession:
         progress: bool = True,
         proxy_images: int = 8,
         proxy_resolution: Sequence[int] | None = None,
+        call: Call = None,
         **run: Any,
     ) -> SearchSession:
         """A session that continues the search checkpointed at ``path`` when :meth:`run` is called.
 
         Pass the same ``model`` and ``proxy`` (None: the default proxy, with the same
-        ``proxy_images`` and ``proxy_resolution`` as before) and, if the
-        search used a predictor object rather than a target name, that predictor as ``hw``;
-        the executor may differ.  The resumed run keeps checkpointing to ``path``.  The
-        settings come from the checkpoint, but for ``run``: ``retries`` and the limits, which
+        ``proxy_images`` and ``proxy_resolution`` as before) and, if the search used a predictor
+        object rather than a target name, that predictor as ``hw``, and the same ``call``; the rest
+        of the model is the checkpoint's (not measured again, so every latency is the one the search
+        started with); the executor may differ.  The resumed run keeps checkpointing to ``path``.
+        The settings come from the checkpoint, but for ``run``: ``retries`` and the limits, which
         are this run's, like the executor: ``timeout_s`` counts from this run's start,
-        ``max_evaluations`` and ``patience`` count the whole search, so with the same ones it
-        ends where an unbroken run would have.
+        ``max_evaluations`` and ``patience`` count the whole search, so with the same ones it ends
+        where an unbroken run would have.
         """
         state, info = read_checkpoint(path)
         s = state.settings
@@ -205,10 +249,15 @@ class SearchSession:
         space = SearchSpace.from_model(backbone, grid=s["grid"], granularity=s["granularity"],
                                        monotonic=s["monotonic"])
         check_keywords(run, caller="SearchSession.resume (the other settings are the checkpoint's)", allowed=RUN_FIELDS)
+        rest = RestOfModel.from_dict(info.get("rest", RestOfModel().to_dict()))
         session = cls(model, info["hardware"] if hw is None else hw, proxy=proxy, input_shape=info["input_shape"],
                       space=space, executor=executor, checkpoint=path, progress=progress, proxy_images=proxy_images,
-                      proxy_resolution=proxy_resolution, runtime=info.get("runtime", "eager"),
-                      settings=SearchSettings.from_shape(s, **run))
+                      proxy_resolution=proxy_resolution, runtime=info.get("runtime", "eager"), call=call,
+                      rest_ms=rest.ms, settings=SearchSettings.from_shape(s, **run))
+        if session.forward.describe != info.get("call", session.forward.describe):
+            raise ValueError(f"{path}: the search timed the model as {info['call']}, not {session.forward.describe}; "
+                             "pass the call= it was started with")
+        session.rest = rest
         session._check_resumable(state, info, path)
         session._resume_from, session._elapsed_before = state, float(info["elapsed_s"])
         return session
@@ -236,11 +285,15 @@ class SearchSession:
             if close is not None:
                 close()
         elapsed = self._elapsed()
+        # a result's latencies are the whole model's, whatever the budget was of
+        whole = (lambda ms: ms) if self.settings.budget_of == "model" else self.rest.end_to_end
+        history = out.history.assign(predicted_ms=whole(out.history["predicted_ms"].to_numpy(float)))
         result = SearchResult(
-            best=out.best, predicted_ms=out.best_ms, dense_predicted_ms=out.dense_ms, score=out.best_score,
-            dense_score=out.dense_score, budget_ms=out.budget_ms, hardware=self.predictor.hardware,
+            best=out.best, predicted_ms=float(whole(out.best_ms)), dense_predicted_ms=float(whole(out.dense_ms)),
+            score=out.best_score, dense_score=out.dense_score, budget_ms=float(whole(out.budget_ms)),
+            rest=self.rest, call=self.forward.describe, hardware=self.predictor.hardware,
             estimated=self.predictor.estimated, proxy_name=proxy_name(self.proxy), input_shape=self.input_shape,
-            mode=self.settings.mode, seed=self.settings.seed, search_time_s=elapsed, history=out.history,
+            mode=self.settings.mode, seed=self.settings.seed, search_time_s=elapsed, history=history,
             progress=out.progress, settings={**self.settings.to_dict(), **space_settings(self.space)},
             stopped=out.stopped,
             predictor_info={"statistic": getattr(self.predictor, "statistic_", None),

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from ..config import SearchSpace
 
 Mode = Literal["single", "nsga2"]
+BudgetScope = Literal["model", "backbone"]
 
 DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
 # The reference settings score ~1,150 configs, 7 s each for Swin-T at 672 px on a 2-core CPU
@@ -30,7 +31,10 @@ DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
 DEFAULT_TIMEOUT_S = 600.0
 
 SHAPE_FIELDS = ("mode", "population", "parents", "generations", "mutation_prob", "mutation_share", "seed",
-                "latency_budget", "budget_ms")
+                "latency_budget", "budget_ms", "budget_of")
+# what a budget is of: the whole model as the user calls it (its backbone's predicted latency
+# plus the measured rest, see :mod:`.whole`), or its sparse Swin backbone alone
+BUDGET_SCOPES = ("model", "backbone")
 
 
 def check_budget(latency_budget: float | None, budget_ms: float | None) -> None:
@@ -64,12 +68,14 @@ class SearchSettings:
     ``population - parents`` children, ``mutation_share`` of them by mutation (each gene
     redrawn with ``mutation_prob``), the rest by crossover; ``generations`` rounds after the
     first population.  Budget: ``latency_budget`` as a fraction of the dense config's latency,
-    or ``budget_ms``.  A failed evaluation is retried ``retries`` times.  ``timeout_s``,
+    or ``budget_ms``, of the whole model (``budget_of="model"``) or of its backbone alone
+    (``"backbone"``).  A failed evaluation is retried ``retries`` times.  ``timeout_s``,
     ``max_evaluations`` and ``patience`` stop the search early (None: no limit).
     """
 
     latency_budget: float | None = None
     budget_ms: float | None = None
+    budget_of: BudgetScope = "model"
     mode: Mode = "single"
     population: int = 100
     parents: int = 25
@@ -97,6 +103,9 @@ class SearchSettings:
             if not 0 <= p <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         check_budget(self.latency_budget, self.budget_ms)
+        if self.budget_of not in BUDGET_SCOPES:
+            raise ValueError(f"budget_of must be 'model' (the whole model as it is called) or 'backbone' (its Swin "
+                             f"alone), got {self.budget_of!r}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be a positive number of seconds (or None: no time limit), got "
                              f"{self.timeout_s}")

@@ -16,8 +16,8 @@ from ..dataset.schema import stable_statistic
 from ..deploy.runtimes import check_runtime, runtime_call
 from ..devices import resolve_device
 from ..profiler.fingerprint import device_fingerprint
+from ..profiler.forward import Call, ModelForward
 from ..profiler.timing import num_threads, time_callable
-from ..sparse.convert import sparse_backbone
 
 if TYPE_CHECKING:
     from .result import SearchResult
@@ -25,14 +25,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """Measured dense vs sparse latency of the best config, next to what was predicted.
+    """Measured dense vs sparse latency of the best config, next to what was predicted, for the
+    whole model as it is called (``call``) and for its backbone alone, timed in the same rounds.
 
-    ``dense_ms``/``sparse_ms`` are the lowest ``statistic`` over ``rounds`` (rounds alternate
-    dense and sparse, so drift hits both alike; load on a shared machine only ever slows a
-    round down, so the fastest round is the one to trust).  ``comparable`` is
-    False when the predictions were not made for this device (another target, an estimate,
-    or another CPU): the measured speed-up still shows the kernels work, but measured vs
-    predicted ms then says nothing about the predictor.
+    ``dense_ms``/``sparse_ms`` (the whole model) and ``backbone_dense_ms``/``backbone_sparse_ms``
+    are the lowest ``statistic`` over ``rounds`` (rounds alternate dense and sparse, model and
+    backbone, so drift hits all alike; load on a shared machine only ever slows a round down,
+    so the fastest round is the one to trust).  For a model that is only a backbone the two are
+    one measurement (``whole`` False).  ``comparable`` is False when the predictions were not
+    made for this device (another target, an estimate, or another CPU): the measured speed-up
+    still shows the kernels work, but measured vs predicted ms then says nothing about the
+    predictor.
     """
 
     device: str
@@ -49,6 +52,12 @@ class ValidationReport:
     comparable: bool
     note: str
     runtime: str = "eager"
+    call: str = "model(x)"
+    whole: bool = False
+    backbone_dense_ms: float = 0.0
+    backbone_sparse_ms: float = 0.0
+    predicted_backbone_dense_ms: float = 0.0
+    predicted_backbone_ms: float = 0.0
 
     @property
     def speedup(self) -> float:
@@ -59,22 +68,39 @@ class ValidationReport:
         return self.predicted_dense_ms / self.predicted_ms
 
     @property
+    def backbone_speedup(self) -> float:
+        return self.backbone_dense_ms / self.backbone_sparse_ms
+
+    @property
+    def predicted_backbone_speedup(self) -> float:
+        return self.predicted_backbone_dense_ms / self.predicted_backbone_ms
+
+    @property
     def ratio(self) -> float:
         """Measured / predicted latency of the sparse model (1.0 is a perfect prediction)."""
         return self.sparse_ms / self.predicted_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "speedup": self.speedup, "predicted_speedup": self.predicted_speedup,
-                "ratio": self.ratio}
+                "backbone_speedup": self.backbone_speedup,
+                "predicted_backbone_speedup": self.predicted_backbone_speedup, "ratio": self.ratio}
 
     def __str__(self) -> str:
+        what = f"{self.call} end to end" if self.whole else "dense"
         lines = [
             f"validation on {self.device} in {self.runtime} ({self.threads} threads, {self.clock} clock, "
             f"{self.statistic}):",
-            f"  measured  dense {self.dense_ms:.3f} ms, sparse {self.sparse_ms:.3f} ms -> {self.speedup:.2f}x",
-            f"  predicted dense {self.predicted_dense_ms:.3f} ms, sparse {self.predicted_ms:.3f} ms -> "
+            f"  measured  {what} {self.dense_ms:.3f} ms, sparse {self.sparse_ms:.3f} ms -> {self.speedup:.2f}x",
+            f"  predicted {what} {self.predicted_dense_ms:.3f} ms, sparse {self.predicted_ms:.3f} ms -> "
             f"{self.predicted_speedup:.2f}x on {self.hardware}",
         ]
+        if self.whole:
+            lines += [
+                f"  measured  backbone {self.backbone_dense_ms:.3f} ms, sparse {self.backbone_sparse_ms:.3f} ms -> "
+                f"{self.backbone_speedup:.2f}x",
+                f"  predicted backbone {self.predicted_backbone_dense_ms:.3f} ms, sparse "
+                f"{self.predicted_backbone_ms:.3f} ms -> {self.predicted_backbone_speedup:.2f}x",
+            ]
         if self.comparable:
             lines.append(f"  measured / predicted: sparse {self.ratio:.2f}, dense "
                          f"{self.dense_ms / self.predicted_dense_ms:.2f}")
@@ -84,10 +110,11 @@ class ValidationReport:
 
 def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
                     warmup: int = 5, rounds: int = 3, threads: int | None = None,
-                    clock: str | None = None, runtime: str | None = None) -> ValidationReport:
+                    clock: str | None = None, runtime: str | None = None, call: Call = None) -> ValidationReport:
     """Time the dense and the best config on ``device`` with the real sparse kernels, in ``runtime``
     ("eager", "compiled" or "onnxruntime": each config compiled or exported once, then timed;
-    default: the runtime the predictor was made for).
+    default: the runtime the predictor was made for): the whole model as the search ran it
+    (``call``: pass the same one when it was a callable) and its backbone, side by side.
 
     On a CPU, ``threads`` and ``clock`` (``"wall"`` or ``"cpu"``, see ``time_callable``)
     default to how the predictor's data was measured, when known, so measured and
@@ -100,7 +127,11 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
                          "searched for: result.validate(device, model=model)")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    backbone = sparse_backbone(model)
+    forward = ModelForward(model, call)
+    if forward.describe != result.call:
+        raise ValueError(f"the search predicted the model run as {result.call}, not {forward.describe}; pass the "
+                         "same call= to validate")
+    backbone = forward.backbone
     result.best.check_model(backbone.signature)
     dev = resolve_device(device)
     predicted_runtime = result.predictor_info.get("runtime", "eager")
@@ -117,36 +148,44 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     check_runtime(runtime, clock)
     statistic = stable_statistic(dev)
     dense_cfg = SparsityConfig((0.0,) * len(result.best.ratios), result.best.signature, result.best.granularity)
+    parts = {"model": forward} if forward.is_backbone else {"model": forward, "backbone": backbone}
 
-    param = next(backbone.parameters())
+    param = next(model.parameters())
     home = (param.device, param.dtype)
-    rows: dict[SparsityConfig, list[float]] = {dense_cfg: [], result.best: []}
+    rows: dict[tuple[str, SparsityConfig], list[float]] = {(p, c): [] for c in (dense_cfg, result.best) for p in parts}
     try:
-        with preserved(backbone, training=False), num_threads(threads), torch.no_grad():
-            backbone.to(device=dev, dtype=torch.float32)
+        with preserved(model, training=False), num_threads(threads), torch.no_grad():
+            model.to(device=dev, dtype=torch.float32)
             x = torch.randn(result.input_shape, device=dev)
+            forward.probe(x)
             calls = {}
-            for cfg in rows:  # compile or export each config once, outside the timed calls
+            for part, cfg in rows:  # compile or export each config once, outside the timed calls
                 backbone.set_sparsity(cfg)
-                calls[cfg] = runtime_call(backbone, x, runtime, threads=threads)
+                calls[part, cfg] = runtime_call(parts[part], x, runtime, threads=threads)
             for _ in range(rounds):
-                for cfg, values in rows.items():
+                for (part, cfg), values in rows.items():
                     backbone.set_sparsity(cfg)
-                    stats = time_callable(calls[cfg], dev, warmup=warmup, repeats=repeats, threads=threads,
+                    stats = time_callable(calls[part, cfg], dev, warmup=warmup, repeats=repeats, threads=threads,
                                           clock=clock)
                     values.append(getattr(stats, statistic))
     finally:
-        backbone.to(device=home[0], dtype=home[1])
+        model.to(device=home[0], dtype=home[1])
     comparable, note = _comparability(result, fingerprints, device_fingerprint(dev, threads=threads, clock=clock))
     if runtime != predicted_runtime:
         comparable, note = False, (f"measured in {runtime}, predicted for {predicted_runtime}: compare the "
                                    f"speed-ups; {note}")
+    if result.rest.source == "estimated":
+        note += f"; the rest of the model is {result.rest.note}"
+    part = "model" if forward.is_backbone else "backbone"
     return ValidationReport(
         device=str(dev), hardware=result.hardware, statistic=statistic, threads=threads, clock=clock,
-        dense_ms=min(rows[dense_cfg]), sparse_ms=min(rows[result.best]),
+        dense_ms=min(rows["model", dense_cfg]), sparse_ms=min(rows["model", result.best]),
         predicted_dense_ms=result.dense_predicted_ms, predicted_ms=result.predicted_ms,
-        dense_rounds_ms=tuple(rows[dense_cfg]), sparse_rounds_ms=tuple(rows[result.best]),
-        comparable=comparable, note=note, runtime=runtime,
+        dense_rounds_ms=tuple(rows["model", dense_cfg]), sparse_rounds_ms=tuple(rows["model", result.best]),
+        comparable=comparable, note=note, runtime=runtime, call=forward.describe, whole=not forward.is_backbone,
+        backbone_dense_ms=min(rows[part, dense_cfg]), backbone_sparse_ms=min(rows[part, result.best]),
+        predicted_backbone_dense_ms=result.backbone_dense_predicted_ms,
+        predicted_backbone_ms=result.backbone_predicted_ms,
     )
 
 
