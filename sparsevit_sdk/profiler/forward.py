@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils import _pytree as pytree
@@ -99,7 +100,7 @@ class ModelForward(nn.Module):
             with torch.no_grad():
                 try:
                     self(x)
-                except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as err:
+                except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, AssertionError) as err:
                     raise ValueError(
                         f"could not run the model as {self.describe} on a {tuple(x.shape)} input "
                         f"({type(err).__name__}: {err}); if its forward needs more than the image, pass "
@@ -159,13 +160,15 @@ class RestOfModel:
 
 
 def measure_rest(forward: ModelForward, input_shape: Sequence[int], device: str | torch.device = "cpu", *,
-                 statistic: str = "p10_ms", threads: int | None = None, clock: str = "wall", rounds: int = 3,
-                 warmup: int = 1, repeats: int = 5) -> RestOfModel:
-    """Time ``forward`` and its backbone at sparsity 0, alternating, ``rounds`` times; the rest is
-    the whole model's fastest round minus ``calls`` times the backbone's (never below 0).
+                 threads: int | None = None, clock: str = "wall", budget_s: float = 20.0,
+                 pairs: tuple[int, int] = (5, 25)) -> RestOfModel:
+    """Time ``forward`` and its backbone at the sparsity it has (the caller sets it dense) call by
+    call, alternating; the rest is the median of the paired differences (whole minus ``calls``
+    backbones, never below 0).
 
-    The backbone runs at the sparsity it has (the caller sets it dense); model, device and dtype
-    are the caller's to set.
+    Paired calls share the machine's state of the moment, so drift and load cancel: the rest of a
+    classifier is a few per cent of its time, less than two separate minima differ by on a shared
+    machine.  As many pairs as fit in ``budget_s`` (within ``pairs``) after one warm-up pair.
     """
     shape = check_input_shape(input_shape, forward.backbone.in_chans)
     x = torch.randn(*shape, device=device)
@@ -173,12 +176,15 @@ def measure_rest(forward: ModelForward, input_shape: Sequence[int], device: str 
     if forward.is_backbone:
         return RestOfModel()
     backbone = forward.backbone
-    times: dict[str, list[float]] = {"whole": [], "backbone": []}
-    for _ in range(rounds):
-        for name, fn in (("whole", lambda: forward(x)), ("backbone", lambda: backbone(x))):
-            stats = time_callable(fn, device, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
-            times[name].append(getattr(stats, statistic))
-    whole, part = min(times["whole"]), min(times["backbone"])
-    return RestOfModel(ms=max(0.0, whole - calls * part), calls=calls, whole_ms=whole, backbone_ms=part,
-                       source="measured", note=f"measured on {device}: {forward.describe} {whole:.4g} ms, "
-                                               f"backbone {part:.4g} ms x {calls}")
+
+    def sample() -> tuple[float, float]:
+        return tuple(time_callable(fn, device, warmup=0, repeats=1, threads=threads, clock=clock).min_ms
+                     for fn in (lambda: forward(x), lambda: backbone(x)))
+
+    first = sample()
+    count = min(max(int(budget_s * 1e3 / sum(first)), pairs[0]), pairs[1])
+    whole, part = np.array([sample() for _ in range(count)]).T
+    rest = float(np.median(whole - calls * part))
+    return RestOfModel(ms=max(0.0, rest), calls=calls, whole_ms=float(whole.min()), backbone_ms=float(part.min()),
+                       source="measured", note=f"measured on {device}: {forward.describe} {whole.min():.4g} ms, "
+                                               f"backbone {part.min():.4g} ms x {calls}, {count} paired calls")

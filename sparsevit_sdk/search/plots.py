@@ -32,8 +32,13 @@ def plot_result(result: SearchResult, path: str | os.PathLike | None = None) -> 
     front_ax.step(front["predicted_ms"], front["score"], where="post", color="tab:orange", label="Pareto front")
     front_ax.axvline(result.budget_ms, ls="--", color="black", lw=1, label=f"budget {result.budget_ms:.3g} ms")
     front_ax.plot([result.predicted_ms], [result.score], "*", ms=16, color="tab:red", label=f"best {result.best}")
-    front_ax.set(xlabel=f"predicted latency on {result.hardware} ({unit})", ylabel=result.proxy_name,
+    whole = result.rest.source != "none"
+    front_ax.set(xlabel=f"predicted {result.call} end to end on {result.hardware} ({unit})" if whole else
+                 f"predicted latency on {result.hardware} ({unit})", ylabel=result.proxy_name,
                  title=f"{result.mode} search: {len(scored)} configs scored")
+    if whole:  # the backbone's share of the same latencies, on the top axis
+        top = front_ax.secondary_xaxis("top", functions=(result.rest.backbone, result.rest.end_to_end))
+        top.set_xlabel(f"of which the backbone ({result.rest.ms:.3g} ms of rest, {result.rest.source})")
     front_ax.legend(fontsize=8, loc="lower right")
     progress_ax.plot(result.progress["generation"], result.progress["best_score"], marker="o", ms=3)
     progress_ax.set(xlabel="generation", ylabel="best score within budget", title="search progress")

@@ -39,7 +39,7 @@ def fitted_elsewhere(predictor: LatencyPredictor) -> tuple[str | None, dict | No
 
 
 def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: SearchSpace, input_shape: Sequence[int], *,
-                  rest_ms: float | None = None, rounds: int = 3) -> RestOfModel:
+                  rest_ms: float | None = None) -> RestOfModel:
     """What ``forward`` costs beyond its backbone on ``predictor``'s target (see the module docstring)."""
     if forward.is_backbone:
         return RestOfModel()
@@ -54,7 +54,7 @@ def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: Sea
     threads, clock = (int(here["threads"]), here["clock"]) if why is None else (1, "cpu")
     with preserved(forward.model, training=False):
         backbone.set_sparsity(space.dense())
-        measured = measure_rest(forward, input_shape, "cpu", threads=threads, clock=clock, rounds=rounds)
+        measured = measure_rest(forward, input_shape, "cpu", threads=threads, clock=clock)
     if why is None:
         return measured
     dense_ms = predictor.predict_config(backbone, space.dense(), input_shape)
