@@ -12,6 +12,10 @@ keeping the quieter), then :meth:`LatencyPredictor.calibrate` fits the group sca
 per-geometry residual curves (trusted as far as cross-validation on the whole models
 allows) and the overhead.
 
+Given a whole model (a classifier, a segmenter around its Swin), it also times the model as it is
+called at sparsity 0 beside its backbone, so the predictor knows the rest of the model on this
+device (``rest_for``).
+
 The result is cached under ``$SPARSEVIT_CACHE`` (default ``~/.cache/sparsevit_sdk``),
 keyed by device fingerprint (with the threads and clock), model signature and MLP ratio,
 input shape, dtype and runtime; the next call loads it instead of measuring.
@@ -44,6 +48,7 @@ from .dataset.fingerprint import same_device, stored_fingerprints
 from .devices import resolve_device
 from .hardware import SPECS
 from .profiler.fingerprint import device_fingerprint
+from .profiler.forward import Call, ModelForward
 from .profiler.plan import DTYPES, SweepSettings
 from .profiler.sweep import profile_model
 from .profiler.timing import check_runtime
@@ -70,11 +75,12 @@ def cache_dir() -> Path:
 
 
 def cache_key(fingerprint: dict, arch: Architecture, input_shape: Sequence[int], dtype: str,
-              runtime: str = "eager") -> str:
+              runtime: str = "eager", whole: str | None = None) -> str:
     """What a calibration is valid for: the device (its fingerprint holds the threads and
-    clock), the architecture, the input shape, the dtype and the runtime."""
+    clock), the architecture, the input shape, the dtype and the runtime; and for a whole model,
+    its key (the rest of the model was timed too)."""
     what = {"fingerprint": fingerprint["fingerprint_id"], "signature": arch.signature, "mlp_ratio": arch.mlp_ratio,
-            "input_shape": list(input_shape), "dtype": dtype, "runtime": runtime}
+            "input_shape": list(input_shape), "dtype": dtype, "runtime": runtime, **({"whole": whole} if whole else {})}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -107,7 +113,7 @@ def nearest_shipped(cls: type[LatencyPredictor], fingerprint: dict) -> LatencyPr
 def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input_shape: Sequence[int], *,
                dtype: str = "fp32", threads: int | None = None, runtime: str = "eager",
                base: LatencyPredictor | None = None, cache: bool = True, refresh: bool = False,
-               progress: bool = True) -> LatencyPredictor:
+               call: Call = None, progress: bool = True) -> LatencyPredictor:
     """See :meth:`LatencyPredictor.for_device`."""
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
@@ -124,7 +130,9 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     check_runtime(runtime, clock)
     fingerprint = device_fingerprint(dev, hw=LOCAL, threads=threads, clock=clock)
     arch = Architecture.from_model(backbone)
-    path = cache_dir() / f"{cache_key(fingerprint, arch, shape, dtype, runtime)}.json"
+    forward = ModelForward(model, call)
+    whole = None if forward.is_backbone else forward.key()
+    path = cache_dir() / f"{cache_key(fingerprint, arch, shape, dtype, runtime, whole)}.json"
     if cache and not refresh and path.is_file():
         try:
             cached = cls.load(path)
@@ -138,9 +146,9 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     logger.info("calibrating the %s predictor to this %s (%s, %s threads, %s) at input %s; cached in %s",
                 base.hardware_, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)),
                 path)
-    rows = profile_model(backbone, resolutions=[shape[2:]], batches=[shape[0]], device=dev, dtype=dtype, hw=LOCAL,
+    rows = profile_model(model, resolutions=[shape[2:]], batches=[shape[0]], device=dev, dtype=dtype, hw=LOCAL,
                          settings=CALIBRATION if runtime == "eager" else RUNTIME_CALIBRATION, threads=threads,
-                         clock=clock, runtime=runtime, progress=progress)
+                         clock=clock, runtime=runtime, call=call, progress=progress)
     predictor = cls.calibrate(base, rows)
     if cache:
         predictor.save(path)

@@ -205,3 +205,30 @@ def test_a_forward_with_more_inputs_runs_through_call(proxy_images):
     session = SearchSession(model, "cpu", input_shape=SHAPE, call=lambda m, x: m(x, mask), rest_ms=0.2,
                             proxy=proxy(model.backbone, proxy_images), **SMALL)
     assert session.rest.calls == 1 and session.forward.describe.endswith("(model, x)")
+
+
+def test_a_profile_of_the_whole_model_carries_its_rest_to_the_predictor_and_the_search(tmp_path, proxy_images):
+    from sparsevit_sdk.profiler import SweepSettings, load_profiles, profile_model
+
+    model = Segmenter(work=60).eval()
+    forward = ModelForward(model)
+    quick = SweepSettings(warmup=1, repeats=2, model_repeats=3, random_configs=1, rounds=1)
+    rows = profile_model(model, resolutions=["112x112"], hw="my-cpu", out=tmp_path, settings=quick, clock="cpu",
+                         progress=False)
+    whole = rows[rows["layer"] == "whole"]
+    assert len(whole) == 1 and whole["model"].item() == forward.key() and whole["index"].item() == 1
+    assert (tmp_path / "my-cpu" / f"{forward.key()}.parquet").is_file()
+    assert model.backbone.block_sparsity == [[0.0] * d for d in model.backbone.depths]  # the model is untouched
+    predictor = LatencyPredictor.calibrate(LatencyPredictor.load("cpu"), load_profiles(tmp_path / "my-cpu"))
+    rest = predictor.rest_for(forward.key(), SHAPE)
+    head = time_callable(model.head, warmup=2, repeats=10, clock="cpu").p10_ms
+    assert rest["calls"] == 1 and 0.5 * head < rest["ms"] < 2 * head
+    assert predictor.rest_for(forward.key(), (1, 3, 224, 224)) is None
+    again = LatencyPredictor.from_dict(predictor.to_dict())
+    assert again.rest_ == predictor.rest_
+    # a search elsewhere takes the rest the target's profile measured (this CPU stands in for "elsewhere")
+    foreign = dict(predictor.fingerprint_, fingerprint_id="other", name="Another CPU")
+    predictor.fingerprint_ = foreign
+    from_profile = rest_of_model(forward, predictor, SearchSpace.from_model(model.backbone), SHAPE)
+    assert from_profile.source == "measured" and from_profile.ms == rest["ms"] and "when it was profiled" in \
+        from_profile.note

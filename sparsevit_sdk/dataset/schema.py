@@ -10,6 +10,10 @@ whole model is the sum of its units plus a per-device overhead:
 - ``norm``: final LayerNorm
 - ``model``: the whole forward at a config (``config`` holds the ratios as JSON); these
   rows judge predictors and are never mixed into layer fitting.
+- ``whole``: a user's whole model (backbone, heads, decoder) called as the user calls it, at
+  sparsity 0, timed in the same rounds as the ``model`` rows (``model`` holds its key, ``index``
+  the backbone forwards per call): what it costs beyond its backbone, the *rest*, is
+  ``whole - index x`` the dense ``model`` row.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model")
+LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model", "whole")
+FORWARD_KINDS = ("model", "whole")  # rows that time a whole forward: never fitted as units
 # what a latency is measured in (deploy/runtimes.py builds each): eager PyTorch, torch.compile
 # (Inductor), ONNX Runtime
 Runtime = Literal["eager", "compiled", "onnxruntime"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..dataset.schema import FORWARD_KINDS
 from .metrics import accuracy
 from .rows import model_gflops, model_key, model_units, runnable, with_mlp_ratio
 
@@ -39,7 +40,7 @@ def evaluate(predictor: LatencyPredictor, df: pd.DataFrame) -> dict[str, Any]:
         "excluded": held.attrs["excluded"],
         "xgboost": accuracy(held["predicted_ms"].to_numpy(float), y),
         "flops": accuracy(predictor.ms_per_gflop_ * model_gflops(held), y),
-        "lookup": accuracy(lookup(runnable(df[df["layer"] != "model"]), held, predictor.statistic_), y),
+        "lookup": accuracy(lookup(runnable(df[~df["layer"].isin(FORWARD_KINDS)]), held, predictor.statistic_), y),
     }
 
 

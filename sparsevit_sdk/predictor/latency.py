@@ -35,11 +35,12 @@ from .._data import shipped_predictors
 from ..arch import signature_blocks
 from ..config import SparsityConfig
 from ..dataset.merge import select_device
-from ..dataset.schema import stable_statistic, validate_frame
+from ..dataset.schema import FORWARD_KINDS, stable_statistic, validate_frame
 from ..sparse.swin import check_input_shape
 from . import judging, persistence, transfer
 from .costs import CostTable, layer_sums
 from .features import FEATURES, UNIT_KINDS, Architecture, unit_costs, unit_features
+from .rest import rest_key, rest_table
 from .rows import (
     STATISTICS,
     block_kinds,
@@ -62,7 +63,7 @@ _model_key = model_key  # its name here before the split
 LEARNED = ("hardware_", "estimated_", "estimate_", "statistic_", "dtype_", "threads_", "runtime_", "fingerprint_",
            "linear_",
            "boosters_", "scale_", "overhead_ms_", "ms_per_gflop_", "unit_scale_", "unit_curves_", "calibration_",
-           "metrics_", "fit_keys_", "blocks_")
+           "metrics_", "fit_keys_", "blocks_", "rest_")
 # the learned attributes the cost tables are computed from: changing one empties the cache
 _TABLE_INPUTS = frozenset({"estimate_", "linear_", "boosters_", "unit_scale_", "unit_curves_"})
 
@@ -108,7 +109,7 @@ class LatencyPredictor:
         df = validate_frame(df, "fit data")
         hardware = one_device(df, "fit one predictor per device")
         statistic = self._resolve_statistic(df)
-        layers = runnable(df[df["layer"] != "model"])
+        layers = runnable(df[~df["layer"].isin(FORWARD_KINDS)])
         missing = [k for k in UNIT_KINDS if k not in set(layers["layer"])]
         if missing:
             raise ValueError(f"the data has no {missing} rows; profile every unit kind ({UNIT_KINDS})")
@@ -122,7 +123,8 @@ class LatencyPredictor:
             runtime_="eager",
             fingerprint_=fingerprint or sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
             linear_=linear, boosters_=boosters, unit_scale_={}, unit_curves_={}, scale_={}, overhead_ms_=0.0,
-            ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[], blocks_=block_kinds(layers))
+            ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[], blocks_=block_kinds(layers),
+            rest_=rest_table(df, statistic))
         models = df[df["layer"] == "model"]
         self._set_learned(runtime_=one_runtime(models))
         chosen = with_mlp_ratio(draw_rows(models, self.overhead_fraction, str(self.random_state)), df)
@@ -284,6 +286,13 @@ class LatencyPredictor:
         """Σ unit predictions (before scale and overhead) of whole-model rows."""
         return layer_sums(self._table, models)
 
+    def rest_for(self, model_key: str, input_shape: Sequence[int], *, dtype: str | None = None) -> dict | None:
+        """What the whole model ``model_key`` (:meth:`ModelForward.key`) cost beyond its backbone
+        where this predictor's profile timed it, at ``input_shape`` (``{"ms", "calls", "whole_ms",
+        "backbone_ms"}``), or None if it was not timed there."""
+        self._check_fitted()
+        return self.rest_.get(rest_key(model_key, input_shape, dtype or self.dtype_, self.runtime_))
+
     # --------------------------------------------------------------- judging
     def held_out(self, df: pd.DataFrame) -> pd.DataFrame:
         """The whole-model rows of ``df`` never used in fitting, with this predictor's
@@ -313,7 +322,7 @@ class LatencyPredictor:
     @classmethod
     def for_device(cls, device: str, model, input_shape: Sequence[int], *, dtype: str = "fp32",
                    threads: int | None = None, runtime: str = "eager", base: LatencyPredictor | None = None,
-                   cache: bool = True, refresh: bool = False, progress: bool = True) -> LatencyPredictor:
+                   cache: bool = True, refresh: bool = False, call=None, progress: bool = True) -> LatencyPredictor:
         """A predictor for ``model`` at ``input_shape`` on ``device`` ("cpu", "cuda:0"),
         calibrated here: about 2 minutes of measuring for Swin-T at 672 on a 2-core CPU, then
         cached (see :mod:`sparsevit_sdk.local`) so the next call returns at once (``refresh`` measures
@@ -321,11 +330,14 @@ class LatencyPredictor:
 
         ``base`` defaults to the shipped predictor nearest this device; ``threads`` (CPU)
         defaults to 1, timed on the thread CPU clock, and N > 1 is timed on the wall clock;
-        ``runtime`` ("eager", "compiled", "onnxruntime") is what the whole models are timed in."""
+        ``runtime`` ("eager", "compiled", "onnxruntime") is what the whole models are timed in.
+        ``model`` may be a whole model around its Swin (a classifier, a segmenter): it is then
+        also timed as it is called (``call``: None, a method name or ``call(model, x)``) at
+        sparsity 0, and :meth:`rest_for` gives what it costs beyond its backbone here."""
         from ..local import for_device  # measuring is the profiler's: the predictor package does not import it
 
         return for_device(cls, device, model, input_shape, dtype=dtype, threads=threads, runtime=runtime, base=base,
-                          cache=cache, refresh=refresh, progress=progress)
+                          cache=cache, refresh=refresh, call=call, progress=progress)
 
     @classmethod
     def calibrate(cls, base: LatencyPredictor, df: pd.DataFrame, *, prior_weight: float = 1.0) -> LatencyPredictor:

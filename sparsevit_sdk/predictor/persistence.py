@@ -42,6 +42,7 @@ def to_dict(predictor: LatencyPredictor) -> dict[str, Any]:
         "overhead_ms": p.overhead_ms_, "ms_per_gflop": p.ms_per_gflop_, "unit_scale": p.unit_scale_,
         "unit_curves": p.unit_curves_,
         "calibration": p.calibration_, "metrics": p.metrics_, "fit_keys": p.fit_keys_, "blocks": p.blocks_,
+        "rest": p.rest_,
         "versions": {"sparsevit_sdk": __version__, "xgboost": xgb.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__, "python": platform.python_version()},
     }
@@ -83,6 +84,7 @@ def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) ->
         calibration_=doc["calibration"].mapping(), metrics_=doc["metrics"].mapping(),
         fit_keys_=[key.text() for key in doc["fit_keys"].elements()],
         blocks_=sorted({b.text(BLOCK_KINDS) for b in doc["blocks"].elements(nonempty=True)}),
+        rest_=_read_rest(doc["rest"]) if "rest" in data else {},  # files written before whole models have none
     )
 
 
@@ -118,6 +120,15 @@ def _read_unit(unit: Field) -> tuple[np.ndarray, xgb.Booster]:
     except xgb.core.XGBoostError as err:
         raise unit["booster"].error(f"is not a model xgboost {xgb.__version__} can load") from err
     return coef, booster
+
+
+def _read_rest(rest: Field) -> dict[str, dict[str, float]]:
+    """The rests of whole models a profile timed (see :mod:`.rest`): times finite, >= 0, under an hour."""
+    table = {}
+    for key, entry in rest.items():
+        table[key] = {name: entry[name].number(minimum=0, maximum=3.6e6) for name in ("ms", "whole_ms", "backbone_ms")}
+        table[key]["calls"] = entry["calls"].number(integer=True, minimum=1, maximum=1000)
+    return table
 
 
 def _block_kind(kind: str, parent: Field) -> str:

@@ -24,9 +24,10 @@ import pandas as pd
 from scipy.optimize import lsq_linear
 
 from ..dataset.merge import select_device
-from ..dataset.schema import validate_frame
+from ..dataset.schema import FORWARD_KINDS, validate_frame
 from ..hardware import HardwareSpec, get_hardware
 from .gpu_model import GpuConstants, published_model, unit_ms
+from .rest import rest_table
 from .rows import block_kinds, model_key, model_units, one_device, one_runtime, runnable, with_mlp_ratio
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def for_hardware(cls: type[LatencyPredictor], name: str, shipped: dict[str, Path
         hardware_=name, estimated_=True, estimate_=estimate, statistic_="latency_ms", dtype_=hw.spec.default_dtype,
         threads_=[1], runtime_="eager", fingerprint_={}, linear_={}, boosters_={}, unit_scale_={}, unit_curves_={},
         scale_={}, overhead_ms_=0.0, ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[],
-        blocks_=["v1"])  # the published figures are all Swin V1
+        blocks_=["v1"], rest_={})  # the published figures are all Swin V1
     logger.warning(
         "no measured latency predictor for %r: latencies are estimated by a GPU cost model fitted to %d published "
         "Swin measurements and priced on the %s's published specs (%s, eager PyTorch); calibrate it on the device "
@@ -125,8 +126,11 @@ def calibrate(cls: type[LatencyPredictor], base: LatencyPredictor, df: pd.DataFr
     hardware = one_device(df, "calibrate for one device at a time")
     new = cls.from_dict(base.to_dict())
     # the block kinds measured here are known from now on: calibrating on them is what covers them
-    new._set_learned(statistic_=new._resolve_statistic(df), blocks_=sorted(set(base.blocks_) | set(block_kinds(df))))
-    layers = runnable(df[df["layer"] != "model"])
+    # the rests measured here are this device's; the base's were another's
+    statistic = new._resolve_statistic(df)
+    new._set_learned(statistic_=statistic, blocks_=sorted(set(base.blocks_) | set(block_kinds(df))),
+                     rest_=rest_table(df, statistic))
+    layers = runnable(df[~df["layer"].isin(FORWARD_KINDS)])
     models = with_mlp_ratio(df[df["layer"] == "model"].reset_index(drop=True), df)
     runtime = one_runtime(models) if len(models) else base.runtime_
     if layers.empty and models.empty:

@@ -81,7 +81,7 @@ class ModelForward(nn.Module):
         parameter and buffer name and shape (not their values: latency does not depend on them)."""
         shapes = [(name, list(t.shape)) for name, t in self.model.state_dict().items()]
         what = json.dumps([type(self.model).__qualname__, self.describe, shapes])
-        return f"{type(self.model).__name__}:{hashlib.sha256(what.encode()).hexdigest()[:12]}"
+        return f"{type(self.model).__name__}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
 
     def probe(self, x: torch.Tensor) -> int:
         """Run the model once on ``x``; return how many times its forward runs the sparse backbone.

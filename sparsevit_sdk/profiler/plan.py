@@ -39,6 +39,7 @@ from ..arch import kept_windows, num_windows, unit_costs
 from ..config import SearchSpace, SparsityConfig
 from ..sparse.swin import SparseSwin
 from ..sparse.windows import pad_to_windows
+from .forward import ModelForward
 from .timing import LatencyStats, measure_latency, time_callable
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -135,12 +136,15 @@ class Task:
 
 
 class SweepPlan:
-    """Plans the tasks of one model on one device (``sweep.py`` runs them)."""
+    """Plans the tasks of one model on one device (``sweep.py`` runs them); with ``whole`` (a user's
+    whole model around ``model``), a ``whole`` row per input shape as well."""
 
     def __init__(self, model: SparseSwin, name: str, device: torch.device, dtype: str, space: SearchSpace,
-                 settings: SweepSettings, seed: int, clock: str, runtime: str = "eager") -> None:
+                 settings: SweepSettings, seed: int, clock: str, runtime: str = "eager",
+                 whole: ModelForward | None = None) -> None:
         self.model, self.name, self.device, self.dtype = model, name, device, dtype
         self.space, self.settings, self.seed, self.clock, self.runtime = space, settings, seed, clock, runtime
+        self.whole = whole
 
     def activations(self, img_h: int, img_w: int, batch: int) -> Activations:
         """Unit inputs from a dense forward (their values do not change any unit's cost)."""
@@ -158,7 +162,8 @@ class SweepPlan:
         fixed_flops = sum(t.flops for t in units if t.row["layer"] in ("patch_embed", "patch_merge"))
         rng = np.random.default_rng([self.seed, img_h, img_w, batch])
         models = [self._model_task(cfg, acts, base, fixed_flops, pairs) for cfg in self._configs(rng)]
-        return units + models
+        whole = [] if self.whole is None else [self._whole_task(models[0])]  # the first config is the dense one
+        return units + models + whole
 
     def _stage_row(self, base: dict, i: int) -> dict:
         """Descriptor fields every row of stage ``i`` shares (model rows use stage 0's, with stage -1)."""
@@ -220,6 +225,21 @@ class SweepPlan:
                                    dtype=DTYPES[self.dtype], clock=self.clock, runtime=self.runtime,
                                    threads=torch.get_num_threads())
         return Task(row, flops, s.warmup + s.model_repeats, s.model_repeats * s.rounds, measure)
+
+    def _whole_task(self, dense: Task) -> Task:
+        """The user's whole model at sparsity 0, as the user calls it, beside the dense backbone row."""
+        s, whole = self.settings, self.whole
+        shape = (dense.row["batch"], self.model.in_chans, dense.row["img_h"], dense.row["img_w"])
+        self.model.set_sparsity(self.space.dense())
+        calls = whole.probe(torch.randn(shape).to(self.device, DTYPES[self.dtype]))
+        row = {**dense.row, "layer": "whole", "model": whole.key(), "index": calls}
+
+        def measure(_: Activations) -> LatencyStats:
+            self.model.set_sparsity(self.space.dense())
+            return measure_latency(whole, shape, self.device, warmup=s.warmup, repeats=s.model_repeats,
+                                   dtype=DTYPES[self.dtype], clock=self.clock, runtime=self.runtime,
+                                   threads=torch.get_num_threads())
+        return Task(row, 2 * dense.flops, s.warmup + s.model_repeats, s.model_repeats * s.rounds, measure)
 
     def _configs(self, rng: np.random.Generator) -> list[SparsityConfig]:
         """Uniform configs over the grid, then distinct non-uniform samples (fewer if the space is tiny)."""

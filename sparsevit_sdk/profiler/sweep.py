@@ -30,9 +30,9 @@ from ..dataset.files import claim_folder, dataset_path, merge_rows, read_frame
 from ..dataset.schema import KEY, empty_frame, validate_frame
 from ..devices import resolve_device
 from ..models import build_model
-from ..sparse.convert import sparse_backbone
 from ..sparse.swin import SparseSwin
 from .fingerprint import device_fingerprint
+from .forward import Call, ModelForward
 from .plan import DTYPES, SweepPlan, SweepSettings, parse_resolution
 from .timing import CLOCKS, check_runtime, num_threads
 
@@ -43,10 +43,15 @@ logger = logging.getLogger(__name__)
 FLUSH_S = 30.0  # most measuring time a hard kill (SIGKILL, power loss) can lose
 
 
-def _resolve_model(model: str | nn.Module, name: str | None) -> tuple[SparseSwin, str]:
+def _resolve_model(model: str | nn.Module, name: str | None, call: Call) -> tuple[SparseSwin, str, ModelForward | None]:
+    """The SparseSwin to sweep, the name its rows carry, and the whole model around it (a copy:
+    the user's model is never modified), if there is more to it than the backbone."""
     if isinstance(model, str):
-        return build_model(model), name or model
-    return copy.deepcopy(sparse_backbone(model)), name or "custom"
+        return build_model(model), name or model, None
+    whole = ModelForward(copy.deepcopy(model), call)  # the copy keeps its sparse view over its own stages
+    if whole.is_backbone:
+        return whole.model, name or "custom", None
+    return whole.backbone, name or whole.key(), whole
 
 
 def profile_model(
@@ -67,12 +72,15 @@ def profile_model(
     resume: bool = False,
     name: str | None = None,
     note: str = "",
+    call: Call = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Time every layer unit and sampled whole models of ``model``; return the new rows.
 
     ``model`` is a registered name (``swin_t``), a SparseSwin or a model ``sparsify`` made
-    (its SparseSwin is copied, never modified).
+    (copied, never modified).  A whole model (a classifier, a segmenter around its Swin) is also
+    timed as the user calls it (``call``, see :class:`~.forward.ModelForward`) at sparsity 0
+    beside its backbone: its ``whole`` rows give the rest of the model on this device.
     With ``out``, rows are merged into ``dataset_path(out, hw, name)`` next to a
     fingerprint sidecar; ``resume`` skips measurements already there with at least as many
     repeats.  ``threads`` defaults to 1 on the CPU; ``clock`` is "wall" (perf_counter) or
@@ -86,7 +94,7 @@ def profile_model(
     shapes = [(*parse_resolution(r), int(b)) for r in resolutions for b in batches]
     if any(b < 1 for *_, b in shapes):
         raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
-    net, name = _resolve_model(model, name)
+    net, name, whole = _resolve_model(model, name, call)
     if any(d % 2 for d in net.depths):
         raise ValueError(f"profiling times block pairs, so every stage depth must be even; got {net.depths}")
     threads = threads or (1 if dev.type == "cpu" else None)
@@ -96,7 +104,7 @@ def profile_model(
     check_runtime(runtime, clock)
     settings = settings or SweepSettings()
     space = SearchSpace.from_model(net, **({} if grid is None else {"grid": grid}))
-    net.to(dev, DTYPES[dtype]).eval()
+    (net if whole is None else whole).to(dev, DTYPES[dtype]).eval()
 
     with num_threads(threads), torch.inference_mode():
         fp = device_fingerprint(dev, hw=hw, threads=torch.get_num_threads(), clock=clock, note=note)
@@ -108,7 +116,7 @@ def profile_model(
                 old = read_frame(path)
                 if resume:
                     done = dict(zip(old[list(KEY)].itertuples(index=False, name=None), old["repeats"]))
-        sweep = SweepPlan(net, name, dev, dtype, space, settings, seed, clock, runtime)
+        sweep = SweepPlan(net, name, dev, dtype, space, settings, seed, clock, runtime, whole)
         common = dict(hw=fp["hw"], fingerprint_id=fp["fingerprint_id"], device=str(dev),
                       threads=fp["threads"], torch_version=torch.__version__, sdk_version=__version__)
         groups, skipped = [], 0

@@ -6,9 +6,11 @@ so it is one number per model, input shape and target, found in this order:
 1. the model is its backbone: nothing to add;
 2. ``rest_ms`` given by the user;
 3. the predictor was measured on this machine's device (``hw="local"``, or a profile of it):
-   measured here, whole model and backbone at sparsity 0 side by side, with the predictor's
+   measured here, whole model and backbone at sparsity 0 call by call, with the predictor's
    threads and clock;
-4. any other target (another CPU's profile, a GPU estimate): **estimated** as the rest
+4. the predictor's profile timed this whole model on its device (``profile_model(model)`` or
+   ``LatencyPredictor.for_device(device, model, ...)`` there): that measurement;
+5. any other target (another CPU's profile, a GPU estimate): **estimated** as the rest
    measured here times the ratio of the target's predicted backbone latency to the backbone's
    measured here, i.e. assuming the head speeds up from here to there as the backbone does.
    Reports flag it; profile the target (or pass ``rest_ms``) for a measured one.
@@ -51,6 +53,14 @@ def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: Sea
         calls = forward.probe(torch.randn(*input_shape))
         return RestOfModel(ms=float(rest_ms), calls=calls, source="given", note="rest_ms given by the user")
     why, here = fitted_elsewhere(predictor)
+    stored = None if why is None else predictor.rest_for(forward.key(), input_shape)
+    if stored is not None:
+        forward.probe(torch.randn(*input_shape))  # the model still runs as it did there
+        return RestOfModel(
+            ms=stored["ms"], calls=int(stored["calls"]), whole_ms=stored["whole_ms"],
+            backbone_ms=stored["backbone_ms"], source="measured",
+            note=f"measured on {predictor.hardware} when it was profiled: {forward.describe} {stored['whole_ms']:.4g} "
+                 f"ms, backbone {stored['backbone_ms']:.4g} ms x {stored['calls']}")
     threads, clock = (int(here["threads"]), here["clock"]) if why is None else (1, "cpu")
     with preserved(forward.model, training=False):
         backbone.set_sparsity(space.dense())
