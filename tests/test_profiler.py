@@ -66,7 +66,7 @@ def test_dataset_follows_schema(dataset):
     df = load_profiles(out)
     assert len(df) == len(rows) == len(raw)
     assert not df.duplicated(list(KEY)).any()
-    assert set(df["layer"]) == set(LAYER_KINDS)
+    assert set(df["layer"]) == set(LAYER_KINDS) - {"whole"}  # a built-in backbone: no whole model around it
     assert (df["min_ms"] <= df["p10_ms"]).all() and (df["p10_ms"] <= df["latency_ms"]).all()
     assert (df["latency_ms"] <= df["p90_ms"]).all()
     assert (df["threads"] == 1).all() and (df["hw"] == "cpu").all()
@@ -176,7 +176,7 @@ def test_rerun_merges_without_duplicates_and_resume_skips(tmp_path):
     # more repeats than stored: resume re-measures
     more = SweepSettings(warmup=1, repeats=3, model_repeats=2, random_configs=3)
     redo = _profile(tmp_path, resume=True, settings=more)
-    assert set(redo["layer"]) == set(LAYER_KINDS) - {"model"}
+    assert set(redo["layer"]) == set(LAYER_KINDS) - {"model", "whole"}
     # a wider grid: resume measures only the units at the new sparsity
     wider = _profile(tmp_path, resume=True, settings=more, grid=(0.0, 0.5, 0.8))
     units = wider[wider["layer"] != "model"]
@@ -306,7 +306,7 @@ def test_cli_quick_run_writes_a_dataset(tmp_path, capsys):
                  "--out", str(tmp_path), "--no-progress"]) == 0
     assert "new measurements" in capsys.readouterr().out
     df = pd.read_parquet(tmp_path / "cpu" / "swin_micro.parquet")
-    assert len(df) and set(df["layer"]) == set(LAYER_KINDS)
+    assert len(df) and set(df["layer"]) == set(LAYER_KINDS) - {"whole"}
 
 
 @pytest.mark.parametrize("argv, message", [
