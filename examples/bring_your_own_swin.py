@@ -6,7 +6,9 @@ Both models get random weights here (no hub downloads); with yours, load the che
 (``pretrained=True``, ``from_pretrained(...)``) and convert afterwards.  For each model the
 script checks that the converted model still gives the source's outputs at sparsity 0, runs
 it at uniform 50 % window sparsity at an off-grid 1024x768 input, and then searches a
-per-stage config for the Mask2Former's backbone against the shipped ``cpu`` predictor.
+per-stage config for the Mask2Former against the shipped ``cpu`` predictor: latencies are the
+whole model's (the backbone's prediction plus the rest of the model, measured here), so the
+search says up front what the Mask2Former can gain end to end, and ``validate`` times both.
 """
 
 from __future__ import annotations
@@ -57,15 +59,21 @@ def mask2former(x: torch.Tensor) -> None:
     set_sparsity(model, SearchSpace.from_model(model).dense())
     print(f"Mask2Former (Swin-T backbone) at {SIZE[0]}x{SIZE[1]}: max |masks - transformers| at sparsity 0 = "
           f"{(masks - reference).abs().max():.1e}; transformers {dense_s:.2f} s, ours at s=0.5 {sparse_s:.2f} s")
-    # Search the backbone's knobs for 70 % of its predicted dense latency at 1024x768; configs are scored by how
-    # closely the whole model's outputs (masks and classes) agree with dense ones, on two smaller probe images.
+    # Search per-stage sparsity for the whole model at 1024x768: every latency is the backbone's prediction plus
+    # the rest of the model (pixel decoder, transformer decoder), measured here at sparsity 0 beside the backbone.
+    # Configs are scored by how closely the whole model's outputs (masks and classes) agree with dense ones, on two
+    # smaller probe images.
     images, kind = probe_images((1, 3, 384, 288), num_images=2)
     proxy = AgreementProxy(model, images, name=f"agreement-cosine({kind}, 2x384x288)")
-    result = SearchSession(model, hw="cpu", latency_budget=0.7, input_shape=(1, 3, *SIZE), proxy=proxy,
-                           population=8, parents=4, generations=2).run()
+    search = dict(hw="cpu", input_shape=(1, 3, *SIZE), proxy=proxy, population=8, parents=4, generations=2)
+    try:  # 70 % of the whole model's latency: Amdahl's law decides whether any config can get there
+        session = SearchSession(model, latency_budget=0.7, **search)
+    except ValueError as err:
+        print(f"refused: {err}")
+        session = SearchSession(model, latency_budget=0.7, budget_of="backbone", **search)
+    result = session.run()
     print(result.summary())
-
-
+    print(result.validate("cpu", repeats=1, warmup=1, rounds=1))  # the model as called and its backbone, timed
 def main() -> None:
     torch.manual_seed(0)  # the random weights, so every run builds the same models
     x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(0))

@@ -232,3 +232,27 @@ def test_a_profile_of_the_whole_model_carries_its_rest_to_the_predictor_and_the_
     from_profile = rest_of_model(forward, predictor, SearchSpace.from_model(model.backbone), SHAPE)
     assert from_profile.source == "measured" and from_profile.ms == rest["ms"] and "when it was profiled" in \
         from_profile.note
+
+
+def test_the_profile_command_times_a_users_whole_model(tmp_path, monkeypatch, capsys):
+    from sparsevit_sdk.cli import fit, profile
+
+    (tmp_path / "my_models.py").write_text(
+        "from sparsevit_sdk import build_model\nimport torch.nn as nn\n\n"
+        "class Seg(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.backbone = build_model('swin_micro')\n        self.head = nn.Conv2d(32, 4, 1)\n\n"
+        "    def forward(self, x):\n        return self.head(self.backbone(x)[0])\n\n\n"
+        "def segmenter():\n    return Seg()\n\n\ndef not_a_model():\n    return 3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "p"
+    assert profile.main(["--device", "cpu", "--model", "my_models:segmenter", "--quick", "--out", str(out),
+                         "--no-progress"]) == 0
+    assert profile.main(["--device", "cpu", "--model", "my_models:not_a_model", "--quick", "--out", str(out)]) == 2
+    assert profile.main(["--device", "cpu", "--model", "my_models:nope", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "returned a int, not a torch.nn.Module" in err and "cannot import 'nope'" in err
+    hw = next(p.name for p in out.iterdir())
+    assert fit.main(["--profiles", str(out / hw), "--out", str(tmp_path / "pred.json")]) == 0
+    rest = LatencyPredictor.load(tmp_path / "pred.json").rest_
+    assert len(rest) == 1 and next(iter(rest)).startswith("Seg-") and next(iter(rest.values()))["calls"] == 1

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+import torch
 
 from .._atomic import check_writable
 from ..hardware import get_hardware, looks_like_file
@@ -84,6 +88,25 @@ def hardware(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{err}; or 'local' (calibrate on this CPU), or give a predictor .json "
                                          "file") from err
     return text
+
+
+def user_model(text: str) -> tuple[str, object]:
+    """``--model``: a built-in name as it is, or ``module:function`` (a user's whole model): the
+    function is imported and called with no arguments, and must return the model to time."""
+    if ":" not in text:
+        return text, text
+    module, _, function = text.partition(":")
+    if os.getcwd() not in sys.path:  # as `python -m` does: the user's module sits where the command runs
+        sys.path.insert(0, os.getcwd())
+    try:
+        build = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"--model {text}: cannot import {function!r} from {module!r} ({err}); give "
+                         "module:function, importable from here, that returns your model") from err
+    model = build()
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"--model {text}: {function}() returned a {type(model).__name__}, not a torch.nn.Module")
+    return function, model
 
 
 def check_output(flag: str, *paths: str | os.PathLike | None) -> None:

@@ -25,7 +25,7 @@ from ..profiler.fingerprint import default_hw
 from ..profiler.remote import profile_on_ray
 from ..profiler.sweep import DTYPES, SweepSettings, profile_model
 from ..profiler.timing import CLOCKS
-from ._args import check_output, positive_int, resolution
+from ._args import check_output, positive_int, resolution, user_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     p.add_argument("--hw", help="target name, the dataset's folder (default: cpu, or the GPU's name)")
-    p.add_argument("--model", action="append", required=True, help="built-in model name; repeat for several")
+    p.add_argument("--model", action="append", required=True,
+                   help="built-in model name, or module:function returning your whole model (it is then also timed "
+                        "as it is called, beside its backbone: the rest of the model on this device); repeat for "
+                        "several")
     p.add_argument("--resolution", action="append", type=resolution, metavar="HxW",
                    help="input size, e.g. 672x672; repeat for several (default: 224x224)")
     p.add_argument("--batch", action="append", type=positive_int, help="batch size; repeat for several (default: 1)")
@@ -82,16 +85,20 @@ def _profile(args: argparse.Namespace) -> None:
         raise ValueError("--ray-address needs --hw NAME: the custom resource of the node to profile on "
                          "(and the dataset's folder)")
     hw = args.hw or default_hw(args.device)
-    check_output("--out", *(dataset_path(args.out, hw, name) for name in args.model))  # before any measuring
-    for name in args.model:
+    models = [user_model(text) for text in args.model]
+    check_output("--out", *(dataset_path(args.out, hw, name) for name, _ in models))  # before any measuring
+    for name, model in models:
         start = time.perf_counter()
         sweep = dict(resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,
                      dtype=args.dtype, hw=hw, out=args.out, settings=settings, threads=args.threads,
                      clock=args.clock, seed=args.seed, resume=args.resume, note=args.note)
         if args.ray_address:
+            if not isinstance(model, str):
+                raise ValueError("--ray-address profiles built-in models by name; profile your own model on the "
+                                 "node itself (sparsevit-profile --model module:function there)")
             rows = profile_on_ray(name, address=args.ray_address, **sweep)
         else:
-            rows = profile_model(name, progress=not args.no_progress, **sweep)
+            rows = profile_model(model, name=name, progress=not args.no_progress, **sweep)
         path = dataset_path(args.out, hw, name)
         spread = (rows["p90_ms"] / rows["p10_ms"]).median() if len(rows) else float("nan")
         print(f"{name}: {len(rows)} new measurements in {time.perf_counter() - start:.0f} s (median p90/p10 "
