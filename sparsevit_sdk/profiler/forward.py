@@ -119,8 +119,8 @@ class ModelForward(nn.Module):
         if in_model[0] != rows[0]:
             raise ValueError(f"the backbone inside {self.describe} sees another input size than the "
                              f"{tuple(x.shape)} given (its first stage holds {in_model[0]} tokens, not {rows[0]}): "
-                             "the model resizes its input first; pass input_shape= the size its backbone sees, or "
-                             "resize outside the model")
+                             "the model resizes its input first, so latencies would be predicted for the wrong size; "
+                             "resize outside the model and pass input_shape= the size the model then gets")
         return calls
 
 
@@ -160,7 +160,7 @@ class RestOfModel:
 
 
 def measure_rest(forward: ModelForward, input_shape: Sequence[int], device: str | torch.device = "cpu", *,
-                 threads: int | None = None, clock: str = "wall", budget_s: float = 20.0,
+                 threads: int | None = None, clock: str = "wall", runtime: str = "eager", budget_s: float = 20.0,
                  pairs: tuple[int, int] = (5, 25)) -> RestOfModel:
     """Time ``forward`` and its backbone at the sparsity it has (the caller sets it dense) call by
     call, alternating; the rest is the median of the paired differences (whole minus ``calls``
@@ -169,6 +169,7 @@ def measure_rest(forward: ModelForward, input_shape: Sequence[int], device: str 
     Paired calls share the machine's state of the moment, so drift and load cancel: the rest of a
     classifier is a few per cent of its time, less than two separate minima differ by on a shared
     machine.  As many pairs as fit in ``budget_s`` (within ``pairs``) after one warm-up pair.
+    ``runtime`` ("eager", "compiled", "onnxruntime") runs both, each compiled or exported once.
     """
     shape = check_input_shape(input_shape, forward.backbone.in_chans)
     x = torch.randn(*shape, device=device)
@@ -176,10 +177,16 @@ def measure_rest(forward: ModelForward, input_shape: Sequence[int], device: str 
     if forward.is_backbone:
         return RestOfModel()
     backbone = forward.backbone
+    if runtime == "eager":
+        fns = (lambda: forward(x), lambda: backbone(x))
+    else:
+        from ..deploy.runtimes import runtime_call  # optional machinery, loaded when asked for
+
+        fns = tuple(runtime_call(m, x, runtime, threads=threads) for m in (forward, backbone))
 
     def sample() -> tuple[float, float]:
         return tuple(time_callable(fn, device, warmup=0, repeats=1, threads=threads, clock=clock).min_ms
-                     for fn in (lambda: forward(x), lambda: backbone(x)))
+                     for fn in fns)
 
     first = sample()
     count = min(max(int(budget_s * 1e3 / sum(first)), pairs[0]), pairs[1])

@@ -28,6 +28,7 @@ from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..predictor import LatencyPredictor
 from ..profiler.fingerprint import device_fingerprint
 from ..profiler.forward import ModelForward, RestOfModel, measure_rest
+from ..profiler.timing import num_threads
 
 
 def fitted_elsewhere(predictor: LatencyPredictor) -> tuple[str | None, dict | None]:
@@ -61,10 +62,12 @@ def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: Sea
             backbone_ms=stored["backbone_ms"], source="measured",
             note=f"measured on {predictor.hardware} when it was profiled: {forward.describe} {stored['whole_ms']:.4g} "
                  f"ms, backbone {stored['backbone_ms']:.4g} ms x {stored['calls']}")
-    threads, clock = (int(here["threads"]), here["clock"]) if why is None else (1, "cpu")
-    with preserved(forward.model, training=False):
+    # here: as the predictor's data was timed, in its runtime; else one thread, eager, as estimates are
+    threads, clock, runtime = ((int(here["threads"]), here["clock"], predictor.runtime_) if why is None else
+                               (1, "cpu", "eager"))
+    with preserved(forward.model, training=False), num_threads(threads), torch.no_grad():
         backbone.set_sparsity(space.dense())
-        measured = measure_rest(forward, input_shape, "cpu", threads=threads, clock=clock)
+        measured = measure_rest(forward, input_shape, "cpu", threads=threads, clock=clock, runtime=runtime)
     if why is None:
         return measured
     dense_ms = predictor.predict_config(backbone, space.dense(), input_shape)
