@@ -268,7 +268,15 @@ class LatencyPredictor:
         for granularity in {cfg.granularity for cfg in configs}:
             idx = [i for i, cfg in enumerate(configs) if cfg.granularity == granularity]
             out[idx] = table.layer_sum(np.array([configs[i].ratios for i in idx], dtype=float), granularity)
-        return self._scales([arch.signature])[0] * out + self.overhead_ms_
+        ms = self._scales([arch.signature])[0] * out + self.overhead_ms_
+        bad = ~(np.isfinite(ms) & (ms > 0) & (ms < persistence.HOUR_MS))
+        if bad.any():  # a number no device can take is an error, never a latency
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"the {self.hardware_} predictor gives {ms[i]:.6g} ms for {arch.signature} at "
+                             f"{configs[i]} and input {'x'.join(map(str, shape))}: not a latency (it must be positive, "
+                             f"finite and under an hour); the predictor is damaged or was fitted on bad data: "
+                             f"{persistence.REFIT}")
+        return ms
 
     def _table(self, arch: Architecture, input_shape: tuple[int, ...], dtype: str) -> CostTable:
         key = (arch, input_shape, dtype)

@@ -19,6 +19,7 @@ from .._documents import DocumentError, Field, check_header, header, read_json
 from .._version import __version__
 from ..arch import BLOCK_KINDS
 from ..dataset.schema import RUNTIMES
+from .boosters import check_booster
 from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
 from .gpu_model import FIGURE_RUNTIMES, GpuConstants
 from .rows import STATISTICS
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 FORMAT = "sparsevit-latency-predictor"
 SCHEMA_VERSION = 3  # 2: unit_curves; 3: the v2 feature, the block kinds fitted, a scale per kind
+HOUR_MS = 3.6e6  # no latency a predictor gives, or a file holds, reaches an hour
 REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
 
 
@@ -77,7 +79,7 @@ def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) ->
         runtime_=doc["runtime"].text(RUNTIMES),
         fingerprint_=doc["fingerprint"].mapping(),
         scale_={_block_kind(kind, doc["scale"]): s.number(above=0) for kind, s in doc["scale"].items()},
-        overhead_ms_=doc["overhead_ms"].number(minimum=0),
+        overhead_ms_=doc["overhead_ms"].number(minimum=0, maximum=HOUR_MS),
         ms_per_gflop_=float(doc["ms_per_gflop"].number(above=0, nullable=True) or "nan"),  # null: no model rows
         unit_scale_={group: _read_curve(scale, minimum=0) for group, scale in doc["unit_scale"].items()},
         unit_curves_={key: _read_curve(curve) for key, curve in doc["unit_curves"].items()},
@@ -114,6 +116,7 @@ def _read_unit(unit: Field) -> tuple[np.ndarray, xgb.Booster]:
     coef = np.array([c.number(minimum=0) for c in linear.elements(length=3)])
     if not coef.any():
         raise linear.error("is all zeros: the analytic base would be 0 ms")
+    check_booster(unit["booster"], len(FEATURES))  # before xgboost, which trusts its own files
     booster = xgb.Booster()
     try:
         booster.load_model(bytearray(json.dumps(unit["booster"].mapping()).encode()))

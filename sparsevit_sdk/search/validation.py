@@ -3,6 +3,7 @@ with the real sparse kernels and set the measurements beside what was predicted.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +141,10 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     fitted_threads = result.predictor_info.get("threads") or []
     if threads is None and dev.type == "cpu" and len(fitted_threads) == 1:
         threads = int(fitted_threads[0])
+        if not 1 <= threads <= (os.cpu_count() or 1):  # a number from a file steers the machine: bound it
+            raise ValueError(f"the result says its predictor was measured with {threads} threads "
+                             f"(predictor_info.threads), and this machine has {os.cpu_count()} CPUs; pass "
+                             "threads=N to validate with N")
     threads = threads or torch.get_num_threads()
     fitted_clocks = {fp.get("clock") for fp in fingerprints}
     if clock is None:

@@ -1,0 +1,95 @@
+"""Numbers read from files are checked where they would crash, mislead or steer the machine:
+predictor trees down to every index, predictions a device can take, thread counts from results."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from sparsevit_sdk import LatencyPredictor, SearchResult, SearchSpace, build_model
+from sparsevit_sdk._documents import DocumentError
+from sparsevit_sdk.cli import search as search_cli
+
+SHAPE = (1, 3, 112, 112)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    return LatencyPredictor.load("cpu").to_dict()
+
+
+def _tree(doc: dict, unit: str = "block_pair", tree: int = 0) -> dict:
+    return doc["units"][unit]["booster"]["learner"]["gradient_booster"]["model"]["trees"][tree]
+
+
+def _leaf(tree: dict) -> int:
+    return tree["left_children"].index(-1)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t["left_children"].__setitem__(0, -5), r"left_children' has -5 at node 0"),
+    (lambda t: t["left_children"].__setitem__(0, 99999), r"left_children' has 99999 at node 0"),
+    (lambda t: t["right_children"].__setitem__(0, 1), "does not make one tree"),
+    (lambda t: t["split_indices"].__setitem__(0, 5000), r"splits on feature 5000; the model has 18"),
+    (lambda t: t["split_conditions"].__setitem__(_leaf(t), 1e30), r"has 1e\+30 at node \d+, expected a finite value"),
+    (lambda t: t["base_weights"].__setitem__(0, float("nan")), "base_weights' has nan at node 0"),
+    (lambda t: t["split_type"].__setitem__(0, 1), "categorical split"),
+    (lambda t: t["parents"].pop(), "has 16 entries, expected num_nodes = 17"),
+    (lambda t: t["tree_param"].__setitem__("num_nodes", "x"), r"num_nodes' is 'x', expected an integer"),
+])
+def test_a_damaged_tree_is_refused_naming_the_unit_and_field_before_xgboost_loads_it(shipped, edit, message):
+    doc = copy.deepcopy(shipped)
+    edit(_tree(doc))
+    with pytest.raises(DocumentError, match=r"units\.block_pair\.booster\.learner\.gradient_booster\.model\.trees"
+                                            r"\[0\]\.") as err:
+        LatencyPredictor.from_dict(doc, source="bad.json")
+    assert err.match(message) and err.match("bad.json")
+
+
+def test_booster_counts_must_match_the_predictor(shipped):
+    doc = copy.deepcopy(shipped)
+    doc["units"]["norm"]["booster"]["learner"]["learner_model_param"]["num_feature"] = "19"
+    with pytest.raises(DocumentError, match=r"num_feature' is '19', expected 18"):
+        LatencyPredictor.from_dict(doc)
+    doc = copy.deepcopy(shipped)
+    doc["units"]["norm"]["booster"]["learner"]["gradient_booster"]["model"]["trees"].pop()
+    with pytest.raises(DocumentError, match="but the file holds 299 trees"):
+        LatencyPredictor.from_dict(doc)
+
+
+def test_a_damaged_predictor_file_fails_the_search_command_in_one_line(tmp_path, shipped, capsys):
+    doc = copy.deepcopy(shipped)
+    _tree(doc)["left_children"][0] = -5  # xgboost itself would crash the process (rc 139) at the first prediction
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    rc = search_cli.main(["--model", "swin_micro", "--hw", str(path), "--resolution", "112x112",
+                          "--out", str(tmp_path / "r.json"), "--no-progress"])
+    assert rc == 2 and "left_children' has -5 at node 0" in capsys.readouterr().err
+
+
+def test_overheads_and_predictions_no_device_can_take_are_errors(shipped, micro):
+    doc = copy.deepcopy(shipped)
+    doc["overhead_ms"] = 1e300
+    with pytest.raises(DocumentError, match=r"overhead_ms' is 1e\+300, expected a finite number >= 0 and <= 3.6e\+06"):
+        LatencyPredictor.from_dict(doc)
+    doc = copy.deepcopy(shipped)
+    doc["scale"] = {kind: 1e12 for kind in doc["scale"]}
+    predictor = LatencyPredictor.from_dict(doc)
+    with pytest.raises(ValueError, match="not a latency .* under an hour"):
+        predictor.predict_config(micro, SearchSpace.from_model(micro).dense(), SHAPE)
+
+
+def test_validation_refuses_a_thread_count_from_a_file_beyond_this_machine(tmp_path, micro):
+    from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+    from sparsevit_sdk.search import SearchSession
+
+    proxy = AgreementProxy(micro, probe_images((1, 3, 64, 64), num_images=1)[0])
+    result = SearchSession(micro, "cpu", input_shape=SHAPE, proxy=proxy, latency_budget=0.95, population=4,
+                           parents=2, generations=0, progress=False).run()
+    data = result.to_dict()
+    data["predictor_info"]["threads"] = [10000]
+    loaded = SearchResult.from_dict(data, model=build_model("swin_micro"))
+    with pytest.raises(ValueError, match=r"measured with 10000 threads .* pass threads=N"):
+        loaded.validate("cpu", repeats=1, warmup=0, rounds=1)
