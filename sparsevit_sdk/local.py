@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import torch.nn as nn
 
+from ._atomic import check_writable, write_json
 from ._data import shipped_predictors
 from ._documents import DocumentError
 from .arch import Architecture
@@ -74,14 +75,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPARSEVIT_CACHE") or "~/.cache/sparsevit_sdk").expanduser() / "predictors"
 
 
-def cache_key(fingerprint: dict, arch: Architecture, input_shape: Sequence[int], dtype: str,
-              runtime: str = "eager", whole: str | None = None) -> str:
-    """What a calibration is valid for: the device (its fingerprint holds the threads and
-    clock), the architecture, the input shape, the dtype and the runtime; and for a whole model,
-    its key (the rest of the model was timed too)."""
-    what = {"fingerprint": fingerprint["fingerprint_id"], "signature": arch.signature, "mlp_ratio": arch.mlp_ratio,
+def cache_fields(fingerprint: dict, arch: Architecture, input_shape: Sequence[int], dtype: str,
+                 runtime: str = "eager", whole: str | None = None) -> dict:
+    """What a calibration is valid for: the device (its fingerprint id, threads and clock), the
+    architecture, the input shape, the dtype and the runtime; and for a whole model, its key (the
+    rest of the model was timed too).  A cache entry holds these, and is used only for them."""
+    return {"fingerprint": fingerprint["fingerprint_id"], "threads": fingerprint["threads"],
+            "clock": fingerprint.get("clock", "wall"), "signature": arch.signature, "mlp_ratio": arch.mlp_ratio,
             "input_shape": list(input_shape), "dtype": dtype, "runtime": runtime, **({"whole": whole} if whole else {})}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_key(fields: dict) -> str:
+    """The file name of the cache entry for :func:`cache_fields`."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def nearest_shipped(cls: type[LatencyPredictor], fingerprint: dict) -> LatencyPredictor:
@@ -132,16 +138,23 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     arch = Architecture.from_model(backbone)
     forward = ModelForward(model, call)
     whole = None if forward.is_backbone else forward.key()
-    path = cache_dir() / f"{cache_key(fingerprint, arch, shape, dtype, runtime, whole)}.json"
+    key = cache_fields(fingerprint, arch, shape, dtype, runtime, whole)
+    path = cache_dir() / f"{cache_key(key)}.json"
+    if cache:
+        check_writable(path)  # an unusable cache folder is found now, not after minutes of measuring
     if cache and not refresh and path.is_file():
         try:
             cached = cls.load(path)
         except DocumentError as err:  # written by another sparsevit-sdk version: measure again, replace it
             logger.info("not reusing the calibration in %s (%s); measuring again", path, err)
         else:
-            logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
-                        fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
-            return cached
+            if cached.calibration_.get("cache_key") == key:
+                logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
+                            fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
+                return cached
+            logger.warning("the calibration cached in %s was not written for this device, model and input (it "
+                           "holds %s, expected %s); measuring again and replacing it", path,
+                           cached.calibration_.get("cache_key"), key)
     base = base if base is not None else nearest_shipped(cls, fingerprint)
     logger.info("calibrating the %s predictor to this %s (%s, %s threads, %s) at input %s; cached in %s",
                 base.hardware_, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)),
@@ -149,7 +162,8 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     rows = profile_model(model, resolutions=[shape[2:]], batches=[shape[0]], device=dev, dtype=dtype, hw=LOCAL,
                          settings=CALIBRATION if runtime == "eager" else RUNTIME_CALIBRATION, threads=threads,
                          clock=clock, runtime=runtime, call=call, progress=progress)
-    predictor = cls.calibrate(base, rows)
+    document = cls.calibrate(base, rows).to_dict()
+    document["calibration"]["cache_key"] = key  # what the entry is for, checked when it is read
     if cache:
-        predictor.save(path)
-    return predictor
+        write_json(path, document, separators=(",", ":"))
+    return cls.from_dict(document, source=str(path))

@@ -30,7 +30,7 @@ def micro():
     return build_model("swin_micro")
 
 
-def test_for_device_fixes_a_base_three_times_too_slow_and_caches_the_result(cache, micro, monkeypatch):
+def test_for_device_fixes_a_base_three_times_too_slow_and_caches_the_result(cache, micro, monkeypatch, caplog):
     base = LatencyPredictor.load("cpu")
     base._set_learned(unit_scale_={"*": [[0.0, 3.0]]})
     dense = SearchSpace.from_model(micro).dense()
@@ -54,15 +54,34 @@ def test_for_device_fixes_a_base_three_times_too_slow_and_caches_the_result(cach
         LatencyPredictor.for_device("cpu", micro, SHAPE, refresh=True, progress=False)
     with pytest.raises(AssertionError, match="measured again"):  # another input shape is another calibration
         LatencyPredictor.for_device("cpu", micro, (1, 3, 140, 140), progress=False)
+    # the entry holds the key it was written for: a valid predictor of another device in its slot is not used
+    assert predictor.calibration_["cache_key"]["input_shape"] == list(SHAPE)
+    (path,) = cache.glob("*.json")
+    LatencyPredictor.load("intel-xeon-amx-2t").save(path)
+    with pytest.raises(AssertionError, match="measured again"):
+        LatencyPredictor.for_device("cpu", micro, SHAPE, progress=False)
+    assert "was not written for this device" in caplog.text
 
 
 def test_the_cache_key_names_device_model_shape_and_dtype(micro):
-    fp = {"fingerprint_id": "abc"}
+    fp = {"fingerprint_id": "abc", "threads": 1}
     arch = local.Architecture.from_model(micro)
-    keys = {local.cache_key(fp, arch, SHAPE, "fp32"), local.cache_key({"fingerprint_id": "abd"}, arch, SHAPE, "fp32"),
-            local.cache_key(fp, arch, (2, 3, 112, 112), "fp32"), local.cache_key(fp, arch, SHAPE, "bf16"),
-            local.cache_key(fp, local.Architecture.from_model(build_model("swin_t")), SHAPE, "fp32")}
-    assert len(keys) == 5
+
+    def key(*args) -> str:
+        return local.cache_key(local.cache_fields(*args))
+    keys = {key(fp, arch, SHAPE, "fp32"), key({**fp, "fingerprint_id": "abd"}, arch, SHAPE, "fp32"),
+            key(fp, arch, (2, 3, 112, 112), "fp32"), key(fp, arch, SHAPE, "bf16"),
+            key(fp, local.Architecture.from_model(build_model("swin_t")), SHAPE, "fp32"),
+            key(fp, arch, SHAPE, "fp32", "eager", "Seg-0123")}
+    assert len(keys) == 6
+
+
+def test_an_unusable_cache_folder_is_refused_before_measuring(tmp_path, micro, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SPARSEVIT_CACHE", str(blocker))
+    with pytest.raises(OSError, match="file"):
+        LatencyPredictor.for_device("cpu", micro, SHAPE, progress=False)
 
 
 @pytest.mark.parametrize("kwargs, message", [
