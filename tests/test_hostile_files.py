@@ -93,3 +93,37 @@ def test_validation_refuses_a_thread_count_from_a_file_beyond_this_machine(tmp_p
     loaded = SearchResult.from_dict(data, model=build_model("swin_micro"))
     with pytest.raises(ValueError, match=r"measured with 10000 threads .* pass threads=N"):
         loaded.validate("cpu", repeats=1, warmup=0, rounds=1)
+
+
+def test_sparsity_is_saved_with_the_state_dict_and_a_dense_state_dict_is_the_sources(micro):
+    timm = pytest.importorskip("timm")
+    import torch
+
+    from sparsevit_sdk import set_sparsity, sparse_backbone, sparsify
+
+    model = build_model("swin_micro")
+    model.set_sparsity(SearchSpace.from_model(model).uniform(0.5))
+    fresh = build_model("swin_micro", seed=1)
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.block_sparsity == model.block_sparsity  # the reloaded model skips the same windows
+    x = torch.randn(1, 3, 112, 112)
+    torch.testing.assert_close(fresh(x)[0], model(x)[0], rtol=0, atol=0)
+
+    def tiny():
+        return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, embed_dim=32,
+                                 depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+    source = tiny()
+    sparse = sparsify(source)
+    assert set(sparse.state_dict()) == set(source.state_dict())  # dense: timm's own keys, both ways
+    set_sparsity(sparse, SearchSpace.from_model(sparse).uniform(0.3))
+    saved = sparse.state_dict()
+    again = sparsify(tiny())
+    again.load_state_dict(saved)
+    assert sparse_backbone(again).block_sparsity == [[0.3, 0.3]] * 4
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "layers.0.sparsity"'):
+        tiny().load_state_dict(saved)  # a sparse checkpoint is not a dense timm one, and says so
+    again.load_state_dict(source.state_dict())  # a dense checkpoint makes it dense
+    assert sparse_backbone(again).block_sparsity == [[0.0, 0.0]] * 4
+    saved["layers.0.sparsity"] = torch.tensor([2.0, 0.1])
+    with pytest.raises(RuntimeError, match=r"layers.0.sparsity: expected one sparsity in \[0, 1\) per block"):
+        again.load_state_dict(saved)

@@ -282,6 +282,8 @@ class SparseSwinStage(nn.Module):
         self.sparsity: list[float] = [0.0] * depth
         self.window_score: WindowScore = "norm"  # how select() ranks windows; see WINDOW_SCORES
         self._layouts: dict[tuple, WindowLayout] = {}
+        self.register_state_dict_post_hook(_save_sparsity)
+        self.register_load_state_dict_pre_hook(_load_sparsity)
 
     def layout(
         self, H: int, W: int, device: torch.device, windowing: Windowing | None = None
@@ -336,6 +338,30 @@ class SparseSwinStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, C_in)`` → ``(B, H', W', C_out)``."""
         return self.forward_blocks(self.downsample(x))
+
+
+SPARSITY_KEY = "sparsity"  # a stage's state_dict entry while it skips windows (absent when dense)
+
+
+def _save_sparsity(stage: SparseSwinStage, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """Sparsity is the model's state, so it is saved; a dense stage saves nothing, so its
+    state_dict stays the source library's, key for key (timm and HF checkpoints load either way)."""
+    if any(stage.sparsity):
+        state_dict[prefix + SPARSITY_KEY] = torch.tensor(stage.sparsity, dtype=torch.float64)
+
+
+def _load_sparsity(stage: SparseSwinStage, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                   missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+    """Set the saved sparsity (none saved: the checkpoint was dense); a value no stage can take
+    is reported as load_state_dict reports a bad tensor, and leaves the stage as it was."""
+    saved = state_dict.pop(prefix + SPARSITY_KEY, None)
+    values = [0.0] * len(stage.blocks) if saved is None else torch.as_tensor(saved, dtype=torch.float64).tolist()
+    if (not isinstance(values, list) or len(values) != len(stage.blocks)
+            or not all(isinstance(v, float) and 0.0 <= v < 1.0 for v in values)):
+        error_msgs.append(f"{prefix}{SPARSITY_KEY}: expected one sparsity in [0, 1) per block ({len(stage.blocks)}), "
+                          f"got {saved!r}")
+        return
+    stage.sparsity = values
 
 
 def _per_stage(value: int | Sequence[int], stages: int, name: str) -> tuple[int, ...]:
