@@ -7,6 +7,11 @@ or the new one whatever happens in between (a full disk, a file-size limit, Ctrl
 crash), and the sibling is removed on any failure.  :func:`check_writable` lets a command
 refuse a bad output path before the work whose result it is meant to hold.
 
+A target that is a symbolic link is written through it (the file it points to is replaced, the
+link stays), as ``open(path, "w")`` would.  A writer killed outright (SIGKILL, power loss) can
+leave its temporary sibling behind; the next write of the same file removes the ones older than
+:data:`ORPHAN_AGE_S` (a live writer's is younger).
+
 The bottom layer: imports nothing from the package, so every module can use it.
 """
 
@@ -15,10 +20,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+ORPHAN_AGE_S = 3600.0  # a temporary sibling this old belongs to no live writer
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -30,13 +38,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     An OSError names ``path`` and says the previous file is unchanged; returns ``path``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: concurrent writers never share one
+    target = path.resolve() if path.is_symlink() else path  # write what the link points to, keep the link
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: concurrent writers never share one
+    _remove_orphans(target)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())  # the bytes are on the disk before the name points to them
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as err:  # KeyboardInterrupt included: leave no half file behind
         with contextlib.suppress(OSError):  # never created, or its folder could not be
             tmp.unlink()
@@ -45,6 +55,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
             raise (OSError(err.errno, message) if err.errno else OSError(message)) from err
         raise
     return path
+
+
+def _remove_orphans(target: Path) -> None:
+    """Temporary siblings of ``target`` left by writers that were killed, never by live ones."""
+    now = time.time()
+    for old in target.parent.glob(f".{target.name}.*.tmp") if target.parent.is_dir() else ():
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            if now - old.stat().st_mtime > ORPHAN_AGE_S:
+                old.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -72,6 +91,8 @@ def check_writable(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file path")
+    if path.is_symlink():  # written through: what matters is where the link points
+        return check_writable(path.resolve()) and path
     folder = next(p for p in path.parents if p.exists())  # the nearest that exists; atomic_write creates the rest
     if not folder.is_dir():
         raise NotADirectoryError(f"cannot create {path}: {folder} is a file, not a folder")

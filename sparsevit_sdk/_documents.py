@@ -52,6 +52,8 @@ def read_json(path: str | os.PathLike, *, what: str, fix: str) -> Any:
         return json.loads(Path(path).read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DocumentError(f"{path}: not a sparsevit {what} (not JSON: {err}); {fix}") from err
+    except RecursionError as err:  # nesting deeper than any document the SDK writes
+        raise DocumentError(f"{path}: not a sparsevit {what} (JSON nested too deep to read); {fix}") from err
 
 
 def _show(value: Any) -> str:

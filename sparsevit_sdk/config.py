@@ -115,15 +115,20 @@ class SparsityConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> SparsityConfig:
-        try:
-            monotonic = data.get("monotonic", True)
-            if not isinstance(monotonic, bool):
-                raise ValueError(f"not a sparsity config: 'monotonic' must be true or false, got {monotonic!r}")
-            return cls(tuple(data["ratios"]), str(data["signature"]), data.get("granularity", "pair"), monotonic)
-        except (KeyError, TypeError) as err:
-            raise ValueError(
-                f"not a sparsity config (needs 'ratios' and 'signature'): {data!r}"
-            ) from err
+        """A config from :meth:`to_dict`'s document, each field of its own type (a string of
+        digits is not a list of ratios, nor ``true`` a ratio)."""
+        if not isinstance(data, dict) or "ratios" not in data or "signature" not in data:
+            raise ValueError(f"not a sparsity config (needs an object with 'ratios' and 'signature'): {data!r:.200}")
+        ratios, signature = data["ratios"], data["signature"]
+        if not isinstance(ratios, list | tuple) or not all(isinstance(r, int | float) and not isinstance(r, bool)
+                                                           for r in ratios):
+            raise ValueError(f"not a sparsity config: 'ratios' must be a list of numbers, got {ratios!r:.200}")
+        if not isinstance(signature, str):
+            raise ValueError(f"not a sparsity config: 'signature' must be a string, got {signature!r:.200}")
+        monotonic = data.get("monotonic", True)
+        if not isinstance(monotonic, bool):
+            raise ValueError(f"not a sparsity config: 'monotonic' must be true or false, got {monotonic!r}")
+        return cls(tuple(ratios), signature, data.get("granularity", "pair"), monotonic)
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
@@ -135,13 +140,16 @@ class SparsityConfig:
     def from_json(cls, source: str | os.PathLike, model=None) -> SparsityConfig:
         """Read a config from a JSON string or file; with ``model``, refuse a mismatch now."""
         text = str(source)
-        if not text.lstrip().startswith("{"):
-            with open(source) as f:
-                text = f.read()
+        if not text.lstrip().startswith(("{", "[")):  # JSON text starts so; anything else names a file
+            try:
+                with open(source, encoding="utf-8") as f:
+                    text = f.read()
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{source!s:.80}: not a sparsity config (not UTF-8 text)") from err
         try:
             cfg = cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{source!s:.80}: not valid JSON ({err})") from err
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise ValueError(f"{source!s:.80}: not valid JSON ({type(err).__name__}: {err!s:.100})") from err
         if model is not None:
             cfg.check_model(model.signature)
         return cfg
@@ -176,6 +184,9 @@ class SearchSpace:
         if not grid:
             raise ValueError("grid must hold at least one sparsity value")
         self.grid = tuple(sorted(_check_ratio(g, "grid") for g in grid))
+        if len(set(self.grid)) != len(self.grid):  # a repeated value would be drawn twice as often
+            raise ValueError(f"grid has repeated values {sorted({g for g in self.grid if self.grid.count(g) > 1})}; "
+                             "give each sparsity once")
         self.monotonic = monotonic
         kind = "pair" if granularity == "pair" else "block"
         self.knobs = []

@@ -127,3 +127,81 @@ def test_sparsity_is_saved_with_the_state_dict_and_a_dense_state_dict_is_the_sou
     saved["layers.0.sparsity"] = torch.tensor([2.0, 0.1])
     with pytest.raises(RuntimeError, match=r"layers.0.sparsity: expected one sparsity in \[0, 1\) per block"):
         again.load_state_dict(saved)
+
+
+def test_writes_follow_a_symlink_and_remove_orphaned_temporary_files(tmp_path):
+    import os
+    import time
+
+    from sparsevit_sdk._atomic import ORPHAN_AGE_S, check_writable, write_json
+
+    real = tmp_path / "data" / "real.json"
+    real.parent.mkdir()
+    real.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert check_writable(link) == link
+    write_json(link, {"new": 1})
+    assert link.is_symlink() and json.loads(real.read_text()) == {"new": 1}  # the link kept, its target updated
+    old, young = real.parent / ".real.json.deadbeef.tmp", real.parent / ".real.json.cafef00d.tmp"
+    for orphan in (old, young):
+        orphan.write_text("half a file")
+    stale = time.time() - 2 * ORPHAN_AGE_S
+    os.utime(old, (stale, stale))
+    write_json(link, {"new": 2})
+    assert not old.exists() and young.exists()  # a live writer's temporary file is never touched
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ('{"ratios": "0000", "signature": "s"}', "'ratios' must be a list of numbers, got '0000'"),
+    ('{"ratios": [true, 0], "signature": "s"}', "'ratios' must be a list of numbers"),
+    ('{"ratios": [0.5], "signature": 7}', "'signature' must be a string"),
+    ("[0.5, 0.5, 0.5, 0.5]", r"needs an object with 'ratios' and 'signature'\): \[0.5"),
+    ("[" * 200_000 + "]" * 200_000, "not valid JSON"),
+])
+def test_config_text_of_the_wrong_shape_is_refused_naming_the_field(source, message):
+    from sparsevit_sdk import SparsityConfig
+
+    with pytest.raises(ValueError, match=message):
+        SparsityConfig.from_json(source)
+
+
+def test_a_grid_with_repeated_values_is_refused(micro):
+    with pytest.raises(ValueError, match=r"grid has repeated values \[0.5\]"):
+        SearchSpace.from_model(micro, grid=[0.0, 0.5, 0.5])
+
+
+@pytest.fixture(scope="module")
+def saved_result(micro) -> dict:
+    from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+    from sparsevit_sdk.search import SearchSession
+
+    proxy = AgreementProxy(micro, probe_images((1, 3, 64, 64), num_images=1)[0])
+    return SearchSession(micro, "cpu", input_shape=SHAPE, proxy=proxy, latency_budget=0.95, population=4, parents=2,
+                         generations=0, progress=False).run().to_dict()
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("predicted_ms", -5, "predicted_ms is -5, expected a latency"),
+    ("predicted_ms", 0, "predicted_ms is 0"),
+    ("predicted_ms", "11.5", "predicted_ms is '11.5'"),
+    ("predicted_ms", None, "predicted_ms is None"),
+    ("score", float("nan"), "score is nan, expected a finite number"),
+    ("input_shape", [1, 3, 112.5, 112], "input_shape is .* four positive integers"),
+    ("best", {"ratios": [0.1, 0.1, 0.1, 0.1]}, "best is '.*', expected a config of the history"),
+])
+def test_a_result_file_must_agree_with_itself(tmp_path, saved_result, field, value, message):
+    data = copy.deepcopy(saved_result)
+    data[field] = {**data["best"], **value} if field == "best" else value
+    with pytest.raises(ValueError, match=f"r.json: corrupt search result: {message}"):
+        SearchResult.from_dict(data, source="r.json")
+
+
+def test_a_binary_or_deeply_nested_result_file_is_refused_in_one_line(tmp_path):
+    binary = tmp_path / "r.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DocumentError, match="not a sparsevit search result"):
+        SearchResult.load(binary)
+    binary.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(DocumentError, match="nested too deep"):
+        SearchResult.load(binary)

@@ -12,10 +12,10 @@ neither exports the dense model.  Load your own weights in Python and call
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
+from .._documents import read_json
 from ..config import SearchSpace, SparsityConfig
 from ..deploy import export_onnx
 from ..models import build_model, list_models
@@ -43,9 +43,9 @@ def _config(args: argparse.Namespace, space: SearchSpace) -> SparsityConfig:
         return space.uniform(args.uniform)
     if args.config is None:
         return space.dense()
-    with open(args.config) as f:
-        doc = json.load(f)
-    return SparsityConfig.from_dict(doc.get("best", doc))  # a search result holds its config as "best"
+    doc = read_json(args.config, what="config or search result", fix="give a file written by sparsevit-search "
+                                                                     "--out or SparsityConfig.to_json")
+    return SparsityConfig.from_dict(doc.get("best", doc) if isinstance(doc, dict) else doc)  # a result: "best"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

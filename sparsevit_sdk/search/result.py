@@ -7,7 +7,6 @@ write one JSON file (never a pickle).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -20,7 +19,7 @@ import pandas as pd
 import torch.nn as nn
 
 from .._atomic import write_json
-from .._documents import check_header, header
+from .._documents import check_header, header, read_json
 from ..accuracy.adapt import LossFn, TrainLog, finetune
 from ..accuracy.distill import Distillation
 from ..config import SparsityConfig
@@ -185,9 +184,31 @@ class SearchResult:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: corrupt search result ({type(err).__name__}: {err})") from err
+        result._check_consistent(source)
         if model is not None:
             result.best.check_model(sparse_backbone(model).signature)
         return result
+
+    def _check_consistent(self, source: str) -> None:
+        """A result read from a file must agree with itself: latencies a device can take, an
+        image shape, and a best config the history scored with the latency recorded for it."""
+        def bad(field: str, value: Any, expected: str) -> ValueError:
+            return ValueError(f"{source}: corrupt search result: {field} is {value!r}, expected {expected}; re-run "
+                              "the search (or restore the file)")
+        for name in ("predicted_ms", "dense_predicted_ms", "budget_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 3.6e6:
+                raise bad(name, value, "a latency in ms, positive and under an hour")
+        for name in ("score", "dense_score"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise bad(name, value, "a finite number")
+        if len(self.input_shape) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                                 for d in self.input_shape):
+            raise bad("input_shape", list(self.input_shape), "four positive integers (B, C, H, W)")
+        row = self.history[self.history["ratios"] == self.best.ratios]
+        if row.empty or not math.isclose(float(row["predicted_ms"].iloc[0]), self.predicted_ms, rel_tol=1e-9):
+            raise bad("best", str(self.best), f"a config of the history predicted at {self.predicted_ms:.6g} ms")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result as one JSON file, atomically: a failed write keeps the previous file."""
@@ -196,10 +217,8 @@ class SearchResult:
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: nn.Module | None = None) -> SearchResult:
         """Read a saved result; with ``model``, it can be validated (and must match it)."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not a sparsevit search result (not JSON: {err})") from err
+        data = read_json(path, what="search result", fix="give the JSON file a search saved (result.save, "
+                                                             "sparsevit-search --out)")
         return cls.from_dict(data, model=model, source=str(path))
 
 
