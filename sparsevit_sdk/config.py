@@ -118,7 +118,7 @@ class SparsityConfig:
         """A config from :meth:`to_dict`'s document, each field of its own type (a string of
         digits is not a list of ratios, nor ``true`` a ratio)."""
         if not isinstance(data, dict) or "ratios" not in data or "signature" not in data:
-            raise ValueError(f"not a sparsity config (needs an object with 'ratios' and 'signature'): {data!r:.200}")
+            raise ValueError(f"not a sparsity config (needs 'ratios' and 'signature' in an object): {data!r:.200}")
         ratios, signature = data["ratios"], data["signature"]
         if not isinstance(ratios, list | tuple) or not all(isinstance(r, int | float) and not isinstance(r, bool)
                                                            for r in ratios):

@@ -72,7 +72,7 @@ def _edit(doc: dict, dotted: str, value) -> dict:
     ("units.block_pair.linear.1", -1e-8, "'units.block_pair.linear[1]'", ">= 0"),
     ("units.norm.linear", [0.1, 0.0], "'units.norm.linear'", "has 2 entries, expected 3"),
     ("units.score", ..., "'units.score'", "is missing"),
-    ("units.score.booster", {"learner": 1}, "'units.score.booster'", "not a model xgboost"),
+    ("units.score.booster", {"learner": 1}, "'units.score.booster.learner'", "is 1, expected an object"),
 ])
 def test_predictor_field_is_refused_on_load(predictor_doc, tmp_path, field, value, named, expected):
     """Today ``scale: -1`` loads and a search "succeeds" at negative milliseconds."""

@@ -156,7 +156,7 @@ def test_writes_follow_a_symlink_and_remove_orphaned_temporary_files(tmp_path):
     ('{"ratios": "0000", "signature": "s"}', "'ratios' must be a list of numbers, got '0000'"),
     ('{"ratios": [true, 0], "signature": "s"}', "'ratios' must be a list of numbers"),
     ('{"ratios": [0.5], "signature": 7}', "'signature' must be a string"),
-    ("[0.5, 0.5, 0.5, 0.5]", r"needs an object with 'ratios' and 'signature'\): \[0.5"),
+    ("[0.5, 0.5, 0.5, 0.5]", r"needs 'ratios' and 'signature' in an object\): \[0.5"),
     ("[" * 200_000 + "]" * 200_000, "not valid JSON"),
 ])
 def test_config_text_of_the_wrong_shape_is_refused_naming_the_field(source, message):
