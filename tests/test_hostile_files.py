@@ -205,3 +205,46 @@ def test_a_binary_or_deeply_nested_result_file_is_refused_in_one_line(tmp_path):
     binary.write_text("[" * 200_000 + "]" * 200_000)
     with pytest.raises(DocumentError, match="nested too deep"):
         SearchResult.load(binary)
+
+
+@pytest.fixture(scope="module")
+def profile_rows():
+    from sparsevit_sdk.profiler import SweepSettings, profile_model
+
+    return profile_model("swin_micro", resolutions=["112x112"], grid=(0.0, 0.5), progress=False,
+                         settings=SweepSettings(warmup=0, repeats=1, model_repeats=1, random_configs=0, rounds=1))
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("p10_ms", True, "column 'p10_ms' holds true/false values"),
+    ("batch", 1.7, "column 'batch' row 0 is 1.7, expected a whole number"),
+    ("windows_kept", 10_000, "keeps 10000 of .* windows"),
+    ("dtype", "fp64", r"unknown dtype values \['fp64'\]"),
+])
+def test_profile_rows_are_checked_by_type_and_meaning(profile_rows, column, value, message):
+    from sparsevit_sdk.profiler import SchemaError, validate_frame
+
+    rows = profile_rows.copy()
+    rows[column] = rows[column].astype(object)
+    rows.loc[0, column] = value
+    with pytest.raises(SchemaError, match=f"p.parquet: .*{message}"):
+        validate_frame(rows, "p.parquet")
+
+
+@pytest.mark.parametrize("command", ["export", "calibrate", "fit"])
+def test_ctrl_c_in_every_command_says_interrupted_and_exits_130(tmp_path, monkeypatch, capsys, command):
+    from sparsevit_sdk.cli import calibrate, export, fit
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    module, argv = {
+        "export": (export, ["--model", "swin_micro", "--out", str(tmp_path / "m.onnx")]),
+        "calibrate": (calibrate, ["--model", "swin_micro", "--resolution", "112x112"]),
+        "fit": (fit, ["--profiles", str(tmp_path), "--out", str(tmp_path / "p.json")]),
+    }[command]
+    target = {"export": (export, "export_onnx"), "calibrate": (LatencyPredictor, "for_device"),
+              "fit": (fit, "load_profiles")}[command]
+    monkeypatch.setattr(*target, interrupt)
+    assert module.main(argv) == 130
+    assert f"sparsevit-{command}: interrupted" in capsys.readouterr().err

@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"sparsevit-calibrate: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sparsevit-calibrate: interrupted; nothing was cached or written, run it again", file=sys.stderr)
+        return 130
     dense = predictor.predict_config(model, SearchSpace.from_model(model).dense(), shape)
     info = predictor.calibration_
     checked = (f"; cross-validated on its {info['model_rows']} whole models: {info['cv_within_10']:.0f} % within "

@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as err:
         print(f"sparsevit-export: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sparsevit-export: interrupted; nothing was written, run it again", file=sys.stderr)
+        return 130
     print(f"wrote {path}: {args.model} at {list(config.ratios)}, input {args.batch}x{model.in_chans}x{h}x{w}")
     return 0
 

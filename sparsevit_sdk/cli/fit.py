@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, SchemaError, ValueError) as err:
         print(f"sparsevit-fit: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sparsevit-fit: interrupted; nothing was written, run it again", file=sys.stderr)
+        return 130
     m = predictor.metrics_
     scales = ", ".join(f"{kind} {s:.3f}" for kind, s in predictor.scale_.items())
     print(f"wrote {path}: {predictor!r}, overhead {predictor.overhead_ms_:.3f} ms, whole-model scale {scales}")

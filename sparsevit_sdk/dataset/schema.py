@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+DTYPE_NAMES = ("fp32", "fp16", "bf16")  # what a unit was timed in (the profiler's DTYPES maps them to torch)
 LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model", "whole")
 FORWARD_KINDS = ("model", "whole")  # rows that time a whole forward: never fitted as units
 # what a latency is measured in (deploy/runtimes.py builds each): eager PyTorch, torch.compile
@@ -101,6 +102,26 @@ class SchemaError(ValueError):
     """A profile file that does not follow :data:`COLUMNS`."""
 
 
+def _check_numbers(df: pd.DataFrame, source: str) -> None:
+    """Numbers mean what they say before any cast: a boolean is no latency or count, and an
+    integer column (a batch, a window count) holds whole numbers, not 1.7 truncated to 1."""
+    for column, kind in COLUMNS.items():
+        if kind not in ("int64", "float64"):
+            continue
+        values = df[column]
+        if pd.api.types.is_bool_dtype(values) or (values.dtype == object and values.map(
+                lambda v: isinstance(v, bool | np.bool_)).any()):
+            raise SchemaError(f"{source}: column {column!r} holds true/false values, expected numbers; the file is "
+                              "damaged or was edited: restore it, or re-profile with `sparsevit-profile`")
+        if kind == "int64" and not pd.api.types.is_integer_dtype(values):
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(float)  # not a number: NaN, refused below
+            fraction = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+            if fraction.any():
+                first = int(np.flatnonzero(fraction)[0])
+                raise SchemaError(f"{source}: column {column!r} row {first} is {numbers[first]}, expected a whole "
+                                  "number; the file is damaged or was edited")
+
+
 def validate_frame(df: pd.DataFrame, source: str = "dataset") -> pd.DataFrame:
     """Check columns, kinds and values; return the frame with canonical dtypes (and the
     :data:`ADDED` columns filled in for files written before them)."""
@@ -111,10 +132,21 @@ def validate_frame(df: pd.DataFrame, source: str = "dataset") -> pd.DataFrame:
             f"{source}: missing columns {missing}; is this a sparsevit profile? "
             "Re-create it with `sparsevit-profile`"
         )
+    _check_numbers(df, source)
     try:
         df = df[list(COLUMNS)].astype(COLUMNS)
     except (ValueError, TypeError) as err:
         raise SchemaError(f"{source}: a column has values of the wrong type ({err})") from err
+    for column, known in (("dtype", DTYPE_NAMES),):
+        bad = sorted(set(df[column]) - set(known))
+        if bad:
+            raise SchemaError(f"{source}: unknown {column} values {bad}; expected {list(known)}")
+    over = df["windows_kept"] > df["windows_total"]
+    if over.any():
+        first = int(over.to_numpy().nonzero()[0][0])
+        raise SchemaError(f"{source}: row {first} keeps {df['windows_kept'].iloc[first]} of "
+                          f"{df['windows_total'].iloc[first]} windows (column 'windows_kept'): a unit cannot keep "
+                          "more windows than it has; the file is damaged or was edited")
     for column, known in (("layer", LAYER_KINDS), ("runtime", RUNTIMES)):
         bad = sorted(set(df[column]) - set(known))
         if bad:

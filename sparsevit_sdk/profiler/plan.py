@@ -37,12 +37,13 @@ import torch
 
 from ..arch import kept_windows, num_windows, unit_costs
 from ..config import SearchSpace, SparsityConfig
+from ..dataset.schema import DTYPE_NAMES
 from ..sparse.swin import SparseSwin
 from ..sparse.windows import pad_to_windows
 from .forward import ModelForward
 from .timing import LatencyStats, measure_latency, time_callable
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16)))  # the schema's names
 _CALL_OVERHEAD_FLOPS = 2e6  # launch cost of one unit call, in FLOPs, for the ETA only
 
 
