@@ -41,7 +41,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 def _rows(indices: range) -> pd.DataFrame:
     """Valid profile rows that differ only in their key's ``index``."""
-    row = {c: "x" if t == "string" else 1 for c, t in COLUMNS.items()} | {"layer": "norm", "runtime": "eager"}
+    row = {c: "x" if t == "string" else 1 for c, t in COLUMNS.items()} | {"layer": "norm", "runtime": "eager",
+                                                                         "dtype": "fp32"}
     return pd.DataFrame([{**row, "index": i} for i in indices])
 
 
