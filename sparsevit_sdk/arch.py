@@ -18,6 +18,7 @@ Pure Python and numpy: importing it loads no torch, pandas or xgboost.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ import numpy as np
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
+# tensors of a token map's size a block holds at its peak (qkv 3, the MLP's hidden layer 4 at ratio 4,
+# attention scores, norms, the residual): what sizes the activation estimate of a forward
+ACTIVATION_COPIES = 12
 _SIGNATURE = re.compile(r"^swin(v2)?-e(\d+)-d([\d.]+)-h([\d.]+)-w([\d.]+)-p(\d+)$")
 BLOCK_KINDS: tuple[str, ...] = ("v1", "v2")  # Swin V1 and Swin V2 blocks
 CPB_HIDDEN = 512  # width of Swin V2's position-bias MLP (2 → 512 → heads)
@@ -158,6 +162,31 @@ class Architecture:
     def windows_total(self, img_h: int, img_w: int) -> list[int]:
         """Windows per image in every stage (of the padded grid)."""
         return [num_windows(h, w, ws) for (h, w), ws in zip(self.stage_tokens(img_h, img_w), self.window_size)]
+
+    def activation_bytes(self, input_shape: Sequence[int], dtype_bytes: int = 4) -> int:
+        """A rough peak of one forward's activations: the largest stage's padded token map times
+        the tensors a block holds at once (qkv, the MLP's hidden layer, scores, the residual)."""
+        b, _, h, w = input_shape
+        return max(b * padded(th, ws) * padded(tw, ws) * dim * ACTIVATION_COPIES * dtype_bytes
+                   for (th, tw), ws, dim in zip(self.stage_tokens(h, w), self.window_size, self.dims))
+
+    def check_fits(self, input_shape: Sequence[int], *, fix: str = "a smaller resolution") -> None:
+        """Refuse, before any allocation, an input whose activations cannot fit this machine's
+        free memory, with the estimate and ``fix``."""
+        need = self.activation_bytes(input_shape)
+        free = available_memory()
+        if free is not None and need > free:
+            raise ValueError(f"input {'x'.join(map(str, input_shape))} needs about {need / 2**30:.1f} GiB of "
+                             f"activations for {self.signature}, and this machine has {free / 2**30:.1f} GiB free; "
+                             f"use {fix}")
+
+
+def available_memory() -> int | None:
+    """Free physical memory in bytes where the OS says (Linux, macOS), else None."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 # -- costs -------------------------------------------------------------------------------------

@@ -123,6 +123,7 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     """See :meth:`LatencyPredictor.for_device`."""
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
+    Architecture.from_model(backbone).check_fits(shape, fix="a smaller input shape (--resolution)")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if any(d % 2 for d in backbone.depths):

@@ -25,6 +25,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .._version import __version__
+from ..arch import Architecture
 from ..config import SearchSpace
 from ..dataset.files import claim_folder, dataset_path, merge_rows, read_frame
 from ..dataset.schema import KEY, empty_frame, validate_frame
@@ -95,6 +96,8 @@ def profile_model(
     if any(b < 1 for *_, b in shapes):
         raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
     net, name, whole = _resolve_model(model, name, call)
+    for h, w, b in shapes:
+        Architecture.from_model(net).check_fits((b, net.in_chans, h, w), fix="a smaller --resolution or --batch")
     if any(d % 2 for d in net.depths):
         raise ValueError(f"profiling times block pairs, so every stage depth must be even; got {net.depths}")
     threads = threads or (1 if dev.type == "cpu" else None)

@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from .._atomic import check_writable
 from ..accuracy import default_proxy
+from ..arch import Architecture
 from ..config import SearchSpace, SparsityConfig
 from ..local import LOCAL
 from ..predictor import LatencyPredictor
@@ -134,6 +135,11 @@ class SearchSession:
         self.model = model
         self.backbone = sparse_backbone(model)
         self.input_shape = check_input_shape(input_shape, self.backbone.in_chans)
+        arch = Architecture.from_model(self.backbone)
+        arch.check_fits(self.input_shape, fix="a smaller input_shape (--resolution)")
+        if proxy is None and proxy_resolution is not None:
+            arch.check_fits((proxy_images, *self.input_shape[1:2], *proxy_resolution),
+                            fix="a smaller or no proxy_resolution (--proxy-resolution), or fewer proxy_images")
         self.space = space if space is not None else SearchSpace.from_model(self.backbone)
         if self.space.signature != self.backbone.signature:
             raise ValueError(f"the search space is for {self.space.signature!r}, the model is "
