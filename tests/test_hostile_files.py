@@ -267,3 +267,46 @@ def test_a_resolution_that_cannot_fit_is_refused_before_any_allocation(tmp_path,
     err = capsys.readouterr().err
     assert f"sparsevit-{command}: error: input 1x3x20000x20000 needs about 107.5 GiB of activations" in err
     assert "this machine has 16.0 GiB free" in err and "a smaller" in err and not out.exists()
+
+
+class _Pool:
+    """A tiny whole model: the backbone's pooled last stage, a linear classifier."""
+
+    def __new__(cls):
+        import torch.nn as nn
+
+        class Pool(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.backbone = build_model("swin_micro")
+                self.head = nn.Linear(self.backbone.dims[-1], 4)
+
+            def forward(self, x):
+                return self.head(self.backbone(x)[-1].mean((2, 3)))
+        return Pool()
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("nan-images", r"the batch of step 0 holds non-finite values in input 0 .* clean the data"),
+    ("huge-lr", r"parameter '.*' became non-finite or huge .* in the update before step 1 .* lower lr"),
+])
+def test_training_that_goes_non_finite_leaves_the_model_as_it_was(case, message):
+    import torch
+    import torch.nn.functional as F
+
+    from sparsevit_sdk.accuracy import finetune
+
+    model = _Pool()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.randn(2, 3, 64, 64)
+    if case == "nan-images":
+        images[0, 0, 0, 0] = float("nan")
+    labels = torch.tensor([0, 1])
+    lr = 1e30 if case == "huge-lr" else 1e-3
+    with pytest.raises(FloatingPointError, match=message):
+        finetune(model, [(images, labels)], F.cross_entropy, 3, config=SearchSpace.from_model(model.backbone).uniform(
+            0.5), lr=lr, distill=False, progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # every weight as it was
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got inf"):
+        finetune(model, [(images, labels)], F.cross_entropy, 1, lr=float("inf"), progress=False)

@@ -128,43 +128,79 @@ def _train(
     """
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
-    device = next(model.parameters()).device
-    dense = adapter.space.dense()
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(steps, int(warmup * steps)))
     log = TrainLog()
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), preserved(model, training=True):
-        torch.manual_seed(seed)
-        batches = _cycle(loader)
-        bar = tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True)
-        for step in bar:
-            args, kwargs, targets = _call(next(batches), device)
-            configs = pick(step)
-            optimizer.zero_grad(set_to_none=True)
-            total, teacher = 0.0, None
-            for cfg in configs:
-                adapter.apply(cfg)
-                outputs = model(*args, **kwargs)
-                loss = _loss(outputs, targets, loss_fn)
-                if adapter.in_place and cfg == dense:
-                    teacher = outputs  # the dense run teaches the sparse runs after it
-                elif adapter.distill is not None:
-                    loss = loss + adapter.distillation(outputs, *args, teacher_outputs=teacher, **kwargs)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {step} with config {cfg}; lower lr")
-                loss.backward()
-                total += loss.item()
-            if max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            log.configs.append(configs)
-            log.losses.append(total / len(configs))
-            bar.set_postfix(loss=f"{log.losses[-1]:.4f}", refresh=False)
+    saved = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]  # put back if training fails
+    try:
+        with torch.random.fork_rng(devices=[]), preserved(model, training=True):
+            _steps(model, loader, loss_fn, steps, adapter, pick, optimizer, schedule, log, max_grad_norm, seed,
+                   progress, desc)
+    except Exception:
+        with torch.no_grad():
+            for tensor, before in zip((*model.parameters(), *model.buffers()), saved):
+                tensor.copy_(before)
+        raise
     log.wall_s = time.perf_counter() - start
     logger.info("%s: %d steps in %.1f s, final loss %.4f", desc, steps, log.wall_s, log.losses[-1])
     return log
+
+
+WEIGHT_LIMIT = 1e4  # |weight| no trained network reaches: beyond it an update has blown up
+
+
+def _non_finite(model: nn.Module, args: tuple, kwargs: dict, step: int, cfg: SparsityConfig, loss: float) -> str:
+    """Why a loss is not finite: the batch's inputs, a weight the last update broke, or neither."""
+    for name, value in [*((f"input {i}", a) for i, a in enumerate(args)), *kwargs.items()]:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            return (f"the batch of step {step} holds non-finite values in {name} (NaN or inf in the data): clean "
+                    "the data; the model's weights were put back as they were before training")
+    for name, param in model.named_parameters():  # non-finite, or so large that the forward overflows
+        if not torch.isfinite(param).all() or param.detach().abs().max() > WEIGHT_LIMIT:
+            return (f"parameter {name!r} became non-finite or huge (|w| up to {param.detach().abs().max().item():.3g}) "
+                    f"in the update before step {step} (loss {loss}): lower lr or set max_grad_norm; the model's "
+                    "weights were put back as they were before training")
+    return (f"loss became {loss} at step {step} with config {cfg} from finite inputs and weights: check the loss "
+            "function, or lower lr; the model's weights were put back as they were before training")
+
+
+def _steps(model: nn.Module, loader: Iterable[Batch], loss_fn: LossFn | None, steps: int, adapter: SparsityAdapter,
+           pick: Callable[[int], tuple[SparsityConfig, ...]], optimizer: torch.optim.Optimizer,
+           schedule: torch.optim.lr_scheduler.LRScheduler, log: TrainLog, max_grad_norm: float | None, seed: int,
+           progress: bool, desc: str) -> None:
+    """The steps of :func:`_train`, appending to ``log``."""
+    device = next(model.parameters()).device
+    dense = adapter.space.dense()
+    torch.manual_seed(seed)
+    batches = _cycle(loader)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        args, kwargs, targets = _call(next(batches), device)
+        configs = pick(step)
+        optimizer.zero_grad(set_to_none=True)
+        total, teacher = 0.0, None
+        for cfg in configs:
+            adapter.apply(cfg)
+            outputs = model(*args, **kwargs)
+            loss = _loss(outputs, targets, loss_fn)
+            if adapter.in_place and cfg == dense:
+                teacher = outputs  # the dense run teaches the sparse runs after it
+            elif adapter.distill is not None:
+                loss = loss + adapter.distillation(outputs, *args, teacher_outputs=teacher, **kwargs)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(_non_finite(model, args, kwargs, step, cfg, loss.item()))
+            loss.backward()
+            total += loss.item()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        log.configs.append(configs)
+        log.losses.append(total / len(configs))
+        bar.set_postfix(loss=f"{log.losses[-1]:.4f}", refresh=False)
 
 
 def finetune(
