@@ -164,7 +164,8 @@ def test_adapt_changes_weights_deterministically_and_restores_state(seg, space):
         log = adapt(model, small_loader(), segmentation_loss, steps=3, seed=seed, progress=False)
         assert not model.training and model.block_sparsity == [[0.3, 0.3]] * 4
         runs.append((model.state_dict(), [c[0] for c in log.configs]))
-    changed = [k for k, v in runs[0][0].items() if not torch.equal(v, before[k])]
+    assert set(runs[0][0]) - set(before) == {f"backbone.stages.{i}.sparsity" for i in range(4)}  # sparse: saved
+    changed = [k for k, v in before.items() if not torch.equal(v, runs[0][0][k])]
     assert len(changed) > len(before) // 2
     assert all(torch.equal(v, runs[1][0][k]) for k, v in runs[0][0].items()) and runs[0][1] == runs[1][1]
     assert runs[0][1] != runs[2][1]
