@@ -310,3 +310,21 @@ def test_training_that_goes_non_finite_leaves_the_model_as_it_was(case, message)
     assert all(torch.equal(before[k], after[k]) for k in before)  # every weight as it was
     with pytest.raises(ValueError, match="lr must be a positive finite number, got inf"):
         finetune(model, [(images, labels)], F.cross_entropy, 1, lr=float("inf"), progress=False)
+
+
+def test_a_checkpoint_has_one_writer(tmp_path, micro):
+    from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+    from sparsevit_sdk.search import SearchSession
+    from sparsevit_sdk.search.checkpoint import CheckpointInUse, owning
+
+    checkpoint = tmp_path / "search.ckpt"
+    proxy = AgreementProxy(micro, probe_images((1, 3, 64, 64), num_images=1)[0])
+    session = SearchSession(micro, "cpu", input_shape=SHAPE, proxy=proxy, latency_budget=0.95, population=4,
+                            parents=2, generations=1, progress=False, checkpoint=checkpoint)
+    with owning(checkpoint):  # a search running elsewhere holds it
+        with pytest.raises(CheckpointInUse, match=r"being written by another search \(\{\"pid\": \d+"):
+            session.run()
+    assert not checkpoint.exists()  # the refused search wrote nothing
+    assert session.run().best is not None  # once the other has ended, it is this search's
+    with owning(checkpoint):
+        pass  # and the lock is free again after it

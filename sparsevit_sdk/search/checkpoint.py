@@ -8,13 +8,18 @@ pickle: a checkpoint is data, readable by any later version that knows the forma
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from .._atomic import write_json
+from .._atomic import write_json, write_text
 from .._documents import Field, check_header, header, read_json
 from ..config import Granularity
 
@@ -115,3 +120,32 @@ def _read_settings(settings: Field) -> list[float]:
     settings["latency_budget"].number(nullable=True)
     settings["budget_ms"].number(nullable=True)
     return [g.number(minimum=0, below=1) for g in settings["grid"].elements(nonempty=True)]
+
+
+class CheckpointInUse(RuntimeError):
+    """Another search is writing this checkpoint: two would overwrite each other's state."""
+
+
+@contextlib.contextmanager
+def owning(path: str | os.PathLike) -> Iterator[None]:
+    """Hold ``path`` for one search: a second search on the same checkpoint is refused at once,
+    naming the owner (the OS frees the lock if the owner dies, so a killed search never blocks)."""
+    from filelock import FileLock, Timeout  # the session's dependency, loaded with a checkpoint
+
+    path = Path(path)
+    lock = FileLock(path.with_name(f".{path.name}.lock"))
+    owner = path.with_name(f".{path.name}.owner")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as err:
+        who = owner.read_text().strip() if owner.is_file() else "another process"
+        raise CheckpointInUse(f"checkpoint {path} is being written by another search ({who}); give this search "
+                              "its own checkpoint=, or resume this one once that search has ended") from err
+    try:
+        write_text(owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            owner.unlink()
+        lock.release()

@@ -17,6 +17,7 @@ its summary says so; ``max_evaluations`` and ``patience`` bound it further.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ from ..predictor import LatencyPredictor
 from ..profiler.forward import Call, ModelForward, RestOfModel
 from ..sparse.convert import sparse_backbone
 from ..sparse.swin import check_input_shape
-from .checkpoint import SearchState, read_checkpoint, write_checkpoint
+from .checkpoint import SearchState, owning, read_checkpoint, write_checkpoint
 from .engine import EvolutionSearch
 from .executors import resolve_executor
 from .protocols import Executor, Proxy, proxy_name
@@ -285,7 +286,8 @@ class SearchSession:
         the Pareto front and the history."""
         self._started = time.perf_counter()
         try:
-            out = self.engine.run(self._resume_from)
+            with owning(self.checkpoint) if self.checkpoint is not None else contextlib.nullcontext():
+                out = self.engine.run(self._resume_from)
         finally:
             close = getattr(self._owned_executor, "close", None)
             if close is not None:
