@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..arch import BLOCK_KINDS, CPB_HIDDEN, format_signature, kept_windows, padding
 from ..arch import check_input_shape as check_input_shape  # re-exported: callers validate shapes here
 from ..config import SparsityConfig
+from .guards import check_input, load_sparsity, save_sparsity
 from .windows import (
     DEFAULT_WINDOWING,
     Windowing,
@@ -282,8 +283,8 @@ class SparseSwinStage(nn.Module):
         self.sparsity: list[float] = [0.0] * depth
         self.window_score: WindowScore = "norm"  # how select() ranks windows; see WINDOW_SCORES
         self._layouts: dict[tuple, WindowLayout] = {}
-        self.register_state_dict_post_hook(_save_sparsity)
-        self.register_load_state_dict_pre_hook(_load_sparsity)
+        self.register_state_dict_post_hook(save_sparsity)
+        self.register_load_state_dict_pre_hook(load_sparsity)
 
     def layout(
         self, H: int, W: int, device: torch.device, windowing: Windowing | None = None
@@ -328,6 +329,7 @@ class SparseSwinStage(nn.Module):
     def forward_blocks(self, x: torch.Tensor, windowing: Windowing | None = None) -> torch.Tensor:
         """The blocks alone, on a merged map ``(B, H, W, C_out)``; ``windowing`` overrides the
         stage's convention for this call (Hugging Face picks it per call)."""
+        check_input(x, self.blocks[0].norm1.weight)
         B, H, W, C = x.shape
         layout = self.layout(H, W, x.device, windowing)
         x = pad_to_windows(x, self.window_size)  # (B, Hp, Wp, C), a fresh buffer
@@ -339,29 +341,10 @@ class SparseSwinStage(nn.Module):
         """``(B, H, W, C_in)`` → ``(B, H', W', C_out)``."""
         return self.forward_blocks(self.downsample(x))
 
-
-SPARSITY_KEY = "sparsity"  # a stage's state_dict entry while it skips windows (absent when dense)
-
-
-def _save_sparsity(stage: SparseSwinStage, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    """Sparsity is the model's state, so it is saved; a dense stage saves nothing, so its
-    state_dict stays the source library's, key for key (timm and HF checkpoints load either way)."""
-    if any(stage.sparsity):
-        state_dict[prefix + SPARSITY_KEY] = torch.tensor(stage.sparsity, dtype=torch.float64)
-
-
-def _load_sparsity(stage: SparseSwinStage, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
-                   missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
-    """Set the saved sparsity (none saved: the checkpoint was dense); a value no stage can take
-    is reported as load_state_dict reports a bad tensor, and leaves the stage as it was."""
-    saved = state_dict.pop(prefix + SPARSITY_KEY, None)
-    values = [0.0] * len(stage.blocks) if saved is None else torch.as_tensor(saved, dtype=torch.float64).tolist()
-    if (not isinstance(values, list) or len(values) != len(stage.blocks)
-            or not all(isinstance(v, float) and 0.0 <= v < 1.0 for v in values)):
-        error_msgs.append(f"{prefix}{SPARSITY_KEY}: expected one sparsity in [0, 1) per block ({len(stage.blocks)}), "
-                          f"got {saved!r}")
-        return
-    stage.sparsity = values
+    def __prepare_scriptable__(self) -> SparseSwinStage:
+        """torch.jit.script's hook: refuse, naming what works instead."""
+        raise TypeError("a window-sparse Swin cannot be compiled by torch.jit.script (it gathers windows chosen at "
+                        "run time); use torch.compile, or export it with sparsevit_sdk.deploy.export_onnx")
 
 
 def _per_stage(value: int | Sequence[int], stages: int, name: str) -> tuple[int, ...]:
@@ -452,6 +435,7 @@ class SparseSwin(nn.Module):
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Image ``(B, C, H, W)`` → NHWC output of every stage."""
+        check_input(x, next(self.patch_embed.parameters()))
         x = self.patch_embed(x)
         outs = []
         for stage in self.stages:
