@@ -163,6 +163,8 @@ def test_infeasible_budget_is_a_clear_error(swin_t_space):
     (dict(latency_budget=7.0), r"pass budget_ms=7.0"),
     (dict(parents=20), "parents < population"),
     (dict(mode="random"), "mode must be"),
+    (dict(population=10**9, parents=6), r"population must be <= 100000"),  # as a corrupted checkpoint could say
+    (dict(generations=-1), r"generations must be in 0..100000"),
     (dict(executor=object()), "map"),
 ])
 def test_bad_settings_say_how_to_fix_them(swin_t_space, kwargs, message):

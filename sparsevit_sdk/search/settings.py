@@ -29,6 +29,8 @@ DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
 # under 0.5 s, that still holds the whole reference search, which no limit then cuts short:
 # ``patience`` is off by default for that reason.
 DEFAULT_TIMEOUT_S = 600.0
+# far beyond any search (the reference is 100 x 20), near enough to refuse a corrupted file's number
+MAX_POPULATION, MAX_GENERATIONS = 100_000, 100_000
 
 SHAPE_FIELDS = ("mode", "population", "parents", "generations", "mutation_prob", "mutation_share", "seed",
                 "latency_budget", "budget_ms", "budget_of")
@@ -95,8 +97,10 @@ class SearchSettings:
         if not 2 <= self.parents < self.population:
             raise ValueError(f"need 2 <= parents < population, got parents={self.parents}, "
                              f"population={self.population}")
-        if self.generations < 0:
-            raise ValueError(f"generations must be >= 0, got {self.generations}")
+        if self.population > MAX_POPULATION:  # a number from a checkpoint file sizes memory: bound it
+            raise ValueError(f"population must be <= {MAX_POPULATION}, got {self.population}")
+        if not 0 <= self.generations <= MAX_GENERATIONS:
+            raise ValueError(f"generations must be in 0..{MAX_GENERATIONS}, got {self.generations}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0 (extra attempts of a failed evaluation), got {self.retries}")
         for name, p in (("mutation_prob", self.mutation_prob), ("mutation_share", self.mutation_share)):
