@@ -216,7 +216,7 @@ def profile_rows():
 
 
 @pytest.mark.parametrize(("column", "value", "message"), [
-    ("p10_ms", True, "column 'p10_ms' holds true/false values"),
+    ("p10_ms", True, "column 'p10_ms' row 0 holds a true/false value"),
     ("batch", 1.7, "column 'batch' row 0 is 1.7, expected a whole number"),
     ("windows_kept", 10_000, "keeps 10000 of .* windows"),
     ("dtype", "fp64", r"unknown dtype values \['fp64'\]"),

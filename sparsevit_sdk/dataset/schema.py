@@ -109,10 +109,13 @@ def _check_numbers(df: pd.DataFrame, source: str) -> None:
         if kind not in ("int64", "float64"):
             continue
         values = df[column]
-        if pd.api.types.is_bool_dtype(values) or (values.dtype == object and values.map(
-                lambda v: isinstance(v, bool | np.bool_)).any()):
-            raise SchemaError(f"{source}: column {column!r} holds true/false values, expected numbers; the file is "
-                              "damaged or was edited: restore it, or re-profile with `sparsevit-profile`")
+        flags = (np.ones(len(values), bool) if pd.api.types.is_bool_dtype(values) else
+                 values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool) if values.dtype == object else
+                 np.zeros(len(values), bool))  # a numeric column holds no booleans
+        if flags.any():
+            raise SchemaError(f"{source}: column {column!r} row {int(np.flatnonzero(flags)[0])} holds a true/false "
+                              "value, expected a number; the file is damaged or was edited: restore it, or re-profile "
+                              "with `sparsevit-profile`")
         if kind == "int64" and not pd.api.types.is_integer_dtype(values):
             numbers = pd.to_numeric(values, errors="coerce").to_numpy(float)  # not a number: NaN, refused below
             fraction = ~np.isfinite(numbers) | (numbers != np.round(numbers))
