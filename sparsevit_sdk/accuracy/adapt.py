@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..config import SearchSpace, SparsityConfig
 from .adapter import SparsityAdapter
 from .distill import Distillation
@@ -176,7 +176,7 @@ def _steps(model: nn.Module, loader: Iterable[Batch], loss_fn: LossFn | None, st
     dense = adapter.space.dense()
     torch.manual_seed(seed)
     batches = _cycle(loader)
-    bar = tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(steps), desc=desc, enabled=progress)
     for step in bar:
         args, kwargs, targets = _call(next(batches), device)
         configs = pick(step)

@@ -22,8 +22,8 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..config import SearchSpace, SparsityConfig
 from ..sparse.convert import set_sparsity, sparse_backbone
 from .demo import DigitCanvases
@@ -75,7 +75,7 @@ class CachedProxy:
         raise NotImplementedError
 
     def _progress(self, items: Sequence, desc: str) -> Iterable:
-        return tqdm(items, desc=desc, leave=False, disable=not self.progress, dynamic_ncols=True)
+        return progress_bar(items, desc=desc, leave=False, enabled=self.progress)
 
     def cache_info(self) -> CacheInfo:
         return CacheInfo(self._hits, len(self._cache))

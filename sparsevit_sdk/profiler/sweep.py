@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._version import __version__
 from ..arch import Architecture
 from ..config import SearchSpace
@@ -154,7 +154,7 @@ def _run(sweep: SweepPlan, groups: list, common: dict, path: Path | None, progre
 
     count = sum(len(tasks) for _, tasks in groups)
     total = rounds * sum(t.flops * t.calls for _, tasks in groups for t in tasks)
-    bar = tqdm(total=total, disable=not progress or not total,
+    bar = progress_bar(total=total, enabled=progress and bool(total),
                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left")
     try:
         for rnd in range(rounds):
@@ -165,7 +165,7 @@ def _run(sweep: SweepPlan, groups: list, common: dict, path: Path | None, progre
                     r = task.row
                     done += 1
                     bar.set_description_str(f"round {rnd + 1}/{rounds} [{done}/{count}] {sweep.name} {h}x{w} b{b} "
-                                            f"{r['layer']} stage {r['stage']} s={r['sparsity']:.2f}")
+                                            f"{r['layer']} stage {r['stage']} s={r['sparsity']:.2f}", refresh=False)
                     stats = task.measure(acts)
                     old = best.get((g, j))
                     if old is None or stats.p10_ms < old["p10_ms"]:

@@ -43,6 +43,7 @@ import pandas as pd
 from deap import tools
 from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..config import SearchSpace, SparsityConfig
 from .checkpoint import SearchState
 from .evaluation import Ledger
@@ -249,8 +250,8 @@ class EvolutionSearch:
         else:
             pop, first = self._restore(state), state.generation + 1
         stop, ledger, generations = None, self._ledger, self.settings.generations
-        with tqdm(total=generations + 1, initial=first, desc=f"search ({self.settings.mode})", unit="gen",
-                  disable=not self.progress, dynamic_ncols=True) as bar:
+        with progress_bar(total=generations + 1, initial=first, desc=f"search ({self.settings.mode})", unit="gen",
+                          enabled=self.progress) as bar:
             for generation in range(first, generations + 1):
                 stop = self._limit_reached()
                 if stop is not None:
@@ -325,7 +326,8 @@ class EvolutionSearch:
         feasible = float(np.mean([ledger.feasible(self._config(ind)) for ind in pop])) if pop else math.nan
         self._logbook.record(generation=generation, new_configs=len(ledger.ms) - known, evaluations=calls,
                              feasible_fraction=feasible, best_score=best_score, best_ms=ledger.ms[best])
-        bar.set_postfix(best=f"{best_score:.4g}", ms=f"{ledger.ms[best]:.4g}", scored=len(ledger.scores))
+        bar.set_postfix(best=f"{best_score:.4g}", ms=f"{ledger.ms[best]:.4g}", scored=len(ledger.scores),
+                        refresh=False)
         bar.update()
         logger.debug("generation %d: %d new configs, %d scored, best %.4g at %.4g ms", generation,
                      len(ledger.ms) - known, calls, best_score, ledger.ms[best])
