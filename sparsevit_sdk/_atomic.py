@@ -92,7 +92,8 @@ def check_writable(path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file path")
     if path.is_symlink():  # written through: what matters is where the link points
-        return check_writable(path.resolve()) and path
+        check_writable(path.resolve())
+        return path
     folder = next(p for p in path.parents if p.exists())  # the nearest that exists; atomic_write creates the rest
     if not folder.is_dir():
         raise NotADirectoryError(f"cannot create {path}: {folder} is a file, not a folder")

@@ -123,7 +123,8 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     """See :meth:`LatencyPredictor.for_device`."""
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
-    Architecture.from_model(backbone).check_fits(shape, fix="a smaller input shape (--resolution)")
+    arch = Architecture.from_model(backbone)
+    arch.check_fits(shape, fix="a smaller input shape (--resolution)")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if any(d % 2 for d in backbone.depths):
@@ -136,7 +137,6 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
     clock = "cpu" if dev.type == "cpu" and threads == 1 and runtime != "onnxruntime" else "wall"
     check_runtime(runtime, clock)
     fingerprint = device_fingerprint(dev, hw=LOCAL, threads=threads, clock=clock)
-    arch = Architecture.from_model(backbone)
     forward = ModelForward(model, call)
     whole = None if forward.is_backbone else forward.key()
     key = cache_fields(fingerprint, arch, shape, dtype, runtime, whole)

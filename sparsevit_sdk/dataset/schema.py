@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+HOUR_MS = 3.6e6  # no latency a predictor gives, or a file holds, reaches an hour
 DTYPE_NAMES = ("fp32", "fp16", "bf16")  # what a unit was timed in (the profiler's DTYPES maps them to torch)
 LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model", "whole")
 FORWARD_KINDS = ("model", "whole")  # rows that time a whole forward: never fitted as units
@@ -109,9 +110,12 @@ def _check_numbers(df: pd.DataFrame, source: str) -> None:
         if kind not in ("int64", "float64"):
             continue
         values = df[column]
-        flags = (np.ones(len(values), bool) if pd.api.types.is_bool_dtype(values) else
-                 values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool) if values.dtype == object else
-                 np.zeros(len(values), bool))  # a numeric column holds no booleans
+        if pd.api.types.is_bool_dtype(values):
+            flags = np.ones(len(values), bool)
+        elif values.dtype == object:  # mixed values: look at each (a numeric column holds no booleans)
+            flags = values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
+        else:
+            continue
         if flags.any():
             raise SchemaError(f"{source}: column {column!r} row {int(np.flatnonzero(flags)[0])} holds a true/false "
                               "value, expected a number; the file is damaged or was edited: restore it, or re-profile "

@@ -9,6 +9,7 @@ be finite and of a magnitude a log-latency margin can have.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -100,13 +101,10 @@ def _reached(left: np.ndarray, right: np.ndarray) -> int:
 def _integer(field: Field) -> int:
     """xgboost writes counts as strings ("18"); an integer either way."""
     value = field.value
-    try:
-        number = int(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
-    except ValueError:
-        number = None
-    if number is None:
-        raise field.error(f"is {value!r}, expected an integer")
-    return number
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    raise field.error(f"is {value!r}, expected an integer")
 
 
 def _numbers(field: Field, values: Sequence | str) -> np.ndarray:

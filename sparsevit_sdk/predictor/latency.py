@@ -35,7 +35,7 @@ from .._data import shipped_predictors
 from ..arch import signature_blocks
 from ..config import SparsityConfig
 from ..dataset.merge import select_device
-from ..dataset.schema import FORWARD_KINDS, stable_statistic, validate_frame
+from ..dataset.schema import FORWARD_KINDS, HOUR_MS, stable_statistic, validate_frame
 from ..sparse.swin import check_input_shape
 from . import judging, persistence, transfer
 from .costs import CostTable, layer_sums
@@ -269,7 +269,7 @@ class LatencyPredictor:
             idx = [i for i, cfg in enumerate(configs) if cfg.granularity == granularity]
             out[idx] = table.layer_sum(np.array([configs[i].ratios for i in idx], dtype=float), granularity)
         ms = self._scales([arch.signature])[0] * out + self.overhead_ms_
-        bad = ~(np.isfinite(ms) & (ms > 0) & (ms < persistence.HOUR_MS))
+        bad = ~(np.isfinite(ms) & (ms > 0) & (ms < HOUR_MS))
         if bad.any():  # a number no device can take is an error, never a latency
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"the {self.hardware_} predictor gives {ms[i]:.6g} ms for {arch.signature} at "

@@ -18,7 +18,7 @@ from .._atomic import write_json
 from .._documents import DocumentError, Field, check_header, header, read_json
 from .._version import __version__
 from ..arch import BLOCK_KINDS
-from ..dataset.schema import RUNTIMES
+from ..dataset.schema import HOUR_MS, RUNTIMES
 from .boosters import check_booster
 from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
 from .gpu_model import FIGURE_RUNTIMES, GpuConstants
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 FORMAT = "sparsevit-latency-predictor"
 SCHEMA_VERSION = 3  # 2: unit_curves; 3: the v2 feature, the block kinds fitted, a scale per kind
-HOUR_MS = 3.6e6  # no latency a predictor gives, or a file holds, reaches an hour
 REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
 
 
@@ -129,7 +128,8 @@ def _read_rest(rest: Field) -> dict[str, dict[str, float]]:
     """The rests of whole models a profile timed (see :mod:`.rest`): times finite, >= 0, under an hour."""
     table = {}
     for key, entry in rest.items():
-        table[key] = {name: entry[name].number(minimum=0, maximum=3.6e6) for name in ("ms", "whole_ms", "backbone_ms")}
+        table[key] = {name: entry[name].number(minimum=0, maximum=HOUR_MS)
+                      for name in ("ms", "whole_ms", "backbone_ms")}
         table[key]["calls"] = entry["calls"].number(integer=True, minimum=1, maximum=1000)
     return table
 

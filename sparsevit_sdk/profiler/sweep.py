@@ -96,8 +96,9 @@ def profile_model(
     if any(b < 1 for *_, b in shapes):
         raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
     net, name, whole = _resolve_model(model, name, call)
+    arch = Architecture.from_model(net)
     for h, w, b in shapes:
-        Architecture.from_model(net).check_fits((b, net.in_chans, h, w), fix="a smaller --resolution or --batch")
+        arch.check_fits((b, net.in_chans, h, w), fix="a smaller --resolution or --batch")
     if any(d % 2 for d in net.depths):
         raise ValueError(f"profiling times block pairs, so every stage depth must be even; got {net.depths}")
     threads = threads or (1 if dev.type == "cpu" else None)

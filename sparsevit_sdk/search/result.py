@@ -23,6 +23,7 @@ from .._documents import check_header, header, read_json
 from ..accuracy.adapt import LossFn, TrainLog, finetune
 from ..accuracy.distill import Distillation
 from ..config import SparsityConfig
+from ..dataset.schema import HOUR_MS
 from ..profiler.forward import Call, RestOfModel
 from ..sparse.convert import sparse_backbone
 from .outcome import HISTORY_COLUMNS, PROGRESS_COLUMNS, pareto_front
@@ -197,7 +198,7 @@ class SearchResult:
                               "the search (or restore the file)")
         for name in ("predicted_ms", "dense_predicted_ms", "budget_ms"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 3.6e6:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < HOUR_MS:
                 raise bad(name, value, "a latency in ms, positive and under an hour")
         for name in ("score", "dense_score"):
             value = getattr(self, name)

@@ -16,7 +16,7 @@ the settings where a file records both.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..config import SearchSpace
 
@@ -36,7 +36,7 @@ SHAPE_FIELDS = ("mode", "population", "parents", "generations", "mutation_prob",
                 "latency_budget", "budget_ms", "budget_of")
 # what a budget is of: the whole model as the user calls it (its backbone's predicted latency
 # plus the measured rest, see :mod:`.whole`), or its sparse Swin backbone alone
-BUDGET_SCOPES = ("model", "backbone")
+BUDGET_SCOPES: tuple[str, ...] = get_args(BudgetScope)
 
 
 def check_budget(latency_budget: float | None, budget_ms: float | None) -> None:
