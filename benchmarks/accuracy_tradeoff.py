@@ -49,7 +49,7 @@ from _results import now_utc, write_section  # noqa: E402
 from proxy_ranking import CACHE, mean_iou  # noqa: E402
 from search_quality import SEARCH_SIZE, Settings, measured_ms  # noqa: E402
 
-from sparsevit_sdk import SearchSpace, SparsityConfig  # noqa: E402
+from sparsevit_sdk import SearchSpace, SparsityConfig, search_space  # noqa: E402
 from sparsevit_sdk._atomic import write_figure  # noqa: E402
 from sparsevit_sdk.accuracy import (  # noqa: E402
     AgreementProxy,
@@ -62,6 +62,7 @@ from sparsevit_sdk.accuracy import (  # noqa: E402
     train_demo_supernet,
 )
 from sparsevit_sdk.accuracy.distill import class_kl, feature_nmse  # noqa: E402
+from sparsevit_sdk.local import for_device  # noqa: E402
 from sparsevit_sdk.predictor import LatencyPredictor  # noqa: E402
 from sparsevit_sdk.profiler import device_fingerprint  # noqa: E402
 from sparsevit_sdk.profiler.timing import num_threads  # noqa: E402
@@ -117,7 +118,7 @@ def probe(settings: Settings) -> torch.Tensor:
 def step_cost(args: argparse.Namespace) -> str:
     """Seconds per optimiser step of each recipe's training, interleaved rounds on the same batches."""
     dense = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=0), cache_dir=CACHE).dense
-    space = SearchSpace.from_model(dense)
+    space = search_space(dense)
     batches = list(itertools.islice(RECIPE.loader("train", 1_000_000, seed=RECIPE.seed + 1), args.cost_steps))
     n = len(batches)
     kinds: dict[str, Callable] = {
@@ -148,7 +149,7 @@ def terms_table(args: argparse.Namespace) -> str:
     start = time.perf_counter()
     dense = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=0), cache_dir=CACHE).dense
     test = test_batches(args.test_images)
-    rows = ablation(RECIPE, dense, args.term_steps, test, SearchSpace.from_model(dense))
+    rows = ablation(RECIPE, dense, args.term_steps, test, search_space(dense))
     return "\n".join([
         "## Distillation terms", "",
         f"`python benchmarks/accuracy_tradeoff.py --terms --term-steps {args.term_steps}` on "
@@ -170,7 +171,7 @@ def diagnose(args: argparse.Namespace) -> str:
     """
     start = time.perf_counter()
     net = train_demo_supernet(dataclasses.replace(RECIPE, adapt_steps=args.adapt_steps), cache_dir=CACHE)
-    space = SearchSpace.from_model(net.adapted)
+    space = search_space(net.adapted)
     cfg = space.config(args.diagnose)
     model, in_place = copy.deepcopy(net.adapted), copy.deepcopy(net.adapted)
     finetune_pick(model, cfg, args.finetune_steps)
@@ -224,7 +225,7 @@ def finetune_pick(model, cfg: SparsityConfig, steps: int, teacher: str | None = 
 def pixel_errors_and_windows(model, cfg: SparsityConfig, space: SearchSpace, test):
     """Pixel error kinds at dense and at ``cfg``; per stage: windows, kept, mean windows with digit
     pixels per image, and the share of digit tokens in windows the first block pruned."""
-    from sparsevit_sdk.sparse.swin import SparseSwinStage
+    from sparsevit_sdk.sparse.stage import SparseSwinStage
 
     kept: list = []
     original = SparseSwinStage.select
@@ -354,9 +355,9 @@ def run(args: argparse.Namespace) -> str:
     curve = nets["adapt"].dense_curve
     trained_s = time.perf_counter() - start
     test = test_batches(settings.test_images)
-    space = SearchSpace.from_model(dense)
+    space = search_space(dense)
     dense_miou = mean_iou(dense, test, "test mIoU")(space.dense())
-    predictor = LatencyPredictor.for_device("cpu", dense.backbone, (1, 3, SEARCH_SIZE, SEARCH_SIZE), threads=1,
+    predictor = for_device(dense.backbone, (1, 3, SEARCH_SIZE, SEARCH_SIZE), "cpu", threads=1,
                                             progress=False)
     rows: list[Row] = []
     finetune_s = 0.0
@@ -391,8 +392,8 @@ def run(args: argparse.Namespace) -> str:
         final = next(r for r in rows if r.budget == budget and r.recipe == RECIPES[-1])
         within = [c for c in uniform if ms[c] <= final.measured_ms] or [uniform[0]]
         best = max(within, key=uniform_proxy)
-        dense_pred, best_pred = predictor.predict_configs(dense.backbone, [space.dense(), best],
-                                                          (1, 3, SEARCH_SIZE, SEARCH_SIZE))
+        dense_pred, best_pred = predictor.predict_configs(dense.backbone, (1, 3, SEARCH_SIZE, SEARCH_SIZE),
+                                                          [space.dense(), best])
         rows.append(Row(budget, "uniform", best, uniform_score(best), uniform_proxy(best), dense_pred / best_pred,
                         ms[best]))
     if not args.no_write:  # a --no-write smoke test leaves the committed plot alone

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from _results import now_utc, write_section
 
-from sparsevit_sdk import SearchSpace, set_sparsity, sparsify
+from sparsevit_sdk import search_space, set_sparsity, sparsify
 from sparsevit_sdk.devices import resolve_device
 from sparsevit_sdk.profiler import device_fingerprint, parse_resolution
 from sparsevit_sdk.profiler.timing import time_callable
@@ -73,7 +73,7 @@ def bench(name: str, build: Build, shape: tuple[int, ...], device: torch.device,
     source, call = build(shape[2:])
     source.to(device).eval()
     ours = sparsify(source)
-    space = SearchSpace.from_model(ours)
+    space = search_space(ours)
     x = torch.randn(*shape, device=device)
     half = space.uniform(0.5)
     variants = {"source": (source, None), "ours s=0": (ours, space.dense()), "ours s=0.5": (ours, half)}

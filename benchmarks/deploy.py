@@ -19,10 +19,10 @@ from collections.abc import Callable
 import torch
 from _results import now_utc, write_section
 
-from sparsevit_sdk import SearchSession, SearchSpace, SparsityConfig, build_model, set_sparsity
-from sparsevit_sdk.deploy import RUNTIMES, runtime_call
+from sparsevit_sdk import SearchSession, SparsityConfig, build_model, search_space, set_sparsity
 from sparsevit_sdk.profiler import device_fingerprint
 from sparsevit_sdk.profiler.timing import num_threads, time_callable
+from sparsevit_sdk.runtimes import RUNTIMES, runtime_call
 
 
 def searched_config(model: torch.nn.Module, size: int, budget: float) -> SparsityConfig:
@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     model = build_model("swin_t")
     size, all_cores = args.resolution, os.cpu_count() or 1
-    configs = {"dense": SearchSpace.from_model(model).dense(), "searched": searched_config(model, size, args.budget)}
+    configs = {"dense": search_space(model).dense(), "searched": searched_config(model, size, args.budget)}
     x = torch.randn(1, 3, size, size)
     thread_counts = sorted({1, all_cores})
     ms: dict[tuple[str, str, int], float] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from _results import now_utc, write_section
 
-from sparsevit_sdk import SearchSpace, build_model
+from sparsevit_sdk import build_model, search_space
 from sparsevit_sdk.arch import Architecture
 from sparsevit_sdk.hardware import SPECS
 from sparsevit_sdk.predictor import LatencyPredictor
@@ -47,15 +47,15 @@ def leave_one_gpu_out() -> list[str]:
 
 def swin_t_672() -> list[str]:
     net = build_model("swin_t")
-    space = SearchSpace.from_model(net)
+    space = search_space(net)
     shape = (1, 3, 672, 672)
     lines = ["| target | dtype | dense ms | uniform 0.5 ms | speed-up |", "|---|---|---:|---:|---:|"]
     for name, spec in SPECS.items():
         if spec.kind != "gpu":
             continue
         predictor = LatencyPredictor.for_hardware(name)
-        dense, sparse = predictor.predict_configs(net, [space.dense(), space.uniform(0.5)], shape)
-        lines.append(f"| {name} | {predictor.dtype_} | {dense:.2f} | {sparse:.2f} | {dense / sparse:.2f}x |")
+        dense, sparse = predictor.predict_configs(net, shape, [space.dense(), space.uniform(0.5)])
+        lines.append(f"| {name} | {predictor.learned_.dtype} | {dense:.2f} | {sparse:.2f} | {dense / sparse:.2f}x |")
     return lines
 
 

@@ -11,19 +11,26 @@ library's own dense forward on the same weights (torchvision swin_t, timm swinv2
 all in one run.
 
     python benchmarks/kernel_speedup.py [--device cpu] [--threads N] [--rounds 5] [--only v1|v2]
+
+The whole-backbone comparison can also run at several batches, dtypes and runtimes (a GPU's
+matrix; ``benchmarks/gpu_check.sh`` uses it), its rows saved as JSON as each case finishes:
+
+    python benchmarks/kernel_speedup.py --device cuda:0 --only v1 --batch 1 4 --dtype fp16 fp32 \
+        --runtime eager compiled --whole-only --json whole.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from sparsevit_sdk import SearchSpace, build_model, measure_latency, sparsify
-from sparsevit_sdk.arch import Architecture, num_windows
+from sparsevit_sdk import build_model, measure_latency, search_space, sparsify
+from sparsevit_sdk.arch import num_windows
 from sparsevit_sdk.devices import resolve_device
 from sparsevit_sdk.profiler import device_fingerprint
 from sparsevit_sdk.profiler.timing import LatencyStats, num_threads, time_callable
@@ -31,6 +38,7 @@ from sparsevit_sdk.sparse import SparseSwinStage, kept_windows
 from sparsevit_sdk.sparse.windows import pad_to_windows
 
 SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _torchvision_swin_t() -> tuple[str, Callable[[int], nn.Module], Callable]:
@@ -127,37 +135,95 @@ def _reference_ms(variant: Variant, shape: tuple[int, ...], device: torch.device
     return name, _best(runs["reference"]), _best(runs["ours"])
 
 
-def run_variant(variant: Variant, device: torch.device, rounds: int, repeats: int) -> None:
-    model = build_model(variant.model)
-    arch = Architecture.from_model(model)
-    res = variant.resolution
-    print(f"\n## {variant.title} ({arch.signature}) at {res}x{res}\n")
-    print(f"Block pair (W-MSA + SW-MSA), {variant.title} stage shapes at {res}x{res}, best p10 over rounds")
-    print("| stage tokens | dim | windows | s | dense ms | sparse ms | speed-up | ideal | measured/ideal "
-          "| scoring % of dense pair | gather+scatter % of dense pair |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (tokens, _), dim, heads, window in zip(arch.stage_tokens(res, res), arch.dims, arch.num_heads,
-                                               arch.window_size):
-        if num_windows(tokens, tokens, window) == 1:
-            print(f"| {tokens} | {dim} | 1 | - | one window: nothing to skip | | | | | | |")
-            continue
-        for r in bench_stage(tokens, dim, heads, window, arch.block, device, rounds, repeats):
-            print(f"| {r['tokens']} | {r['dim']} | {r['nW']} | {r['s']:.1f} | {r['dense_ms']:.2f} | "
-                  f"{r['sparse_ms']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f}x | {r['ratio']:.2f} | "
-                  f"{r['score_pct']:.1f} | {r['gather_scatter_pct']:.1f} |")
+def whole_backbone(name: str, model: nn.Module, res: int, device: torch.device, rounds: int, batch: int,
+                   dtype: str, runtime: str) -> dict:
+    """Dense vs uniform s=0.5, interleaved round by round; a failure (e.g. a compile error) is
+    returned as the row's ``error`` so the other cases still run.
 
-    space = SearchSpace.from_model(model)
-    shape = (1, 3, res, res)
+    Compiled: one ``torch.compile`` of the model, compiled in the first timed round's warm-up
+    (under inference mode, as timed: measure_latency's compile under no_grad would compile each
+    config twice); Dynamo's cache serves later rounds.  The row counts the graphs Dynamo made and
+    its graph breaks: more graphs than the two configs means recompiles."""
+    from torch._dynamo.utils import counters
+
+    space = search_space(model)
+    shape = (batch, 3, res, res)
+    row = dict(model=name, resolution=res, batch=batch, dtype=dtype, runtime=runtime, device=str(device),
+               sparsity=0.5, torch=torch.__version__)
     dense, half = [], []
-    for _ in range(max(2, rounds // 2)):
-        model.set_sparsity(space.dense())
-        dense.append(measure_latency(model, shape, device, warmup=1, repeats=3))
-        model.set_sparsity(space.uniform(0.5))
-        half.append(measure_latency(model, shape, device, warmup=1, repeats=3))
+    try:
+        if runtime == "compiled":
+            torch._dynamo.reset()  # each case compiles afresh: no recompile limit, no shapes made dynamic before
+            counters.clear()
+            x = torch.randn(shape, device=device, dtype=DTYPES[dtype])
+            model.to(device=device, dtype=DTYPES[dtype]).eval()
+            with torch.inference_mode():  # fill the stages' layout caches first: compiling while they filled
+                for cfg in (space.dense(), space.uniform(0.5)):  # recompiled every stage (seen on the CPU)
+                    model.set_sparsity(cfg)
+                    model(x)
+            compiled = torch.compile(model)
+        for _ in range(max(2, rounds // 2)):
+            for cfg, runs in ((space.dense(), dense), (space.uniform(0.5), half)):
+                model.set_sparsity(cfg)
+                if runtime == "compiled":
+                    runs.append(time_callable(lambda: compiled(x), device, warmup=1, repeats=3))
+                else:
+                    runs.append(measure_latency(model, shape, device, warmup=1, repeats=3, dtype=DTYPES[dtype]))
+    except Exception as err:  # reported, not raised: one case must not end the matrix
+        return {**row, "error": f"{type(err).__name__}: {err}"[:500]}
+    if runtime == "compiled":
+        row.update(graphs=counters["stats"]["unique_graphs"], graph_breaks=sum(counters["graph_break"].values()))
     d, h = _best(dense), _best(half)
-    print(f"\nWhole {variant.title} backbone at {res}x{res}, batch 1: dense {d:.1f} ms, uniform s=0.5 {h:.1f} ms, "
-          f"speed-up {d / h:.2f}x (ideal for the blocks alone 2.00x; median "
-          f"{min(x.median_ms for x in dense):.1f} / {min(x.median_ms for x in half):.1f} ms)")
+    return {**row, "dense_p10_ms": d, "sparse_p10_ms": h, "speedup": d / h,
+            "dense_median_ms": min(x.median_ms for x in dense), "sparse_median_ms": min(x.median_ms for x in half)}
+
+
+def run_variant(variant: Variant, device: torch.device, rounds: int, repeats: int, resolution: int | None = None,
+                batches: tuple[int, ...] = (1,), dtypes: tuple[str, ...] = ("fp32",),
+                runtimes: tuple[str, ...] = ("eager",), whole_only: bool = False,
+                rows: list[dict] | None = None, json_path: str | None = None, model_name: str | None = None) -> None:
+    model_name = model_name or variant.model
+    model = build_model(model_name)
+    arch = model.architecture
+    res = resolution or variant.resolution
+    title = variant.title if model_name == variant.model else model_name
+    print(f"\n## {title} ({arch.signature}) at {res}x{res}\n")
+    if not whole_only:
+        print(f"Block pair (W-MSA + SW-MSA), {variant.title} stage shapes at {res}x{res}, best p10 over rounds")
+        print("| stage tokens | dim | windows | s | dense ms | sparse ms | speed-up | ideal | measured/ideal "
+              "| scoring % of dense pair | gather+scatter % of dense pair |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for (tokens, _), dim, heads, window in zip(arch.stage_tokens(res, res), arch.dims, arch.num_heads,
+                                                   arch.window_size):
+            if num_windows(tokens, tokens, window) == 1:
+                print(f"| {tokens} | {dim} | 1 | - | one window: nothing to skip | | | | | | |")
+                continue
+            for r in bench_stage(tokens, dim, heads, window, arch.block, device, rounds, repeats):
+                print(f"| {r['tokens']} | {r['dim']} | {r['nW']} | {r['s']:.1f} | {r['dense_ms']:.2f} | "
+                      f"{r['sparse_ms']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f}x | {r['ratio']:.2f} | "
+                      f"{r['score_pct']:.1f} | {r['gather_scatter_pct']:.1f} |")
+
+    rows = [] if rows is None else rows
+    for runtime in runtimes:  # eager first: a slow compile cannot cost the eager rows
+        for dtype in dtypes:
+            for batch in batches:
+                r = whole_backbone(model_name, model, res, device, rounds, batch, dtype, runtime)
+                rows.append(r)
+                if json_path:  # rewritten after every case: a run stopped by a timeout keeps what it measured
+                    with open(json_path, "w") as f:
+                        json.dump(rows, f, indent=1)
+                case = "" if (dtype, runtime) == ("fp32", "eager") else f", {dtype}, {runtime}"
+                head = f"\nWhole {title} backbone at {res}x{res}, batch {batch}{case}:"
+                if "error" in r:
+                    print(f"{head} failed: {r['error']}")
+                    continue
+                graphs = f"; {r['graphs']} graphs, {r['graph_breaks']} graph breaks" if "graphs" in r else ""
+                print(f"{head} dense {r['dense_p10_ms']:.1f} ms, uniform s=0.5 {r['sparse_p10_ms']:.1f} ms, "
+                      f"speed-up {r['speedup']:.2f}x (ideal for the blocks alone 2.00x; median "
+                      f"{r['dense_median_ms']:.1f} / {r['sparse_median_ms']:.1f} ms{graphs})")
+    if whole_only:
+        return
+    shape = (1, 3, res, res)
     try:
         name, reference, ours = _reference_ms(variant, shape, device, max(2, rounds // 2))
     except ImportError as err:
@@ -174,14 +240,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", choices=[v.key for v in VARIANTS], help="run one model (default: all)")
+    parser.add_argument("--resolution", type=int, help="input size instead of each model's own (224: a smoke test)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1], help="whole-backbone batch sizes (default: 1)")
+    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["fp32"],
+                        help="whole-backbone dtypes (default: fp32)")
+    parser.add_argument("--runtime", nargs="+", choices=["eager", "compiled"], default=["eager"],
+                        help="whole-backbone runtimes; compiled is torch.compile (default: eager)")
+    parser.add_argument("--whole-only", action="store_true", help="only the whole-backbone rows (no block pairs, "
+                        "no dense reference)")
+    parser.add_argument("--json", metavar="PATH", help="write the whole-backbone rows here, after every case")
+    parser.add_argument("--model", help="built-in model instead of the variant's (with --whole-only; swin_micro: a "
+                        "smoke test)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     name = device_fingerprint(device)["name"]
     with num_threads(args.threads):
         print(f"device: {device} ({name}), threads: {torch.get_num_threads()}, torch {torch.__version__}")
+        rows: list[dict] = []
         for variant in VARIANTS:
             if args.only in (None, variant.key):
-                run_variant(variant, device, args.rounds, args.repeats)
+                run_variant(variant, device, args.rounds, args.repeats, args.resolution, tuple(args.batch),
+                            tuple(args.dtype), tuple(args.runtime), args.whole_only, rows, args.json, args.model)
+    if any("error" in r for r in rows):
+        raise SystemExit(f"{sum('error' in r for r in rows)} whole-backbone case(s) failed")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from _results import now_utc, write_section
 
-from sparsevit_sdk import SearchSpace, SparsityConfig, build_model
+from sparsevit_sdk import SparsityConfig, build_model, search_space
 from sparsevit_sdk._data import data_dir, shipped_predictors
 from sparsevit_sdk.arch import signature_block
 from sparsevit_sdk.hardware import list_hardware
@@ -49,7 +49,7 @@ def _report(evaluation: dict) -> dict[str, dict]:
 
 
 def shipped_tables(pred: LatencyPredictor, df: pd.DataFrame) -> list[str]:
-    out = [f"Judged on {pred.statistic_}; whole-model rows used to fit the overhead are excluded.\n"]
+    out = [f"Judged on {pred.learned_.statistic}; whole-model rows used to fit the overhead are excluded.\n"]
     for label, part in [("all models", df), *[(m, df[df.model == m]) for m in sorted(df.model.unique())]]:
         ev = pred.evaluate(part)
         out += [f"**{label}** ({ev['xgboost']['n']} held-out configs, {ev['excluded']} excluded):\n",
@@ -143,20 +143,20 @@ def noise_ceiling(df: pd.DataFrame, n_configs: int, rounds: int, stat: str) -> l
 def throughput(path: Path) -> list[str]:
     pred = LatencyPredictor.load(path)  # fresh: no unit-cost tables yet
     model = build_model("swin_t")
-    space = SearchSpace.from_model(model)
+    space = search_space(model)
     configs = [space.sample(i) for i in range(20_000)]
     shape = (1, 3, 224, 224)
     start = time.perf_counter()
-    pred.predict_configs(model, configs[:1], shape)
+    pred.predict_configs(model, shape, configs[:1])
     cold = time.perf_counter() - start
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
-        pred.predict_configs(model, configs, shape)
+        pred.predict_configs(model, shape, configs)
         best = min(best, time.perf_counter() - start)
     start = time.perf_counter()
     for cfg in configs[:2000]:
-        pred.predict_config(model, cfg, shape)
+        pred.predict_config(model, shape, cfg)
     single = (time.perf_counter() - start) / 2000
     return [f"Swin-T at 224x224 ({pred!r}): first call (builds the unit-cost tables) {cold * 1e3:.0f} ms; then "
             f"`predict_configs` on {len(configs):,} configs takes {best * 1e3:.1f} ms = "
@@ -168,14 +168,14 @@ def estimates() -> list[str]:
     """Swin-T on every known target; an estimate is only as good as the published figures behind
     its cost model, so it is labelled as such."""
     model = build_model("swin_t")
-    space = SearchSpace.from_model(model)
+    space = search_space(model)
     lines = ["| target | source | dtype | 224 dense | 224 at 0.5 | 672 dense | 672 at 0.5 |",
              "|---|---|---|---:|---:|---:|---:|"]
     for name in list_hardware():
         p = LatencyPredictor.for_hardware(name)
-        ms = [p.predict_config(model, c, (1, 3, r, r)) for r in (224, 672) for c in (space.dense(), space.uniform(0.5))]
+        ms = [p.predict_config(model, (1, 3, r, r), c) for r in (224, 672) for c in (space.dense(), space.uniform(0.5))]
         source = "**estimated** from specs" if p.estimated else "measured"
-        lines.append(f"| {name} | {source} | {p.dtype_} | " + " | ".join(f"{v:.1f}" for v in ms) + " |")
+        lines.append(f"| {name} | {source} | {p.learned_.dtype} | " + " | ".join(f"{v:.1f}" for v in ms) + " |")
     return ["Predicted Swin-T latency (ms, batch 1):\n", *lines]
 
 
@@ -202,8 +202,8 @@ def per_model(pred: LatencyPredictor, df: pd.DataFrame) -> list[str]:
         part = df[df.model == model]
         ev = pred.evaluate(part)
         held = pred.held_out(part)
-        ratio = held[pred.statistic_].to_numpy(float) / lookup(runnable(part[part.layer != "model"]), held,
-                                                                  pred.statistic_)
+        ratio = held[pred.learned_.statistic].to_numpy(float) / lookup(runnable(part[part.layer != "model"]), held,
+                                                                  pred.learned_.statistic)
         x, kind = ev["xgboost"], signature_block(part.signature.iloc[0]).upper()
         rows.append(f"| {model} | {kind} | {x['n']} | {x['within_10']:.1f} | {x['within_5']:.1f} | {x['mape']:.2f} "
                     f"| {x['spearman']:.3f} | {ev['lookup']['within_10']:.1f} | {np.nanmedian(ratio):.2f} "
@@ -230,7 +230,8 @@ def shipped_only(results: Path | None) -> None:
         pred = LatencyPredictor.load(path)
         df = load_profiles(data_dir("profiles") / name)
         ev = pred.evaluate(df)
-        lines += [f"### {name} ({pred!r}, threads {pred.threads_}, {pred.fingerprint_.get('clock')} clock)", "",
+        learned = pred.learned_
+        lines += [f"### {name} ({pred!r}, threads {learned.threads}, {learned.fingerprint.get('clock')} clock)", "",
                   f"{ev['xgboost']['n']} held-out whole-model configs ({ev['excluded']} fitted the overhead):", "",
                   format_report(_report(ev)), "", "Per model:", "", *per_model(pred, df), "", *without_v2(pred, df),
                   "Isolated unit vs whole model, swin_micro 672 px:", "",
@@ -265,13 +266,13 @@ def main() -> None:
             continue
         df = load_profiles(profiles)
         counts = df[df.layer == "model"].groupby(["model", "img_h"]).size()
-        lines += [f"### {name} ({pred!r}, threads {pred.threads_})", "",
+        lines += [f"### {name} ({pred!r}, threads {pred.learned_.threads})", "",
                   "Whole-model configs in the dataset: "
                   + ", ".join(f"{m} {h}px: {n}" for (m, h), n in counts.items()) + ".", "",
                   "#### Held-out configs", "", *shipped_tables(pred, df), "",
                   f"#### Resolution {args.held_out} left out of fitting", ""]
         held, _ = held_out_resolution(pred, df, args.held_out, CAL_SIZES, args.draws)
-        noise = noise_ceiling(df, args.noise_configs, args.rounds, pred.statistic_)
+        noise = noise_ceiling(df, args.noise_configs, args.rounds, pred.learned_.statistic)
         lines += [*held, "", "#### Noise ceiling", "", *noise, "", "#### Throughput", "", *throughput(path), ""]
     lines += ["### All targets", "", *estimates(), ""]
     text = "\n".join(lines) + "\n"

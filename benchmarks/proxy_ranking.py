@@ -32,7 +32,7 @@ from _results import now_utc, write_section
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from sparsevit_sdk import SearchSpace
+from sparsevit_sdk import search_space
 from sparsevit_sdk.accuracy import (
     NUM_CLASSES,
     AccuracyProxy,
@@ -59,7 +59,7 @@ def adaptation_table(recipe: DemoRecipe, test_images: int) -> tuple[list[str], d
     sandwich = train_demo_supernet(dataclasses.replace(recipe, sandwich=True), cache_dir=CACHE)
     longer = train_demo_supernet(dataclasses.replace(recipe, adapt_steps=3 * recipe.adapt_steps), cache_dir=CACHE)
     test = recipe.loader("test", test_images)
-    space = SearchSpace.from_model(plain.adapted)
+    space = search_space(plain.adapted)
     models = (plain.dense, plain.adapted, sandwich.adapted, longer.adapted)
     scores = [mean_iou(m, test, "test mIoU") for m in models]
     rows = []
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> str:
     start = time.perf_counter()
     net = train_demo_supernet(recipe, cache_dir=CACHE)
     model = net.adapted
-    space = SearchSpace.from_model(model)
+    space = search_space(model)
     rng = np.random.default_rng(args.seed)
     configs = list(dict.fromkeys(space.sample(rng) for _ in range(args.configs)))
     test = mean_iou(model, recipe.loader("test", args.test_images), "test mIoU")

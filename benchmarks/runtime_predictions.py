@@ -1,7 +1,7 @@
 """Latency predicted for the runtime a model ships in, then checked there.
 
 For each runtime: calibrate a predictor on this CPU with whole models timed in that runtime
-(``LatencyPredictor.for_device(..., runtime=...)``, fresh, no cache), search Swin-T at 672 for a
+(``for_device(..., runtime=...)``, fresh, no cache), search Swin-T at 672 for a
 0.6 budget against it, and validate the winner in the same runtime: measured vs predicted,
 dense and sparse.  ``torch.compile`` is opt-in (``--runtimes eager compiled onnxruntime``):
 the calibration compiles each of its 11 whole models once, and one swin_micro compile
@@ -21,9 +21,9 @@ from pathlib import Path
 from _results import now_utc, write_section
 
 from sparsevit_sdk import SearchSession, build_model
-from sparsevit_sdk.dataset.schema import RUNTIMES
-from sparsevit_sdk.predictor import LatencyPredictor
+from sparsevit_sdk.local import for_device
 from sparsevit_sdk.profiler import device_fingerprint
+from sparsevit_sdk.runtimes import RUNTIMES
 
 SECTION = "## Deploy: predicted in the runtime"
 SHAPE = (1, 3, 672, 672)
@@ -34,7 +34,7 @@ def one_runtime(runtime: str, budget: float) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SPARSEVIT_CACHE"] = cache
         start = time.perf_counter()
-        predictor = LatencyPredictor.for_device("cpu", model, SHAPE, runtime=runtime)
+        predictor = for_device(model, SHAPE, "cpu", runtime=runtime)
         seconds = time.perf_counter() - start
     result = SearchSession(model, hw=predictor, runtime=runtime, latency_budget=budget, input_shape=SHAPE,
                            population=16, parents=4, generations=3, proxy_images=2, proxy_resolution=(224, 224),

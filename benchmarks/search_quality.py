@@ -6,9 +6,11 @@ on 448x448 canvases with the same digits and cells: mostly background, where ski
 windows should cost little.  For each budget (a fraction of the dense model's predicted
 CPU latency) three methods pick a config:
 
-- ``search``: ``SearchSession`` (DEAP, single objective under the budget), its own fresh proxy;
+- ``search``: ``SearchSession`` (the default ``"ga"`` strategy: DEAP, single objective under the
+  budget), its own fresh proxy;
 - ``uniform``: the uniform sparsity within the budget with the best proxy score;
-- ``random``: as many distinct random configs within the budget as the search scored; the best.
+- ``random``: ``SearchSession(..., strategy="random")``, stopped after as many proxy evaluations
+  as the search made (``max_evaluations``): random configs within the budget; the best.
 
 Each pick is scored by the proxy (the search's objective: label-free agreement, exp(-KL) of
 the sparse vs the dense logits on a few unlabelled val canvases, which ranked configs best
@@ -37,7 +39,7 @@ import torch
 from _results import now_utc, write_section
 from proxy_ranking import CACHE, mean_iou
 
-from sparsevit_sdk import SearchSpace, SparsityConfig, build_model, measure_latency
+from sparsevit_sdk import SearchSpace, SparsityConfig, build_model, measure_latency, search_space
 from sparsevit_sdk.accuracy import AgreementProxy, DemoRecipe, train_demo_supernet
 from sparsevit_sdk.predictor import LatencyPredictor
 from sparsevit_sdk.profiler import device_fingerprint
@@ -74,13 +76,12 @@ class Pick:
     wall_s: float
 
 
-def search_pick(model, proxy: AgreementProxy, predictor: LatencyPredictor, budget: float, settings: Settings,
-                seed: int) -> Pick:
+def session_pick(method: str, model, proxy: AgreementProxy, predictor: LatencyPredictor, budget: float,
+                 seed: int, **options) -> Pick:
+    """The best config of a ``SearchSession`` whose strategy and limits are ``options``."""
     result = SearchSession(model, predictor, latency_budget=budget, proxy=proxy,
-                           input_shape=(1, 3, SEARCH_SIZE, SEARCH_SIZE), population=settings.population,
-                           parents=settings.parents, generations=settings.generations, seed=seed,
-                           progress=False).run()
-    return Pick("search", result.best, result.score, result.evaluations, result.search_time_s)
+                           input_shape=(1, 3, SEARCH_SIZE, SEARCH_SIZE), seed=seed, progress=False, **options).run()
+    return Pick(method, result.best, result.score, result.evaluations, result.search_time_s)
 
 
 def uniform_pick(space: SearchSpace, proxy: AgreementProxy, budget_ms: float, predict: Predict) -> Pick:
@@ -89,22 +90,6 @@ def uniform_pick(space: SearchSpace, proxy: AgreementProxy, budget_ms: float, pr
     feasible = [c for c, ms in zip(uniform, predict(uniform)) if ms <= budget_ms]
     best = max(feasible, key=proxy)
     return Pick("uniform", best, proxy(best), len(feasible), time.perf_counter() - start)
-
-
-def random_pick(space: SearchSpace, proxy: AgreementProxy, budget_ms: float, predict: Predict, evaluations: int,
-                seed: int) -> Pick:
-    """The best of ``evaluations`` distinct random configs within the budget (screened by the cheap predictor)."""
-    start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    chosen: dict[SparsityConfig, None] = {}
-    for _ in range(100):  # rounds of 256 draws; every budget here is met by at least ~1 draw in 10
-        draws = list(dict.fromkeys(space.sample(rng) for _ in range(256)))
-        chosen.update((c, None) for c, ms in zip(draws, predict(draws)) if ms <= budget_ms)
-        if len(chosen) >= evaluations:
-            break
-    configs = list(chosen)[:evaluations]
-    best = max(configs, key=proxy)
-    return Pick("random", best, proxy(best), len(configs), time.perf_counter() - start)
 
 
 def measured_ms(backbone, configs: list[SparsityConfig], settings: Settings) -> list[float]:
@@ -116,7 +101,7 @@ def measured_ms(backbone, configs: list[SparsityConfig], settings: Settings) -> 
             backbone.set_sparsity(cfg)
             values.append(measure_latency(backbone, (1, 3, SEARCH_SIZE, SEARCH_SIZE), warmup=2,
                                           repeats=settings.repeats, threads=1, clock="cpu").p10_ms)
-    backbone.set_sparsity(SearchSpace.from_model(backbone).dense())
+    backbone.set_sparsity(search_space(backbone).dense())
     return [min(v) for v in runs]
 
 
@@ -142,12 +127,12 @@ def machinery_time(seed: int) -> tuple[float, int, int]:
 def run(budgets: list[float], recipe: DemoRecipe, settings: Settings, seed: int) -> str:
     model = train_demo_supernet(recipe, cache_dir=CACHE).adapted
     backbone = model.backbone
-    space = SearchSpace.from_model(model)
+    space = search_space(model)
     predictor = LatencyPredictor.for_hardware("cpu")
     shape = (1, 3, SEARCH_SIZE, SEARCH_SIZE)
 
     def predict(configs: list[SparsityConfig]) -> np.ndarray:
-        return predictor.predict_configs(backbone, configs, shape)
+        return predictor.predict_configs(backbone, shape, configs)
 
     probe = torch.cat([x for x, _ in recipe.loader("val", settings.probe_images, size=SEARCH_SIZE)])
 
@@ -160,9 +145,11 @@ def run(budgets: list[float], recipe: DemoRecipe, settings: Settings, seed: int)
     rows, dense_measured, ratios, speedups = [], [], [], []
     wins = dict.fromkeys(("uniform proxy", "uniform test", "random proxy", "random test"), 0)
     for budget in budgets:
-        search = search_pick(model, label_free(), predictor, budget, settings, seed)
+        search = session_pick("search", model, label_free(), predictor, budget, seed, population=settings.population,
+                              parents=settings.parents, generations=settings.generations)
         picks = [search, uniform_pick(space, shared, budget * dense_ms, predict),
-                 random_pick(space, shared, budget * dense_ms, predict, search.evaluations, seed)]
+                 session_pick("random", model, shared, predictor, budget, seed, strategy="random",
+                              rounds=search.evaluations, max_evaluations=search.evaluations, timeout_s=None)]
         measured = measured_ms(backbone, [space.dense(), *(p.config for p in picks)], settings)
         dense_measured.append(measured[0])
         truth = [test(p.config) for p in picks]
@@ -195,7 +182,8 @@ def run(budgets: list[float], recipe: DemoRecipe, settings: Settings, seed: int)
         f"(dense {dense_ms:.1f} ms); measured: single-thread CPU-time p10, fastest of {settings.rounds} interleaved "
         f"rounds (dense {min(dense_measured):.1f} ms).  Search: population {settings.population}, "
         f"{settings.parents} parents, {settings.generations} generations, its wall time with a fresh proxy cache; "
-        "random search scores as many distinct configs within the budget as the search did.",
+        "random search (`strategy=\"random\"`) scores as many distinct configs (references included) as the "
+        "search did.",
         "",
         "| budget | method | config | predicted ms (speed-up) | measured ms (speed-up) | measured / predicted ms | "
         "measured / predicted speed-up | proxy | test mIoU | evaluations | wall s |",

@@ -12,7 +12,7 @@ threads on the wall clock, bf16 where the CPU has it).
    the other device: calibrate with its unit rows at that shape and n of its whole models
    there, judge on the rest there.  Spearman is per shape (pooled over shapes it only
    ranks the shapes), then averaged.
-3. **This machine, live.** ``LatencyPredictor.for_device`` on Swin-T at 672 (timed: the
+3. **This machine, live.** ``for_device`` on Swin-T at 672 (timed: the
    budget is 2 minutes), then ``--judge`` random configs it never saw, each timed in two
    passes keeping the quieter, as the calibration times its own.
 
@@ -37,8 +37,9 @@ import torch
 from _results import now_utc, write_section
 from scipy.stats import spearmanr
 
-from sparsevit_sdk import SearchSpace, build_model
+from sparsevit_sdk import build_model, search_space
 from sparsevit_sdk._atomic import write_figure
+from sparsevit_sdk.local import for_device
 from sparsevit_sdk.predictor import LatencyPredictor
 from sparsevit_sdk.profiler import device_fingerprint, load_profiles, measure_latency
 from sparsevit_sdk.profiler.plan import DTYPES
@@ -63,7 +64,7 @@ def scores(predicted: np.ndarray, measured: np.ndarray, shapes: np.ndarray) -> d
 def judge(predictor: LatencyPredictor, models: pd.DataFrame) -> dict[str, float]:
     held = predictor.held_out(models)
     shapes = (held["model"] + held["img_h"].astype(str)).to_numpy()
-    return scores(held["predicted_ms"].to_numpy(), held[predictor.statistic_].to_numpy(), shapes)
+    return scores(held["predicted_ms"].to_numpy(), held[predictor.learned_.statistic].to_numpy(), shapes)
 
 
 def mean_scores(results: list[dict]) -> dict[str, float]:
@@ -108,7 +109,7 @@ def deployment_shape(base: LatencyPredictor, df: pd.DataFrame, draws: int) -> di
     for n, parts in collected.items():
         held = pd.concat(parts)
         shapes = (held["model"] + held["img_h"].astype(str) + "/" + held["draw"].astype(str)).to_numpy()
-        out[n] = scores(held["predicted_ms"].to_numpy(), held[base.statistic_].to_numpy(), shapes)
+        out[n] = scores(held["predicted_ms"].to_numpy(), held[base.learned_.statistic].to_numpy(), shapes)
     return out
 
 
@@ -119,9 +120,9 @@ def live(base: LatencyPredictor | None, threads: int, dtype: str, n_judge: int) 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SPARSEVIT_CACHE"] = cache
         start = time.perf_counter()
-        predictor = LatencyPredictor.for_device("cpu", model, shape, dtype=dtype, threads=threads, base=base)
+        predictor = for_device(model, shape, "cpu", dtype=dtype, threads=threads, base=base)
         seconds = time.perf_counter() - start
-    space = SearchSpace.from_model(model)
+    space = search_space(model)
     rng = np.random.default_rng(12345)  # not the calibration's seed
     configs = list(dict.fromkeys(space.sample(rng) for _ in range(n_judge)))
     clock = "cpu" if threads == 1 else "wall"
@@ -131,9 +132,9 @@ def live(base: LatencyPredictor | None, threads: int, dtype: str, n_judge: int) 
             model.set_sparsity(cfg)
             passes[p, i] = measure_latency(model, shape, warmup=1, repeats=5, threads=threads, clock=clock,
                                            dtype=DTYPES[dtype]).p10_ms
-    predicted = predictor.predict_configs(model, configs, shape, dtype=dtype)
+    predicted = predictor.predict_configs(model, shape, configs, dtype=dtype)
     one_pass = np.zeros(len(configs))
-    return {"seconds": seconds, "base": predictor.calibration_["base"], "cv": predictor.calibration_,
+    return {"seconds": seconds, "base": predictor.learned_.calibration["base"], "cv": predictor.learned_.calibration,
             "ceiling": scores(passes[0], passes[1], one_pass),  # how well one measurement predicts another
             **scores(predicted, passes.min(axis=0), one_pass)}
 
@@ -205,7 +206,7 @@ def main() -> None:
                            f"(cross-validated on its own whole models: {result['cv']['cv_within_10']:.0f} % within "
                            f"±10 %, curve weight {result['cv']['curve_weight']})")
         publish("\n".join([LIVE_SECTION, "", header, "",
-                           "Swin-T 672, `LatencyPredictor.for_device`: each setting calibrated fresh, then judged "
+                           "Swin-T 672, `for_device`: each setting calibrated fresh, then judged "
                            f"on {args.judge} random configs it never saw, each timed in two passes (the quieter "
                            "kept).", "",
                            *table(rows), "", "Calibration wall time (budget 120 s): " + "; ".join(seconds) + ".", ""]),

@@ -18,7 +18,7 @@ import time
 import timm
 import torch
 
-from sparsevit_sdk import SearchSession, SearchSpace, set_sparsity, sparsify
+from sparsevit_sdk import SearchSession, search_space, set_sparsity, sparsify
 from sparsevit_sdk.accuracy import AgreementProxy, probe_images
 from sparsevit_sdk.sparse.sources.hf import require_transformers
 
@@ -39,7 +39,7 @@ def timm_classifier(x: torch.Tensor, name: str, **kwargs) -> None:
     reference, dense_s = _timed(lambda: source(x))
     model = sparsify(source)  # a new module sharing source's weights; source is unchanged
     logits, _ = _timed(lambda: model(x))
-    set_sparsity(model, SearchSpace.from_model(model).uniform(0.5))
+    set_sparsity(model, search_space(model).uniform(0.5))
     _, sparse_s = _timed(lambda: model(x))
     print(f"timm {name} at {SIZE[0]}x{SIZE[1]}: max |logits - timm| at sparsity 0 = "
           f"{(logits - reference).abs().max():.1e}; timm {dense_s:.2f} s, ours at s=0.5 {sparse_s:.2f} s")
@@ -54,9 +54,9 @@ def mask2former(x: torch.Tensor) -> None:
     reference, dense_s = _timed(lambda: model(pixel_values=x).masks_queries_logits)
     sparsify(model, inplace=True)  # finds the SwinBackbone inside and swaps its stages
     masks, _ = _timed(lambda: model(pixel_values=x).masks_queries_logits)
-    set_sparsity(model, SearchSpace.from_model(model).uniform(0.5))
+    set_sparsity(model, search_space(model).uniform(0.5))
     _, sparse_s = _timed(lambda: model(pixel_values=x).masks_queries_logits)
-    set_sparsity(model, SearchSpace.from_model(model).dense())
+    set_sparsity(model, search_space(model).dense())
     print(f"Mask2Former (Swin-T backbone) at {SIZE[0]}x{SIZE[1]}: max |masks - transformers| at sparsity 0 = "
           f"{(masks - reference).abs().max():.1e}; transformers {dense_s:.2f} s, ours at s=0.5 {sparse_s:.2f} s")
     # Search per-stage sparsity for the whole model at 1024x768: every latency is the backbone's prediction plus

@@ -46,8 +46,8 @@ def main() -> None:
     predictor = LatencyPredictor().fit(df)
     predictor.save(out / "predictors" / f"{args.hw}.json")
     print("\nfitted predictor, whole-model configs it was not fitted on:")
-    print(format_report({"xgboost (per layer)": predictor.metrics_["xgboost"],
-                         "lookup table": predictor.metrics_["lookup"]}))
+    print(format_report({"xgboost (per layer)": predictor.learned_.metrics["xgboost"],
+                         "lookup table": predictor.learned_.metrics["lookup"]}))
     if cpu:
         few = df[df["layer"] == "model"].sample(10, random_state=0)
         calibrated = LatencyPredictor.calibrate(LatencyPredictor.load("cpu"), few)

@@ -18,9 +18,10 @@ from sparsevit_sdk.search import SearchSession
 
 def main() -> None:
     model = build_model("swin_micro")
-    # Reference settings are population=100, generations=20; a smaller search keeps this quick.
-    result = SearchSession(model, hw="local", latency_budget=0.7, input_shape=(1, 3, 224, 224), population=24,
-                           parents=6, generations=4).run()
+    # The default strategy="ga" with its reference population=100, generations=20 would take longer; a smaller
+    # GA keeps this quick (strategy="nsga2" or "random", or a SearchStrategy object of your own, plug in the same way).
+    result = SearchSession(model, hw="local", latency_budget=0.7, input_shape=(1, 3, 224, 224), strategy="ga",
+                           population=24, parents=6, generations=4).run()
     print(result.summary())
     print(result.validate("cpu"))
     result.save("quickstart_result.json")

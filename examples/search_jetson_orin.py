@@ -32,7 +32,7 @@ def main() -> None:
     # Two probe images keep a CPU run to minutes; use more (the default is 8) on a GPU.
     proxy = default_proxy(model, SHAPE, num_images=2)
     result = SearchSession(model, hw="jetson-orin", latency_budget=0.7, proxy=proxy, input_shape=SHAPE,
-                           mode="nsga2", population=16, parents=4, generations=2).run()
+                           strategy="nsga2", population=16, parents=4, generations=2).run()
     print(result.summary())
     print(result.pareto[["config", "predicted_ms", "score"]].to_string(index=False))
     result.plot("jetson_orin_pareto.png")

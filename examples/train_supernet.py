@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from sparsevit_sdk import SearchSpace
+from sparsevit_sdk import search_space
 from sparsevit_sdk.accuracy import (
     NUM_CLASSES,
     AccuracyProxy,
@@ -51,7 +51,7 @@ def main() -> None:
     model = net.adapted
     with num_threads(recipe.threads):
         test = recipe.loader("test", 16 if args.quick else 96)
-        space = SearchSpace.from_model(model)
+        space = search_space(model)
 
         dense_score, score = (AccuracyProxy(m, test, metric=MeanIoU(NUM_CLASSES)) for m in (net.dense, model))
 

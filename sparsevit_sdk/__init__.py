@@ -16,10 +16,11 @@ _EXPORTS = {  # public name -> the module that defines it
     "SearchSpace": ".config", "SparsityConfig": ".config",
     "get_hardware": ".hardware",
     "build_model": ".models", "list_models": ".models",
-    "LatencyPredictor": ".predictor",
+    "LatencyPredictor": ".predictor", "for_device": ".local",
     "LatencyStats": ".profiler.timing", "measure_latency": ".profiler.timing",
     "SearchResult": ".search", "SearchSession": ".search",
-    "SparseSwin": ".sparse", "set_sparsity": ".sparse", "sparse_backbone": ".sparse", "sparsify": ".sparse",
+    "SparseSwin": ".sparse", "search_space": ".sparse", "set_sparsity": ".sparse", "sparse_backbone": ".sparse",
+    "sparsify": ".sparse",
 }
 __all__ = ["__version__", *_EXPORTS]
 

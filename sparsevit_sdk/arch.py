@@ -118,7 +118,8 @@ def kept_windows(num_windows: int, sparsity: float) -> int:
 
 @dataclass(frozen=True)
 class Architecture:
-    """What decides a SparseSwin's unit shapes; built from a model or from its signature."""
+    """What decides a SparseSwin's unit shapes: a model's (``SparseSwin.architecture``) or read
+    from its signature."""
 
     signature: str
     embed_dim: int
@@ -133,15 +134,6 @@ class Architecture:
     @property
     def dims(self) -> tuple[int, ...]:
         return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
-
-    @classmethod
-    def from_model(cls, model) -> Architecture:
-        """Read a :class:`SparseSwin`, or the one inside a model (see ``sparsify``)."""
-        from .sparse.convert import sparse_backbone  # the kernels sit above this layer: import on use
-
-        model = sparse_backbone(model)
-        return cls(model.signature, model.embed_dim, tuple(model.depths), tuple(model.num_heads),
-                   tuple(model.window_size), model.patch_size, model.mlp_ratio, model.in_chans, model.block)
 
     @classmethod
     def from_signature(cls, signature: str, mlp_ratio: float = 4.0) -> Architecture:

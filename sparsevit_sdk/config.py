@@ -88,7 +88,7 @@ class SparsityConfig:
         if signature != self.signature:
             raise ValueError(
                 f"this config was made for model {self.signature!r} but is applied to "
-                f"{signature!r}; build a config from this model's SearchSpace.from_model(model)"
+                f"{signature!r}; build a config from this model's search_space(model)"
             )
 
     def block_sparsity(self, signature: str, depths: Sequence[int]) -> list[list[float]]:
@@ -166,7 +166,8 @@ class SearchSpace:
     """The knobs of one model, the grid each knob draws from, and the order constraint.
 
     With ``monotonic=True`` (SparseViT's rule) sparsity never decreases along the depth
-    of a stage, so a later block keeps a subset of the windows of an earlier one.
+    of a stage, so a later block keeps a subset of the windows of an earlier one.  A model's
+    space: ``sparsevit_sdk.search_space(model)``.
     """
 
     def __init__(
@@ -194,14 +195,6 @@ class SearchSpace:
         for stage, blocks in _knob_blocks(self.depths, granularity):
             n = per_stage[stage] = per_stage.get(stage, 0) + 1
             self.knobs.append(Knob(f"stage{stage + 1}.{kind}{n}", stage, blocks))
-
-    @classmethod
-    def from_model(cls, model, **kwargs) -> SearchSpace:
-        """Space of a :class:`SparseSwin`, or of a model holding one (see ``sparsify``)."""
-        from .sparse.convert import sparse_backbone  # the kernels import this module: resolve at call time
-
-        backbone = sparse_backbone(model)
-        return cls(backbone.depths, backbone.signature, **kwargs)
 
     @property
     def num_knobs(self) -> int:

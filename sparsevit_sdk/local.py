@@ -25,7 +25,7 @@ eager: they are what the predictor adds up, and the whole models fit how the run
 changes the sum), so the search predicts latencies where the model will be deployed.
 
 It sits above both the profiler and the predictor (which reads profiles without the
-profiler, as in nn-Meter): :meth:`LatencyPredictor.for_device` imports it when called.
+profiler, as in nn-Meter) and imports them both.
 """
 
 from __future__ import annotations
@@ -37,27 +37,23 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch.nn as nn
 
 from ._atomic import check_writable, write_json
 from ._data import shipped_predictors
 from ._documents import DocumentError
-from .arch import Architecture
+from .arch import Architecture, check_input_shape
 from .dataset.fingerprint import same_device, stored_fingerprints
 from .devices import resolve_device
 from .hardware import SPECS
+from .predictor.latency import LatencyPredictor
 from .profiler.fingerprint import device_fingerprint
 from .profiler.forward import Call, ModelForward
 from .profiler.plan import DTYPES, SweepSettings
 from .profiler.sweep import profile_model
-from .profiler.timing import check_runtime
+from .runtimes import check_runtime
 from .sparse.convert import sparse_backbone
-from .sparse.swin import check_input_shape
-
-if TYPE_CHECKING:
-    from .predictor import LatencyPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -90,20 +86,20 @@ def cache_key(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def nearest_shipped(cls: type[LatencyPredictor], fingerprint: dict) -> LatencyPredictor:
+def nearest_shipped(fingerprint: dict) -> LatencyPredictor:
     """The shipped predictor most like this device: its own fingerprint if shipped; on a
     GPU the published-figure estimate of the target whose name it carries (else the A100's);
     on a CPU the measured one sharing the most ISA features (ties: the first name)."""
     if fingerprint["device_type"] == "cuda":
         device = re.sub(r"[^a-z0-9]", "", fingerprint["name"].lower())
         named = [s.name for s in SPECS.values() if s.kind == "gpu" and re.sub(r"[^a-z0-9]", "", s.name) in device]
-        return cls.for_hardware(max(named, key=len, default="a100"))
+        return LatencyPredictor.for_hardware(max(named, key=len, default="a100"))
     candidates = []
     for name, path in shipped_predictors().items():
-        predictor = cls.load(path)
-        if predictor.estimated_:
+        predictor = LatencyPredictor.load(path)
+        if predictor.learned_.estimated:
             continue
-        stored = stored_fingerprints(predictor.fingerprint_)
+        stored = stored_fingerprints(predictor.learned_.fingerprint)
         if same_device(fingerprint, stored):
             return predictor
         described = [fp for fp in stored if "device_type" in fp]
@@ -116,14 +112,23 @@ def nearest_shipped(cls: type[LatencyPredictor], fingerprint: dict) -> LatencyPr
     return min(candidates, key=lambda c: c[:3])[3]
 
 
-def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input_shape: Sequence[int], *,
-               dtype: str = "fp32", threads: int | None = None, runtime: str = "eager",
-               base: LatencyPredictor | None = None, cache: bool = True, refresh: bool = False,
-               call: Call = None, progress: bool = True) -> LatencyPredictor:
-    """See :meth:`LatencyPredictor.for_device`."""
+def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, dtype: str = "fp32",
+               threads: int | None = None, runtime: str = "eager", base: LatencyPredictor | None = None,
+               cache: bool = True, refresh: bool = False, call: Call = None, progress: bool = True) -> LatencyPredictor:
+    """A predictor for ``model`` at ``input_shape`` on ``device`` ("cpu", "cuda:0"),
+    calibrated here: about 2 minutes of measuring for Swin-T at 672 on a 2-core CPU, then
+    cached (see the module's notes) so the next call returns at once (``refresh`` measures
+    again and replaces it; ``cache=False`` neither reads nor writes it).
+
+    ``base`` defaults to the shipped predictor nearest this device; ``threads`` (CPU)
+    defaults to 1, timed on the thread CPU clock, and N > 1 is timed on the wall clock;
+    ``runtime`` ("eager", "compiled", "onnxruntime") is what the whole models are timed in.
+    ``model`` may be a whole model around its Swin (a classifier, a segmenter): it is then
+    also timed as it is called (``call``: None, a method name or ``call(model, x)``) at
+    sparsity 0, and ``rest_for`` gives what it costs beyond its backbone here."""
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
-    arch = Architecture.from_model(backbone)
+    arch = backbone.architecture
     arch.check_fits(shape, fix="a smaller input shape (--resolution)")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
@@ -145,26 +150,25 @@ def for_device(cls: type[LatencyPredictor], device: str, model: nn.Module, input
         check_writable(path)  # an unusable cache folder is found now, not after minutes of measuring
     if cache and not refresh and path.is_file():
         try:
-            cached = cls.load(path)
+            cached = LatencyPredictor.load(path)
         except DocumentError as err:  # written by another sparsevit-sdk version: measure again, replace it
             logger.info("not reusing the calibration in %s (%s); measuring again", path, err)
         else:
-            if cached.calibration_.get("cache_key") == key:
+            if cached.learned_.calibration.get("cache_key") == key:
                 logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
                             fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
                 return cached
             logger.warning("the calibration cached in %s was not written for this device, model and input (it "
                            "holds %s, expected %s); measuring again and replacing it", path,
-                           cached.calibration_.get("cache_key"), key)
-    base = base if base is not None else nearest_shipped(cls, fingerprint)
+                           cached.learned_.calibration.get("cache_key"), key)
+    base = base if base is not None else nearest_shipped(fingerprint)
     logger.info("calibrating the %s predictor to this %s (%s, %s threads, %s) at input %s; cached in %s",
-                base.hardware_, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)),
-                path)
+                base.hw, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)), path)
     rows = profile_model(model, resolutions=[shape[2:]], batches=[shape[0]], device=dev, dtype=dtype, hw=LOCAL,
                          settings=CALIBRATION if runtime == "eager" else RUNTIME_CALIBRATION, threads=threads,
                          clock=clock, runtime=runtime, call=call, progress=progress)
-    document = cls.calibrate(base, rows).to_dict()
+    document = LatencyPredictor.calibrate(base, rows).to_dict()
     document["calibration"]["cache_key"] = key  # what the entry is for, checked when it is read
     if cache:
         write_json(path, document, separators=(",", ":"))
-    return cls.from_dict(document, source=str(path))
+    return LatencyPredictor.from_dict(document, source=str(path))

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
 
-from sparsevit_sdk import SearchSpace, build_model
+from sparsevit_sdk import build_model, search_space
+from sparsevit_sdk import hardware as hardware_module
+from sparsevit_sdk.predictor import LatencyPredictor
+from sparsevit_sdk.predictor import latency as latency_module
+from sparsevit_sdk.profiler import SweepSettings, load_profiles, profile_model
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -18,9 +26,63 @@ def micro():
 
 @pytest.fixture()
 def micro_space(micro):
-    return SearchSpace.from_model(micro)
+    return search_space(micro)
 
 
 @pytest.fixture()
 def image():
     return torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+
+
+# --- a small dataset measured here, and the predictor fitted on it (predictor/, cli/, test_hardware) ---
+
+
+@pytest.fixture(scope="session")
+def profile_dir(tmp_path_factory) -> Path:
+    """swin_micro timed unit by unit and as whole models at two small resolutions, the way the
+    shipped CPU profile was (one thread, thread CPU-time clock, quietest of two rounds)."""
+    out = tmp_path_factory.mktemp("profiles")
+    settings = SweepSettings(warmup=1, repeats=4, model_repeats=4, random_configs=12, rounds=2)
+    profile_model("swin_micro", resolutions=["64", "96"], hw="cpu", out=out, settings=settings, threads=1,
+                  clock="cpu", progress=False)
+    return out / "cpu"
+
+
+@pytest.fixture(scope="session")
+def measured(profile_dir) -> pd.DataFrame:
+    return load_profiles(profile_dir)
+
+
+@pytest.fixture(scope="session")
+def fitted(measured) -> LatencyPredictor:
+    return LatencyPredictor(n_estimators=100).fit(measured)
+
+
+@pytest.fixture()
+def shipped(fitted, tmp_path, monkeypatch):
+    """Make the fitted predictor the only shipped one, as ``predictors/cpu.json``."""
+    path = fitted.save(tmp_path / "cpu.json")
+    for module in (hardware_module, latency_module):
+        monkeypatch.setattr(module, "shipped_predictors", lambda: {"cpu": path})
+    return path
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEVIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "predictors"
+
+
+def _edit(doc: dict, dotted: str, value) -> dict:
+    """A deep copy of ``doc`` with the field at ``dotted`` (``a.b.0``) set to ``value``, or
+    deleted when ``value`` is ``...``."""
+    doc = json.loads(json.dumps(doc))
+    *parents, last = [int(k) if k.isdigit() else k for k in dotted.split(".")]
+    node = doc
+    for key in parents:
+        node = node[key]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return doc

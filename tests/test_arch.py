@@ -27,7 +27,7 @@ def test_mixed_windows_and_bad_signatures():
 
 @pytest.mark.parametrize("size", [(64, 64), (97, 130), (333, 517)])
 def test_stage_geometry_is_what_the_kernels_run(micro, size):
-    arch = Architecture.from_model(micro)
+    arch = micro.architecture
     with torch.inference_mode():
         maps = micro(torch.randn(1, 3, *size))
     assert arch.stage_tokens(*size) == [tuple(m.shape[2:]) for m in maps]

@@ -7,25 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from sparsevit_sdk import SearchSpace, SparsityConfig, build_model
+from sparsevit_sdk import SparsityConfig, build_model, search_space
 
 
 def test_swin_t_has_six_pair_knobs():
-    space = SearchSpace.from_model(build_model("swin_t"))
+    space = search_space(build_model("swin_t"))
     assert [k.name for k in space.knobs] == [
         "stage1.pair1", "stage2.pair1", "stage3.pair1", "stage3.pair2", "stage3.pair3", "stage4.pair1"]
     assert space.grid == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def test_block_granularity_expands_one_value_per_block(micro):
-    space = SearchSpace.from_model(micro, granularity="block")
+    space = search_space(micro, granularity="block")
     cfg = space.config([0.1, 0.2, 0.0, 0.3, 0.4, 0.5, 0.6, 0.7])
     expected = [[0.1, 0.2], [0.0, 0.3], [0.4, 0.5], [0.6, 0.7]]
     assert cfg.block_sparsity(micro.signature, micro.depths) == expected
 
 
 def test_samples_lie_on_grid_and_respect_order():
-    space = SearchSpace.from_model(build_model("swin_t"))
+    space = search_space(build_model("swin_t"))
     rng = np.random.default_rng(0)
     samples = [space.sample(rng) for _ in range(200)]
     for cfg in samples:
@@ -37,12 +37,12 @@ def test_samples_lie_on_grid_and_respect_order():
 
 
 def test_repair_sorts_within_stage_only():
-    space = SearchSpace.from_model(build_model("swin_t"))
+    space = search_space(build_model("swin_t"))
     assert space.repair([0.5, 0.1, 0.6, 0.2, 0.4, 0.0]) == (0.5, 0.1, 0.2, 0.4, 0.6, 0.0)
 
 
 def test_json_round_trip(tmp_path, micro):
-    space = SearchSpace.from_model(micro)
+    space = search_space(micro)
     cfg = space.config([0.1, 0.3, 0.5, 0.7])
     path = tmp_path / "cfg.json"
     cfg.to_json(path)
@@ -52,12 +52,12 @@ def test_json_round_trip(tmp_path, micro):
 
 
 def test_config_from_another_model_is_refused(tmp_path, micro):
-    cfg = SearchSpace.from_model(build_model("swin_t")).uniform(0.5)
+    cfg = search_space(build_model("swin_t")).uniform(0.5)
     with pytest.raises(ValueError, match="made for model 'swin-e96"):
         micro.set_sparsity(cfg)
     path = tmp_path / "t.json"
     cfg.to_json(path)
-    with pytest.raises(ValueError, match="SearchSpace.from_model"):
+    with pytest.raises(ValueError, match="search_space"):
         SparsityConfig.from_json(path, model=micro)
 
 
@@ -78,10 +78,10 @@ def test_wrong_number_of_knobs(micro_space, micro):
 
 
 def test_decreasing_within_stage_is_refused():
-    space = SearchSpace.from_model(build_model("swin_micro"), granularity="block")
+    space = search_space(build_model("swin_micro"), granularity="block")
     with pytest.raises(ValueError, match="decreases within stage 1.*repair"):
         space.config([0.5, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    free = SearchSpace.from_model(build_model("swin_micro"), granularity="block", monotonic=False)
+    free = search_space(build_model("swin_micro"), granularity="block", monotonic=False)
     assert free.config([0.5, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).ratios[0] == 0.5
 
 
@@ -93,3 +93,22 @@ def test_corrupt_json_is_explained(tmp_path):
     path.write_text(json.dumps({"ratios": [0.1]}))
     with pytest.raises(ValueError, match="needs 'ratios' and 'signature'"):
         SparsityConfig.from_json(path)
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ('{"ratios": "0000", "signature": "s"}', "'ratios' must be a list of numbers, got '0000'"),
+    ('{"ratios": [true, 0], "signature": "s"}', "'ratios' must be a list of numbers"),
+    ('{"ratios": [0.5], "signature": 7}', "'signature' must be a string"),
+    ("[0.5, 0.5, 0.5, 0.5]", r"needs 'ratios' and 'signature' in an object\): \[0.5"),
+    ("[" * 200_000 + "]" * 200_000, "not valid JSON"),
+])
+def test_config_text_of_the_wrong_shape_is_refused_naming_the_field(source, message):
+    from sparsevit_sdk import SparsityConfig
+
+    with pytest.raises(ValueError, match=message):
+        SparsityConfig.from_json(source)
+
+
+def test_a_grid_with_repeated_values_is_refused(micro):
+    with pytest.raises(ValueError, match=r"grid has repeated values \[0.5\]"):
+        search_space(micro, grid=[0.0, 0.5, 0.5])

@@ -1,7 +1,9 @@
-"""Package layering: the kernels import light, and no module reaches back up to the package root."""
+"""Package layering: the kernels import light, no module reaches back up to the package root or
+into a layer listed below its own, no imports go round in a cycle, and no file grows past 400 lines."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -10,6 +12,24 @@ from pathlib import Path
 import sparsevit_sdk
 
 PACKAGE = Path(sparsevit_sdk.__file__).parent
+MAX_LINES = 400
+# README's Module map, top to bottom: a module imports only modules of its own layer or of one above
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("_version", "_atomic", "_documents", "_progress", "_data", "_ray", "devices", "hardware"),
+    ("arch",),
+    ("config",),
+    ("sparse",),
+    ("models",),
+    ("deploy",),
+    ("runtimes",),
+    ("dataset",),
+    ("profiler",),
+    ("predictor",),
+    ("local",),
+    ("accuracy",),
+    ("search",),
+    ("cli",),
+)
 
 
 def test_importing_the_kernels_loads_no_predictor_search_or_plotting_stack():
@@ -52,3 +72,70 @@ def test_the_predictor_reads_profiles_without_the_profiler():
             "print(' '.join(m for m in sys.modules if m.startswith('sparsevit_sdk.profiler')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """The package modules each module imports, wherever the import stands: at the top, in a
+    function body or under ``if TYPE_CHECKING:`` (a deferred import is still a dependency)."""
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        package = (name if path.name == "__init__.py" else name.rpartition(".")[0]).split(".")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names}
+        graph[name] = {m for m in found if m in paths and m != name}
+    return graph
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), list(graph[start])
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph[module])
+    return seen
+
+
+def _layer(module: str) -> int:
+    inner = module.removeprefix(f"{PACKAGE.name}.")
+    for index, layer in enumerate(LAYERS):
+        if any(inner == top or inner.startswith(f"{top}.") for top in layer):
+            return index
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS here and to README's Module map")
+
+
+def test_no_import_cycles():
+    """A cycle, even through a function-local import, means two modules that cannot be read,
+    tested or moved apart; its knowledge belongs in one of them, or in a layer above both."""
+    graph = _imports()
+    reach = {module: _reachable(graph, module) for module in graph}
+    cycles = sorted({tuple(sorted(m for m in reach[start] if start in reach[m])) for start in graph
+                     if start in reach[start]})
+    assert cycles == []
+
+
+def test_no_module_imports_a_layer_listed_below_its_own():
+    graph = _imports()
+    del graph[PACKAGE.name]  # the root re-exports every layer (test_no_module_imports_the_package_root)
+    upward = sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                    if _layer(target) > _layer(module))
+    assert upward == []
+
+
+def test_no_library_file_is_over_400_lines():
+    """A file that long holds more than one idea: split it into modules named for what they do."""
+    lines = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {path: n for path, n in lines.items() if n > MAX_LINES} == {}

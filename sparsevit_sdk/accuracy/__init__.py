@@ -5,7 +5,7 @@
     finetune(model, demo_loader("train", 4000), segmentation_loss, steps=400)   # dense
     adapt(model, demo_loader("train", 4000), segmentation_loss, steps=240, distill=True)   # supernet
     proxy = AccuracyProxy(model, demo_loader("val", 64), metric=MeanIoU(NUM_CLASSES))
-    proxy(SearchSpace.from_model(model).uniform(0.5))                           # -> mIoU
+    proxy(search_space(model).uniform(0.5))                                     # -> mIoU
 """
 
 from .adapt import TrainLog, adapt, finetune

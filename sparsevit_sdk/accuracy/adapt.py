@@ -35,9 +35,9 @@ import torch.nn as nn
 
 from .._progress import progress_bar
 from ..config import SearchSpace, SparsityConfig
+from ..sparse.state import check_config, preserved
 from .adapter import SparsityAdapter
 from .distill import Distillation
-from .state import check_config, preserved
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def adapt(
 ) -> TrainLog:
     """Sparsity-aware adaptation of ``model`` in place: a random config at every step.
 
-    Each step draws one config from ``space`` (default ``SearchSpace.from_model(model)``)
+    Each step draws one config from ``space`` (default ``search_space(model)``)
     uniformly per knob, repaired to the within-stage order.  With ``sandwich=True`` the
     step also runs ``space.dense()`` and ``space.sparsest()`` and sums the three
     gradients (about 2-3x the cost of a step).  ``distill`` (True, a weight or a

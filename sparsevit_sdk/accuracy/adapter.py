@@ -26,15 +26,15 @@ import torch
 import torch.nn as nn
 
 from ..config import SearchSpace, SparsityConfig
-from ..sparse.convert import set_sparsity, sparse_backbone
+from ..sparse.convert import search_space, set_sparsity, sparse_backbone
+from ..sparse.state import check_config, restore_sparsity
 from .distill import Distillation, Outputs, Teacher, distillation_loss
-from .state import check_config, restore_sparsity
 
 
 class SparsityAdapter:
     """Draws each step's sparsity config and prices the distillation term, for a loop it does not own.
 
-    ``space`` defaults to ``SearchSpace.from_model(model)``; configs are drawn uniformly per
+    ``space`` defaults to ``search_space(model)``; configs are drawn uniformly per
     knob (repaired to the within-stage order) from a numpy Generator seeded with ``seed``.
     ``distill`` is ``True``, a weight, or a :class:`Distillation` (``None``/``False``: off);
     ``teacher`` is the one ``True`` or a weight get (``"in-place"`` or ``"frozen"``, a copy made here).
@@ -52,7 +52,7 @@ class SparsityAdapter:
     ) -> None:
         self.model = model
         self.backbone = sparse_backbone(model)  # a model never sparsify()'d fails here, naming the fix
-        self.space = space if space is not None else SearchSpace.from_model(model)
+        self.space = space if space is not None else search_space(model)
         check_config(model, self.space.dense())
         self.distill = Distillation.coerce(distill, teacher)
         self.teacher = self._teacher()

@@ -24,11 +24,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._progress import progress_bar
-from ..config import SearchSpace, SparsityConfig
-from ..sparse.convert import set_sparsity, sparse_backbone
+from ..config import SparsityConfig
+from ..sparse.convert import search_space, set_sparsity, sparse_backbone
+from ..sparse.state import check_config, preserved
 from .demo import DigitCanvases
 from .metrics import Metric, as_metric
-from .state import check_config, preserved
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class AgreementProxy(CachedProxy):
 
     def _dense_outputs(self) -> list[list[torch.Tensor]]:
         with preserved(self.model, training=False), torch.inference_mode():
-            set_sparsity(self.model, SearchSpace.from_model(self.model).dense())
+            set_sparsity(self.model, search_space(self.model).dense())
             return self._outputs()
 
     def _score(self) -> float:

@@ -37,9 +37,8 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_write, write_json
-from ..config import SearchSpace
 from ..profiler.timing import num_threads
-from ..sparse.convert import set_window_score
+from ..sparse.convert import search_space, set_window_score
 from ..sparse.windows import WindowScore
 from .adapt import TrainLog, adapt, finetune
 from .demo import NUM_CLASSES, DemoSegmenter, build_demo_model, demo_loader, segmentation_loss
@@ -216,7 +215,7 @@ def _train_dense(recipe: DemoRecipe, model: DemoSegmenter, progress: bool) -> tu
             log.configs += part.configs
             log.losses += part.losses
             val.cache_clear()
-            points.append((done + len(part.losses), val(SearchSpace.from_model(model).dense())))
+            points.append((done + len(part.losses), val(search_space(model).dense())))
             curve.append(CurvePoint(size, points[-1][0], points[-1][1], time.perf_counter() - start))
             logger.info("dense phase at %d px: step %d, val mIoU %.4f", size, *points[-1])
             if recipe.cycle_steps and plateaued(points, recipe.plateau):

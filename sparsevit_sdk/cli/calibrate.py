@@ -18,11 +18,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..config import SearchSpace
-from ..dataset.schema import RUNTIMES
+from ..local import for_device
 from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
 from ..profiler.plan import DTYPES
+from ..runtimes import RUNTIMES
+from ..sparse.convert import search_space
 from ._args import check_output, positive_int, resolution
 
 
@@ -53,9 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = build_model(args.model)
         base = None if args.base is None else LatencyPredictor.load(args.base)
         shape = (args.batch, model.in_chans, *args.resolution)
-        predictor = LatencyPredictor.for_device(args.device, model, shape, dtype=args.dtype, threads=args.threads,
-                                                runtime=args.runtime,
-                                                base=base, refresh=args.refresh)
+        predictor = for_device(model, shape, args.device, dtype=args.dtype, threads=args.threads,
+                               runtime=args.runtime, base=base, refresh=args.refresh)
         if args.out:
             predictor.save(args.out)
     except (OSError, ValueError) as err:
@@ -64,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sparsevit-calibrate: interrupted; nothing was cached or written, run it again", file=sys.stderr)
         return 130
-    dense = predictor.predict_config(model, SearchSpace.from_model(model).dense(), shape)
-    info = predictor.calibration_
+    dense = predictor.predict_config(model, shape, search_space(model).dense())
+    info = predictor.learned_.calibration
     checked = (f"; cross-validated on its {info['model_rows']} whole models: {info['cv_within_10']:.0f} % within "
                f"±10 %, MAPE {info['cv_mape']:.1f} %" if "cv_mape" in info else "")
     print(f"{predictor!r} calibrated from the {info['base']} predictor: {args.model} at {'x'.join(map(str, shape))} "

@@ -20,6 +20,7 @@ from ..config import SearchSpace, SparsityConfig
 from ..deploy import export_onnx
 from ..models import build_model, list_models
 from ..profiler import parse_resolution
+from ..sparse.convert import search_space
 from ._args import check_output, positive_int
 
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output("--out", args.out)
         model = build_model(args.model)
         h, w = parse_resolution(args.resolution)
-        config = _config(args, SearchSpace.from_model(model))
+        config = _config(args, search_space(model))
         path = export_onnx(model, args.out, (args.batch, model.in_chans, h, w), config, dtype=args.dtype)
     except (OSError, ValueError, KeyError) as err:
         print(f"sparsevit-export: error: {err}", file=sys.stderr)

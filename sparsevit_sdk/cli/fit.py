@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sparsevit-fit: interrupted; nothing was written, run it again", file=sys.stderr)
         return 130
-    m = predictor.metrics_
-    scales = ", ".join(f"{kind} {s:.3f}" for kind, s in predictor.scale_.items())
-    print(f"wrote {path}: {predictor!r}, overhead {predictor.overhead_ms_:.3f} ms, whole-model scale {scales}")
+    m = predictor.learned_.metrics
+    scales = ", ".join(f"{kind} {s:.3f}" for kind, s in predictor.learned_.scale.items())
+    print(f"wrote {path}: {predictor!r}, overhead {predictor.learned_.overhead_ms:.3f} ms, whole-model scale {scales}")
     if m:
         print(f"\nheld-out whole-model configs ({m['statistic']}; {m['excluded']} fitted the overhead):\n")
         print(format_report({"xgboost (per layer)": m["xgboost"], "FLOPs-proportional": m["flops"],

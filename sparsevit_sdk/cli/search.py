@@ -11,6 +11,10 @@ Scale out with ``--executor process`` (``--workers N``) or ``--executor ray``
 ``--resume PATH --model NAME --out result.json`` (with the same ``--proxy-*`` options) continues
 an interrupted search.
 
+``--strategy`` picks how configs are proposed: ``ga`` (the default), ``nsga2`` (both take
+``--population``, ``--parents``, ``--generations``, ``--mutation-prob``) or ``random``
+(``--samples``, ``--rounds``).
+
 A search stops early after ``--timeout-s`` (default 600 s; ``none``: no limit),
 ``--max-evaluations`` proxy calls or ``--patience`` generations without a better score, and
 says so.
@@ -25,15 +29,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..dataset.schema import RUNTIMES
 from ..hardware import list_hardware
 from ..models import build_model, list_models
 from ..predictor import LatencyPredictor
-from ..search import SearchSession, SearchSettings
+from ..runtimes import RUNTIMES
+from ..search import STRATEGIES, SearchSession, SearchSettings
 from ..search.executors import EXECUTORS, resolve_executor
+from ..search.strategies import DEFAULT_STRATEGY
 from ._args import check_output, fraction, hardware, or_none, positive_float, positive_int, resolution
 
 DEFAULTS = SearchSettings  # the class's field defaults are the search's defaults
+# each strategy's flags (None: the strategy's default), as its keyword arguments
+STRATEGY_FLAGS = ("population", "parents", "generations", "mutation_prob", "samples", "rounds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "windows per stage make ratios coarser (default: --resolution)")
     p.add_argument("--out", required=True, help="result JSON file to write")
     p.add_argument("--plot", help="also draw the Pareto front and search progress to this image file")
-    p.add_argument("--mode", choices=("single", "nsga2"), default=DEFAULTS.mode,
-                   help=f"single: best score under the budget; nsga2: the Pareto front (default: {DEFAULTS.mode})")
-    p.add_argument("--generations", type=int, default=DEFAULTS.generations)
-    p.add_argument("--population", type=int, default=DEFAULTS.population)
-    p.add_argument("--parents", type=int, default=DEFAULTS.parents)
-    p.add_argument("--mutation-prob", type=float, default=DEFAULTS.mutation_prob, help="per-gene mutation probability")
+    p.add_argument("--strategy", choices=list(STRATEGIES), default=DEFAULT_STRATEGY,
+                   help="ga: a genetic algorithm for the best score under the budget; nsga2: the Pareto front; "
+                        f"random: random configs under the budget, a baseline (default: {DEFAULT_STRATEGY})")
+    p.add_argument("--generations", type=int, help="ga, nsga2: rounds after the first population (default: 20)")
+    p.add_argument("--population", type=int, help="ga, nsga2: configs per round (default: 100)")
+    p.add_argument("--parents", type=int, help="ga, nsga2: the best that breed the next round (default: 25)")
+    p.add_argument("--mutation-prob", type=float, help="ga, nsga2: per-gene mutation probability (default: 0.1)")
+    p.add_argument("--samples", type=int, help="random: configs per round (default: 50)")
+    p.add_argument("--rounds", type=int, help="random: rounds (default: 21)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--timeout-s", type=or_none(positive_float), default=DEFAULTS.timeout_s, metavar="SECONDS",
                    help=f"stop the search after this long (default: {DEFAULTS.timeout_s:g}; none: no limit)")
@@ -108,9 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 session = SearchSession(
                     model, "cpu" if hw is None else hw, latency_budget=args.budget, budget_ms=args.budget_ms,
-                    input_shape=(args.batch, 3, *args.resolution), seed=args.seed, mode=args.mode,
-                    generations=args.generations, population=args.population, parents=args.parents,
-                    mutation_prob=args.mutation_prob, checkpoint=args.checkpoint, runtime=args.runtime, **run)
+                    input_shape=(args.batch, 3, *args.resolution), seed=args.seed, strategy=args.strategy,
+                    checkpoint=args.checkpoint, runtime=args.runtime, **run,
+                    **{k: getattr(args, k) for k in STRATEGY_FLAGS if getattr(args, k) is not None})
             result = session.run()
         print(result.summary())
         print(f"wrote {result.save(args.out)}")

@@ -18,19 +18,15 @@ whole model is the sum of its units plus a per-device overhead:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
+
+from ..runtimes import RUNTIMES
 
 HOUR_MS = 3.6e6  # no latency a predictor gives, or a file holds, reaches an hour
 DTYPE_NAMES = ("fp32", "fp16", "bf16")  # what a unit was timed in (the profiler's DTYPES maps them to torch)
 LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model", "whole")
 FORWARD_KINDS = ("model", "whole")  # rows that time a whole forward: never fitted as units
-# what a latency is measured in (deploy/runtimes.py builds each): eager PyTorch, torch.compile
-# (Inductor), ONNX Runtime
-Runtime = Literal["eager", "compiled", "onnxruntime"]
-RUNTIMES: tuple[str, ...] = ("eager", "compiled", "onnxruntime")
 
 # column → pandas dtype
 COLUMNS: dict[str, str] = {

@@ -1,6 +1,5 @@
-"""Deploying a searched model: export to the runtimes people ship with, and time it there."""
+"""Deploying a searched model: export it to the runtimes people ship with (``runtimes.py`` times it there)."""
 
 from .onnx import export_onnx
-from .runtimes import RUNTIMES, check_runtime, runtime_call
 
-__all__ = ["RUNTIMES", "check_runtime", "export_onnx", "runtime_call"]
+__all__ = ["export_onnx"]

@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 
 from .._atomic import atomic_write, check_writable
-from ..accuracy.state import check_config, preserved
-from ..arch import Architecture, check_input_shape
+from ..arch import check_input_shape
 from ..config import SparsityConfig
 from ..sparse.convert import set_sparsity, sparse_backbone
+from ..sparse.state import check_config, preserved
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; LayerNormalization is one op since 17
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -49,7 +49,7 @@ def export_onnx(
     """
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
-    Architecture.from_model(backbone).check_fits(shape, fix="a smaller input shape (--resolution)")
+    backbone.architecture.check_fits(shape, fix="a smaller input shape (--resolution)")
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"unknown export dtype {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
     if config is not None:

@@ -4,7 +4,6 @@ whole model at any config is a few array gathers (what search and fitting sum)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,20 +13,18 @@ from ..sparse.windows import kept_windows
 from .features import Architecture, fixed_units, pair_units, score_units
 from .rows import row_config
 
-if TYPE_CHECKING:
-    from .latency import LatencyPredictor
+Prices = Callable[[pd.DataFrame], np.ndarray]  # unit rows -> ms of each
 
 
 class CostTable:
     """Unit costs of one (architecture, input shape, dtype), filled lazily per sparsity value,
     so that scoring thousands of configs is a few array gathers."""
 
-    def __init__(self, predictor: LatencyPredictor, arch: Architecture, input_shape: tuple[int, ...],
-                 dtype: str) -> None:
-        self.predictor, self.arch, self.input_shape, self.dtype = predictor, arch, input_shape, dtype
-        self.fixed_ms = float(predictor.predict(fixed_units(arch, input_shape, dtype)).sum())
+    def __init__(self, price: Prices, arch: Architecture, input_shape: tuple[int, ...], dtype: str) -> None:
+        self.price, self.arch, self.input_shape, self.dtype = price, arch, input_shape, dtype
+        self.fixed_ms = float(price(fixed_units(arch, input_shape, dtype)).sum())
         scores = score_units(arch, input_shape, dtype)
-        self.score_ms = predictor.predict(scores)
+        self.score_ms = price(scores)
         self.windows_total = scores["windows_total"].to_numpy()
         self._columns: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # value → (pair ms, prunes) per stage
         self._knobs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # granularity → (stage, pairs) per knob
@@ -40,7 +37,7 @@ class CostTable:
             stages = range(len(self.arch.depths))
             units = pd.concat([pair_units(self.arch, self.input_shape, self.dtype, s, missing) for s in stages],
                               ignore_index=True)
-            ms = self.predictor.predict(units).reshape(len(stages), len(missing))
+            ms = self.price(units).reshape(len(stages), len(missing))
             for j, v in enumerate(missing):
                 prunes = np.array([kept_windows(int(n), v) < n for n in self.windows_total])
                 self._columns[v] = (ms[:, j], prunes)

@@ -3,7 +3,7 @@ two baselines (FLOPs-proportional, and a lookup table of measured units as once-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,36 +11,35 @@ import pandas as pd
 from ..dataset.schema import FORWARD_KINDS
 from .metrics import accuracy
 from .rows import model_gflops, model_key, model_units, runnable, with_mlp_ratio
+from .state import Learned
+from .unit_model import Tables, whole_ms
 
-if TYPE_CHECKING:
-    from .latency import LatencyPredictor
 
-
-def held_out(predictor: LatencyPredictor, df: pd.DataFrame) -> pd.DataFrame:
+def held_out(learned: Learned, df: pd.DataFrame, tables: Tables | None = None) -> pd.DataFrame:
     """The whole-model rows of the validated profile ``df`` whose key is not in
-    ``fit_keys_``, with ``predicted_ms``; ``attrs["excluded"]`` counts the others."""
+    ``fit_keys``, with ``predicted_ms``; ``attrs["excluded"]`` counts the others."""
     models = df[df["layer"] == "model"].reset_index(drop=True)
-    held = models[~models.apply(model_key, axis=1).isin(set(predictor.fit_keys_))] if len(models) else models
+    held = models[~models.apply(model_key, axis=1).isin(set(learned.fit_keys))] if len(models) else models
     if held.empty:
         raise ValueError("no whole-model rows left to judge on: every one was used in fitting (or there are "
                          "none); profile more configs or evaluate on another dataset")
     held = with_mlp_ratio(held, df)
-    held = held.assign(predicted_ms=predictor._whole_ms(held))
+    held = held.assign(predicted_ms=whole_ms(learned, held, tables))
     held.attrs["excluded"] = int(len(models) - len(held))
     return held
 
 
-def evaluate(predictor: LatencyPredictor, df: pd.DataFrame) -> dict[str, Any]:
-    """Accuracy of ``predictor`` and of the two baselines on :func:`held_out` rows of the
+def evaluate(learned: Learned, df: pd.DataFrame, tables: Tables | None = None) -> dict[str, Any]:
+    """Accuracy of ``learned`` and of the two baselines on :func:`held_out` rows of the
     validated profile ``df`` (see :meth:`LatencyPredictor.evaluate`)."""
-    held = held_out(predictor, df)
-    y = held[predictor.statistic_].to_numpy(float)
+    held = held_out(learned, df, tables)
+    y = held[learned.statistic].to_numpy(float)
     return {
-        "hardware": predictor.hardware_, "estimated": predictor.estimated_, "statistic": predictor.statistic_,
+        "hardware": learned.hw, "estimated": learned.estimated, "statistic": learned.statistic,
         "excluded": held.attrs["excluded"],
         "xgboost": accuracy(held["predicted_ms"].to_numpy(float), y),
-        "flops": accuracy(predictor.ms_per_gflop_ * model_gflops(held), y),
-        "lookup": accuracy(lookup(runnable(df[~df["layer"].isin(FORWARD_KINDS)]), held, predictor.statistic_), y),
+        "flops": accuracy(learned.ms_per_gflop * model_gflops(held), y),
+        "lookup": accuracy(lookup(runnable(df[~df["layer"].isin(FORWARD_KINDS)]), held, learned.statistic), y),
     }
 
 

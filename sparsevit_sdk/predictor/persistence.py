@@ -8,94 +8,90 @@ import os
 import platform
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from .._atomic import write_json
 from .._documents import DocumentError, Field, check_header, header, read_json
 from .._version import __version__
 from ..arch import BLOCK_KINDS
-from ..dataset.schema import HOUR_MS, RUNTIMES
+from ..dataset.schema import HOUR_MS
+from ..runtimes import RUNTIMES
 from .boosters import check_booster
 from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
 from .gpu_model import FIGURE_RUNTIMES, GpuConstants
 from .rows import STATISTICS
-
-if TYPE_CHECKING:
-    from .latency import LatencyPredictor
+from .state import Learned
 
 FORMAT = "sparsevit-latency-predictor"
 SCHEMA_VERSION = 3  # 2: unit_curves; 3: the v2 feature, the block kinds fitted, a scale per kind
 REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
 
 
-def to_dict(predictor: LatencyPredictor) -> dict[str, Any]:
-    """See :meth:`LatencyPredictor.to_dict`."""
-    p = predictor
+def to_dict(params: dict[str, Any], learned: Learned) -> dict[str, Any]:
+    """A predictor with ``params`` and ``learned`` as one JSON-able document (see
+    :meth:`LatencyPredictor.to_dict`)."""
+    p = learned
     meta = {
-        **header(FORMAT, SCHEMA_VERSION), "hardware": p.hardware_,
-        "estimated": p.estimated_, "estimate": p.estimate_, "statistic": p.statistic_,
-        "dtype": p.dtype_, "threads": p.threads_, "runtime": p.runtime_, "fingerprint": p.fingerprint_,
-        "features": list(FEATURES), "params": p.get_params(), "scale": p.scale_,
-        "overhead_ms": p.overhead_ms_, "ms_per_gflop": p.ms_per_gflop_, "unit_scale": p.unit_scale_,
-        "unit_curves": p.unit_curves_,
-        "calibration": p.calibration_, "metrics": p.metrics_, "fit_keys": p.fit_keys_, "blocks": p.blocks_,
-        "rest": p.rest_,
+        **header(FORMAT, SCHEMA_VERSION), "hardware": p.hw,
+        "estimated": p.estimated, "estimate": p.estimate, "statistic": p.statistic,
+        "dtype": p.dtype, "threads": p.threads, "runtime": p.runtime, "fingerprint": p.fingerprint,
+        "features": list(FEATURES), "params": params, "scale": p.scale,
+        "overhead_ms": p.overhead_ms, "ms_per_gflop": p.ms_per_gflop, "unit_scale": p.unit_scale,
+        "unit_curves": p.unit_curves,
+        "calibration": p.calibration, "metrics": p.metrics, "fit_keys": p.fit_keys, "blocks": p.blocks,
+        "rest": p.rest,
         "versions": {"sparsevit_sdk": __version__, "xgboost": xgb.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__, "python": platform.python_version()},
     }
-    units = {kind: {"linear": [float(c) for c in p.linear_[kind]],
-                    "booster": json.loads(p.boosters_[kind].save_raw("json"))} for kind in p.boosters_}
+    units = {kind: {"linear": [float(c) for c in p.linear[kind]],
+                    "booster": json.loads(p.boosters[kind].save_raw("json"))} for kind in p.boosters}
     return {**_finite(meta), "units": units}
 
 
-def from_dict(cls: type[LatencyPredictor], data: dict[str, Any], source: str) -> LatencyPredictor:
-    """See :meth:`LatencyPredictor.from_dict`."""
+def from_dict(data: dict[str, Any], source: str) -> tuple[dict[str, Any], Learned]:
+    """The parameters and learned state of a predictor document, checked field by field (see
+    :meth:`LatencyPredictor.from_dict`)."""
     check_header(data, FORMAT, SCHEMA_VERSION, source=source, what="latency predictor", fix=REFIT)
     if data.get("features") != list(FEATURES):
         raise DocumentError(f"{source}: the predictor was fitted on features {data.get('features')}, this "
                             f"sparsevit-sdk computes {list(FEATURES)}; {REFIT}")
     doc = Field(data, source=source, what="predictor file", fix=REFIT)
     params = doc["params"]
-    new = cls(statistic=params["statistic"].text(("auto", *STATISTICS)),
-              n_estimators=params["n_estimators"].number(integer=True, minimum=1),
-              max_depth=params["max_depth"].number(integer=True, minimum=0),
-              learning_rate=params["learning_rate"].number(above=0),
-              overhead_fraction=params["overhead_fraction"].number(minimum=0, maximum=1),
-              random_state=params["random_state"].number(integer=True))
+    checked = {"statistic": params["statistic"].text(("auto", *STATISTICS)),
+               "n_estimators": params["n_estimators"].number(integer=True, minimum=1),
+               "max_depth": params["max_depth"].number(integer=True, minimum=0),
+               "learning_rate": params["learning_rate"].number(above=0),
+               "overhead_fraction": params["overhead_fraction"].number(minimum=0, maximum=1),
+               "random_state": params["random_state"].number(integer=True)}
     estimate = None if doc["estimate"].value is None else _read_estimate(doc["estimate"])
     linear, boosters = {}, {}
     for kind in () if estimate is not None else UNIT_KINDS:  # an estimate prices units without boosters
         linear[kind], boosters[kind] = _read_unit(doc["units"][kind])
-    return new._set_learned(
-        linear_=linear, boosters_=boosters,
-        hardware_=doc["hardware"].text(), estimated_=doc["estimated"].flag(), estimate_=estimate,
-        statistic_=doc["statistic"].text(STATISTICS), dtype_=doc["dtype"].text(tuple(DTYPE_BYTES)),
-        threads_=[t.number(integer=True, minimum=1) for t in doc["threads"].elements(nonempty=True)],
-        runtime_=doc["runtime"].text(RUNTIMES),
-        fingerprint_=doc["fingerprint"].mapping(),
-        scale_={_block_kind(kind, doc["scale"]): s.number(above=0) for kind, s in doc["scale"].items()},
-        overhead_ms_=doc["overhead_ms"].number(minimum=0, maximum=HOUR_MS),
-        ms_per_gflop_=float(doc["ms_per_gflop"].number(above=0, nullable=True) or "nan"),  # null: no model rows
-        unit_scale_={group: _read_curve(scale, minimum=0) for group, scale in doc["unit_scale"].items()},
-        unit_curves_={key: _read_curve(curve) for key, curve in doc["unit_curves"].items()},
-        calibration_=doc["calibration"].mapping(), metrics_=doc["metrics"].mapping(),
-        fit_keys_=[key.text() for key in doc["fit_keys"].elements()],
-        blocks_=sorted({b.text(BLOCK_KINDS) for b in doc["blocks"].elements(nonempty=True)}),
-        rest_=_read_rest(doc["rest"]) if "rest" in data else {},  # files written before whole models have none
+    return checked, Learned(
+        linear=linear, boosters=boosters,
+        hw=doc["hardware"].text(), estimated=doc["estimated"].flag(), estimate=estimate,
+        statistic=doc["statistic"].text(STATISTICS), dtype=doc["dtype"].text(tuple(DTYPE_BYTES)),
+        threads=[t.number(integer=True, minimum=1) for t in doc["threads"].elements(nonempty=True)],
+        runtime=doc["runtime"].text(RUNTIMES),
+        fingerprint=doc["fingerprint"].mapping(),
+        scale={_block_kind(kind, doc["scale"]): s.number(above=0) for kind, s in doc["scale"].items()},
+        overhead_ms=doc["overhead_ms"].number(minimum=0, maximum=HOUR_MS),
+        ms_per_gflop=float(doc["ms_per_gflop"].number(above=0, nullable=True) or "nan"),  # null: no model rows
+        unit_scale={group: _read_curve(scale, minimum=0) for group, scale in doc["unit_scale"].items()},
+        unit_curves={key: _read_curve(curve) for key, curve in doc["unit_curves"].items()},
+        calibration=doc["calibration"].mapping(), metrics=doc["metrics"].mapping(),
+        fit_keys=[key.text() for key in doc["fit_keys"].elements()],
+        blocks=sorted({b.text(BLOCK_KINDS) for b in doc["blocks"].elements(nonempty=True)}),
+        rest=_read_rest(doc["rest"]) if "rest" in data else {},  # files written before whole models have none
     )
 
 
-def save(predictor: LatencyPredictor, path: str | os.PathLike) -> Path:
-    """See :meth:`LatencyPredictor.save`."""
-    return write_json(path, to_dict(predictor), separators=(",", ":"))
-
-
-def load(cls: type[LatencyPredictor], name_or_path: str | os.PathLike, shipped: dict[str, Path]) -> LatencyPredictor:
-    """See :meth:`LatencyPredictor.load`; ``shipped``: the shipped predictor files by name."""
+def load(name_or_path: str | os.PathLike, shipped: dict[str, Path]) -> tuple[dict[str, Any], Learned]:
+    """The parameters and learned state in a predictor file, or in the shipped one of that name
+    (``shipped``: the shipped predictor files by name)."""
     path = Path(name_or_path)
     if not path.is_file():
         if str(name_or_path) not in shipped:
@@ -106,7 +102,7 @@ def load(cls: type[LatencyPredictor], name_or_path: str | os.PathLike, shipped: 
         path = shipped[str(name_or_path)]
     data = read_json(path, what="latency predictor",
                      fix="predictors are JSON files written by `sparsevit-fit`, never pickles")
-    return from_dict(cls, data, str(path))
+    return from_dict(data, str(path))
 
 
 def _read_unit(unit: Field) -> tuple[np.ndarray, xgb.Booster]:
@@ -152,7 +148,7 @@ def _read_curve(curve: Field, minimum: float | None = None) -> list[list[float]]
 
 
 def _read_estimate(estimate: Field) -> dict[str, Any]:
-    """The ``estimate`` of a GPU target nobody measured: what ``transfer.estimate_ms`` reads."""
+    """The ``estimate`` of a GPU target nobody measured: what :func:`.unit_model.unit_ms` prices with."""
     estimate["kind"].text(("gpu-cost-model",))
     estimate["runtime"].text(tuple(FIGURE_RUNTIMES))
     for name in fields(GpuConstants):

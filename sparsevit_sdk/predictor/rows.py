@@ -11,11 +11,21 @@ import pandas as pd
 
 from ..arch import signature_blocks
 from ..config import SearchSpace, SparsityConfig
+from ..dataset.schema import stable_statistic
 from ..models import build_model, list_models
 from .features import Architecture, config_units, unit_costs
 
 # the profile columns a predictor may fit on ("auto" picks dataset.schema.stable_statistic)
 STATISTICS = ("p10_ms", "min_ms", "latency_ms")
+
+
+def fitted_statistic(statistic: str, df: pd.DataFrame) -> str:
+    """The profile column a predictor with parameter ``statistic`` fits on ``df``."""
+    if statistic == "auto":
+        return stable_statistic(*df["device"].unique(), profile=True)
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be 'auto' or one of {STATISTICS}, got {statistic!r}")
+    return statistic
 
 
 def one_device(df: pd.DataFrame, refusal: str) -> str:
@@ -74,7 +84,7 @@ def with_mlp_ratio(models: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     for signature, name in {(s, n) for s, n in zip(models["signature"], models["model"]) if s not in ratios}:
         if name not in list_models():
             raise ValueError(f"cannot tell the MLP ratio of {signature!r}: include its block_pair rows")
-        ratios[signature] = Architecture.from_model(build_model(name, seed=None)).mlp_ratio
+        ratios[signature] = build_model(name, seed=None).mlp_ratio
     return models.assign(mlp_ratio=models["signature"].map(ratios).astype(float))
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,13 +23,30 @@ from scipy.optimize import lsq_linear
 
 from ..dataset.merge import select_device
 from ..dataset.schema import FORWARD_KINDS, validate_frame
-from ..hardware import HardwareSpec, get_hardware
-from .gpu_model import GpuConstants, published_model, unit_ms
+from ..hardware import HardwareSpec
+from .gpu_model import published_model
 from .rest import rest_table
-from .rows import block_kinds, model_key, model_units, one_device, one_runtime, runnable, with_mlp_ratio
-
-if TYPE_CHECKING:
-    from .latency import LatencyPredictor
+from .rows import (
+    block_kinds,
+    fitted_statistic,
+    model_key,
+    model_units,
+    one_device,
+    one_runtime,
+    runnable,
+    with_mlp_ratio,
+)
+from .state import Learned
+from .unit_model import (
+    Curve,
+    block_scales,
+    calibration_groups,
+    curve_axis,
+    geometry_keys,
+    interpolate,
+    unit_ms,
+    whole_ms,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,135 +60,58 @@ CURVE_WEIGHTS = (0.0, 0.5, 1.0)
 MIN_FOLDS = 5
 
 
-def calibration_groups(units: pd.DataFrame) -> np.ndarray:
-    """Each unit's calibration group: block pairs are scaled per stage (their shapes, and so
-    their efficiency, differ most); the small units share one scale."""
-    return np.where(units["layer"] == "block_pair", "block_pair/" + units["stage"].astype(str), "rest")
-
-
-def geometry_keys(units: pd.DataFrame) -> np.ndarray:
-    """Which measured curve serves each unit: its kind, stage and every shape it runs at
-    (the kept windows are the curve's axis, not part of the key)."""
-    return (units["layer"] + "/" + units["stage"].astype(str) + ":" + units["signature"] + "@"
-            + units["in_h"].astype(str) + "x" + units["in_w"].astype(str) + "/b" + units["batch"].astype(str)
-            + "/" + units["dtype"]).to_numpy(str)
-
-
-def curve_axis(units: pd.DataFrame) -> np.ndarray:
-    """A curve's x: kept windows for block pairs, one point for every other unit (a score's
-    cost hardly depends on how many windows its stage keeps)."""
-    return np.where(units["layer"] == "block_pair", units["windows_kept"], 0).astype(float)
-
-
-def _curve_log_ratio(curves: dict[str, list[list[float]]], units: pd.DataFrame) -> np.ndarray:
-    """Log-correction of every unit: its geometry's curve interpolated at its kept windows
-    (flat beyond the measured ends), 0 where no curve was measured."""
-    keys, x = geometry_keys(units), curve_axis(units)
-    out = np.zeros(len(units))
-    for key in set(keys) & set(curves):
-        sel = keys == key
-        out[sel] = _interpolate(curves[key], x[sel])
-    return out
-
-
-def estimate_ms(predictor: LatencyPredictor, units: pd.DataFrame) -> np.ndarray:
-    """Unit ms of an estimated target: the published-figure GPU cost model on its specs."""
-    estimate = predictor.estimate_
-    return unit_ms(GpuConstants(**estimate["constants"]), units, HardwareSpec(**estimate["target_spec"]),
-                   estimate["runtime"])
-
-
-def calibrated(predictor: LatencyPredictor, ms: np.ndarray, units: pd.DataFrame) -> np.ndarray:
-    """Unit ms before calibration → after: the residual curves, then the group scales."""
-    if predictor.unit_curves_:
-        ms = ms * np.exp(_curve_log_ratio(predictor.unit_curves_, units))
-    if predictor.unit_scale_:
-        ms = ms * _group_scales(predictor.unit_scale_, units)
-    return ms
-
-
-def for_hardware(cls: type[LatencyPredictor], name: str, shipped: dict[str, Path]) -> LatencyPredictor:
-    """See :meth:`LatencyPredictor.for_hardware`; ``shipped``: the shipped predictor files by name."""
-    hw = get_hardware(name)
-    if hw.predictor is not None:
-        return cls.load(hw.predictor)
-    if hw.spec.kind != "gpu":
-        raise ValueError(f"no measured predictor for the CPU target {name!r} and no estimate for CPUs (they differ "
-                         "too much for specs to say); on that CPU use hw='local' (LatencyPredictor.for_device) or "
-                         "profile it with `sparsevit-profile` and fit with `sparsevit-fit`")
+def estimate(name: str, spec: HardwareSpec) -> Learned:
+    """The state of a GPU target nobody measured: the published-figure cost model priced on its
+    specs (see :meth:`LatencyPredictor.for_hardware`)."""
     model = published_model()
-    estimate = {"kind": "gpu-cost-model", "constants": asdict(model.constants_), "target_spec": asdict(hw.spec),
-                "runtime": "eager", "figures": model.fit_report_["figures"]}
-    est = cls()._set_learned(
-        hardware_=name, estimated_=True, estimate_=estimate, statistic_="latency_ms", dtype_=hw.spec.default_dtype,
-        threads_=[1], runtime_="eager", fingerprint_={}, linear_={}, boosters_={}, unit_scale_={}, unit_curves_={},
-        scale_={}, overhead_ms_=0.0, ms_per_gflop_=float("nan"), calibration_={}, metrics_={}, fit_keys_=[],
-        blocks_=["v1"], rest_={})  # the published figures are all Swin V1
+    cost_model = {"kind": "gpu-cost-model", "constants": asdict(model.constants_), "target_spec": asdict(spec),
+                  "runtime": "eager", "figures": model.fit_report_["figures"]}
     logger.warning(
         "no measured latency predictor for %r: latencies are estimated by a GPU cost model fitted to %d published "
         "Swin measurements and priced on the %s's published specs (%s, eager PyTorch); calibrate it on the device "
-        "with LatencyPredictor.for_device('cuda:0', model, input_shape) or profile it with `sparsevit-profile`",
-        name, estimate["figures"], name, hw.spec.default_dtype)
-    return est
+        "with for_device(model, input_shape, 'cuda:0') or profile it with `sparsevit-profile`",
+        name, cost_model["figures"], name, spec.default_dtype)
+    return Learned(
+        hw=name, estimated=True, estimate=cost_model, statistic="latency_ms", dtype=spec.default_dtype,
+        threads=[1], runtime="eager", fingerprint={}, linear={}, boosters={}, unit_scale={}, unit_curves={},
+        scale={}, overhead_ms=0.0, ms_per_gflop=float("nan"), calibration={}, metrics={}, fit_keys=[],
+        blocks=["v1"], rest={})  # the published figures are all Swin V1
 
 
-def calibrate(cls: type[LatencyPredictor], base: LatencyPredictor, df: pd.DataFrame,
-              prior_weight: float) -> LatencyPredictor:
-    """See :meth:`LatencyPredictor.calibrate`."""
-    base._check_fitted()
+def calibrate(base: Learned, df: pd.DataFrame, *, statistic: str, prior_weight: float) -> Learned:
+    """``base`` adapted to the device of ``df`` (see :meth:`LatencyPredictor.calibrate`);
+    ``statistic`` is the predictor's parameter ("auto" or a column)."""
     sidecar = select_device(df, mix=True)[1]
     df = validate_frame(df, "calibration data")
-    hardware = one_device(df, "calibrate for one device at a time")
-    new = cls.from_dict(base.to_dict())
-    # the block kinds measured here are known from now on: calibrating on them is what covers them
-    # the rests measured here are this device's; the base's were another's
-    statistic = new._resolve_statistic(df)
-    new._set_learned(statistic_=statistic, blocks_=sorted(set(base.blocks_) | set(block_kinds(df))),
-                     rest_=rest_table(df, statistic))
+    hw = one_device(df, "calibrate for one device at a time")
+    # the block kinds measured here are known from now on: calibrating on them is what covers them;
+    # the rests measured here are this device's, the base's were another's
+    column = fitted_statistic(statistic, df)
+    new = base.replace(statistic=column, blocks=sorted(set(base.blocks) | set(block_kinds(df))),
+                       rest=rest_table(df, column))
     layers = runnable(df[~df["layer"].isin(FORWARD_KINDS)])
     models = with_mlp_ratio(df[df["layer"] == "model"].reset_index(drop=True), df)
-    runtime = one_runtime(models) if len(models) else base.runtime_
+    runtime = one_runtime(models) if len(models) else base.runtime
     if layers.empty and models.empty:
         raise ValueError("no calibration rows: measure at least a few whole models or layer units")
     cross_validated: dict[str, float] = {}
     if len(layers):
-        new._set_learned(unit_scale_=_layer_scales(new, layers, prior_weight))
+        new = new.replace(unit_scale=_layer_scales(new, layers, prior_weight))
         residuals = _layer_residuals(new, layers)
         weight, checked = (_curve_weight(new, residuals, models, prior_weight) if len(models) >= MIN_FOLDS
                            else (1.0, {}))
-        new._set_learned(unit_curves_=_curves(new.unit_curves_, residuals, weight))
+        new = new.replace(unit_curves=_curves(new.unit_curves, residuals, weight))
         cross_validated = {"curve_weight": weight, **checked}
     if len(models):
         unit_scale, overhead_ms = _model_scales(new, models, prior_weight)
-        new._set_learned(unit_scale_=unit_scale, overhead_ms_=overhead_ms)
-    return new._set_learned(
-        hardware_=hardware, estimated_=False, metrics_={},
-        fingerprint_=sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
-        threads_=sorted(int(t) for t in df["threads"].unique()), runtime_=runtime,
-        fit_keys_=sorted(set(base.fit_keys_) | set(models.apply(model_key, axis=1))),
-        calibration_={"base": base.hardware_, "base_estimated": base.estimated_,
-                      "model_rows": int(len(models)), "layer_rows": int(len(layers)), **cross_validated})
-
-
-Curve = list[list[float]]  # [[x, value], ...] with increasing x; one point is a constant
-
-
-def _interpolate(points: Curve, x: np.ndarray) -> np.ndarray:
-    """A curve at ``x``, linear between its points and flat beyond its ends."""
-    points = np.asarray(points, dtype=float)
-    return np.interp(x, points[:, 0], points[:, 1])
-
-
-def _group_scales(unit_scale: dict[str, Curve], units: pd.DataFrame) -> np.ndarray:
-    """Each unit's scale: its group's curve (else the common ``*``) at the unit's sparsity."""
-    groups = calibration_groups(units)
-    sparsity = units["sparsity"].to_numpy(float)
-    out = np.ones(len(units))
-    for group in np.unique(groups):
-        curve = unit_scale.get(group, unit_scale.get("*"))
-        if curve is not None:
-            out[groups == group] = _interpolate(curve, sparsity[groups == group])
-    return out
+        new = new.replace(unit_scale=unit_scale, overhead_ms=overhead_ms)
+    return new.replace(
+        hw=hw, estimated=False, metrics={},
+        fingerprint=sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
+        threads=sorted(int(t) for t in df["threads"].unique()), runtime=runtime,
+        fit_keys=sorted(set(base.fit_keys) | set(models.apply(model_key, axis=1))),
+        calibration={"base": base.hw, "base_estimated": base.estimated,
+                     "model_rows": int(len(models)), "layer_rows": int(len(layers)), **cross_validated})
 
 
 def _combine(old: dict[str, Curve], new: dict[str, Curve], default: float) -> dict[str, Curve]:
@@ -183,26 +121,26 @@ def _combine(old: dict[str, Curve], new: dict[str, Curve], default: float) -> di
     for g in sorted(set(old) | set(new) | {"*"}):
         before, after = old.get(g, old.get("*", [[0.0, 1.0]])), new.get(g, [[0.0, default]])
         knots = np.unique([x for x, _ in before + after])
-        out[g] = [[float(x), float(v)] for x, v in zip(knots, _interpolate(before, knots) * _interpolate(after, knots))]
+        out[g] = [[float(x), float(v)] for x, v in zip(knots, interpolate(before, knots) * interpolate(after, knots))]
     return out
 
 
-def _layer_scales(predictor: LatencyPredictor, layers: pd.DataFrame, prior_weight: float) -> dict[str, Curve]:
+def _layer_scales(learned: Learned, layers: pd.DataFrame, prior_weight: float) -> dict[str, Curve]:
     """Unit scales from layer rows: each group's mean log-ratio, shrunk toward the common one."""
-    log_ratio = np.log(layers[predictor.statistic_].to_numpy(float) / predictor.predict(layers))
+    log_ratio = np.log(layers[learned.statistic].to_numpy(float) / unit_ms(learned, layers))
     groups = calibration_groups(layers)
     common = float(log_ratio.mean())
     scale = {g: [[0.0, float(np.exp((log_ratio[groups == g].sum() + prior_weight * common)
                                     / ((groups == g).sum() + prior_weight)))]] for g in np.unique(groups)}
-    return _combine(predictor.unit_scale_, scale, float(np.exp(common)))
+    return _combine(learned.unit_scale, scale, float(np.exp(common)))
 
 
-def _layer_residuals(predictor: LatencyPredictor, layers: pd.DataFrame) -> dict[str, pd.Series]:
+def _layer_residuals(learned: Learned, layers: pd.DataFrame) -> dict[str, pd.Series]:
     """Per measured geometry, the median log-ratio of measured to predicted at each kept
     window count (on top of the group scales)."""
     frame = pd.DataFrame({
         "key": geometry_keys(layers), "x": curve_axis(layers),
-        "r": np.log(layers[predictor.statistic_].to_numpy(float) / predictor.predict(layers))})
+        "r": np.log(layers[learned.statistic].to_numpy(float) / unit_ms(learned, layers))})
     return {key: group.groupby("x")["r"].median() for key, group in frame.groupby("key")}
 
 
@@ -212,12 +150,12 @@ def _curves(old: dict[str, Curve], residuals: dict[str, pd.Series], weight: floa
     curves = dict(old)
     for key, residual in residuals.items():
         at = residual.index.to_numpy(float)
-        before = _interpolate(old[key], at) if key in old else 0.0
+        before = interpolate(old[key], at) if key in old else 0.0
         curves[key] = [[float(x), float(r)] for x, r in zip(at, before + weight * residual.to_numpy())]
     return curves
 
 
-def _curve_weight(predictor: LatencyPredictor, residuals: dict[str, pd.Series], models: pd.DataFrame,
+def _curve_weight(learned: Learned, residuals: dict[str, pd.Series], models: pd.DataFrame,
                   prior_weight: float) -> tuple[float, dict[str, float]]:
     """How much of the isolated units' residual curves to trust, chosen by k-fold
     cross-validation on the whole models, and the chosen weight's cross-validated accuracy
@@ -225,20 +163,16 @@ def _curve_weight(predictor: LatencyPredictor, residuals: dict[str, pd.Series], 
     from call to call; inside a model the other stages' weights evict it, so where a unit's
     isolated time jumps at a cache edge the model's time may not (the Intel Xeon profile's
     first swin_micro stage at 672 px)."""
-    old_curves, old_scale, old_overhead = predictor.unit_curves_, predictor.unit_scale_, predictor.overhead_ms_
-    y = models[predictor.statistic_].to_numpy(float)
+    y = models[learned.statistic].to_numpy(float)
     fold = np.arange(len(models)) % min(MIN_FOLDS, len(models))
     ratios = {}
     for weight in CURVE_WEIGHTS:
-        predictor._set_learned(unit_curves_=_curves(old_curves, residuals, weight))
+        trial = learned.replace(unit_curves=_curves(learned.unit_curves, residuals, weight))
         predicted = np.empty(len(models))
         for k in np.unique(fold):
-            scale, overhead = _model_scales(predictor, models[fold != k], prior_weight)
-            predictor._set_learned(unit_scale_=scale, overhead_ms_=overhead)
-            predicted[fold == k] = predictor._whole_ms(models[fold == k])
-            predictor._set_learned(unit_scale_=old_scale, overhead_ms_=old_overhead)
+            scale, overhead = _model_scales(trial, models[fold != k], prior_weight)
+            predicted[fold == k] = whole_ms(trial.replace(unit_scale=scale, overhead_ms=overhead), models[fold == k])
         ratios[weight] = predicted / y
-    predictor._set_learned(unit_curves_=old_curves)
     best = min(ratios, key=lambda w: float(np.mean(np.abs(np.log(ratios[w])))))
     error = np.abs(ratios[best] - 1.0)
     return best, {"cv_within_10": float((error <= 0.1).mean() * 100), "cv_mape": float(error.mean() * 100)}
@@ -246,11 +180,11 @@ def _curve_weight(predictor: LatencyPredictor, residuals: dict[str, pd.Series], 
 
 def _hats(sparsity: np.ndarray) -> np.ndarray:
     """``(n, len(KNOTS))`` weights of linear interpolation between the knots at each sparsity."""
-    return np.stack([_interpolate([[k, float(i == j)] for j, k in enumerate(KNOTS)], sparsity)
+    return np.stack([interpolate([[k, float(i == j)] for j, k in enumerate(KNOTS)], sparsity)
                      for i in range(len(KNOTS))], axis=1)
 
 
-def _model_scales(predictor: LatencyPredictor, models: pd.DataFrame,
+def _model_scales(learned: Learned, models: pd.DataFrame,
                   prior_weight: float) -> tuple[dict[str, Curve], float]:
     """Unit scales and overhead from whole-model rows, by least squares on relative error.
 
@@ -259,10 +193,10 @@ def _model_scales(predictor: LatencyPredictor, models: pd.DataFrame,
     (what fits a cache alone need not fit between the other stages' weights).  Every value
     is pulled toward one common scale with ``prior_weight`` and toward its neighbour knot,
     so ten samples cannot overfit."""
-    y = models[predictor.statistic_].to_numpy(float)
+    y = models[learned.statistic].to_numpy(float)
     parts = []  # per config: Σ unit ms by (calibration group, knot)
     for units in model_units(models):
-        ms = predictor._scales(units["signature"]) * predictor.predict(units) * units["weight"].to_numpy()
+        ms = block_scales(learned, units["signature"]) * unit_ms(learned, units) * units["weight"].to_numpy()
         groups = calibration_groups(units)
         pair = (units["layer"] == "block_pair").to_numpy()
         share = np.where(pair[:, None], _hats(units["sparsity"].to_numpy(float)), np.eye(len(KNOTS))[0])
@@ -271,7 +205,7 @@ def _model_scales(predictor: LatencyPredictor, models: pd.DataFrame,
     parts = pd.DataFrame(parts).fillna(0.0)
     parts = parts.loc[:, parts.abs().sum() > 0]  # knots no unit touches
     P = parts.to_numpy()
-    common = float(np.median(y / (P.sum(axis=1) + predictor.overhead_ms_)))
+    common = float(np.median(y / (P.sum(axis=1) + learned.overhead_ms)))
     typical = float(y.mean())
     w = np.sqrt(prior_weight)
     G = P.shape[1]
@@ -281,10 +215,10 @@ def _model_scales(predictor: LatencyPredictor, models: pd.DataFrame,
         smooth[row, i], smooth[row, j] = SMOOTHING * w, -SMOOTHING * w
     A = np.vstack([np.column_stack([P, np.ones(len(y))]) / y[:, None],
                    w * np.eye(G + 1)[:G], w * np.eye(G + 1)[G:] / typical, smooth])
-    b = np.concatenate([np.ones(len(y)), np.full(G, w * common), [w * common * predictor.overhead_ms_ / typical],
+    b = np.concatenate([np.ones(len(y)), np.full(G, w * common), [w * common * learned.overhead_ms / typical],
                         np.zeros(len(neighbours))])
     theta = lsq_linear(A, b, bounds=(0.0, np.inf)).x
     fitted: dict[str, Curve] = {}  # groups these models do not run keep the common scale
     for (group, knot), value in zip(parts.columns, theta[:G]):
         fitted.setdefault(group, []).append([float(knot), float(value)])
-    return _combine(predictor.unit_scale_, fitted, common), float(theta[G])
+    return _combine(learned.unit_scale, fitted, common), float(theta[G])

@@ -24,8 +24,10 @@ import torch
 import torch.nn as nn
 from torch.utils import _pytree as pytree
 
+from ..arch import check_input_shape
+from ..runtimes import runtime_call
 from ..sparse.convert import sparse_backbone
-from ..sparse.swin import SparseSwin, check_input_shape
+from ..sparse.swin import SparseSwin
 from .timing import time_callable
 
 Call = str | Callable[[nn.Module, torch.Tensor], Any] | None
@@ -177,12 +179,7 @@ def measure_rest(forward: ModelForward, input_shape: Sequence[int], device: str 
     if forward.is_backbone:
         return RestOfModel()
     backbone = forward.backbone
-    if runtime == "eager":
-        fns = (lambda: forward(x), lambda: backbone(x))
-    else:
-        from ..deploy.runtimes import runtime_call  # optional machinery, loaded when asked for
-
-        fns = tuple(runtime_call(m, x, runtime, threads=threads) for m in (forward, backbone))
+    fns = tuple(runtime_call(m, x, runtime, threads=threads) for m in (forward, backbone))
 
     def sample() -> tuple[float, float]:
         return tuple(time_callable(fn, device, warmup=0, repeats=1, threads=threads, clock=clock).min_ms

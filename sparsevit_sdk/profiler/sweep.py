@@ -25,17 +25,17 @@ import torch.nn as nn
 
 from .._progress import progress_bar
 from .._version import __version__
-from ..arch import Architecture
-from ..config import SearchSpace
 from ..dataset.files import claim_folder, dataset_path, merge_rows, read_frame
 from ..dataset.schema import KEY, empty_frame, validate_frame
 from ..devices import resolve_device
 from ..models import build_model
+from ..runtimes import check_runtime
+from ..sparse.convert import search_space
 from ..sparse.swin import SparseSwin
 from .fingerprint import device_fingerprint
 from .forward import Call, ModelForward
 from .plan import DTYPES, SweepPlan, SweepSettings, parse_resolution
-from .timing import CLOCKS, check_runtime, num_threads
+from .timing import CLOCKS, num_threads
 
 __all__ = ["DTYPES", "FLUSH_S", "SweepSettings", "parse_resolution", "profile_model"]
 
@@ -96,7 +96,7 @@ def profile_model(
     if any(b < 1 for *_, b in shapes):
         raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
     net, name, whole = _resolve_model(model, name, call)
-    arch = Architecture.from_model(net)
+    arch = net.architecture
     for h, w, b in shapes:
         arch.check_fits((b, net.in_chans, h, w), fix="a smaller --resolution or --batch")
     if any(d % 2 for d in net.depths):
@@ -107,7 +107,7 @@ def profile_model(
                          f"device {dev}, threads {threads}")
     check_runtime(runtime, clock)
     settings = settings or SweepSettings()
-    space = SearchSpace.from_model(net, **({} if grid is None else {"grid": grid}))
+    space = search_space(net, **({} if grid is None else {"grid": grid}))
     (net if whole is None else whole).to(dev, DTYPES[dtype]).eval()
 
     with num_threads(threads), torch.inference_mode():

@@ -11,7 +11,6 @@ waited for one (4x on a loaded 2-core machine), CPU time does not.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -21,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..dataset.schema import PROFILE_COLUMNS, RUNTIMES
+from ..arch import check_input_shape
+from ..dataset.schema import PROFILE_COLUMNS
 from ..devices import resolve_device
-from ..sparse.swin import check_input_shape
+from ..runtimes import check_runtime, runtime_call
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
@@ -61,15 +61,6 @@ class LatencyStats:
     def profile_columns(self) -> dict[str, float]:
         """The times as a profile row's columns (the median as ``latency_ms``)."""
         return {column: getattr(self, name) for name, column in PROFILE_COLUMNS.items()}
-
-
-def check_runtime(runtime: str, clock: str = "wall") -> None:
-    """Refuse an unknown runtime, and the thread-CPU clock where work runs on threads it cannot see."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if runtime == "onnxruntime" and clock != "wall":
-        raise ValueError("ONNX Runtime computes on threads of its own, which the 'cpu' clock (this thread's CPU "
-                         "time) does not see; time it with clock='wall'")
 
 
 @contextmanager
@@ -148,12 +139,7 @@ def measure_latency(
     dev = resolve_device(device)
     model.to(device=dev, dtype=dtype).eval()
     x = torch.randn(*shape, device=dev, dtype=dtype)
-    if runtime == "eager":
-        call = functools.partial(model, x)
-    else:
-        from ..deploy.runtimes import runtime_call  # optional machinery, loaded when asked for
-
-        check_runtime(runtime, clock)
-        with num_threads(threads):
-            call = runtime_call(model, x, runtime, threads=threads)
+    check_runtime(runtime, clock)
+    with num_threads(threads):  # compiled or exported on the threads it is timed on
+        call = runtime_call(model, x, runtime, threads=threads)
     return time_callable(call, dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)

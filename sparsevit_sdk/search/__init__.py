@@ -1,6 +1,8 @@
-"""Search: per-knob sparsity under a latency budget (DEAP), validated on the real kernels.
+"""Search: per-knob sparsity under a latency budget, validated on the real kernels.
 
-    result = SearchSession(model, hw="jetson-orin", latency_budget=0.7).run()
+    result = SearchSession(model, hw="jetson-orin", latency_budget=0.7).run()   # strategy="ga" (DEAP)
+    SearchSession(model, hw="cpu", strategy="nsga2", population=32)            # a built-in, by name
+    SearchSession(model, hw="cpu", strategy=MyStrategy())                      # a SearchStrategy of your own
     result.best, result.predicted_ms, result.pareto, result.history
     print(result.validate("cpu")); result.plot("pareto.png"); result.save("result.json")
 
@@ -8,18 +10,21 @@ Scale out with ``executor="process"`` / ``"ray"``; ``checkpoint=path`` and ``Sea
 """
 
 from .checkpoint import SearchState, read_checkpoint, write_checkpoint
-from .engine import EvolutionSearch
+from .engine import SearchEngine
 from .evaluation import Failure
 from .executors import ProcessExecutor, RayExecutor, resolve_executor
-from .outcome import EvolutionOutcome, pareto_front
+from .outcome import SearchOutcome, pareto_front
 from .protocols import Executor
 from .result import SearchResult
 from .session import SearchSession
 from .settings import SearchSettings, resolve_budget
+from .strategies import STRATEGIES, GeneticSearch, NSGA2Search, RandomSearch
+from .strategy import Problem, SearchStrategy, Trial
 from .validation import ValidationReport
 
 __all__ = [
-    "EvolutionOutcome", "EvolutionSearch", "Executor", "Failure", "ProcessExecutor", "RayExecutor", "SearchResult",
-    "SearchSession", "SearchSettings", "SearchState", "ValidationReport", "pareto_front", "read_checkpoint",
-    "resolve_budget", "resolve_executor", "write_checkpoint",
+    "STRATEGIES", "Executor", "Failure", "GeneticSearch", "NSGA2Search", "Problem", "ProcessExecutor", "RandomSearch",
+    "RayExecutor", "SearchEngine", "SearchOutcome", "SearchResult", "SearchSession", "SearchSettings", "SearchState",
+    "SearchStrategy", "Trial", "ValidationReport", "pareto_front", "read_checkpoint", "resolve_budget",
+    "resolve_executor", "write_checkpoint",
 ]

@@ -1,8 +1,9 @@
 """Search checkpoints: one JSON file, rewritten atomically after every generation.
 
 A long search on a cluster should survive the machine that drives it: the engine's state
-after a generation (random state, population, every prediction, score and failure, the
-Logbook) is everything it needs to continue exactly as if it had never stopped.  JSON, not
+after a generation (every prediction, score and failure, the Logbook, and the strategy's own
+state: for the GA its random state and population) is everything it needs to continue exactly
+as if it had never stopped.  JSON, not
 pickle: a checkpoint is data, readable by any later version that knows the format.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import socket
 import time
 from collections.abc import Iterator
@@ -24,21 +24,21 @@ from .._documents import Field, check_header, header, read_json
 from ..config import Granularity
 
 FORMAT = "sparsevit-search-checkpoint"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the strategy's state replaced the GA's rng_state and population
 
 
 @dataclass
 class SearchState:
-    """The engine after ``generation``: everything :meth:`EvolutionSearch.run` needs to go on.
+    """The engine after ``generation``: everything :meth:`SearchEngine.run` needs to go on.
 
     Configs are stored as their ratio lists, in the order they were first seen (the
-    history's row order).  ``rng_state`` is ``random.getstate()`` as JSON lists.
+    history's row order).  ``strategy`` is the strategy's ``state_dict()``, checked by its
+    ``load_state_dict``.
     """
 
     generation: int
-    settings: dict[str, Any]  # SearchSettings.shape() and space_settings(space): must match on resume
-    rng_state: list
-    population: list[list[int]]  # genomes, in population order
+    settings: dict[str, Any]  # SearchEngine.shape(): settings, space and strategy; must match on resume
+    strategy: dict[str, Any]
     predicted: list[tuple[list[float], float, int]]  # (ratios, predicted ms, generation first seen)
     scores: list[tuple[list[float], float]]
     failed: list[tuple[list[float], str]]  # (ratios, last error) of evaluations given up on
@@ -57,10 +57,10 @@ def write_checkpoint(path: str | os.PathLike, state: SearchState, session: dict[
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any]]:
     """The state and session settings of a checkpoint; a foreign, damaged or hand-edited
-    file is refused naming the file and the key (a gene off the grid, a missing key, a
-    string where a number belongs).
+    file is refused naming the file and the key (a missing key, a string where a number
+    belongs); the strategy's own state is checked by the strategy as it loads it.
 
-    The session is empty for a checkpoint written around a bare :class:`EvolutionSearch`;
+    The session is empty for a checkpoint written around a bare :class:`SearchEngine`;
     otherwise it holds every key :meth:`SearchSession.resume` reads.
     """
     fix = "restore the file, or start the search again"
@@ -68,9 +68,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any
     check_header(data, FORMAT, SCHEMA_VERSION, source=str(path), what="search checkpoint", fix=fix)
     doc = Field(data, source=str(path), what="search checkpoint", fix=fix)
     state, session = doc["state"], doc["session"]
-    grid = _read_settings(state["settings"])
-    genomes = state["population"].elements(nonempty=True)
-    knobs = len(genomes[0].elements())
+    _read_settings(state["settings"])
+    first = state["predicted"].elements(nonempty=True)[0].elements(length=3)[0]
+    knobs = len(first.elements(nonempty=True))  # every config of the search has as many ratios
 
     def ratios(field: Field) -> list[float]:
         return [r.number(minimum=0, below=1) for r in field.elements(length=knobs)]
@@ -78,12 +78,6 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any
     def entries(name: str, length: int) -> list[list[Field]]:
         return [entry.elements(length=length) for entry in state[name].elements()]
 
-    rng_state = state["rng_state"]
-    try:  # random.getstate() as JSON lists: (version, 625 ints, gauss or null)
-        version, internal, gauss = rng_state.value
-        random.Random().setstate((version, tuple(internal), gauss))
-    except (TypeError, ValueError) as err:
-        raise rng_state.error(f"is not a random.getstate() of this Python ({err})") from err
     if session.mapping():
         session["hardware"].text()
         session["proxy_name"].text()
@@ -93,9 +87,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any
     return SearchState(
         generation=state["generation"].number(integer=True, minimum=0),
         settings=state["settings"].value,
-        rng_state=rng_state.value,
-        population=[[g.number(integer=True, minimum=0, maximum=len(grid) - 1) for g in genome.elements(length=knobs)]
-                    for genome in genomes],
+        strategy=state["strategy"].mapping(),
         predicted=[(ratios(r), ms.number(above=0), gen.number(integer=True, minimum=0))
                    for r, ms, gen in entries("predicted", 3)],
         scores=[(ratios(r), score.number()) for r, score in entries("scores", 2)],
@@ -106,20 +98,19 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any
     ), session.value
 
 
-def _read_settings(settings: Field) -> list[float]:
+def _read_settings(settings: Field) -> None:
     """Check the engine settings :meth:`SearchSession.resume` rebuilds the search from
-    (their values are the engine's to judge); returns the grid, which genes index."""
+    (their values are the engine's and the strategy's to judge)."""
     settings["signature"].text()
-    settings["mode"].text()
+    settings["strategy"].text()
+    settings["strategy_options"].mapping()
     settings["granularity"].text(get_args(Granularity))
     settings["monotonic"].flag()
-    for name in ("population", "parents", "generations"):
-        settings[name].number(integer=True, minimum=0)
     settings["seed"].number(integer=True, nullable=True)
-    settings["mutation_prob"].number(minimum=0, maximum=1)
     settings["latency_budget"].number(nullable=True)
     settings["budget_ms"].number(nullable=True)
-    return [g.number(minimum=0, below=1) for g in settings["grid"].elements(nonempty=True)]
+    for g in settings["grid"].elements(nonempty=True):
+        g.number(minimum=0, below=1)
 
 
 class CheckpointInUse(RuntimeError):

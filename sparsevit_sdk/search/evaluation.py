@@ -1,7 +1,9 @@
 """The search's ledger: every config predicted, scored or given up on, and how scoring is done.
 
-Latency is predicted in one batch per call, once per distinct config.  Scores go through the
-toolbox's ``map`` (the executor seam) and its ``score`` (the proxy, :class:`Guarded`).
+The ledger is the engine's cache and the :class:`~.strategy.Problem` a strategy proposes
+with.  Latency is predicted in one batch per call, once per distinct config.  Scores go
+through ``map`` (the builtin, or an executor's: the seam where proxy calls spread over
+processes or machines) of the proxy made :class:`Guarded`.
 
 Fault tolerance: a proxy call that raises (in any worker), returns anything but a real
 finite number, or is lost by the executor (its worker died) is retried up to ``retries``
@@ -20,14 +22,14 @@ import math
 import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..config import SparsityConfig
+from ..config import SearchSpace, SparsityConfig
 from .outcome import HISTORY_COLUMNS
-from .protocols import LatencyFn, Proxy, proxy_name
+from .protocols import Executor, LatencyFn, Proxy, proxy_name
+from .strategy import Trial
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class Guarded:
     """``fn`` with its exceptions, and any return value but a real finite number, returned as
     :class:`Failure` values instead of raised or converted.
 
-    This is what goes through ``toolbox.map``: one raising candidate (or one NaN) must not
+    This is what goes through the executor's ``map``: one raising candidate (or one NaN) must not
     take the results of the others in its batch, or the search, down with it.  Nothing is
     converted: ``'0.5'`` or ``True`` from a proxy is a bug in it, not a score.
     """
@@ -67,37 +69,43 @@ class Guarded:
 
 
 class Ledger:
-    """Predictions, scores and failures of one search, in the order configs were first seen.
+    """Predictions, scores and failures of one search of ``space``, in the order configs were first seen.
 
-    ``toolbox`` provides ``map`` and ``score``; ``out_of_time()`` says whether this run's time
-    is up.  ``budget_ms`` is set once the budget is resolved against the dense latency.
+    Proxy calls go through ``executor.map`` (the builtin ``map`` without one); ``out_of_time()``
+    says whether this run's time is up.  ``budget_ms`` is set once the budget is resolved
+    against the dense latency; ``current`` is the generation configs predicted now are first seen in.
     """
 
-    def __init__(self, latency_fn: LatencyFn, toolbox: Any, *, retries: int, max_evaluations: int | None,
-                 out_of_time: Callable[[], bool]) -> None:
-        self.latency_fn, self.toolbox = latency_fn, toolbox
+    def __init__(self, space: SearchSpace, latency_fn: LatencyFn, proxy: Proxy, executor: Executor | None, *,
+                 retries: int, max_evaluations: int | None, out_of_time: Callable[[], bool]) -> None:
+        self.space, self.latency_fn, self.score_fn = space, latency_fn, Guarded(proxy)
+        self.map = map if executor is None else executor.map
         self.retries, self.max_evaluations, self.out_of_time = retries, max_evaluations, out_of_time
-        self.ms: dict[SparsityConfig, float] = {}
+        self.predicted: dict[SparsityConfig, float] = {}
         self.scores: dict[SparsityConfig, float] = {}
         self.failed: dict[SparsityConfig, str] = {}  # config → error of its last attempt
         self.generation: dict[SparsityConfig, int] = {}  # config → generation it was first seen in
         self.budget_ms = math.inf
+        self.current = 0
         self.cut: str | None = None  # the limit that left configs of this generation untried
 
-    def predict(self, configs: Iterable[SparsityConfig], generation: int) -> None:
+    def predict(self, configs: Iterable[SparsityConfig]) -> None:
         """Predict every config not yet in the cache, in one batch."""
-        new = list(dict.fromkeys(c for c in configs if c not in self.ms))
+        new = list(dict.fromkeys(c for c in configs if c not in self.predicted))
         if not new:
             return
         ms = np.asarray(self.latency_fn(new), dtype=float)
         if ms.shape != (len(new),) or not np.isfinite(ms).all():
             raise ValueError(f"latency_fn returned {ms!r} for {len(new)} configs; expected that many finite ms")
         for cfg, value in zip(new, ms):
-            self.ms[cfg] = float(value)
-            self.generation[cfg] = generation
+            self.predicted[cfg] = float(value)
+            self.generation[cfg] = self.current
 
     def feasible(self, cfg: SparsityConfig) -> bool:
-        return self.ms[cfg] <= self.budget_ms
+        return self.predicted[cfg] <= self.budget_ms
+
+    def trial(self, cfg: SparsityConfig) -> Trial:
+        return Trial(cfg, self.predicted[cfg], self.feasible(cfg), self.scores.get(cfg))
 
     def evaluated(self) -> int:
         """Configs the proxy has been given so far (scored or given up on)."""
@@ -106,18 +114,18 @@ class Ledger:
     def best(self) -> tuple[SparsityConfig, float]:
         """The best-scoring feasible config (the faster of equals) and its score."""
         feasible = [c for c in self.scores if self.feasible(c)]
-        best = max(feasible, key=lambda c: (self.scores[c], -self.ms[c]))
+        best = max(feasible, key=lambda c: (self.scores[c], -self.predicted[c]))
         return best, self.scores[best]
 
     def _attempt(self, configs: list[SparsityConfig], bounded: bool) -> dict[SparsityConfig, float | Failure]:
-        """One pass of ``toolbox.map`` over ``configs``: a score or a Failure for each, or,
+        """One pass of ``map`` over ``configs``: a score or a Failure for each, or,
         ``bounded`` and out of time, for those done so far (the rest are left untried).
 
         An error raised by the executor itself (a worker died, the pool broke) is charged
         to the config it was delivering and to every config after it, whose results are lost.
         """
         results: dict[SparsityConfig, float | Failure] = {}
-        stream = iter(self.toolbox.map(self.toolbox.score, configs))
+        stream = iter(self.map(self.score_fn, configs))
         try:
             for cfg, value in zip(configs, stream):
                 results[cfg] = value
@@ -134,7 +142,7 @@ class Ledger:
         return {cfg: results.get(cfg, lost) for cfg in configs}
 
     def score(self, configs: Iterable[SparsityConfig], *, bounded: bool = True) -> int:
-        """Score configs neither scored nor given up on, through ``toolbox.map``, retrying
+        """Score configs neither scored nor given up on, through ``map``, retrying
         failures up to ``retries`` times; returns how many configs were tried.
 
         ``bounded``: within the limits, which may leave configs untried (``cut`` says why);
@@ -169,20 +177,21 @@ class Ledger:
     # ------------------------------------------------------------- checkpoints
     def entries(self) -> dict[str, list]:
         """The ledger as a checkpoint stores it: configs as ratio lists, in first-seen order."""
-        return {"predicted": [(list(c.ratios), ms, self.generation[c]) for c, ms in self.ms.items()],
+        return {"predicted": [(list(c.ratios), ms, self.generation[c]) for c, ms in self.predicted.items()],
                 "scores": [(list(c.ratios), v) for c, v in self.scores.items()],
                 "failed": [(list(c.ratios), e) for c, e in self.failed.items()]}
 
-    def restore(self, config: Callable[[Any], SparsityConfig], predicted: list, scores: list, failed: list) -> None:
-        """Fill the ledger from checkpoint entries (see :meth:`entries`); ``config`` builds a config from ratios."""
+    def restore(self, predicted: list, scores: list, failed: list) -> None:
+        """Fill the ledger from checkpoint entries (see :meth:`entries`)."""
+        config = self.space.config
         for ratios, ms, generation in predicted:
             cfg = config(ratios)
-            self.ms[cfg], self.generation[cfg] = ms, generation
+            self.predicted[cfg], self.generation[cfg] = ms, generation
         self.scores.update((config(ratios), v) for ratios, v in scores)
         self.failed.update((config(ratios), e) for ratios, e in failed)
 
     def history(self) -> pd.DataFrame:
         """One row per distinct config, in first-seen order (see :data:`HISTORY_COLUMNS`)."""
         rows = [(self.generation[c], str(c), c.ratios, ms, self.scores.get(c, math.nan), self.feasible(c),
-                 self.failed.get(c)) for c, ms in self.ms.items()]
+                 self.failed.get(c)) for c, ms in self.predicted.items()]
         return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))

@@ -1,5 +1,5 @@
 """What a search run hands back: its history (one row per distinct config), its progress (one
-row per generation) and the Pareto front of what it scored."""
+row per generation, i.e. round of the strategy) and the Pareto front of what it scored."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def pareto_front(history: pd.DataFrame) -> pd.DataFrame:
 
 
 @dataclass
-class EvolutionOutcome:
+class SearchOutcome:
     """What one run found; ``history`` has one row per distinct config evaluated."""
 
     best: SparsityConfig
@@ -38,7 +38,7 @@ class EvolutionOutcome:
     dense_score: float
     budget_ms: float
     history: pd.DataFrame
-    progress: pd.DataFrame  # one row per generation (the DEAP Logbook)
+    progress: pd.DataFrame  # one row per generation: configs proposed and scored, share within budget, best so far
     stopped: str | None = None  # why and when a limit ended the search early; None: it ran every generation
 
     @property

@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .._atomic import write_figure
+from ..config import SparsityConfig
+from ..profiler.forward import RestOfModel
 
-if TYPE_CHECKING:
-    from .result import SearchResult
+
+class Plotted(Protocol):
+    """What a plot reads of a search's result (:class:`~.result.SearchResult` has it)."""
+
+    best: SparsityConfig
+    predicted_ms: float
+    score: float
+    budget_ms: float
+    hardware: str
+    estimated: bool
+    proxy_name: str
+    strategy: str
+    history: pd.DataFrame
+    progress: pd.DataFrame
+    rest: RestOfModel
+    call: str
+
+    @property
+    def pareto(self) -> pd.DataFrame: ...
 
 
-def plot_result(result: SearchResult, path: str | os.PathLike | None = None) -> Figure:
+def plot_result(result: Plotted, path: str | os.PathLike | None = None) -> Figure:
     """Pareto front of (predicted latency, proxy score) beside the best score per generation.
 
     Uses a bare ``Figure`` (Agg), so it works headless and leaves pyplot's state alone.
@@ -35,7 +55,7 @@ def plot_result(result: SearchResult, path: str | os.PathLike | None = None) -> 
     whole = result.rest.source != "none"
     front_ax.set(xlabel=f"predicted {result.call} end to end on {result.hardware} ({unit})" if whole else
                  f"predicted latency on {result.hardware} ({unit})", ylabel=result.proxy_name,
-                 title=f"{result.mode} search: {len(scored)} configs scored")
+                 title=f"{result.strategy} search: {len(scored)} configs scored")
     if whole:  # the backbone's share of the same latencies, on the top axis
         top = front_ax.secondary_xaxis("top", functions=(result.rest.backbone, result.rest.end_to_end))
         top.set_xlabel(f"of which the backbone ({result.rest.ms:.3g} ms of rest, {result.rest.source})")

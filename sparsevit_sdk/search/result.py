@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMAT = "sparsevit-search-result"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ``strategy`` (its name) replaced ``mode``
 _HISTORY_DTYPES = {"generation": "int64", "predicted_ms": "float64", "score": "float64", "feasible": "bool"}
 
 
@@ -57,12 +57,12 @@ class SearchResult:
     estimated: bool  # True: no measured predictor for ``hardware``; latencies come from specs
     proxy_name: str
     input_shape: tuple[int, ...]
-    mode: str
+    strategy: str  # the search strategy's name: "ga", "nsga2", "random", or your own's
     seed: int | None
     search_time_s: float
     history: pd.DataFrame = field(repr=False)
     progress: pd.DataFrame = field(repr=False)  # per generation: evaluations, best score so far
-    settings: dict[str, Any] = field(default_factory=dict, repr=False)  # population, parents, ...
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)  # budget, seed, limits, strategy_options, ...
     # what validation needs to know about the predictor: statistic, threads, fingerprint
     predictor_info: dict[str, Any] = field(default_factory=dict, repr=False)
     model: nn.Module | None = field(default=None, repr=False)
@@ -104,7 +104,7 @@ class SearchResult:
                   f"budget {self.rest.backbone(self.budget_ms):.4g} ms for the backbone")
         rest = self.rest.ms
         return "\n".join([
-            f"best config {self.best} ({self.mode} search, seed {self.seed}, {self.search_time_s:.1f} s, "
+            f"best config {self.best} ({self.strategy} search, seed {self.seed}, {self.search_time_s:.1f} s, "
             f"{self.evaluations} proxy evaluations of {len(self.history)} configs)",
             f"  {self.hardware} ({source}), input {'x'.join(map(str, self.input_shape))}"
             + (f", {self.call} end to end:" if whole else ":"),
@@ -158,7 +158,7 @@ class SearchResult:
             "best": self.best.to_dict(), "predicted_ms": self.predicted_ms,
             "dense_predicted_ms": self.dense_predicted_ms, "score": self.score, "dense_score": self.dense_score,
             "budget_ms": self.budget_ms, "hardware": self.hardware, "estimated": self.estimated,
-            "proxy_name": self.proxy_name, "input_shape": list(self.input_shape), "mode": self.mode,
+            "proxy_name": self.proxy_name, "input_shape": list(self.input_shape), "strategy": self.strategy,
             "seed": self.seed, "search_time_s": self.search_time_s, "settings": self.settings,
             "predictor_info": self.predictor_info, "stopped": self.stopped, "rest": self.rest.to_dict(),
             "call": self.call,
@@ -180,7 +180,7 @@ class SearchResult:
                 rest=RestOfModel.from_dict(data.get("rest") or RestOfModel().to_dict()),
                 call=str(data.get("call", "model(x)")),
                 **{k: data[k] for k in ("predicted_ms", "dense_predicted_ms", "score", "dense_score", "budget_ms",
-                                        "hardware", "estimated", "proxy_name", "mode", "seed", "search_time_s",
+                                        "hardware", "estimated", "proxy_name", "strategy", "seed", "search_time_s",
                                         "settings", "predictor_info")},
             )
         except (KeyError, TypeError, ValueError) as err:

@@ -5,7 +5,8 @@
 
 The session wires the real pieces into the engine: the target's latency predictor
 (measured, or a spec-based estimate flagged ``estimated``) as the batch latency function,
-and an accuracy proxy (by default the label-free agreement with the dense model).
+an accuracy proxy (by default the label-free agreement with the dense model) and a search
+strategy (``strategy="ga"`` by default; ``"nsga2"``, ``"random"`` or your own, see :mod:`.strategy`).
 
 Scale-out: ``executor="process"`` or ``"ray"`` (or any object with ``map``) spreads the proxy
 calls; ``checkpoint=path`` saves the search after every generation, and
@@ -30,15 +31,14 @@ import torch.nn as nn
 
 from .._atomic import check_writable
 from ..accuracy import default_proxy
-from ..arch import Architecture
+from ..arch import check_input_shape
 from ..config import SearchSpace, SparsityConfig
-from ..local import LOCAL
+from ..local import LOCAL, for_device
 from ..predictor import LatencyPredictor
 from ..profiler.forward import Call, ModelForward, RestOfModel
-from ..sparse.convert import sparse_backbone
-from ..sparse.swin import check_input_shape
+from ..sparse.convert import search_space, sparse_backbone
 from .checkpoint import SearchState, owning, read_checkpoint, write_checkpoint
-from .engine import EvolutionSearch
+from .engine import SearchEngine
 from .executors import resolve_executor
 from .protocols import Executor, Proxy, proxy_name
 from .result import SearchResult
@@ -49,9 +49,10 @@ from .settings import (
     check_keywords,
     resolve_budget,
     settings_from,
-    space_settings,
 )
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
+from .strategies import DEFAULT_STRATEGY, make_strategy, resolve_strategy
+from .strategy import SearchStrategy
 from .whole import fitted_elsewhere, rest_of_model
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
     if why is not None and here is not None:  # (an estimate or a GPU's data has nothing to compare with here)
         logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
                        "search with hw='local' to calibrate one here (about 2 minutes, then cached)",
-                       predictor.hardware_, why, here["name"])
+                       predictor.learned_.hw, why, here["name"])
 
 
 class SearchSession:
@@ -74,9 +75,9 @@ class SearchSession:
     SparseViT's high-resolution setting, where most windows can be skipped (at 224x224 a
     Swin-T's last stages hold 4 and 1 windows, and on a GPU fixed costs dominate).
     ``hw`` is a target name (see ``sparsevit_sdk.hardware.list_hardware()``), ``"local"``
-    (this CPU: :meth:`LatencyPredictor.for_device` measures for about two minutes the first
+    (this CPU: :func:`~sparsevit_sdk.local.for_device` measures for about two minutes the first
     time, then reuses its cached calibration), or a fitted :class:`LatencyPredictor`
-    (e.g. ``LatencyPredictor.for_device("cuda:0", model, input_shape)``).  ``runtime``
+    (e.g. ``for_device(model, input_shape, "cuda:0")``).  ``runtime``
     ("eager", "compiled", "onnxruntime"; default: the predictor's) is what the latencies are
     for: with ``hw="local"`` the calibration times whole models in it, and a predictor made
     for another runtime is refused.  The budget is either
@@ -101,14 +102,16 @@ class SearchSession:
     budget (``latency_budget`` or ``budget_ms``) is of the whole model unless
     ``budget_of="backbone"``; a whole-model budget no config can reach is refused with the
     Amdahl bound.  A model that is only a sparse Swin has no rest.
-    Evolution settings follow the SparseViT reference: ``population`` 100, the top
-    ``parents`` 25 breed, each gene mutates with ``mutation_prob`` 0.1 (``mutation_share`` of
-    the children are mutants, the rest crossovers).  The search stops
-    early after ``timeout_s`` seconds (default 600), ``max_evaluations`` proxy evaluations
-    or ``patience`` generations without a better best score (None: no limit, the default
-    for these two); ``result.stopped`` and ``summary()`` say which limit fired, and when.
-    These settings are the fields of a :class:`SearchSettings`, given as keywords or as
-    ``settings``, and read back as ``session.settings``.
+    ``strategy`` proposes the configs: a built-in's name, built from the keywords that are its
+    own (``"ga"``, the default, follows the SparseViT reference: ``population`` 100, the top
+    ``parents`` 25 breed, for ``generations`` 20; ``"nsga2"`` takes the same; ``"random"``
+    takes ``samples`` and ``rounds``), or a strategy object (:mod:`.strategy`).  Whatever the
+    strategy, the search stops early after ``timeout_s`` seconds (default 600),
+    ``max_evaluations`` proxy evaluations or ``patience`` generations (rounds of the strategy)
+    without a better best score (None: no limit, the default for these two);
+    ``result.stopped`` and ``summary()`` say which limit fired, and when.  These settings are
+    the fields of a :class:`SearchSettings`, given as keywords or as ``settings``, and read
+    back as ``session.settings``.
     """
 
     def __init__(
@@ -127,36 +130,38 @@ class SearchSession:
         runtime: str | None = None,
         call: Call = None,
         rest_ms: float | None = None,
+        strategy: str | SearchStrategy = DEFAULT_STRATEGY,
         settings: SearchSettings | None = None,
         **options: Any,
     ) -> None:
+        self.strategy, options = resolve_strategy(strategy, options, caller="SearchSession")
         if settings is None and options.get("latency_budget") is None and options.get("budget_ms") is None:
             options["latency_budget"] = DEFAULT_BUDGET
         self.settings = settings_from(settings, options, caller="SearchSession")
         self.model = model
         self.backbone = sparse_backbone(model)
         self.input_shape = check_input_shape(input_shape, self.backbone.in_chans)
-        arch = Architecture.from_model(self.backbone)
+        arch = self.backbone.architecture
         arch.check_fits(self.input_shape, fix="a smaller input_shape (--resolution)")
         if proxy is None and proxy_resolution is not None:
             arch.check_fits((proxy_images, *self.input_shape[1:2], *proxy_resolution),
                             fix="a smaller or no proxy_resolution (--proxy-resolution), or fewer proxy_images")
-        self.space = space if space is not None else SearchSpace.from_model(self.backbone)
+        self.space = space if space is not None else search_space(self.backbone)
         if self.space.signature != self.backbone.signature:
             raise ValueError(f"the search space is for {self.space.signature!r}, the model is "
-                             f"{self.backbone.signature!r}; build it with SearchSpace.from_model(model)")
+                             f"{self.backbone.signature!r}; build it with search_space(model)")
         if isinstance(hw, LatencyPredictor):
             self.predictor = hw
         elif hw == LOCAL:  # calibrated on this CPU at this model and input (cached after the first time)
-            self.predictor = LatencyPredictor.for_device("cpu", self.backbone, self.input_shape,
+            self.predictor = for_device(self.backbone, self.input_shape, "cpu",
                                                          runtime=runtime or "eager", progress=progress)
         else:
             self.predictor = LatencyPredictor.for_hardware(hw)
         _warn_if_fitted_elsewhere(self.predictor)
-        if runtime is not None and runtime != self.predictor.runtime_:
-            raise ValueError(f"the {self.predictor.hardware} predictor predicts {self.predictor.runtime_} latencies, "
+        if runtime is not None and runtime != self.predictor.learned_.runtime:
+            raise ValueError(f"the {self.predictor.hw} predictor predicts {self.predictor.learned_.runtime} latencies, "
                              f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
-                             f"CPU in {runtime}) or pass hw=LatencyPredictor.for_device(..., runtime={runtime!r})")
+                             f"CPU in {runtime}) or pass hw=for_device(..., runtime={runtime!r})")
         self.forward = ModelForward(model, call)
         self.rest: RestOfModel = rest_of_model(self.forward, self.predictor, self.space, self.input_shape,
                                                rest_ms=rest_ms)
@@ -170,9 +175,10 @@ class SearchSession:
                            "rank them by task accuracy", proxy_name(proxy))
         self.proxy = proxy
         self.checkpoint = None if checkpoint is None else check_writable(checkpoint)  # before hours of search
-        self.engine = EvolutionSearch(
-            self.space, self._latency, proxy, executor=resolve_executor(executor), progress=progress,
-            checkpoint=None if checkpoint is None else self._write_checkpoint, **self.settings.to_dict())
+        self.engine = SearchEngine(
+            self.space, self._latency, proxy, strategy=self.strategy, executor=resolve_executor(executor),
+            progress=progress, checkpoint=None if checkpoint is None else self._write_checkpoint,
+            settings=self.settings)
         # an executor made here from a name is closed after each run (its pool restarts on the next)
         self._owned_executor = self.engine.executor if isinstance(executor, str) else None
         self._resume_from: SearchState | None = None
@@ -185,7 +191,7 @@ class SearchSession:
 
     def _latency(self, configs: list[SparsityConfig]) -> np.ndarray:
         """Predicted ms of ``configs`` in the budget's scope: the whole model, or the backbone."""
-        ms = self.predictor.predict_configs(self.backbone, configs, self.input_shape)
+        ms = self.predictor.predict_configs(self.backbone, self.input_shape, configs)
         return ms if self.settings.budget_of == "backbone" else self.rest.end_to_end(ms)
 
     def _check_reachable(self) -> None:
@@ -203,7 +209,7 @@ class SearchSession:
         rest = self.rest.ms
         raise ValueError(
             f"latency budget {budget:.4g} ms cannot be met end to end: the backbone is {(dense - rest) / dense:.0%} "
-            f"of this model's {dense:.4g} ms on {self.predictor.hardware} ({self.forward.describe}; the rest, "
+            f"of this model's {dense:.4g} ms on {self.predictor.hw} ({self.forward.describe}; the rest, "
             f"{rest:.4g} ms, does not speed up: {self.rest.note}); the most any config can reach is "
             f"{dense / ms[i]:.2f}x ({ms[i]:.4g} ms at {uniform[i]}), and a backbone that took no time would give "
             f"{dense / rest:.2f}x. Raise the budget to latency_budget={math.ceil(ms[i] / dense * 100) / 100} or "
@@ -216,7 +222,7 @@ class SearchSession:
     def _write_checkpoint(self, state: SearchState) -> None:
         """What rebuilds this session around the engine's state (the model and proxy excepted)."""
         write_checkpoint(self.checkpoint, state, {
-            "hardware": self.predictor.hardware, "runtime": self.predictor.runtime_,
+            "hardware": self.predictor.hw, "runtime": self.predictor.learned_.runtime,
             "input_shape": list(self.input_shape), "call": self.forward.describe, "rest": self.rest.to_dict(),
             "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed()})
 
@@ -233,6 +239,7 @@ class SearchSession:
         proxy_images: int = 8,
         proxy_resolution: Sequence[int] | None = None,
         call: Call = None,
+        strategy: SearchStrategy | None = None,
         **run: Any,
     ) -> SearchSession:
         """A session that continues the search checkpointed at ``path`` when :meth:`run` is called.
@@ -241,7 +248,9 @@ class SearchSession:
         ``proxy_images`` and ``proxy_resolution`` as before) and, if the search used a predictor
         object rather than a target name, that predictor as ``hw``, and the same ``call``; the rest
         of the model is the checkpoint's (not measured again, so every latency is the one the search
-        started with); the executor may differ.  The resumed run keeps checkpointing to ``path``.
+        started with); the executor may differ.  A built-in strategy is rebuilt from the checkpoint;
+        a strategy of your own is passed again as ``strategy``, built as before.  The resumed run
+        keeps checkpointing to ``path``.
         The settings come from the checkpoint, but for ``run``: ``retries`` and the limits, which
         are this run's, like the executor: ``timeout_s`` counts from this run's start,
         ``max_evaluations`` and ``patience`` count the whole search, so with the same ones it ends
@@ -253,14 +262,14 @@ class SearchSession:
         if backbone.signature != s["signature"]:
             raise ValueError(f"{path} is a search of model {s['signature']!r}, not {backbone.signature!r}; pass the "
                              "model the search was started with")
-        space = SearchSpace.from_model(backbone, grid=s["grid"], granularity=s["granularity"],
-                                       monotonic=s["monotonic"])
+        space = search_space(backbone, grid=s["grid"], granularity=s["granularity"], monotonic=s["monotonic"])
         check_keywords(run, caller="SearchSession.resume (the other settings are the checkpoint's)", allowed=RUN_FIELDS)
         rest = RestOfModel.from_dict(info.get("rest", RestOfModel().to_dict()))
         session = cls(model, info["hardware"] if hw is None else hw, proxy=proxy, input_shape=info["input_shape"],
                       space=space, executor=executor, checkpoint=path, progress=progress, proxy_images=proxy_images,
                       proxy_resolution=proxy_resolution, runtime=info.get("runtime", "eager"), call=call,
-                      rest_ms=rest.ms, settings=SearchSettings.from_shape(s, **run))
+                      rest_ms=rest.ms, settings=SearchSettings.from_shape(s, **run),
+                      strategy=make_strategy(s["strategy"], **s["strategy_options"]) if strategy is None else strategy)
         if session.forward.describe != info.get("call", session.forward.describe):
             raise ValueError(f"{path}: the search timed the model as {info['call']}, not {session.forward.describe}; "
                              "pass the call= it was started with")
@@ -275,14 +284,14 @@ class SearchSession:
         dense_ms = float(self._latency([self.space.dense()])[0])
         if not math.isclose(dense_ms, state.dense_ms, rel_tol=1e-9):
             raise ValueError(f"{path}: the search was run with a predictor that gives the dense model "
-                             f"{state.dense_ms:.6g} ms, this one ({self.predictor.hardware}) gives {dense_ms:.6g} ms; "
+                             f"{state.dense_ms:.6g} ms, this one ({self.predictor.hw}) gives {dense_ms:.6g} ms; "
                              "pass hw=<the predictor the search started with>")
         if proxy_name(self.proxy) != info["proxy_name"]:
             raise ValueError(f"{path}: the search scored configs with proxy {info['proxy_name']!r}, not "
                              f"{proxy_name(self.proxy)!r}; pass proxy=<the proxy the search started with>")
 
     def run(self) -> SearchResult:
-        """Evolve (from the checkpoint, for a resumed session), then package the best config,
+        """Search (from the checkpoint, for a resumed session), then package the best config,
         the Pareto front and the history."""
         self._started = time.perf_counter()
         try:
@@ -299,10 +308,10 @@ class SearchSession:
         result = SearchResult(
             best=out.best, predicted_ms=float(whole(out.best_ms)), dense_predicted_ms=float(whole(out.dense_ms)),
             score=out.best_score, dense_score=out.dense_score, budget_ms=float(whole(out.budget_ms)),
-            rest=self.rest, call=self.forward.describe, hardware=self.predictor.hardware,
+            rest=self.rest, call=self.forward.describe, hardware=self.predictor.hw,
             estimated=self.predictor.estimated, proxy_name=proxy_name(self.proxy), input_shape=self.input_shape,
-            mode=self.settings.mode, seed=self.settings.seed, search_time_s=elapsed, history=history,
-            progress=out.progress, settings={**self.settings.to_dict(), **space_settings(self.space)},
+            strategy=self.strategy.name, seed=self.settings.seed, search_time_s=elapsed, history=history,
+            progress=out.progress, settings={**self.settings.to_dict(), **self.engine.shape()},
             stopped=out.stopped,
             predictor_info={"statistic": getattr(self.predictor, "statistic_", None),
                             "threads": list(getattr(self.predictor, "threads_", None) or []),

@@ -1,10 +1,11 @@
 """SearchSettings: everything that says how a search runs, in one frozen, validated record.
 
 The engine, the session, a resumed session, the CLI, the checkpoint and the result all read
-their settings from here.  Two kinds of field:
+their settings from here.  They are what every search has, whatever its strategy; a strategy's
+own knobs (a GA's population, ...) are the strategy's (:mod:`.strategies`).  Two kinds of field:
 
-- what *shapes* the search (:data:`SHAPE_FIELDS`: mode, sizes, mutation, seed, budget): a
-  resumed search must be given the same, so the checkpoint stores them and compares them;
+- what *shapes* the search (:data:`SHAPE_FIELDS`: seed, budget): a resumed search must be
+  given the same, so the checkpoint stores them and compares them;
 - how *this run* goes (retries and the limits ``timeout_s``, ``max_evaluations``,
   ``patience``): they decide when to stop, not what is searched, so a resume may change them.
 
@@ -20,7 +21,6 @@ from typing import Any, Literal, get_args
 
 from ..config import SearchSpace
 
-Mode = Literal["single", "nsga2"]
 BudgetScope = Literal["model", "backbone"]
 
 DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
@@ -29,11 +29,7 @@ DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
 # under 0.5 s, that still holds the whole reference search, which no limit then cuts short:
 # ``patience`` is off by default for that reason.
 DEFAULT_TIMEOUT_S = 600.0
-# far beyond any search (the reference is 100 x 20), near enough to refuse a corrupted file's number
-MAX_POPULATION, MAX_GENERATIONS = 100_000, 100_000
-
-SHAPE_FIELDS = ("mode", "population", "parents", "generations", "mutation_prob", "mutation_share", "seed",
-                "latency_budget", "budget_ms", "budget_of")
+SHAPE_FIELDS = ("seed", "latency_budget", "budget_ms", "budget_of")
 # what a budget is of: the whole model as the user calls it (its backbone's predicted latency
 # plus the measured rest, see :mod:`.whole`), or its sparse Swin backbone alone
 BUDGET_SCOPES: tuple[str, ...] = get_args(BudgetScope)
@@ -66,24 +62,17 @@ def resolve_budget(latency_budget: float | None, budget_ms: float | None, dense_
 class SearchSettings:
     """How a search runs (see the module docstring); refused on construction if invalid.
 
-    ``population`` candidates per generation, of which the best ``parents`` survive and breed
-    ``population - parents`` children, ``mutation_share`` of them by mutation (each gene
-    redrawn with ``mutation_prob``), the rest by crossover; ``generations`` rounds after the
-    first population.  Budget: ``latency_budget`` as a fraction of the dense config's latency,
-    or ``budget_ms``, of the whole model (``budget_of="model"``) or of its backbone alone
-    (``"backbone"``).  A failed evaluation is retried ``retries`` times.  ``timeout_s``,
-    ``max_evaluations`` and ``patience`` stop the search early (None: no limit).
+    ``seed`` makes the strategy's draws (and the default proxy's images) reproducible.
+    Budget: ``latency_budget`` as a fraction of the dense config's latency, or ``budget_ms``,
+    of the whole model (``budget_of="model"``) or of its backbone alone (``"backbone"``).  A
+    failed evaluation is retried ``retries`` times.  ``timeout_s``, ``max_evaluations`` and
+    ``patience`` (generations, i.e. rounds of the strategy, without a better best score) stop
+    the search early (None: no limit).
     """
 
     latency_budget: float | None = None
     budget_ms: float | None = None
     budget_of: BudgetScope = "model"
-    mode: Mode = "single"
-    population: int = 100
-    parents: int = 25
-    generations: int = 20
-    mutation_prob: float = 0.1
-    mutation_share: float = 0.5
     seed: int | None = 0
     retries: int = 2
     timeout_s: float | None = DEFAULT_TIMEOUT_S
@@ -91,21 +80,8 @@ class SearchSettings:
     patience: int | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("single", "nsga2"):
-            raise ValueError(f"mode must be 'single' (best score under the budget) or 'nsga2' (Pareto front), "
-                             f"got {self.mode!r}")
-        if not 2 <= self.parents < self.population:
-            raise ValueError(f"need 2 <= parents < population, got parents={self.parents}, "
-                             f"population={self.population}")
-        if self.population > MAX_POPULATION:  # a number from a checkpoint file sizes memory: bound it
-            raise ValueError(f"population must be <= {MAX_POPULATION}, got {self.population}")
-        if not 0 <= self.generations <= MAX_GENERATIONS:
-            raise ValueError(f"generations must be in 0..{MAX_GENERATIONS}, got {self.generations}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0 (extra attempts of a failed evaluation), got {self.retries}")
-        for name, p in (("mutation_prob", self.mutation_prob), ("mutation_share", self.mutation_share)):
-            if not 0 <= p <= 1:
-                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         check_budget(self.latency_budget, self.budget_ms)
         if self.budget_of not in BUDGET_SCOPES:
             raise ValueError(f"budget_of must be 'model' (the whole model as it is called) or 'backbone' (its Swin "

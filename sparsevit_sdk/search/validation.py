@@ -5,23 +5,41 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
 
-from ..accuracy.state import preserved
 from ..config import SparsityConfig
 from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..dataset.schema import stable_statistic
-from ..deploy.runtimes import check_runtime, runtime_call
 from ..devices import resolve_device
 from ..profiler.fingerprint import device_fingerprint
-from ..profiler.forward import Call, ModelForward
+from ..profiler.forward import Call, ModelForward, RestOfModel
 from ..profiler.timing import num_threads, time_callable
+from ..runtimes import allows_cpu_clock, check_runtime, runtime_call
+from ..sparse.state import preserved
 
-if TYPE_CHECKING:
-    from .result import SearchResult
+
+class Searched(Protocol):
+    """What validation reads of a search's result (:class:`~.result.SearchResult` has it)."""
+
+    best: SparsityConfig
+    predicted_ms: float
+    dense_predicted_ms: float
+    hardware: str
+    estimated: bool
+    input_shape: tuple[int, ...]
+    predictor_info: dict[str, Any]
+    model: nn.Module | None
+    rest: RestOfModel
+    call: str
+
+    @property
+    def backbone_predicted_ms(self) -> float: ...
+
+    @property
+    def backbone_dense_predicted_ms(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,7 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
+def validate_result(result: Searched, device: str = "cpu", *, model: nn.Module | None = None, repeats: int = 20,
                     warmup: int = 5, rounds: int = 3, threads: int | None = None,
                     clock: str | None = None, runtime: str | None = None, call: Call = None) -> ValidationReport:
     """Time the dense and the best config on ``device`` with the real sparse kernels, in ``runtime``
@@ -148,7 +166,7 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     threads = threads or torch.get_num_threads()
     fitted_clocks = {fp.get("clock") for fp in fingerprints}
     if clock is None:
-        clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} and runtime != "onnxruntime" \
+        clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} and allows_cpu_clock(runtime) \
             else "wall"
     check_runtime(runtime, clock)
     statistic = stable_statistic(dev)
@@ -194,7 +212,7 @@ def validate_result(result: SearchResult, device: str = "cpu", *, model: nn.Modu
     )
 
 
-def _comparability(result: SearchResult, fingerprints: list[dict], here: dict) -> tuple[bool, str]:
+def _comparability(result: Searched, fingerprints: list[dict], here: dict) -> tuple[bool, str]:
     """Whether the measuring device (``here``) is the one the predictions were made for, and why."""
     if result.estimated:
         return False, (f"{result.hardware} latencies are estimated from published specs, and this run measured "

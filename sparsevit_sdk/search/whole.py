@@ -22,22 +22,22 @@ from collections.abc import Sequence
 
 import torch
 
-from ..accuracy.state import preserved
 from ..config import SearchSpace
 from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..predictor import LatencyPredictor
 from ..profiler.fingerprint import device_fingerprint
 from ..profiler.forward import ModelForward, RestOfModel, measure_rest
 from ..profiler.timing import num_threads
+from ..sparse.state import preserved
 
 
 def fitted_elsewhere(predictor: LatencyPredictor) -> tuple[str | None, dict | None]:
     """Why ``predictor``'s measurements are not of this machine's CPU (None: they are), and the
     fingerprint of this CPU as the predictor's data was timed (None for an estimate or a GPU)."""
-    fitted = [fp for fp in stored_fingerprints(predictor.fingerprint_) if fp.get("device_type") == "cpu"]
-    if predictor.estimated_ or not fitted:
+    fitted = [fp for fp in stored_fingerprints(predictor.learned_.fingerprint) if fp.get("device_type") == "cpu"]
+    if predictor.learned_.estimated or not fitted:
         return "its latencies are not measured on a CPU", None
-    here = device_fingerprint("cpu", threads=max(predictor.threads_), clock=fitted[0].get("clock", "wall"))
+    here = device_fingerprint("cpu", threads=max(predictor.learned_.threads), clock=fitted[0].get("clock", "wall"))
     return device_mismatch(here, fitted), here
 
 
@@ -60,21 +60,21 @@ def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: Sea
         return RestOfModel(
             ms=stored["ms"], calls=int(stored["calls"]), whole_ms=stored["whole_ms"],
             backbone_ms=stored["backbone_ms"], source="measured",
-            note=f"measured on {predictor.hardware} when it was profiled: {forward.describe} {stored['whole_ms']:.4g} "
+            note=f"measured on {predictor.hw} when it was profiled: {forward.describe} {stored['whole_ms']:.4g} "
                  f"ms, backbone {stored['backbone_ms']:.4g} ms x {stored['calls']}")
     # here: as the predictor's data was timed, in its runtime; else one thread, eager, as estimates are
-    threads, clock, runtime = ((int(here["threads"]), here["clock"], predictor.runtime_) if why is None else
+    threads, clock, runtime = ((int(here["threads"]), here["clock"], predictor.learned_.runtime) if why is None else
                                (1, "cpu", "eager"))
     with preserved(forward.model, training=False), num_threads(threads), torch.no_grad():
         backbone.set_sparsity(space.dense())
         measured = measure_rest(forward, input_shape, "cpu", threads=threads, clock=clock, runtime=runtime)
     if why is None:
         return measured
-    dense_ms = predictor.predict_config(backbone, space.dense(), input_shape)
+    dense_ms = predictor.predict_config(backbone, input_shape, space.dense())
     scale = dense_ms / measured.backbone_ms
     return RestOfModel(
         ms=measured.ms * scale, calls=measured.calls, whole_ms=measured.whole_ms, backbone_ms=measured.backbone_ms,
         source="estimated",
         note=(f"ESTIMATED: measured on this CPU ({measured.ms:.4g} ms beside a {measured.backbone_ms:.4g} ms "
-              f"backbone), scaled by the {predictor.hardware} backbone's predicted {dense_ms:.4g} ms ({why}); "
+              f"backbone), scaled by the {predictor.hw} backbone's predicted {dense_ms:.4g} ms ({why}); "
               "pass rest_ms= or profile the target for a measured one"))

@@ -8,17 +8,19 @@ sparsity 0, returns what it returned before.
 
 Every swapped Swin also carries a :class:`SparseSwin` *view* over its sparse stages, which the
 rest of the SDK works on: ``sparse_backbone(model)`` finds it, ``set_sparsity(model, config)``
-sets it, and the profiler, predictors and search read its architecture.
+sets it, ``search_space(model)`` lists its knobs, and the profiler, predictors and search read
+its architecture.
 """
 
 from __future__ import annotations
 
 import copy
 from types import ModuleType
+from typing import Any
 
 import torch.nn as nn
 
-from ..config import SparsityConfig
+from ..config import SearchSpace, SparsityConfig
 from .sources import hf, hf_v2, timm, torchvision
 from .swin import SparseSwin
 from .windows import WINDOW_SCORES, WindowScore
@@ -116,6 +118,13 @@ def sparse_backbone(model: nn.Module) -> SparseSwin:
         raise TypeError(f"{type(model).__name__} holds no window-sparse Swin; call sparsevit_sdk.sparsify(model) "
                         f"first (supported: {SUPPORTED})")
     raise TypeError(f"{type(model).__name__} holds {len(views)} window-sparse Swins; pass the one to work on")
+
+
+def search_space(model: nn.Module, **options: Any) -> SearchSpace:
+    """The knobs of the sparse Swin in ``model``; ``options`` (``granularity``, ``grid``,
+    ``monotonic``) as for :class:`~sparsevit_sdk.config.SearchSpace`."""
+    backbone = sparse_backbone(model)
+    return SearchSpace(backbone.depths, backbone.signature, **options)
 
 
 def set_sparsity(model: nn.Module, config: SparsityConfig) -> nn.Module:

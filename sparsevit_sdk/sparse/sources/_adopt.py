@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from ..swin import PatchMerging, SparseSwin, SparseSwinBlock
+from ..stage import PatchMerging, SparseSwinBlock
+from ..swin import SparseSwin
 from ..windows import Windowing
 
 

@@ -1,0 +1,134 @@
+"""deploy/onnx.py: a searched config exports to one static ONNX graph that runs as eager does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparsevit_sdk import (
+    SparsityConfig,
+    build_model,
+    search_space,
+    set_sparsity,
+    sparsify,
+)
+from sparsevit_sdk.deploy import export_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+def _run(path, x: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def _eager(model, cfg: SparsityConfig, x: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of ``model`` at ``cfg``, its sparsity dense again afterwards."""
+    set_sparsity(model, cfg)
+    try:
+        with torch.inference_mode():
+            return model(x)
+    finally:
+        set_sparsity(model, search_space(model).dense())
+
+
+def _ops(path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_onnx_runtime_equals_eager_at_an_odd_size_and_batch_two(micro, tmp_path, sparsity):
+    shape = (2, 3, 97, 130)
+    cfg = search_space(micro).uniform(sparsity)
+    path = export_onnx(micro, tmp_path / "m.onnx", shape, cfg)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    expected = _eager(micro, cfg, x)
+    got = _run(path, x)
+    assert len(got) == len(expected) == 4
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e.numpy(), rtol=0, atol=1e-4)
+    # a sparse config keeps windows with a constant-k TopK and scatters them back; a dense one is plain Swin;
+    # neither has a data-dependent shape (what TensorRT and OpenVINO refuse)
+    assert ({"TopK", "ScatterND"} <= _ops(path)) == (sparsity > 0)
+    assert not _ops(path) & {"NonZero", "Loop", "If"}
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_openvino_runs_the_exported_graph_as_eager_does(micro, tmp_path, sparsity):
+    ov = pytest.importorskip("openvino")
+    shape = (2, 3, 97, 130)
+    cfg = search_space(micro).uniform(sparsity)
+    path = export_onnx(micro, tmp_path / "m.onnx", shape, cfg)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    expected = _eager(micro, cfg, x)
+    core = ov.Core()  # f32: on a CPU with AMX or AVX-512 bf16, OpenVINO would otherwise run in bf16
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled(x.numpy())
+    for output, e in zip(compiled.outputs, expected):
+        np.testing.assert_allclose(got[output], e.numpy(), rtol=0, atol=1e-4)
+
+
+def test_a_converted_timm_classifier_exports_its_logits(tmp_path):
+    timm = pytest.importorskip("timm")
+    model = sparsify(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, embed_dim=32,
+                                       depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), dynamic_img_size=True).eval())
+    cfg = search_space(model).uniform(0.3)
+    path = export_onnx(model, tmp_path / "timm.onnx", (1, 3, 288, 416), cfg)
+    x = torch.randn(1, 3, 288, 416)
+    set_sparsity(model, cfg)
+    with torch.inference_mode():
+        expected = model(x)
+    (got,) = _run(path, x)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-4)
+
+
+def test_export_restores_the_model_and_refuses_bad_input_before_writing(micro, tmp_path):
+    before = micro.block_sparsity
+    export_onnx(micro, tmp_path / "a.onnx", (1, 3, 64, 64), search_space(micro).uniform(0.5))
+    assert micro.block_sparsity == before and not micro.training
+    foreign = search_space(build_model("swin_t", seed=None)).uniform(0.5)
+    with pytest.raises(ValueError, match="made for model"):
+        export_onnx(micro, tmp_path / "b.onnx", (1, 3, 64, 64), foreign)
+    swin_t = build_model("swin_t", seed=None)
+    decreasing = SparsityConfig((0.0, 0.0, 0.5, 0.1, 0.0, 0.0), swin_t.signature)  # stage 3 holds three knobs
+    with pytest.raises(ValueError, match="decrease|order"):
+        export_onnx(swin_t, tmp_path / "c.onnx", (1, 3, 64, 64), decreasing)
+    with pytest.raises(ValueError, match="channels"):
+        export_onnx(micro, tmp_path / "d.onnx", (1, 1, 64, 64))
+    with pytest.raises(IsADirectoryError):
+        export_onnx(micro, tmp_path, (1, 3, 64, 64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]  # nothing half-written
+
+
+def test_fp16_export_is_half_precision_and_keeps_the_fp32_windows(micro, tmp_path):
+    shape = (1, 3, 64, 96)
+    cfg = search_space(micro).uniform(0.5)
+    path = export_onnx(micro, tmp_path / "half.onnx", shape, cfg, dtype="fp16")
+    assert next(micro.parameters()).dtype == torch.float32  # restored
+    graph = onnx.load(str(path)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    params = {name for name, _ in micro.named_parameters()}
+    weights = [t for t in graph.initializer if t.name in params]
+    assert len(weights) > len(params) // 2 and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    expected = _eager(micro, cfg, x)
+    got = _run(path, x.half())
+    for e, g in zip(expected, got):
+        assert g.dtype == np.float16
+        np.testing.assert_allclose(g.astype(np.float32), e.numpy(), rtol=0, atol=0.02 * float(e.abs().max()))
+    with pytest.raises(ValueError, match="unknown export dtype 'int8'"):
+        export_onnx(micro, tmp_path / "int8.onnx", shape, cfg, dtype="int8")
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_a_swin_v2_exports_and_runs_in_onnx_runtime(tmp_path):
+    """Cosine attention, the clamped logit scale and the position-bias MLP export as plain ONNX ops."""
+    model = build_model("swinv2_micro")
+    shape = (1, 3, 136, 200)
+    cfg = search_space(model).uniform(0.5)
+    path = export_onnx(model, tmp_path / "v2.onnx", shape, cfg)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    for e, g in zip(_eager(model, cfg, x), _run(path, x)):
+        np.testing.assert_allclose(g, e.numpy(), rtol=0, atol=1e-4)
+    assert "TopK" in _ops(path)
