@@ -49,7 +49,15 @@ from _results import now_utc, write_section  # noqa: E402
 from proxy_ranking import CACHE, mean_iou  # noqa: E402
 from search_quality import SEARCH_SIZE, Settings, measured_ms  # noqa: E402
 
-from sparsevit_sdk import SearchSpace, SparsityConfig, search_space  # noqa: E402
+from sparsevit_sdk import (  # noqa: E402
+    LatencyPredictor,
+    SearchResult,
+    SearchSession,
+    SearchSpace,
+    SparsityConfig,
+    search_space,
+    set_sparsity,
+)
 from sparsevit_sdk._atomic import write_figure  # noqa: E402
 from sparsevit_sdk.accuracy import (  # noqa: E402
     AgreementProxy,
@@ -63,10 +71,8 @@ from sparsevit_sdk.accuracy import (  # noqa: E402
 )
 from sparsevit_sdk.accuracy.distill import class_kl, feature_nmse  # noqa: E402
 from sparsevit_sdk.local import for_device  # noqa: E402
-from sparsevit_sdk.predictor import LatencyPredictor  # noqa: E402
 from sparsevit_sdk.profiler import device_fingerprint  # noqa: E402
 from sparsevit_sdk.profiler.timing import num_threads  # noqa: E402
-from sparsevit_sdk.search import SearchResult, SearchSession  # noqa: E402
 from sparsevit_sdk.sparse import WINDOW_SCORES, set_window_score  # noqa: E402
 
 logger = logging.getLogger("accuracy_tradeoff")
@@ -240,7 +246,7 @@ def pixel_errors_and_windows(model, cfg: SparsityConfig, space: SearchSpace, tes
     images = 0
     with torch.inference_mode():
         for name, c in (("dense", space.dense()), (str(cfg), cfg)):
-            model.set_sparsity(c)
+            set_sparsity(model, c)
             wrong = torch.zeros(3)
             total = torch.zeros(3)
             for x, y in test:
@@ -270,7 +276,7 @@ def pixel_errors_and_windows(model, cfg: SparsityConfig, space: SearchSpace, tes
                         counts[i][3] += int(in_window.sum())
                         counts[i][4] += int((in_window & pruned[:, :, None]).sum())
             errors[name] = (wrong / total).tolist()
-        model.set_sparsity(space.dense())
+        set_sparsity(model, space.dense())
     windows = [(w, k, d / images, p / max(t, 1)) for w, k, d, t, p in counts]
     return errors, windows
 

@@ -117,10 +117,10 @@ def run_case(key: str, size: tuple[int, int], *, repeats: int, rounds: int) -> d
     return {
         "model": MODELS[key][0], "size": f"{size[0]}x{size[1]}", "call": report.call, "best": str(result.best),
         "budget": budget,
-        "dense_ms": report.dense_ms, "predicted_dense_ms": report.predicted_dense_ms,
+        "dense_ms": report.dense_ms, "dense_predicted_ms": report.dense_predicted_ms,
         "sparse_ms": report.sparse_ms, "predicted_ms": report.predicted_ms,
         "speedup": report.speedup, "predicted_speedup": report.predicted_speedup,
-        "backbone_speedup": report.backbone_speedup, "predicted_backbone_speedup": report.predicted_backbone_speedup,
+        "backbone_speedup": report.backbone_speedup, "backbone_predicted_speedup": report.backbone_predicted_speedup,
         "rest_ms": result.rest.ms, "searched_s": searched_s, "threads": report.threads, "clock": report.clock,
     }
 
@@ -131,13 +131,13 @@ def table(rows: list[dict]) -> str:
              "predicted / measured |", "|---|---|---:|---|---|---|---|---|"]
     for r in rows:
         err = r["predicted_ms"] / r["sparse_ms"] - 1
-        dense_err = r["predicted_dense_ms"] / r["dense_ms"] - 1
-        share = 1 - r["rest_ms"] / r["predicted_dense_ms"]
+        dense_err = r["dense_predicted_ms"] / r["dense_ms"] - 1
+        share = 1 - r["rest_ms"] / r["dense_predicted_ms"]
         lines.append(
             f"| {r['model']} | {r['size']} | {share:.0%} ({r['rest_ms']:.4g} ms) | {r['budget']} | {r['best']} | dense "
-            f"{r['predicted_dense_ms']:.4g} / {r['dense_ms']:.4g} ({dense_err:+.1%}); best {r['predicted_ms']:.4g} / "
+            f"{r['dense_predicted_ms']:.4g} / {r['dense_ms']:.4g} ({dense_err:+.1%}); best {r['predicted_ms']:.4g} / "
             f"{r['sparse_ms']:.4g} ({err:+.1%}) | {r['predicted_speedup']:.2f}x / {r['speedup']:.2f}x | "
-            f"{r['predicted_backbone_speedup']:.2f}x / {r['backbone_speedup']:.2f}x |")
+            f"{r['backbone_predicted_speedup']:.2f}x / {r['backbone_speedup']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -190,7 +190,7 @@ def write_results(rows: list[dict], started: str, minutes: float, rounds: int, r
     """The plot and this benchmark's section of RESULTS.md."""
     plot(rows, PLOT)
     worst = max(abs(r["predicted_ms"] / r["sparse_ms"] - 1) for r in rows)
-    worst_dense = max(abs(r["predicted_dense_ms"] / r["dense_ms"] - 1) for r in rows)
+    worst_dense = max(abs(r["dense_predicted_ms"] / r["dense_ms"] - 1) for r in rows)
     write_section(
         f"## End to end: the whole model, predicted and measured\n\n"
         f"`python benchmarks/end_to_end.py` on {platform.machine()} ({_cpu_name()}), torch {torch.__version__}, "

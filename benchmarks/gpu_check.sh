@@ -11,10 +11,10 @@
 # archive are left. Each step has its own timeout and the check goes on after a failure; summary.md
 # lists every step's exit status, and the script exits 1 if any failed.
 #
-# Where the packages come from: the GPU machine has PyTorch (CUDA), timm, pandas, scikit-learn (scipy),
-# pyarrow, matplotlib, tqdm and filelock, but no xgboost or deap, and no network. Steps 1-3 import
-# neither; step 4 needs xgboost (the predictor package imports it), and the search needs deap (which
-# needs moocore, cffi, pycparser, platformdirs). `--fetch`, run where PyPI answers, downloads those
+# Where the packages come from: the GPU machine (image 'cuda', Python 3.12) has PyTorch (CUDA), timm,
+# pandas, scikit-learn, scipy, and the SDK's other module-level imports pyarrow, matplotlib, tqdm and
+# filelock, but no xgboost or deap, and no network. Steps 1-3 import neither; step 4 needs xgboost (the
+# predictor package imports it), and the search needs deap (which needs moocore, cffi, pycparser, platformdirs). `--fetch`, run where PyPI answers, downloads those
 # wheels into benchmarks/wheels/ (git-ignored, ~7 MB) for the GPU machine's Python 3.12 and this one's;
 # the check installs the missing ones from there (pip --no-index --target, nothing else touched) and
 # runs the SDK from this checkout via PYTHONPATH (no `pip install -e .`: that needs the index).
@@ -55,7 +55,7 @@ if [[ $DRY == 1 ]]; then  # the same steps and files, small enough for a shared 
   KERNEL="--resolution 112 --batch 1 2 --dtype fp32 fp16 --threads 1 --rounds 2 --repeats 1"
   COMPILED="--model swin_micro --resolution 64 --batch 1 --dtype fp32 --threads 1 --rounds 2 --repeats 1"
   PROFILE="--model swin_micro --resolution 112x112 --threads 1"
-  ESTIMATE="--resolution 112 --batch 1 2 --dtype fp32 fp16 --gpu-name none --hw ${GPU_CHECK_HW:-h100}"
+  ESTIMATE="--resolution 112 --batch 1 2 --dtype fp32 fp16 --hw ${GPU_CHECK_HW:-h100}"
 else
   DEVICE=cuda:0
   KERNEL="--resolution 672 --batch 1 4 --dtype fp16 fp32 --rounds 4 --repeats 5"
@@ -114,11 +114,12 @@ print("imports ok: xgboost", xgboost.__version__, "from", xgboost.__file__)'
 
 environment() {  # what ran where: written as files, never a failure
   date -u '+%Y-%m-%dT%H:%M:%SZ' >"$FILES/date.txt"
-  { nvidia-smi && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit \
-      --format=csv; } >"$FILES/nvidia-smi.txt" 2>&1 || echo "(no nvidia-smi here)" >>"$FILES/nvidia-smi.txt"
-  $PY -m pip freeze >"$FILES/pip-freeze.txt" 2>&1
+  { timeout 20 nvidia-smi && timeout 20 nvidia-smi --format=csv \
+      --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit; } \
+    >"$FILES/nvidia-smi.txt" 2>&1 || echo "(no nvidia-smi here)" >>"$FILES/nvidia-smi.txt"
+  timeout 30 $PY -m pip freeze >"$FILES/pip-freeze.txt" 2>&1
   ls "$SITE" >>"$FILES/pip-freeze.txt" 2>/dev/null
-  $PY - >"$FILES/versions.txt" 2>&1 <<'EOF'
+  timeout 30 $PY - >"$FILES/versions.txt" 2>&1 <<'EOF'
 import platform, sys, torch
 print("python", sys.version.replace("\n", " "), "at", sys.executable)
 print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())
@@ -126,26 +127,29 @@ print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
 print("platform", platform.platform(), "cpus", __import__("os").cpu_count())
 import sparsevit_sdk, timm; print("sparsevit_sdk", sparsevit_sdk.__version__, "timm", timm.__version__)
 EOF
-  git -C "$REPO" rev-parse HEAD >>"$FILES/versions.txt" 2>&1 || true
-  git -C "$REPO" status --short >>"$FILES/versions.txt" 2>&1 || true
+  if git -C "$REPO" rev-parse HEAD >/dev/null 2>&1; then  # the device tool copies the tree without .git
+    echo "commit $(git -C "$REPO" rev-parse HEAD), $(git -C "$REPO" status --short | wc -l) paths differ" \
+      >>"$FILES/versions.txt"
+    git -C "$REPO" status --short >"$FILES/git-status.txt"
+  else
+    echo "commit: unknown (no .git here)" >>"$FILES/versions.txt"
+  fi
 }
 
 echo "gpu_check: device $DEVICE, results in $RESULTS"
-step setup 30 setup
+export PY PACKAGES WHEELS SITE && export -f setup  # so that `timeout` can run it
+step setup 30 bash -c setup
 environment
 # the test files that mention CUDA; the plugin keeps the tests among them that need it
 step tests 90 $PY -m pytest -q -rs -p gpu_check -p no:cacheprovider --junitxml="$FILES/tests.xml" \
-  $(grep -lis cuda tests/test_*.py)
-# shellcheck disable=SC2086  # the argument lists above split into words on purpose
+  $(grep -rlis --include='test_*.py' cuda tests)
+# $KERNEL, $COMPILED, $PROFILE, $ESTIMATE unquoted: the argument lists above split into words on purpose
 step kernel_eager 75 $PY benchmarks/kernel_speedup.py --device "$DEVICE" --only v1 $KERNEL --runtime eager \
   --json "$FILES/kernel_eager.json"
-# shellcheck disable=SC2086
 step kernel_compiled 165 $PY benchmarks/kernel_speedup.py --device "$DEVICE" --only v1 $COMPILED --runtime compiled \
   --whole-only --json "$FILES/kernel_compiled.json"
-# shellcheck disable=SC2086
 step profile 60 $PY -m sparsevit_sdk.cli.profile --device "$DEVICE" $PROFILE --batch 1 --quick --no-progress \
   --out "$FILES/profile"
-# shellcheck disable=SC2086
 step estimate 30 $PY benchmarks/gpu_check.py estimate --files "$FILES" $ESTIMATE
 
 {

@@ -29,16 +29,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from sparsevit_sdk import build_model, measure_latency, search_space, sparsify
-from sparsevit_sdk.arch import num_windows
-from sparsevit_sdk.devices import resolve_device
+from sparsevit_sdk import build_model, measure_latency, search_space, set_sparsity, sparsify
+from sparsevit_sdk.arch import kept_windows, num_windows
+from sparsevit_sdk.devices import TORCH_DTYPES, resolve_device
 from sparsevit_sdk.profiler import device_fingerprint
 from sparsevit_sdk.profiler.timing import LatencyStats, num_threads, time_callable
-from sparsevit_sdk.sparse import SparseSwinStage, kept_windows
+from sparsevit_sdk.sparse import SparseSwinStage
 from sparsevit_sdk.sparse.windows import pad_to_windows
 
 SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _torchvision_swin_t() -> tuple[str, Callable[[int], nn.Module], Callable]:
@@ -155,20 +154,20 @@ def whole_backbone(name: str, model: nn.Module, res: int, device: torch.device, 
         if runtime == "compiled":
             torch._dynamo.reset()  # each case compiles afresh: no recompile limit, no shapes made dynamic before
             counters.clear()
-            x = torch.randn(shape, device=device, dtype=DTYPES[dtype])
-            model.to(device=device, dtype=DTYPES[dtype]).eval()
+            x = torch.randn(shape, device=device, dtype=TORCH_DTYPES[dtype])
+            model.to(device=device, dtype=TORCH_DTYPES[dtype]).eval()
             with torch.inference_mode():  # fill the stages' layout caches first: compiling while they filled
                 for cfg in (space.dense(), space.uniform(0.5)):  # recompiled every stage (seen on the CPU)
-                    model.set_sparsity(cfg)
+                    set_sparsity(model, cfg)
                     model(x)
             compiled = torch.compile(model)
         for _ in range(max(2, rounds // 2)):
             for cfg, runs in ((space.dense(), dense), (space.uniform(0.5), half)):
-                model.set_sparsity(cfg)
+                set_sparsity(model, cfg)
                 if runtime == "compiled":
                     runs.append(time_callable(lambda: compiled(x), device, warmup=1, repeats=3))
                 else:
-                    runs.append(measure_latency(model, shape, device, warmup=1, repeats=3, dtype=DTYPES[dtype]))
+                    runs.append(measure_latency(model, shape, device, warmup=1, repeats=3, dtype=TORCH_DTYPES[dtype]))
     except Exception as err:  # reported, not raised: one case must not end the matrix
         return {**row, "error": f"{type(err).__name__}: {err}"[:500]}
     if runtime == "compiled":
@@ -242,7 +241,7 @@ def main() -> None:
     parser.add_argument("--only", choices=[v.key for v in VARIANTS], help="run one model (default: all)")
     parser.add_argument("--resolution", type=int, help="input size instead of each model's own (224: a smoke test)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1], help="whole-backbone batch sizes (default: 1)")
-    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["fp32"],
+    parser.add_argument("--dtype", nargs="+", choices=list(TORCH_DTYPES), default=["fp32"],
                         help="whole-backbone dtypes (default: fp32)")
     parser.add_argument("--runtime", nargs="+", choices=["eager", "compiled"], default=["eager"],
                         help="whole-backbone runtimes; compiled is torch.compile (default: eager)")

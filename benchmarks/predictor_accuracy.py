@@ -29,14 +29,14 @@ import pandas as pd
 import torch
 from _results import now_utc, write_section
 
-from sparsevit_sdk import SparsityConfig, build_model, search_space
+from sparsevit_sdk import LatencyPredictor, SparsityConfig, build_model, measure_latency, search_space, set_sparsity
 from sparsevit_sdk._data import data_dir, shipped_predictors
 from sparsevit_sdk.arch import signature_block
+from sparsevit_sdk.dataset import load_profiles
 from sparsevit_sdk.hardware import list_hardware
-from sparsevit_sdk.predictor import LatencyPredictor, agreement, format_report
+from sparsevit_sdk.predictor import agreement, format_report
 from sparsevit_sdk.predictor.judging import lookup
 from sparsevit_sdk.predictor.rows import runnable
-from sparsevit_sdk.profiler import load_profiles, measure_latency
 
 SECTION = "## Latency predictors"
 SHIPPED_SECTION = "## Shipped predictors on their own held-out configs"
@@ -117,7 +117,7 @@ def noise_ceiling(df: pd.DataFrame, n_configs: int, rounds: int, stat: str) -> l
         for _ in range(rounds):
             for i, row in enumerate(picks.itertuples()):
                 net = nets.setdefault(row.model, build_model(row.model))
-                net.set_sparsity(SparsityConfig(tuple(json.loads(row.config)), row.signature))
+                set_sparsity(net, SparsityConfig(tuple(json.loads(row.config)), row.signature))
                 stats = measure_latency(net, (row.batch, 3, row.img_h, row.img_w), warmup=1, repeats=repeats,
                                         threads=threads, clock=clock)
                 if best[i] is None or stats.p10_ms < best[i].p10_ms:

@@ -57,9 +57,9 @@ def main() -> None:
     for runtime in args.runtimes:
         out = one_runtime(runtime, args.budget)
         r = out["report"]
-        lines.append(f"| {runtime} | {out['seconds']:.0f} | {out['best']} | {r.predicted_dense_ms:.0f} / "
+        lines.append(f"| {runtime} | {out['seconds']:.0f} | {out['best']} | {r.dense_predicted_ms:.0f} / "
                      f"{r.predicted_ms:.0f} | {r.dense_ms:.0f} / {r.sparse_ms:.0f} | "
-                     f"{r.dense_ms / r.predicted_dense_ms:.2f}, {r.ratio:.2f} | {r.comparable} |")
+                     f"{r.dense_ms / r.dense_predicted_ms:.2f}, {r.ratio:.2f} | {r.comparable} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines + [""])
     print(text)

@@ -22,10 +22,9 @@ import time
 import ray
 from _results import RESULTS, now_utc, write_section
 
-from sparsevit_sdk import build_model
+from sparsevit_sdk import SearchResult, SearchSession, build_model
 from sparsevit_sdk.accuracy import default_proxy
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchResult, SearchSession
 from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor
 
 SHAPE = (1, 3, 112, 112)

@@ -39,12 +39,19 @@ import torch
 from _results import now_utc, write_section
 from proxy_ranking import CACHE, mean_iou
 
-from sparsevit_sdk import SearchSpace, SparsityConfig, build_model, measure_latency, search_space
+from sparsevit_sdk import (
+    LatencyPredictor,
+    SearchSession,
+    SearchSpace,
+    SparsityConfig,
+    build_model,
+    measure_latency,
+    search_space,
+    set_sparsity,
+)
 from sparsevit_sdk.accuracy import AgreementProxy, DemoRecipe, train_demo_supernet
-from sparsevit_sdk.predictor import LatencyPredictor
 from sparsevit_sdk.profiler import device_fingerprint
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchSession
 
 logger = logging.getLogger("search_quality")
 
@@ -98,10 +105,10 @@ def measured_ms(backbone, configs: list[SparsityConfig], settings: Settings) -> 
     runs: list[list[float]] = [[] for _ in configs]
     for _ in range(settings.rounds):
         for cfg, values in zip(configs, runs):
-            backbone.set_sparsity(cfg)
+            set_sparsity(backbone, cfg)
             values.append(measure_latency(backbone, (1, 3, SEARCH_SIZE, SEARCH_SIZE), warmup=2,
                                           repeats=settings.repeats, threads=1, clock="cpu").p10_ms)
-    backbone.set_sparsity(search_space(backbone).dense())
+    set_sparsity(backbone, search_space(backbone).dense())
     return [min(v) for v in runs]
 
 

@@ -37,12 +37,11 @@ import torch
 from _results import now_utc, write_section
 from scipy.stats import spearmanr
 
-from sparsevit_sdk import build_model, search_space
+from sparsevit_sdk import LatencyPredictor, build_model, measure_latency, search_space, set_sparsity
 from sparsevit_sdk._atomic import write_figure
+from sparsevit_sdk.dataset import load_profiles
 from sparsevit_sdk.local import for_device
-from sparsevit_sdk.predictor import LatencyPredictor
-from sparsevit_sdk.profiler import device_fingerprint, load_profiles, measure_latency
-from sparsevit_sdk.profiler.plan import DTYPES
+from sparsevit_sdk.profiler import device_fingerprint
 
 SECTION = "## Latency transfer between devices"
 LIVE_SECTION = "## Latency transfer: this machine, live"
@@ -129,9 +128,9 @@ def live(base: LatencyPredictor | None, threads: int, dtype: str, n_judge: int) 
     passes = np.empty((2, len(configs)))
     for p in range(2):  # two passes, the quieter kept: how the calibration measured its rows
         for i, cfg in enumerate(configs):
-            model.set_sparsity(cfg)
+            set_sparsity(model, cfg)
             passes[p, i] = measure_latency(model, shape, warmup=1, repeats=5, threads=threads, clock=clock,
-                                           dtype=DTYPES[dtype]).p10_ms
+                                           dtype=dtype).p10_ms
     predicted = predictor.predict_configs(model, shape, configs, dtype=dtype)
     one_pass = np.zeros(len(configs))
     return {"seconds": seconds, "base": predictor.learned_.calibration["base"], "cv": predictor.learned_.calibration,

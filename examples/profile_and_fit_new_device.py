@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparsevit_sdk import build_model
-from sparsevit_sdk.predictor import LatencyPredictor, format_report
+from sparsevit_sdk import LatencyPredictor, SearchSession, build_model
+from sparsevit_sdk.predictor import format_report
 from sparsevit_sdk.profiler import SweepSettings, profile_model
-from sparsevit_sdk.search import SearchSession
 
 RESOLUTIONS = ("224x224", "448x448")
 SEARCH_SHAPE = (1, 3, 448, 448)

@@ -12,8 +12,7 @@ a 2-core CPU.
 
 from __future__ import annotations
 
-from sparsevit_sdk import build_model
-from sparsevit_sdk.search import SearchSession
+from sparsevit_sdk import SearchSession, build_model
 
 
 def main() -> None:

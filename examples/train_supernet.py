@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from sparsevit_sdk import search_space
+from sparsevit_sdk import SearchSession, search_space
 from sparsevit_sdk.accuracy import (
     NUM_CLASSES,
     AccuracyProxy,
@@ -33,7 +33,6 @@ from sparsevit_sdk.accuracy import (
     train_demo_supernet,
 )
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchSession
 
 
 def main() -> None:

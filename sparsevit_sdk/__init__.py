@@ -16,11 +16,11 @@ _EXPORTS = {  # public name -> the module that defines it
     "SearchSpace": ".config", "SparsityConfig": ".config",
     "get_hardware": ".hardware",
     "build_model": ".models", "list_models": ".models",
-    "LatencyPredictor": ".predictor", "for_device": ".local",
+    "LatencyPredictor": ".predictor.latency", "for_device": ".local",
     "LatencyStats": ".profiler.timing", "measure_latency": ".profiler.timing",
-    "SearchResult": ".search", "SearchSession": ".search",
-    "SparseSwin": ".sparse", "search_space": ".sparse", "set_sparsity": ".sparse", "sparse_backbone": ".sparse",
-    "sparsify": ".sparse",
+    "SearchResult": ".search.result", "SearchSession": ".search.session",
+    "SparseSwin": ".sparse.swin", "search_space": ".sparse.convert", "set_sparsity": ".sparse.convert",
+    "sparse_backbone": ".sparse.convert", "sparsify": ".sparse.convert",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -45,12 +45,12 @@ from ._data import shipped_predictors
 from ._documents import DocumentError
 from .arch import Architecture, check_input_shape
 from .dataset.fingerprint import same_device, stored_fingerprints
-from .devices import resolve_device
+from .devices import dtype_name, resolve_device
 from .hardware import SPECS
 from .predictor.latency import LatencyPredictor
 from .profiler.fingerprint import device_fingerprint
 from .profiler.forward import Call, ModelForward
-from .profiler.plan import DTYPES, SweepSettings
+from .profiler.plan import SweepSettings
 from .profiler.sweep import profile_model
 from .runtimes import check_runtime
 from .sparse.convert import sparse_backbone
@@ -130,8 +130,7 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
     shape = check_input_shape(input_shape, backbone.in_chans)
     arch = backbone.architecture
     arch.check_fits(shape, fix="a smaller input shape (--resolution)")
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    dtype = dtype_name(dtype)
     if any(d % 2 for d in backbone.depths):
         raise ValueError(f"calibration times block pairs, so every stage depth must be even; got {backbone.depths}")
     dev = resolve_device(device)

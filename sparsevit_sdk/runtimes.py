@@ -71,7 +71,7 @@ def _onnxruntime_call(model: nn.Module, x: torch.Tensor, threads: int) -> Callab
     from .deploy.onnx import export_onnx  # the exporter loads torch.export: only for this runtime
 
     with tempfile.TemporaryDirectory() as folder:
-        graph = export_onnx(model, Path(folder) / "model.onnx", tuple(x.shape)).read_bytes()
+        graph = export_onnx(model, tuple(x.shape), Path(folder) / "model.onnx").read_bytes()
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])

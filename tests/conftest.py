@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from sparsevit_sdk import build_model, search_space
+from sparsevit_sdk import LatencyPredictor, build_model, search_space
 from sparsevit_sdk import hardware as hardware_module
-from sparsevit_sdk.predictor import LatencyPredictor
+from sparsevit_sdk.dataset import load_profiles
 from sparsevit_sdk.predictor import latency as latency_module
-from sparsevit_sdk.profiler import SweepSettings, load_profiles, profile_model
+from sparsevit_sdk.profiler import SweepSettings, profile_model
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

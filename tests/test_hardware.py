@@ -6,9 +6,8 @@ import logging
 
 import pytest
 
-from sparsevit_sdk import build_model, search_space
+from sparsevit_sdk import LatencyPredictor, build_model, search_space
 from sparsevit_sdk.hardware import get_hardware, list_hardware
-from sparsevit_sdk.predictor import LatencyPredictor
 
 SHAPE = (1, 3, 96, 96)
 

@@ -4,6 +4,7 @@ into a layer listed below its own, no imports go round in a cycle, and no file g
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import subprocess
 import sys
@@ -15,8 +16,9 @@ PACKAGE = Path(sparsevit_sdk.__file__).parent
 MAX_LINES = 400
 # README's Module map, top to bottom: a module imports only modules of its own layer or of one above
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "_atomic", "_documents", "_progress", "_data", "_ray", "devices", "hardware"),
+    ("_version", "_atomic", "_documents", "_progress", "_data", "_ray", "hardware"),
     ("arch",),
+    ("devices",),
     ("config",),
     ("sparse",),
     ("models",),
@@ -139,3 +141,52 @@ def test_no_library_file_is_over_400_lines():
     """A file that long holds more than one idea: split it into modules named for what they do."""
     lines = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert {path: n for path, n in lines.items() if n > MAX_LINES} == {}
+
+
+def _public_packages() -> list[str]:
+    return [PACKAGE.name] + sorted(f"{PACKAGE.name}.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py"))
+
+
+def test_each_public_name_is_importable_from_one_place():
+    """A name in two packages' ``__all__`` is two spellings of one thing; a package exports only what it
+    defines (the root re-exports its modules' names, once)."""
+    homes: dict[str, list[str]] = {}
+    foreign = []
+    for name in _public_packages():
+        module = importlib.import_module(name)
+        for public in getattr(module, "__all__", ()):
+            homes.setdefault(public, []).append(name)
+            defined_in = getattr(getattr(module, public), "__module__", None)  # classes and functions say
+            if name != PACKAGE.name and isinstance(defined_in, str) and not defined_in.startswith(name + "."):
+                foreign.append(f"{name}.{public} (defined in {defined_in})")
+    assert {n: h for n, h in homes.items() if len(h) > 1} == {} and foreign == []
+
+
+def _defined_privately(tree: ast.Module) -> set[str]:
+    """The ``_names`` a module defines: functions, classes, assignments, attributes set on ``self``."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_no_module_uses_another_modules_private_names():
+    """A ``_name`` is its module's business: imported, or read off an object, elsewhere it is a seam."""
+    trees = {_module_name(path): ast.parse(path.read_text()) for path in PACKAGE.rglob("*.py")}
+    own = {module: _defined_privately(tree) for module, tree in trees.items()}
+    ours = set().union(*own.values())
+    crossings = []
+    for module, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                crossings += [f"{module}: import {a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__") and a.name in ours]
+            elif (isinstance(node, ast.Attribute) and node.attr in ours and node.attr not in own[module]
+                  and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                crossings.append(f"{module}: {ast.unparse(node)}")
+    assert crossings == []

@@ -9,10 +9,8 @@ import logging
 import pytest
 
 import sparsevit_sdk.local as local
-from sparsevit_sdk import SearchSession, build_model, search_space
+from sparsevit_sdk import LatencyPredictor, SearchSession, build_model, measure_latency, search_space
 from sparsevit_sdk.local import for_device
-from sparsevit_sdk.predictor import LatencyPredictor
-from sparsevit_sdk.profiler import measure_latency
 
 SHAPE = (1, 3, 112, 112)
 

@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from sparsevit_sdk import SearchSpace, SparsityConfig
+from sparsevit_sdk import SearchSession, SearchSpace, SparsityConfig
 from sparsevit_sdk.accuracy import default_proxy
 from sparsevit_sdk.search import (
     STRATEGIES,
     GeneticSearch,
     RandomSearch,
     SearchEngine,
-    SearchSession,
     Trial,
     read_checkpoint,
     write_checkpoint,

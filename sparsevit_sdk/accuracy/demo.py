@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from scipy.ndimage import zoom
 from sklearn.datasets import load_digits
 
-from ..config import SparsityConfig
 from ..models import build_model
 from ..sparse.swin import SparseSwin
 
@@ -155,9 +154,9 @@ class DemoSegmenter(nn.Module):
 
     Every stage map is projected to ``head_dim`` channels by a 1x1 conv, upsampled to the
     stride-``patch`` grid and summed; a norm, GELU and 1x1 conv classify each position,
-    and the logits are upsampled bilinearly to the input size.  The wrapper forwards
-    ``set_sparsity``, ``signature`` and ``depths``, so configs, search spaces and proxies
-    treat it like the backbone.
+    and the logits are upsampled bilinearly to the input size.  ``set_sparsity(model, cfg)`` and
+    ``search_space(model)`` find its backbone like any model's; it also shows the backbone's
+    ``signature``, ``depths`` and ``block_sparsity``, which proxies read.
     """
 
     def __init__(self, backbone: SparseSwin, num_classes: int = NUM_CLASSES, head_dim: int = 32) -> None:
@@ -178,10 +177,6 @@ class DemoSegmenter(nn.Module):
     @property
     def block_sparsity(self) -> list[list[float]]:
         return self.backbone.block_sparsity
-
-    def set_sparsity(self, config: SparsityConfig) -> DemoSegmenter:
-        self.backbone.set_sparsity(config)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.backbone(x)  # [(B, C_i, H/p/2^i, W/p/2^i)]

@@ -18,10 +18,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..arch import DTYPE_BYTES
 from ..local import for_device
 from ..models import build_model, list_models
-from ..predictor import LatencyPredictor
-from ..profiler.plan import DTYPES
+from ..predictor.latency import LatencyPredictor
 from ..runtimes import RUNTIMES
 from ..sparse.convert import search_space
 from ._args import check_output, positive_int, resolution
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=resolution, default=(672, 672), help="HxW of the input (default: 672x672)")
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="fp32")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads to time with (default 1, on the thread CPU clock; N > 1 on the wall clock)")
     p.add_argument("--runtime", choices=RUNTIMES, default="eager",

@@ -6,7 +6,7 @@
 ``--config`` is a config file (``SparsityConfig.to_json``, or the ``best`` of a search result
 saved with ``SearchResult.save``); ``--uniform S`` skips the same share of windows everywhere;
 neither exports the dense model.  Load your own weights in Python and call
-``sparsevit_sdk.deploy.export_onnx(model, path, input_shape, config)``.
+``sparsevit_sdk.deploy.export_onnx(model, input_shape, path, config)``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = build_model(args.model)
         h, w = parse_resolution(args.resolution)
         config = _config(args, search_space(model))
-        path = export_onnx(model, args.out, (args.batch, model.in_chans, h, w), config, dtype=args.dtype)
+        path = export_onnx(model, (args.batch, model.in_chans, h, w), args.out, config, dtype=args.dtype)
     except (OSError, ValueError, KeyError) as err:
         print(f"sparsevit-export: error: {err}", file=sys.stderr)
         return 2

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from ..dataset.files import load_profiles
 from ..dataset.merge import merge_profiles, select_device
 from ..dataset.schema import SchemaError
-from ..predictor import LatencyPredictor, format_report, plot_held_out
-from ..predictor.latency import STATISTICS
+from ..predictor import format_report, plot_held_out
+from ..predictor.latency import LatencyPredictor
+from ..predictor.rows import STATISTICS
 from ._args import check_output, fraction
 
 

@@ -20,10 +20,11 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..arch import DTYPE_BYTES
 from ..dataset.files import dataset_path, load_profiles
 from ..profiler.fingerprint import default_hw
 from ..profiler.remote import profile_on_ray
-from ..profiler.sweep import DTYPES, SweepSettings, profile_model
+from ..profiler.sweep import SweepSettings, profile_model
 from ..profiler.timing import CLOCKS
 from ._args import check_output, positive_int, resolution, user_model
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", action="append", type=resolution, metavar="HxW",
                    help="input size, e.g. 672x672; repeat for several (default: 224x224)")
     p.add_argument("--batch", action="append", type=positive_int, help="batch size; repeat for several (default: 1)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=list(DTYPE_BYTES), default="fp32")
     p.add_argument("--out", default="profiles", help="dataset root folder (default: profiles)")
     p.add_argument("--quick", action="store_true", help="few repeats and configs: a smoke test in seconds")
     p.add_argument("--threads", type=positive_int, help="CPU threads to time with (default: 1 on cpu)")

@@ -31,10 +31,11 @@ from pathlib import Path
 
 from ..hardware import list_hardware
 from ..models import build_model, list_models
-from ..predictor import LatencyPredictor
+from ..predictor.latency import LatencyPredictor
 from ..runtimes import RUNTIMES
-from ..search import STRATEGIES, SearchSession, SearchSettings
+from ..search import STRATEGIES, SearchSettings
 from ..search.executors import EXECUTORS, resolve_executor
+from ..search.session import SearchSession
 from ..search.strategies import DEFAULT_STRATEGY
 from ._args import check_output, fraction, hardware, or_none, positive_float, positive_int, resolution
 

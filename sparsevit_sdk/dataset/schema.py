@@ -21,10 +21,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..arch import DTYPE_BYTES
 from ..runtimes import RUNTIMES
 
 HOUR_MS = 3.6e6  # no latency a predictor gives, or a file holds, reaches an hour
-DTYPE_NAMES = ("fp32", "fp16", "bf16")  # what a unit was timed in (the profiler's DTYPES maps them to torch)
+DTYPE_NAMES = tuple(DTYPE_BYTES)  # what a unit was timed in
 LAYER_KINDS = ("block_pair", "patch_embed", "patch_merge", "score", "norm", "model", "whole")
 FORWARD_KINDS = ("model", "whole")  # rows that time a whole forward: never fitted as units
 

@@ -20,17 +20,18 @@ import torch.nn as nn
 from .._atomic import atomic_write, check_writable
 from ..arch import check_input_shape
 from ..config import SparsityConfig
+from ..devices import TORCH_DTYPES, dtype_name
 from ..sparse.convert import set_sparsity, sparse_backbone
 from ..sparse.state import check_config, preserved
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; LayerNormalization is one op since 17
-EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+EXPORT_DTYPES = ("fp32", "fp16")
 
 
 def export_onnx(
     model: nn.Module,
-    path: str | os.PathLike,
     input_shape: Sequence[int],
+    path: str | os.PathLike,
     config: SparsityConfig | None = None,
     *,
     dtype: str = "fp32",
@@ -50,19 +51,20 @@ def export_onnx(
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
     backbone.architecture.check_fits(shape, fix="a smaller input shape (--resolution)")
+    dtype = dtype_name(dtype)
     if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"unknown export dtype {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
+        raise ValueError(f"cannot export in {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
     if config is not None:
         check_config(model, config)
     path = check_writable(path)
     param = next(model.parameters())
     home = param.dtype
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(param.device, EXPORT_DTYPES[dtype])
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(param.device, TORCH_DTYPES[dtype])
     with preserved(model, training=False), torch.no_grad():
         if config is not None:
             set_sparsity(model, config)  # validates the config's order before anything is traced
         try:
-            model.to(EXPORT_DTYPES[dtype])
+            model.to(TORCH_DTYPES[dtype])
             atomic_write(path, lambda tmp: torch.onnx.export(
                 model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=["images"], verbose=False,
                 external_data=False))  # one self-contained file: the rename is the whole write

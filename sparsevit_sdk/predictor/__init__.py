@@ -8,12 +8,10 @@ judged by ``judging``.  ``features`` describes units, ``rows`` reads profile row
 in :mod:`sparsevit_sdk.dataset`; a predictor of this device is :func:`sparsevit_sdk.local.for_device`.
 """
 
-from .features import Architecture, config_units, unit_costs, unit_features
-from .latency import LatencyPredictor
+from .features import config_units, unit_features
 from .metrics import accuracy, agreement, format_report
 from .plots import plot_held_out
 
 __all__ = [
-    "Architecture", "LatencyPredictor", "accuracy", "agreement", "config_units", "format_report", "plot_held_out",
-    "unit_costs", "unit_features",
+    "accuracy", "agreement", "config_units", "format_report", "plot_held_out", "unit_features",
 ]

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from ..arch import Architecture, kept_windows
 from ..config import SearchSpace
-from ..sparse.windows import kept_windows
-from .features import Architecture, fixed_units, pair_units, score_units
+from .features import fixed_units, pair_units, score_units
 from .rows import row_config
 
 Prices = Callable[[pd.DataFrame], np.ndarray]  # unit rows -> ms of each

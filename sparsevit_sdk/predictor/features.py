@@ -18,8 +18,8 @@ import pandas as pd
 from ..arch import DTYPE_BYTES, Architecture, kept_windows, signature_blocks, unit_costs
 
 __all__ = [
-    "DESCRIPTORS", "DTYPE_BYTES", "FEATURES", "UNIT_KINDS", "Architecture", "config_units", "fixed_units",
-    "pair_units", "score_units", "unit_costs", "unit_features",
+    "DESCRIPTORS", "FEATURES", "UNIT_KINDS", "config_units", "fixed_units", "pair_units", "score_units",
+    "unit_features",
 ]
 
 UNIT_KINDS = ("patch_embed", "patch_merge", "score", "block_pair", "norm")

@@ -38,9 +38,9 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from .._data import data_dir
-from ..arch import Architecture
+from ..arch import Architecture, unit_costs
 from ..hardware import SPECS, HardwareSpec
-from .features import config_units, unit_costs
+from .features import config_units
 
 __all__ = ["OPS_PER_UNIT", "FIGURE_RUNTIMES", "TIMM_SIGNATURES", "GpuConstants", "GpuCostModel", "load_published",
            "published_model", "published_path", "unit_ms"]

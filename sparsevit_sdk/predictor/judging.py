@@ -35,7 +35,7 @@ def evaluate(learned: Learned, df: pd.DataFrame, tables: Tables | None = None) -
     held = held_out(learned, df, tables)
     y = held[learned.statistic].to_numpy(float)
     return {
-        "hardware": learned.hw, "estimated": learned.estimated, "statistic": learned.statistic,
+        "hw": learned.hw, "estimated": learned.estimated, "statistic": learned.statistic,
         "excluded": held.attrs["excluded"],
         "xgboost": accuracy(held["predicted_ms"].to_numpy(float), y),
         "flops": accuracy(learned.ms_per_gflop * model_gflops(held), y),

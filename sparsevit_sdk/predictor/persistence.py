@@ -16,17 +16,17 @@ import xgboost as xgb
 
 from .._documents import DocumentError, Field, check_header, header, read_json
 from .._version import __version__
-from ..arch import BLOCK_KINDS
+from ..arch import BLOCK_KINDS, DTYPE_BYTES
 from ..dataset.schema import HOUR_MS
 from ..runtimes import RUNTIMES
 from .boosters import check_booster
-from .features import DTYPE_BYTES, FEATURES, UNIT_KINDS
+from .features import FEATURES, UNIT_KINDS
 from .gpu_model import FIGURE_RUNTIMES, GpuConstants
 from .rows import STATISTICS
 from .state import Learned
 
 FORMAT = "sparsevit-latency-predictor"
-SCHEMA_VERSION = 3  # 2: unit_curves; 3: the v2 feature, the block kinds fitted, a scale per kind
+SCHEMA_VERSION = 4  # 2: unit_curves; 3: the v2 feature, the block kinds fitted, a scale per kind; 4: "hw"
 REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
 
 
@@ -35,7 +35,7 @@ def to_dict(params: dict[str, Any], learned: Learned) -> dict[str, Any]:
     :meth:`LatencyPredictor.to_dict`)."""
     p = learned
     meta = {
-        **header(FORMAT, SCHEMA_VERSION), "hardware": p.hw,
+        **header(FORMAT, SCHEMA_VERSION), "hw": p.hw,
         "estimated": p.estimated, "estimate": p.estimate, "statistic": p.statistic,
         "dtype": p.dtype, "threads": p.threads, "runtime": p.runtime, "fingerprint": p.fingerprint,
         "features": list(FEATURES), "params": params, "scale": p.scale,
@@ -72,7 +72,7 @@ def from_dict(data: dict[str, Any], source: str) -> tuple[dict[str, Any], Learne
         linear[kind], boosters[kind] = _read_unit(doc["units"][kind])
     return checked, Learned(
         linear=linear, boosters=boosters,
-        hw=doc["hardware"].text(), estimated=doc["estimated"].flag(), estimate=estimate,
+        hw=doc["hw"].text(), estimated=doc["estimated"].flag(), estimate=estimate,
         statistic=doc["statistic"].text(STATISTICS), dtype=doc["dtype"].text(tuple(DTYPE_BYTES)),
         threads=[t.number(integer=True, minimum=1) for t in doc["threads"].elements(nonempty=True)],
         runtime=doc["runtime"].text(RUNTIMES),

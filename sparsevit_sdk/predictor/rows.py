@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pandas as pd
 
-from ..arch import signature_blocks
+from ..arch import Architecture, signature_blocks, unit_costs
 from ..config import SearchSpace, SparsityConfig
 from ..dataset.schema import stable_statistic
 from ..models import build_model, list_models
-from .features import Architecture, config_units, unit_costs
+from .features import config_units
 
 # the profile columns a predictor may fit on ("auto" picks dataset.schema.stable_statistic)
 STATISTICS = ("p10_ms", "min_ms", "latency_ms")

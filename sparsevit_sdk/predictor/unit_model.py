@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..arch import signature_blocks
+from ..arch import Architecture, signature_blocks, unit_costs
 from ..hardware import HardwareSpec
 from .costs import CostTable, layer_sums
-from .features import Architecture, unit_costs, unit_features
+from .features import unit_features
 from .gpu_model import GpuConstants
 from .gpu_model import unit_ms as gpu_unit_ms
 from .state import Learned

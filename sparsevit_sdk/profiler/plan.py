@@ -37,13 +37,13 @@ import torch
 
 from ..arch import kept_windows, num_windows, unit_costs
 from ..config import SearchSpace, SparsityConfig
-from ..dataset.schema import DTYPE_NAMES
+from ..devices import TORCH_DTYPES
+from ..sparse.convert import set_sparsity
 from ..sparse.swin import SparseSwin
 from ..sparse.windows import pad_to_windows
 from .forward import ModelForward
 from .timing import LatencyStats, measure_latency, time_callable
 
-DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16)))  # the schema's names
 _CALL_OVERHEAD_FLOPS = 2e6  # launch cost of one unit call, in FLOPs, for the ETA only
 
 
@@ -149,9 +149,9 @@ class SweepPlan:
 
     def activations(self, img_h: int, img_w: int, batch: int) -> Activations:
         """Unit inputs from a dense forward (their values do not change any unit's cost)."""
-        self.model.set_sparsity(self.space.dense())
+        set_sparsity(self.model, self.space.dense())
         shape = (batch, self.model.in_chans, img_h, img_w)
-        return activations(self.model, shape, self.device, DTYPES[self.dtype], self.seed)
+        return activations(self.model, shape, self.device, TORCH_DTYPES[self.dtype], self.seed)
 
     def tasks(self, img_h: int, img_w: int, batch: int) -> list[Task]:
         """Every unit and whole-model measurement for one input shape."""
@@ -221,9 +221,9 @@ class SweepPlan:
         shape = tuple(acts.image.shape)
 
         def measure(_: Activations) -> LatencyStats:
-            model.set_sparsity(cfg)
+            set_sparsity(model, cfg)
             return measure_latency(model, shape, self.device, warmup=s.warmup, repeats=s.model_repeats,
-                                   dtype=DTYPES[self.dtype], clock=self.clock, runtime=self.runtime,
+                                   dtype=TORCH_DTYPES[self.dtype], clock=self.clock, runtime=self.runtime,
                                    threads=torch.get_num_threads())
         return Task(row, flops, s.warmup + s.model_repeats, s.model_repeats * s.rounds, measure)
 
@@ -231,14 +231,14 @@ class SweepPlan:
         """The user's whole model at sparsity 0, as the user calls it, beside the dense backbone row."""
         s, whole = self.settings, self.whole
         shape = (dense.row["batch"], self.model.in_chans, dense.row["img_h"], dense.row["img_w"])
-        self.model.set_sparsity(self.space.dense())
-        calls = whole.probe(torch.randn(shape).to(self.device, DTYPES[self.dtype]))
+        set_sparsity(self.model, self.space.dense())
+        calls = whole.probe(torch.randn(shape).to(self.device, TORCH_DTYPES[self.dtype]))
         row = {**dense.row, "layer": "whole", "model": whole.key(), "index": calls}
 
         def measure(_: Activations) -> LatencyStats:
-            self.model.set_sparsity(self.space.dense())
+            set_sparsity(self.model, self.space.dense())
             return measure_latency(whole, shape, self.device, warmup=s.warmup, repeats=s.model_repeats,
-                                   dtype=DTYPES[self.dtype], clock=self.clock, runtime=self.runtime,
+                                   dtype=TORCH_DTYPES[self.dtype], clock=self.clock, runtime=self.runtime,
                                    threads=torch.get_num_threads())
         return Task(row, 2 * dense.flops, s.warmup + s.model_repeats, s.model_repeats * s.rounds, measure)
 

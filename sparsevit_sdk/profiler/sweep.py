@@ -27,17 +27,17 @@ from .._progress import progress_bar
 from .._version import __version__
 from ..dataset.files import claim_folder, dataset_path, merge_rows, read_frame
 from ..dataset.schema import KEY, empty_frame, validate_frame
-from ..devices import resolve_device
+from ..devices import TORCH_DTYPES, dtype_name, resolve_device
 from ..models import build_model
 from ..runtimes import check_runtime
 from ..sparse.convert import search_space
 from ..sparse.swin import SparseSwin
 from .fingerprint import device_fingerprint
 from .forward import Call, ModelForward
-from .plan import DTYPES, SweepPlan, SweepSettings, parse_resolution
+from .plan import SweepPlan, SweepSettings, parse_resolution
 from .timing import CLOCKS, num_threads
 
-__all__ = ["DTYPES", "FLUSH_S", "SweepSettings", "parse_resolution", "profile_model"]
+__all__ = ["FLUSH_S", "SweepSettings", "parse_resolution", "profile_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ def profile_model(
     compiled or exported once per round); units are always timed eager.
     """
     dev = resolve_device(device)
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    dtype = dtype_name(dtype)
     shapes = [(*parse_resolution(r), int(b)) for r in resolutions for b in batches]
     if any(b < 1 for *_, b in shapes):
         raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
@@ -108,7 +107,7 @@ def profile_model(
     check_runtime(runtime, clock)
     settings = settings or SweepSettings()
     space = search_space(net, **({} if grid is None else {"grid": grid}))
-    (net if whole is None else whole).to(dev, DTYPES[dtype]).eval()
+    (net if whole is None else whole).to(dev, TORCH_DTYPES[dtype]).eval()
 
     with num_threads(threads), torch.inference_mode():
         fp = device_fingerprint(dev, hw=hw, threads=torch.get_num_threads(), clock=clock, note=note)

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..arch import check_input_shape
 from ..dataset.schema import PROFILE_COLUMNS
-from ..devices import resolve_device
+from ..devices import TORCH_DTYPES, dtype_name, resolve_device
 from ..runtimes import check_runtime, runtime_call
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
@@ -124,21 +124,23 @@ def measure_latency(
     *,
     warmup: int = 3,
     repeats: int = 10,
-    dtype: torch.dtype = torch.float32,
+    dtype: str | torch.dtype = "fp32",
     threads: int | None = None,
     clock: str = "wall",
     runtime: str = "eager",
 ) -> LatencyStats:
     """Forward latency of ``model`` on a random input of ``input_shape`` (B, C, H, W).
 
-    The model is moved to ``device`` and ``dtype`` in place and put in eval mode.  ``runtime``
+    The model is moved to ``device`` and ``dtype`` ("fp32", "fp16", "bf16" or a ``torch.dtype``)
+    in place and put in eval mode.  ``runtime``
     is "eager", "compiled" (``torch.compile``) or "onnxruntime" (exported at the model's
     current sparsity); compiling or exporting happens before the timed calls.
     """
     shape = check_input_shape(input_shape)
     dev = resolve_device(device)
-    model.to(device=dev, dtype=dtype).eval()
-    x = torch.randn(*shape, device=dev, dtype=dtype)
+    torch_dtype = TORCH_DTYPES[dtype_name(dtype)]
+    model.to(device=dev, dtype=torch_dtype).eval()
+    x = torch.randn(*shape, device=dev, dtype=torch_dtype)
     check_runtime(runtime, clock)
     with num_threads(threads):  # compiled or exported on the threads it is timed on
         call = runtime_call(model, x, runtime, threads=threads)

@@ -15,8 +15,6 @@ from .evaluation import Failure
 from .executors import ProcessExecutor, RayExecutor, resolve_executor
 from .outcome import SearchOutcome, pareto_front
 from .protocols import Executor
-from .result import SearchResult
-from .session import SearchSession
 from .settings import SearchSettings, resolve_budget
 from .strategies import STRATEGIES, GeneticSearch, NSGA2Search, RandomSearch
 from .strategy import Problem, SearchStrategy, Trial
@@ -24,7 +22,7 @@ from .validation import ValidationReport
 
 __all__ = [
     "STRATEGIES", "Executor", "Failure", "GeneticSearch", "NSGA2Search", "Problem", "ProcessExecutor", "RandomSearch",
-    "RayExecutor", "SearchEngine", "SearchOutcome", "SearchResult", "SearchSession", "SearchSettings", "SearchState",
+    "RayExecutor", "SearchEngine", "SearchOutcome", "SearchSettings", "SearchState",
     "SearchStrategy", "Trial", "ValidationReport", "pareto_front", "read_checkpoint", "resolve_budget",
     "resolve_executor", "write_checkpoint",
 ]

@@ -24,7 +24,7 @@ from .._documents import Field, check_header, header, read_json
 from ..config import Granularity
 
 FORMAT = "sparsevit-search-checkpoint"
-SCHEMA_VERSION = 2  # 2: the strategy's state replaced the GA's rng_state and population
+SCHEMA_VERSION = 2  # 2: the strategy's state replaced the GA's rng_state and population; the target is session.hw
 
 
 @dataclass
@@ -79,7 +79,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any
         return [entry.elements(length=length) for entry in state[name].elements()]
 
     if session.mapping():
-        session["hardware"].text()
+        session["hw"].text()
         session["proxy_name"].text()
         for n in session["input_shape"].elements(length=4):
             n.number(integer=True, minimum=1)

@@ -22,7 +22,7 @@ class Plotted(Protocol):
     predicted_ms: float
     score: float
     budget_ms: float
-    hardware: str
+    hw: str
     estimated: bool
     proxy_name: str
     strategy: str
@@ -53,8 +53,8 @@ def plot_result(result: Plotted, path: str | os.PathLike | None = None) -> Figur
     front_ax.axvline(result.budget_ms, ls="--", color="black", lw=1, label=f"budget {result.budget_ms:.3g} ms")
     front_ax.plot([result.predicted_ms], [result.score], "*", ms=16, color="tab:red", label=f"best {result.best}")
     whole = result.rest.source != "none"
-    front_ax.set(xlabel=f"predicted {result.call} end to end on {result.hardware} ({unit})" if whole else
-                 f"predicted latency on {result.hardware} ({unit})", ylabel=result.proxy_name,
+    front_ax.set(xlabel=f"predicted {result.call} end to end on {result.hw} ({unit})" if whole else
+                 f"predicted latency on {result.hw} ({unit})", ylabel=result.proxy_name,
                  title=f"{result.strategy} search: {len(scored)} configs scored")
     if whole:  # the backbone's share of the same latencies, on the top axis
         top = front_ax.secondary_xaxis("top", functions=(result.rest.backbone, result.rest.end_to_end))

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMAT = "sparsevit-search-result"
-SCHEMA_VERSION = 2  # 2: ``strategy`` (its name) replaced ``mode``
+SCHEMA_VERSION = 2  # 2: ``strategy`` (its name) replaced ``mode``; the target is ``hw``
 _HISTORY_DTYPES = {"generation": "int64", "predicted_ms": "float64", "score": "float64", "feasible": "bool"}
 
 
@@ -53,8 +53,8 @@ class SearchResult:
     score: float
     dense_score: float
     budget_ms: float
-    hardware: str
-    estimated: bool  # True: no measured predictor for ``hardware``; latencies come from specs
+    hw: str
+    estimated: bool  # True: no measured predictor for ``hw``; latencies come from specs
     proxy_name: str
     input_shape: tuple[int, ...]
     strategy: str  # the search strategy's name: "ga", "nsga2", "random", or your own's
@@ -106,7 +106,7 @@ class SearchResult:
         return "\n".join([
             f"best config {self.best} ({self.strategy} search, seed {self.seed}, {self.search_time_s:.1f} s, "
             f"{self.evaluations} proxy evaluations of {len(self.history)} configs)",
-            f"  {self.hardware} ({source}), input {'x'.join(map(str, self.input_shape))}"
+            f"  {self.hw} ({source}), input {'x'.join(map(str, self.input_shape))}"
             + (f", {self.call} end to end:" if whole else ":"),
             f"  predicted {self.predicted_ms:.4g} ms vs dense {self.dense_predicted_ms:.4g} ms "
             f"({self.predicted_speedup:.2f}x; {budget})",
@@ -157,7 +157,7 @@ class SearchResult:
             **header(FORMAT, SCHEMA_VERSION),
             "best": self.best.to_dict(), "predicted_ms": self.predicted_ms,
             "dense_predicted_ms": self.dense_predicted_ms, "score": self.score, "dense_score": self.dense_score,
-            "budget_ms": self.budget_ms, "hardware": self.hardware, "estimated": self.estimated,
+            "budget_ms": self.budget_ms, "hw": self.hw, "estimated": self.estimated,
             "proxy_name": self.proxy_name, "input_shape": list(self.input_shape), "strategy": self.strategy,
             "seed": self.seed, "search_time_s": self.search_time_s, "settings": self.settings,
             "predictor_info": self.predictor_info, "stopped": self.stopped, "rest": self.rest.to_dict(),
@@ -180,7 +180,7 @@ class SearchResult:
                 rest=RestOfModel.from_dict(data.get("rest") or RestOfModel().to_dict()),
                 call=str(data.get("call", "model(x)")),
                 **{k: data[k] for k in ("predicted_ms", "dense_predicted_ms", "score", "dense_score", "budget_ms",
-                                        "hardware", "estimated", "proxy_name", "strategy", "seed", "search_time_s",
+                                        "hw", "estimated", "proxy_name", "strategy", "seed", "search_time_s",
                                         "settings", "predictor_info")},
             )
         except (KeyError, TypeError, ValueError) as err:

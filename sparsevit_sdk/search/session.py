@@ -34,7 +34,7 @@ from ..accuracy import default_proxy
 from ..arch import check_input_shape
 from ..config import SearchSpace, SparsityConfig
 from ..local import LOCAL, for_device
-from ..predictor import LatencyPredictor
+from ..predictor.latency import LatencyPredictor
 from ..profiler.forward import Call, ModelForward, RestOfModel
 from ..sparse.convert import search_space, sparse_backbone
 from .checkpoint import SearchState, owning, read_checkpoint, write_checkpoint
@@ -222,7 +222,7 @@ class SearchSession:
     def _write_checkpoint(self, state: SearchState) -> None:
         """What rebuilds this session around the engine's state (the model and proxy excepted)."""
         write_checkpoint(self.checkpoint, state, {
-            "hardware": self.predictor.hw, "runtime": self.predictor.learned_.runtime,
+            "hw": self.predictor.hw, "runtime": self.predictor.learned_.runtime,
             "input_shape": list(self.input_shape), "call": self.forward.describe, "rest": self.rest.to_dict(),
             "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed()})
 
@@ -265,7 +265,7 @@ class SearchSession:
         space = search_space(backbone, grid=s["grid"], granularity=s["granularity"], monotonic=s["monotonic"])
         check_keywords(run, caller="SearchSession.resume (the other settings are the checkpoint's)", allowed=RUN_FIELDS)
         rest = RestOfModel.from_dict(info.get("rest", RestOfModel().to_dict()))
-        session = cls(model, info["hardware"] if hw is None else hw, proxy=proxy, input_shape=info["input_shape"],
+        session = cls(model, info["hw"] if hw is None else hw, proxy=proxy, input_shape=info["input_shape"],
                       space=space, executor=executor, checkpoint=path, progress=progress, proxy_images=proxy_images,
                       proxy_resolution=proxy_resolution, runtime=info.get("runtime", "eager"), call=call,
                       rest_ms=rest.ms, settings=SearchSettings.from_shape(s, **run),
@@ -308,7 +308,7 @@ class SearchSession:
         result = SearchResult(
             best=out.best, predicted_ms=float(whole(out.best_ms)), dense_predicted_ms=float(whole(out.dense_ms)),
             score=out.best_score, dense_score=out.dense_score, budget_ms=float(whole(out.budget_ms)),
-            rest=self.rest, call=self.forward.describe, hardware=self.predictor.hw,
+            rest=self.rest, call=self.forward.describe, hw=self.predictor.hw,
             estimated=self.predictor.estimated, proxy_name=proxy_name(self.proxy), input_shape=self.input_shape,
             strategy=self.strategy.name, seed=self.settings.seed, search_time_s=elapsed, history=history,
             progress=out.progress, settings={**self.settings.to_dict(), **self.engine.shape()},

@@ -18,6 +18,7 @@ from ..profiler.fingerprint import device_fingerprint
 from ..profiler.forward import Call, ModelForward, RestOfModel
 from ..profiler.timing import num_threads, time_callable
 from ..runtimes import allows_cpu_clock, check_runtime, runtime_call
+from ..sparse.convert import set_sparsity
 from ..sparse.state import preserved
 
 
@@ -27,7 +28,7 @@ class Searched(Protocol):
     best: SparsityConfig
     predicted_ms: float
     dense_predicted_ms: float
-    hardware: str
+    hw: str
     estimated: bool
     input_shape: tuple[int, ...]
     predictor_info: dict[str, Any]
@@ -58,13 +59,13 @@ class ValidationReport:
     """
 
     device: str
-    hardware: str
+    hw: str
     statistic: str
     threads: int
     clock: str
     dense_ms: float
     sparse_ms: float
-    predicted_dense_ms: float
+    dense_predicted_ms: float
     predicted_ms: float
     dense_rounds_ms: tuple[float, ...]
     sparse_rounds_ms: tuple[float, ...]
@@ -75,8 +76,8 @@ class ValidationReport:
     whole: bool = False
     backbone_dense_ms: float = 0.0
     backbone_sparse_ms: float = 0.0
-    predicted_backbone_dense_ms: float = 0.0
-    predicted_backbone_ms: float = 0.0
+    backbone_dense_predicted_ms: float = 0.0
+    backbone_predicted_ms: float = 0.0
 
     @property
     def speedup(self) -> float:
@@ -84,15 +85,15 @@ class ValidationReport:
 
     @property
     def predicted_speedup(self) -> float:
-        return self.predicted_dense_ms / self.predicted_ms
+        return self.dense_predicted_ms / self.predicted_ms
 
     @property
     def backbone_speedup(self) -> float:
         return self.backbone_dense_ms / self.backbone_sparse_ms
 
     @property
-    def predicted_backbone_speedup(self) -> float:
-        return self.predicted_backbone_dense_ms / self.predicted_backbone_ms
+    def backbone_predicted_speedup(self) -> float:
+        return self.backbone_dense_predicted_ms / self.backbone_predicted_ms
 
     @property
     def ratio(self) -> float:
@@ -102,7 +103,7 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "speedup": self.speedup, "predicted_speedup": self.predicted_speedup,
                 "backbone_speedup": self.backbone_speedup,
-                "predicted_backbone_speedup": self.predicted_backbone_speedup, "ratio": self.ratio}
+                "backbone_predicted_speedup": self.backbone_predicted_speedup, "ratio": self.ratio}
 
     def __str__(self) -> str:
         what = f"{self.call} end to end" if self.whole else "dense"
@@ -110,19 +111,19 @@ class ValidationReport:
             f"validation on {self.device} in {self.runtime} ({self.threads} threads, {self.clock} clock, "
             f"{self.statistic}):",
             f"  measured  {what} {self.dense_ms:.3f} ms, sparse {self.sparse_ms:.3f} ms -> {self.speedup:.2f}x",
-            f"  predicted {what} {self.predicted_dense_ms:.3f} ms, sparse {self.predicted_ms:.3f} ms -> "
-            f"{self.predicted_speedup:.2f}x on {self.hardware}",
+            f"  predicted {what} {self.dense_predicted_ms:.3f} ms, sparse {self.predicted_ms:.3f} ms -> "
+            f"{self.predicted_speedup:.2f}x on {self.hw}",
         ]
         if self.whole:
             lines += [
                 f"  measured  backbone {self.backbone_dense_ms:.3f} ms, sparse {self.backbone_sparse_ms:.3f} ms -> "
                 f"{self.backbone_speedup:.2f}x",
-                f"  predicted backbone {self.predicted_backbone_dense_ms:.3f} ms, sparse "
-                f"{self.predicted_backbone_ms:.3f} ms -> {self.predicted_backbone_speedup:.2f}x",
+                f"  predicted backbone {self.backbone_dense_predicted_ms:.3f} ms, sparse "
+                f"{self.backbone_predicted_ms:.3f} ms -> {self.backbone_predicted_speedup:.2f}x",
             ]
         if self.comparable:
             lines.append(f"  measured / predicted: sparse {self.ratio:.2f}, dense "
-                         f"{self.dense_ms / self.predicted_dense_ms:.2f}")
+                         f"{self.dense_ms / self.dense_predicted_ms:.2f}")
         lines.append(f"  note: {self.note}")
         return "\n".join(lines)
 
@@ -183,11 +184,11 @@ def validate_result(result: Searched, device: str = "cpu", *, model: nn.Module |
             forward.probe(x)
             calls = {}
             for part, cfg in rows:  # compile or export each config once, outside the timed calls
-                backbone.set_sparsity(cfg)
+                set_sparsity(backbone, cfg)
                 calls[part, cfg] = runtime_call(parts[part], x, runtime, threads=threads)
             for _ in range(rounds):
                 for (part, cfg), values in rows.items():
-                    backbone.set_sparsity(cfg)
+                    set_sparsity(backbone, cfg)
                     stats = time_callable(calls[part, cfg], dev, warmup=warmup, repeats=repeats, threads=threads,
                                           clock=clock)
                     values.append(getattr(stats, statistic))
@@ -201,26 +202,26 @@ def validate_result(result: Searched, device: str = "cpu", *, model: nn.Module |
         note += f"; the rest of the model is {result.rest.note}"
     part = "model" if forward.is_backbone else "backbone"
     return ValidationReport(
-        device=str(dev), hardware=result.hardware, statistic=statistic, threads=threads, clock=clock,
+        device=str(dev), hw=result.hw, statistic=statistic, threads=threads, clock=clock,
         dense_ms=min(rows["model", dense_cfg]), sparse_ms=min(rows["model", result.best]),
-        predicted_dense_ms=result.dense_predicted_ms, predicted_ms=result.predicted_ms,
+        dense_predicted_ms=result.dense_predicted_ms, predicted_ms=result.predicted_ms,
         dense_rounds_ms=tuple(rows["model", dense_cfg]), sparse_rounds_ms=tuple(rows["model", result.best]),
         comparable=comparable, note=note, runtime=runtime, call=forward.describe, whole=not forward.is_backbone,
         backbone_dense_ms=min(rows[part, dense_cfg]), backbone_sparse_ms=min(rows[part, result.best]),
-        predicted_backbone_dense_ms=result.backbone_dense_predicted_ms,
-        predicted_backbone_ms=result.backbone_predicted_ms,
+        backbone_dense_predicted_ms=result.backbone_dense_predicted_ms,
+        backbone_predicted_ms=result.backbone_predicted_ms,
     )
 
 
 def _comparability(result: Searched, fingerprints: list[dict], here: dict) -> tuple[bool, str]:
     """Whether the measuring device (``here``) is the one the predictions were made for, and why."""
     if result.estimated:
-        return False, (f"{result.hardware} latencies are estimated from published specs, and this run measured "
+        return False, (f"{result.hw} latencies are estimated from published specs, and this run measured "
                        f"{here['device']}: compare the speed-ups, not the milliseconds; profile the target with "
                        "`sparsevit-profile` to get a measured predictor")
     why = device_mismatch(here, fingerprints)
     if why is None:
-        return True, f"measured on the device the {result.hardware} predictor was fitted on"
-    return False, (f"this {here['device']} is not the device the {result.hardware} predictor was fitted on "
+        return True, f"measured on the device the {result.hw} predictor was fitted on"
+    return False, (f"this {here['device']} is not the device the {result.hw} predictor was fitted on "
                    f"({why}); measured vs predicted ms does not judge the predictor here. Search with "
                    f"hw=\"local\" (or LatencyPredictor.for_device) to calibrate a predictor on this device")

@@ -24,10 +24,11 @@ import torch
 
 from ..config import SearchSpace
 from ..dataset.fingerprint import device_mismatch, stored_fingerprints
-from ..predictor import LatencyPredictor
+from ..predictor.latency import LatencyPredictor
 from ..profiler.fingerprint import device_fingerprint
 from ..profiler.forward import ModelForward, RestOfModel, measure_rest
 from ..profiler.timing import num_threads
+from ..sparse.convert import set_sparsity
 from ..sparse.state import preserved
 
 
@@ -66,7 +67,7 @@ def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: Sea
     threads, clock, runtime = ((int(here["threads"]), here["clock"], predictor.learned_.runtime) if why is None else
                                (1, "cpu", "eager"))
     with preserved(forward.model, training=False), num_threads(threads), torch.no_grad():
-        backbone.set_sparsity(space.dense())
+        set_sparsity(backbone, space.dense())
         measured = measure_rest(forward, input_shape, "cpu", threads=threads, clock=clock, runtime=runtime)
     if why is None:
         return measured

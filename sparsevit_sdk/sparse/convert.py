@@ -128,8 +128,13 @@ def search_space(model: nn.Module, **options: Any) -> SearchSpace:
 
 
 def set_sparsity(model: nn.Module, config: SparsityConfig) -> nn.Module:
-    """Make the sparse Swin in ``model`` skip windows as ``config`` says; returns ``model``."""
-    sparse_backbone(model).set_sparsity(config)
+    """Make every block of the sparse Swin in ``model`` skip its share of windows as ``config``
+    says; validated (model, knob count, order along each stage unless ``config.monotonic`` is
+    False) before anything changes.  Returns ``model``."""
+    backbone = sparse_backbone(model)
+    per_block = config.block_sparsity(backbone.signature, backbone.depths)
+    for stage, values in zip(backbone.stages, per_block):
+        stage.sparsity = list(values)
     return model
 
 

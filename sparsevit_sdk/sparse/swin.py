@@ -17,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..arch import Architecture, format_signature, padding
-from ..config import SparsityConfig
 from .attention import BlockKind, check_block_kind
 from .guards import check_input
 from .stage import SparseSwinStage
@@ -132,14 +131,6 @@ class SparseSwin(nn.Module):
     def block_sparsity(self) -> list[list[float]]:
         """Current sparsity of every block, per stage."""
         return [list(stage.sparsity) for stage in self.stages]
-
-    def set_sparsity(self, config: SparsityConfig) -> SparseSwin:
-        """Make every block skip its share of windows; validated (model, knob count, order
-        along each stage unless ``config.monotonic`` is False) before anything changes."""
-        per_block = config.block_sparsity(self.signature, self.depths)
-        for stage, values in zip(self.stages, per_block):
-            stage.sparsity = list(values)
-        return self
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Image ``(B, C, H, W)`` → NHWC output of every stage."""

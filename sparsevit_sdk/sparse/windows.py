@@ -15,7 +15,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..arch import kept_windows as kept_windows  # re-exported: the count lives with the rest of the geometry
 from ..arch import padded, padding
 
 MASK_VALUE = -100.0  # what Swin adds to attention logits across shifted-window regions

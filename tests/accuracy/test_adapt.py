@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsevit_sdk import build_model, search_space
+from sparsevit_sdk import build_model, search_space, set_sparsity
 from sparsevit_sdk.accuracy import (
     NUM_CLASSES,
     AccuracyProxy,
@@ -50,7 +50,7 @@ def test_adapt_changes_weights_deterministically_and_restores_state(seg, space):
     before = copy.deepcopy(seg.state_dict())
     runs = []
     for seed in (0, 0, 1):
-        model = copy.deepcopy(seg).set_sparsity(space.uniform(0.3))
+        model = set_sparsity(copy.deepcopy(seg), space.uniform(0.3))
         log = adapt(model, small_loader(), segmentation_loss, steps=3, seed=seed, progress=False)
         assert not model.training and model.block_sparsity == [[0.3, 0.3]] * 4
         runs.append((model.state_dict(), [c[0] for c in log.configs]))

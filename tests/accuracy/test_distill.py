@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sparsevit_sdk import search_space, sparsify
+from sparsevit_sdk import search_space, set_sparsity, sparsify
 from sparsevit_sdk.accuracy import (
     Distillation,
     SparsityAdapter,
@@ -154,11 +154,11 @@ def test_distillation_alone_brings_a_sparse_config_to_the_dense_outputs(seg):
 
     def gap() -> float:
         with torch.no_grad():
-            seg.set_sparsity(cfg)
+            set_sparsity(seg, cfg)
             try:
                 return float(distillation_loss(seg(x), dense_out))
             finally:
-                seg.set_sparsity(search_space(seg).dense())
+                set_sparsity(seg, search_space(seg).dense())
 
     before = gap()
     log = finetune(seg, itertools.repeat((x, None)), lambda out, _: out.sum() * 0, steps=20, config=cfg, lr=2e-4,
@@ -200,9 +200,9 @@ def test_finetune_dense_with_distillation_is_refused(seg):
 def test_frozen_teacher_is_the_model_at_sparsity_0_as_it_was(seg, monkeypatch):
     space = search_space(seg)
     x = next(iter(small_loader()))[0]
-    seg.set_sparsity(space.uniform(0.4))
+    set_sparsity(seg, space.uniform(0.4))
     adapter = SparsityAdapter(seg, distill=True, teacher="frozen")
-    seg.set_sparsity(space.dense())
+    set_sparsity(seg, space.dense())
     expected = seg(x)
     assert adapter.teacher is not seg and not any(p.requires_grad for p in adapter.teacher.parameters())
     with torch.no_grad():
@@ -226,7 +226,7 @@ def test_frozen_teacher_of_another_structure_is_refused(seg):
 @pytest.mark.parametrize("fail", ["interrupt", "error"])
 def test_interrupted_adapt_leaves_sparsity_and_mode_as_they_were(seg, fail):
     space = search_space(seg)
-    seg.set_sparsity(space.uniform(0.3)).eval()
+    set_sparsity(seg, space.uniform(0.3)).eval()
     before = seg.block_sparsity
 
     def batches():
@@ -239,7 +239,7 @@ def test_interrupted_adapt_leaves_sparsity_and_mode_as_they_were(seg, fail):
 
 
 def test_plain_loop_with_the_hook_trains_at_fresh_configs_with_distillation(seg):
-    seg.set_sparsity(search_space(seg).uniform(0.1)).train()
+    set_sparsity(seg, search_space(seg).uniform(0.1)).train()
     before = seg.block_sparsity
     opt = torch.optim.AdamW(seg.parameters(), lr=1e-3)
     seen = []
@@ -312,7 +312,7 @@ def test_adapt_without_loss_fn_needs_a_model_that_computes_one(seg):
 
 
 def test_search_result_finetunes_its_best_config_distilled(seg):
-    from sparsevit_sdk.search import SearchResult, SearchSession
+    from sparsevit_sdk import SearchResult, SearchSession
 
     result = SearchSession(seg, "cpu", latency_budget=0.9, input_shape=(1, 3, 64, 64), population=4, parents=2,
                            generations=1, progress=False).run()

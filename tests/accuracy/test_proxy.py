@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsevit_sdk import search_space
+from sparsevit_sdk import search_space, set_sparsity
 from sparsevit_sdk.accuracy import (
     NUM_CLASSES,
     Accuracy,
@@ -28,7 +28,7 @@ def one_thread():
 
 def test_proxy_caches_by_config_and_restores_the_model(seg, space):
     proxy = AccuracyProxy(seg, small_loader("val"), metric=MeanIoU(NUM_CLASSES))
-    seg.set_sparsity(space.uniform(0.2)).train()
+    set_sparsity(seg, space.uniform(0.2)).train()
     try:
         first = proxy(space.uniform(0.6))
         assert seg.training and seg.block_sparsity == [[0.2, 0.2]] * 4
@@ -39,7 +39,7 @@ def test_proxy_caches_by_config_and_restores_the_model(seg, space):
         proxy.cache_clear()
         assert proxy.cache_info() == (0, 0)
     finally:
-        seg.set_sparsity(space.dense()).eval()
+        set_sparsity(seg, space.dense()).eval()
 
 
 def test_accuracy_proxy_equals_a_direct_evaluation(seg, space):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sparsevit_sdk import LatencyPredictor
 from sparsevit_sdk.cli import calibrate as calibrate_cli
-from sparsevit_sdk.predictor import LatencyPredictor
 
 
 def test_sparsevit_calibrate_writes_the_predictor_and_reports_its_cross_validation(cache, tmp_path, capsys):

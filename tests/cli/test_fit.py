@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from sparsevit_sdk import LatencyPredictor
 from sparsevit_sdk.cli import fit as fit_cli
 from sparsevit_sdk.cli.fit import main as fit_main
-from sparsevit_sdk.predictor import LatencyPredictor
-from sparsevit_sdk.profiler import (
-    SweepSettings,
-    profile_model,
-    read_fingerprint,
-)
+from sparsevit_sdk.dataset import read_fingerprint
+from sparsevit_sdk.profiler import SweepSettings, profile_model
 from sparsevit_sdk.profiler.timing import num_threads
 
 from .conftest import _bad, _no_work, _refused

@@ -17,11 +17,7 @@ from sparsevit_sdk import (
 )
 from sparsevit_sdk.cli import profile as profile_cli
 from sparsevit_sdk.cli.profile import main
-from sparsevit_sdk.profiler import (
-    LAYER_KINDS,
-    dataset_path,
-    load_profiles,
-)
+from sparsevit_sdk.dataset import LAYER_KINDS, dataset_path, load_profiles
 from sparsevit_sdk.profiler.timing import num_threads
 
 from ..profiler.test_sweep import _tmp_files

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from sparsevit_sdk import SearchResult
 from sparsevit_sdk.cli import search as search_cli
 from sparsevit_sdk.cli.search import main as search_main
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchResult
 
 from .conftest import _bad, _no_work, _refused
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from sparsevit_sdk.dataset import COLUMNS, SchemaError
 from sparsevit_sdk.dataset.files import merge_rows, read_frame
-from sparsevit_sdk.profiler import COLUMNS, SchemaError
 
 from ..test_atomic import _leftovers
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from sparsevit_sdk._documents import DocumentError
+from sparsevit_sdk.dataset import SchemaError, load_profiles
 from sparsevit_sdk.dataset.fingerprint import fingerprint_id
-from sparsevit_sdk.profiler import SchemaError, load_profiles
 
 from .conftest import _fit
 

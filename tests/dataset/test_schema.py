@@ -7,14 +7,9 @@ import math
 import pandas as pd
 import pytest
 
+from sparsevit_sdk.dataset import SchemaError, dataset_path, load_profiles
 from sparsevit_sdk.dataset.schema import LATENCY_COLUMNS, stable_statistic
-from sparsevit_sdk.profiler import (
-    SchemaError,
-    SweepSettings,
-    dataset_path,
-    load_profiles,
-    profile_model,
-)
+from sparsevit_sdk.profiler import SweepSettings, profile_model
 from sparsevit_sdk.profiler.timing import LatencyStats
 
 from .conftest import _fit
@@ -53,7 +48,7 @@ def profile_rows():
     ("dtype", "fp64", r"unknown dtype values \['fp64'\]"),
 ])
 def test_profile_rows_are_checked_by_type_and_meaning(profile_rows, column, value, message):
-    from sparsevit_sdk.profiler import SchemaError, validate_frame
+    from sparsevit_sdk.dataset import SchemaError, validate_frame
 
     rows = profile_rows.copy()
     rows[column] = rows[column].astype(object)

@@ -41,7 +41,7 @@ def _ops(path) -> set[str]:
 def test_onnx_runtime_equals_eager_at_an_odd_size_and_batch_two(micro, tmp_path, sparsity):
     shape = (2, 3, 97, 130)
     cfg = search_space(micro).uniform(sparsity)
-    path = export_onnx(micro, tmp_path / "m.onnx", shape, cfg)
+    path = export_onnx(micro, shape, tmp_path / "m.onnx", cfg)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     expected = _eager(micro, cfg, x)
     got = _run(path, x)
@@ -59,7 +59,7 @@ def test_openvino_runs_the_exported_graph_as_eager_does(micro, tmp_path, sparsit
     ov = pytest.importorskip("openvino")
     shape = (2, 3, 97, 130)
     cfg = search_space(micro).uniform(sparsity)
-    path = export_onnx(micro, tmp_path / "m.onnx", shape, cfg)
+    path = export_onnx(micro, shape, tmp_path / "m.onnx", cfg)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     expected = _eager(micro, cfg, x)
     core = ov.Core()  # f32: on a CPU with AMX or AVX-512 bf16, OpenVINO would otherwise run in bf16
@@ -74,7 +74,7 @@ def test_a_converted_timm_classifier_exports_its_logits(tmp_path):
     model = sparsify(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, embed_dim=32,
                                        depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), dynamic_img_size=True).eval())
     cfg = search_space(model).uniform(0.3)
-    path = export_onnx(model, tmp_path / "timm.onnx", (1, 3, 288, 416), cfg)
+    path = export_onnx(model, (1, 3, 288, 416), tmp_path / "timm.onnx", cfg)
     x = torch.randn(1, 3, 288, 416)
     set_sparsity(model, cfg)
     with torch.inference_mode():
@@ -85,26 +85,26 @@ def test_a_converted_timm_classifier_exports_its_logits(tmp_path):
 
 def test_export_restores_the_model_and_refuses_bad_input_before_writing(micro, tmp_path):
     before = micro.block_sparsity
-    export_onnx(micro, tmp_path / "a.onnx", (1, 3, 64, 64), search_space(micro).uniform(0.5))
+    export_onnx(micro, (1, 3, 64, 64), tmp_path / "a.onnx", search_space(micro).uniform(0.5))
     assert micro.block_sparsity == before and not micro.training
     foreign = search_space(build_model("swin_t", seed=None)).uniform(0.5)
     with pytest.raises(ValueError, match="made for model"):
-        export_onnx(micro, tmp_path / "b.onnx", (1, 3, 64, 64), foreign)
+        export_onnx(micro, (1, 3, 64, 64), tmp_path / "b.onnx", foreign)
     swin_t = build_model("swin_t", seed=None)
     decreasing = SparsityConfig((0.0, 0.0, 0.5, 0.1, 0.0, 0.0), swin_t.signature)  # stage 3 holds three knobs
     with pytest.raises(ValueError, match="decrease|order"):
-        export_onnx(swin_t, tmp_path / "c.onnx", (1, 3, 64, 64), decreasing)
+        export_onnx(swin_t, (1, 3, 64, 64), tmp_path / "c.onnx", decreasing)
     with pytest.raises(ValueError, match="channels"):
-        export_onnx(micro, tmp_path / "d.onnx", (1, 1, 64, 64))
+        export_onnx(micro, (1, 1, 64, 64), tmp_path / "d.onnx")
     with pytest.raises(IsADirectoryError):
-        export_onnx(micro, tmp_path, (1, 3, 64, 64))
+        export_onnx(micro, (1, 3, 64, 64), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]  # nothing half-written
 
 
 def test_fp16_export_is_half_precision_and_keeps_the_fp32_windows(micro, tmp_path):
     shape = (1, 3, 64, 96)
     cfg = search_space(micro).uniform(0.5)
-    path = export_onnx(micro, tmp_path / "half.onnx", shape, cfg, dtype="fp16")
+    path = export_onnx(micro, shape, tmp_path / "half.onnx", cfg, dtype="fp16")
     assert next(micro.parameters()).dtype == torch.float32  # restored
     graph = onnx.load(str(path)).graph
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
@@ -118,7 +118,7 @@ def test_fp16_export_is_half_precision_and_keeps_the_fp32_windows(micro, tmp_pat
         assert g.dtype == np.float16
         np.testing.assert_allclose(g.astype(np.float32), e.numpy(), rtol=0, atol=0.02 * float(e.abs().max()))
     with pytest.raises(ValueError, match="unknown export dtype 'int8'"):
-        export_onnx(micro, tmp_path / "int8.onnx", shape, cfg, dtype="int8")
+        export_onnx(micro, shape, tmp_path / "int8.onnx", cfg, dtype="int8")
     assert not (tmp_path / "int8.onnx").exists()
 
 
@@ -127,7 +127,7 @@ def test_a_swin_v2_exports_and_runs_in_onnx_runtime(tmp_path):
     model = build_model("swinv2_micro")
     shape = (1, 3, 136, 200)
     cfg = search_space(model).uniform(0.5)
-    path = export_onnx(model, tmp_path / "v2.onnx", shape, cfg)
+    path = export_onnx(model, shape, tmp_path / "v2.onnx", cfg)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     for e, g in zip(_eager(model, cfg, x), _run(path, x)):
         np.testing.assert_allclose(g, e.numpy(), rtol=0, atol=1e-4)

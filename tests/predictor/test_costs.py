@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsevit_sdk import search_space
-from sparsevit_sdk.predictor import LatencyPredictor
+from sparsevit_sdk import LatencyPredictor, search_space
 from sparsevit_sdk.profiler.timing import num_threads
 
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import sklearn.exceptions
 
-from sparsevit_sdk import build_model, search_space
-from sparsevit_sdk.predictor import LatencyPredictor, accuracy
+from sparsevit_sdk import LatencyPredictor, build_model, search_space
+from sparsevit_sdk.predictor import accuracy
 from sparsevit_sdk.predictor.rows import model_key
 
 SHAPE = (1, 3, 96, 96)

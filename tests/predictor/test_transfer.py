@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparsevit_sdk.predictor import LatencyPredictor, accuracy
+from sparsevit_sdk import LatencyPredictor
+from sparsevit_sdk.dataset import load_profiles
+from sparsevit_sdk.predictor import accuracy
 from sparsevit_sdk.predictor.rows import model_key
-from sparsevit_sdk.profiler import load_profiles
 
 
 def test_calibration_fixes_an_estimate(shipped, measured):

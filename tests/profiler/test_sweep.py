@@ -9,22 +9,20 @@ import pandas as pd
 import pytest
 import torch
 
-from sparsevit_sdk import build_model, search_space
-from sparsevit_sdk.dataset.fingerprint import fingerprint_id
-from sparsevit_sdk.profiler import (
+from sparsevit_sdk import SparseSwin, build_model, search_space
+from sparsevit_sdk.arch import kept_windows
+from sparsevit_sdk.dataset import (
     COLUMNS,
     KEY,
     LAYER_KINDS,
     SchemaError,
-    SweepSettings,
     dataset_path,
-    device_fingerprint,
     load_profiles,
-    profile_model,
     read_fingerprint,
     validate_frame,
 )
-from sparsevit_sdk.sparse import SparseSwin, kept_windows
+from sparsevit_sdk.dataset.fingerprint import fingerprint_id
+from sparsevit_sdk.profiler import SweepSettings, device_fingerprint, profile_model
 
 FAST = SweepSettings(warmup=1, repeats=2, model_repeats=2, random_configs=3)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparsevit_sdk import search_space
+from sparsevit_sdk import SearchSession, search_space
 from sparsevit_sdk._documents import DocumentError
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchEngine, SearchSession
+from sparsevit_sdk.search import SearchEngine
 from sparsevit_sdk.search.checkpoint import read_checkpoint, write_checkpoint
 
 from ..conftest import _edit
@@ -50,8 +50,8 @@ def test_session_refuses_a_checkpoint_folder_before_searching(micro, tmp_path):
 
 
 def test_a_checkpoint_has_one_writer(tmp_path, micro):
+    from sparsevit_sdk import SearchSession
     from sparsevit_sdk.accuracy import AgreementProxy, probe_images
-    from sparsevit_sdk.search import SearchSession
     from sparsevit_sdk.search.checkpoint import CheckpointInUse, owning
 
     checkpoint = tmp_path / "search.ckpt"
@@ -67,7 +67,7 @@ def test_a_checkpoint_has_one_writer(tmp_path, micro):
         pass  # and the lock is free again after it
 
 
-SESSION = {"hardware": "cpu", "input_shape": [1, 3, 64, 64], "proxy_name": "quadratic", "elapsed_s": 1.5}
+SESSION = {"hw": "cpu", "input_shape": [1, 3, 64, 64], "proxy_name": "quadratic", "elapsed_s": 1.5}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def checkpoint(state, tmp_path):
     ("state.scores.0.0.0", 1.5, "'state.scores[0][0][0]'", "< 1"),
     ("state.settings.strategy", ..., "'state.settings.strategy'", "is missing"),
     ("session.input_shape", "1x3x64x64", "'session.input_shape'", "expected a list"),
-    ("session.hardware", ..., "'session.hardware'", "is missing"),
+    ("session.hw", ..., "'session.hw'", "is missing"),
     ("session", [], "'session'", "expected an object"),
 ])
 def test_checkpoint_field_is_refused_on_read(checkpoint, field, value, named, expected):

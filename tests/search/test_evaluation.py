@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from sparsevit_sdk import SearchSpace
+from sparsevit_sdk import SearchResult, SearchSession, SearchSpace
 from sparsevit_sdk.accuracy import default_proxy
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchEngine, SearchResult, SearchSession, engine
+from sparsevit_sdk.search import SearchEngine, engine
 from sparsevit_sdk.search.session import DEFAULT_TIMEOUT_S
 
 from .test_engine import Quadratic, latency

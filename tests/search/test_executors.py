@@ -11,12 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sparsevit_sdk import SearchResult, SearchSession
 from sparsevit_sdk.cli.profile import main as profile_main
 from sparsevit_sdk.cli.search import main as search_main
-from sparsevit_sdk.profiler import SweepSettings, load_profiles, read_fingerprint
+from sparsevit_sdk.dataset import load_profiles, read_fingerprint
+from sparsevit_sdk.profiler import SweepSettings
 from sparsevit_sdk.profiler.remote import profile_on_ray
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchEngine, SearchResult, SearchSession
+from sparsevit_sdk.search import SearchEngine
 from sparsevit_sdk.search.checkpoint import read_checkpoint
 from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor, resolve_executor
 

@@ -8,13 +8,19 @@ import json
 import pandas as pd
 import pytest
 
-from sparsevit_sdk import SearchSession, SearchSpace, build_model, search_space
+from sparsevit_sdk import (
+    LatencyPredictor,
+    SearchResult,
+    SearchSession,
+    SearchSpace,
+    build_model,
+    search_space,
+    set_sparsity,
+)
 from sparsevit_sdk.accuracy import default_proxy
 from sparsevit_sdk.cli.search import main as search_main
 from sparsevit_sdk.hardware import get_hardware
-from sparsevit_sdk.predictor import LatencyPredictor
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchResult
 
 SHAPE = (1, 3, 112, 112)
 
@@ -77,7 +83,7 @@ def test_session_result_is_feasible_and_consistent(model, proxy, result, cpu_bud
     assert result.dense_predicted_ms == pytest.approx(predictor.predict_config(model, SHAPE, search_space(
         model).dense()))
     assert result.score == proxy(result.best) and result.dense_score == 1.0
-    assert (result.hardware, result.estimated, result.proxy_name) == ("cpu", False, proxy.name)
+    assert (result.hw, result.estimated, result.proxy_name) == ("cpu", False, proxy.name)
     assert len(result.progress) == 3 and result.evaluations <= 6 + 2 * 4 + 2
     assert model.block_sparsity == [[0.0] * d for d in model.depths]  # the search leaves the model dense
 
@@ -99,7 +105,7 @@ def test_result_json_round_trip(tmp_path, model, result):
 
 
 def test_validate_times_dense_and_sparse_and_restores_the_model(model, result):
-    model.set_sparsity(search_space(model).uniform(0.3))
+    set_sparsity(model, search_space(model).uniform(0.3))
     before = model.block_sparsity
     report = result.validate("cpu", repeats=3, warmup=1, rounds=2)
     assert model.block_sparsity == before and not model.training
@@ -108,7 +114,7 @@ def test_validate_times_dense_and_sparse_and_restores_the_model(model, result):
     assert report.threads == 1 and report.clock in ("wall", "cpu")  # as the shipped cpu predictor was measured
     assert report.ratio == pytest.approx(report.sparse_ms / result.predicted_ms)
     assert f"{report.speedup:.2f}x" in str(report)
-    model.set_sparsity(search_space(model).dense())
+    set_sparsity(model, search_space(model).dense())
 
 
 def test_plot_draws_front_and_progress(tmp_path, result):
@@ -131,7 +137,7 @@ def test_estimated_target_is_flagged_and_not_validated_against(model, proxy):
                             parents=2, generations=0, progress=False)
     assert session.predictor.estimated == (get_hardware("jetson-orin").predictor is None)
     result = session.run()
-    assert result.estimated == session.predictor.estimated and result.hardware == "jetson-orin"
+    assert result.estimated == session.predictor.estimated and result.hw == "jetson-orin"
     if result.estimated:
         report = result.validate("cpu", repeats=2, warmup=0, rounds=1)
         assert not report.comparable and "estimated" in report.note

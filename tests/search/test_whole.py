@@ -158,7 +158,7 @@ def test_validate_times_a_timm_classifier_end_to_end_beside_its_backbone(proxy_i
     report = result.validate("cpu", repeats=2, warmup=1, rounds=1)
     assert report.whole and report.call == "model(x)" and report.threads == 1
     assert report.dense_ms > 0 and report.backbone_dense_ms > 0 and report.backbone_sparse_ms > 0
-    assert report.predicted_backbone_dense_ms == pytest.approx(result.dense_predicted_ms - 0.5)
+    assert report.backbone_dense_predicted_ms == pytest.approx(result.dense_predicted_ms - 0.5)
     assert "model(x) end to end" in str(report) and "measured  backbone" in str(report)
     with pytest.raises(ValueError, match="pass the same call="):
         result.validate("cpu", call="forward_features")
@@ -218,7 +218,8 @@ def test_a_forward_with_more_inputs_runs_through_call(proxy_images):
 
 
 def test_a_profile_of_the_whole_model_carries_its_rest_to_the_predictor_and_the_search(tmp_path, proxy_images):
-    from sparsevit_sdk.profiler import SweepSettings, load_profiles, profile_model
+    from sparsevit_sdk.dataset import load_profiles
+    from sparsevit_sdk.profiler import SweepSettings, profile_model
 
     model = Segmenter(work=60).eval()
     forward = ModelForward(model)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsevit_sdk import SparsityConfig, build_model, search_space
+from sparsevit_sdk import SparsityConfig, build_model, search_space, set_sparsity
 from sparsevit_sdk.sparse.windows import pad_to_windows
 
 from ..conftest import requires_cuda
 
 
 def _reset(model) -> None:
-    model.set_sparsity(search_space(model).dense())
+    set_sparsity(model, search_space(model).dense())
 
 
 def test_forward_shapes_any_size(micro):  # V2's window 8 pads differently, but the maps are the same
@@ -66,7 +66,7 @@ def test_batch_images_choose_their_own_windows(micro):
     b = torch.zeros(1, 3, 112, 112)
     a[..., :40, :40] = torch.randn(1, 3, 40, 40) * 5
     b[..., 70:, 70:] = torch.randn(1, 3, 42, 42) * 5
-    micro.set_sparsity(space.uniform(0.6))
+    set_sparsity(micro, space.uniform(0.6))
     try:
         stage = micro.stages[0]
         with torch.inference_mode():
@@ -85,7 +85,7 @@ def test_sparsity_changes_output_and_zero_does_not(micro, image):
     space = search_space(micro)
     with torch.inference_mode():
         dense = micro.forward_features(image)
-        micro.set_sparsity(space.uniform(0.5))
+        set_sparsity(micro, space.uniform(0.5))
         sparse = micro.forward_features(image)
         _reset(micro)
         again = micro.forward_features(image)
@@ -95,7 +95,7 @@ def test_sparsity_changes_output_and_zero_does_not(micro, image):
 
 def test_gradients_flow_through_sparse_blocks(micro, micro_space):
     model = micro.train()
-    model.set_sparsity(micro_space.uniform(0.5))
+    set_sparsity(model, micro_space.uniform(0.5))
     model.forward_features(torch.randn(2, 3, 64, 64)).square().mean().backward()
     for name, p in model.named_parameters():
         if "head" not in name:
@@ -109,7 +109,7 @@ def test_cuda_matches_cpu(micro_space):
     gpu = build_model("swin_micro").cuda()
     x = torch.randn(2, 3, 112, 112)
     for model in (cpu, gpu):
-        model.set_sparsity(micro_space.uniform(0.4))
+        set_sparsity(model, micro_space.uniform(0.4))
     with torch.inference_mode():
         torch.testing.assert_close(gpu.forward_features(x.cuda()).cpu(), cpu.forward_features(x),
                                    rtol=1e-3, atol=1e-3)
@@ -127,7 +127,7 @@ def test_sparsity_is_saved_with_the_state_dict_and_a_dense_state_dict_is_the_sou
     from sparsevit_sdk import set_sparsity, sparse_backbone, sparsify
 
     model = build_model("swin_micro")
-    model.set_sparsity(search_space(model).uniform(0.5))
+    set_sparsity(model, search_space(model).uniform(0.5))
     fresh = build_model("swin_micro", seed=1)
     fresh.load_state_dict(model.state_dict())
     assert fresh.block_sparsity == model.block_sparsity  # the reloaded model skips the same windows
@@ -159,12 +159,12 @@ def test_set_sparsity_refuses_decreasing_config_built_by_hand(micro):
     decreasing = (0.5, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # stage 1's second block keeps more windows
     before = micro.block_sparsity
     with pytest.raises(ValueError, match=r"decreases within stage 1 \(\[0.5, 0.1\]\).*monotonic=False"):
-        micro.set_sparsity(SparsityConfig(decreasing, micro.signature, "block"))
+        set_sparsity(micro, SparsityConfig(decreasing, micro.signature, "block"))
     assert micro.block_sparsity == before  # nothing half-applied
     free = search_space(micro, granularity="block", monotonic=False).config(decreasing)
     try:
         for cfg in (free, SparsityConfig.from_json(free.to_json()),
                     SparsityConfig(decreasing, micro.signature, "block", monotonic=False)):
-            assert micro.set_sparsity(cfg).block_sparsity[0] == [0.5, 0.1]
+            assert set_sparsity(micro, cfg).block_sparsity[0] == [0.5, 0.1]
     finally:
-        micro.set_sparsity(search_space(micro).dense())
+        set_sparsity(micro, search_space(micro).dense())

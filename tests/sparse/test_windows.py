@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sparsevit_sdk.arch import kept_windows
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.sparse import Windowing, WindowLayout, kept_windows, set_window_score
+from sparsevit_sdk.sparse import Windowing, WindowLayout, set_window_score
 from sparsevit_sdk.sparse.windows import pad_to_windows
 
 
