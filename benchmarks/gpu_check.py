@@ -61,10 +61,10 @@ def gpu_target(gpu_name: str) -> tuple[str | None, str]:
 
 
 def _space(net):
-    """The model's search space, before or after the SDK's move to ``search_space(model)``."""
+    """The model's search space."""
     import sparsevit_sdk as sdk
 
-    return sdk.search_space(net) if hasattr(sdk, "search_space") else sdk.SearchSpace.from_model(net)
+    return sdk.search_space(net)
 
 
 def _uniform(config: str) -> float | None:

@@ -129,5 +129,5 @@ def get_hardware(name: str) -> Hardware:
             hint = (f"; for a predictor file ({'found' if Path(name).is_file() else 'not found'}) pass "
                     "hw=LatencyPredictor.load(path)")
         raise ValueError(f"unknown hardware {name!r}; known targets: {', '.join(list_hardware())}{hint}; for this "
-                         "device, SearchSession(model, hw='local') or LatencyPredictor.for_device(...) calibrates one")
+                         "device, SearchSession(model, hw='local') or for_device(model, input_shape) calibrates one")
     return Hardware(SPECS[name], shipped_predictors().get(name))

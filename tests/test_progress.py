@@ -18,4 +18,4 @@ def test_progress_bars_write_a_few_lines_into_a_log(capsys, micro):
     proxy = AgreementProxy(micro, probe_images((1, 3, 64, 64), num_images=1)[0])
     SearchSession(micro, "cpu", input_shape=SHAPE, proxy=proxy, latency_budget=0.95, population=4, parents=2,
                   generations=6, progress=True).run()
-    assert 1 <= capsys.readouterr().err.count("search (single)") <= 3
+    assert 1 <= capsys.readouterr().err.count("search (ga)") <= 3

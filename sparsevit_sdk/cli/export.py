@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from .._documents import read_json
 from ..config import SearchSpace, SparsityConfig
-from ..deploy import export_onnx
+from ..deploy.onnx import EXPORT_DTYPES, export_onnx
 from ..models import build_model, list_models
 from ..profiler import parse_resolution
 from ..sparse.convert import search_space
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--uniform", type=float, metavar="S", help="the same sparsity for every knob")
     p.add_argument("--resolution", default="224x224", help="HxW of the input the graph is traced for")
     p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+    p.add_argument("--dtype", choices=EXPORT_DTYPES, default="fp32",
                    help="precision of the graph (default: fp32)")
     p.add_argument("--out", required=True, help="ONNX file to write")
     return p

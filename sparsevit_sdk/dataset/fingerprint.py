@@ -70,7 +70,7 @@ def describe_mismatch(old: dict, new: dict) -> str:
 
 
 def stored_fingerprints(info: dict | None) -> list[dict]:
-    """The device description(s) a predictor stores as ``fingerprint_``, in any of its shapes:
+    """The device description(s) a predictor stores as ``learned_.fingerprint``, in any of its shapes:
     one fingerprint, several keyed by their id (fitted with ``mix``), or ``{"fingerprint_id":
     [ids]}`` where no sidecar was known."""
     info = info or {}

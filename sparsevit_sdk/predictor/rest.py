@@ -1,10 +1,10 @@
 """The rest of a user's whole model, as a profile measured it on its device.
 
-A sweep of a whole model (``profile_model(model)``, ``LatencyPredictor.for_device(device, model,
-...)``) times it as the user calls it, at sparsity 0, beside its backbone: the ``whole`` rows
+A sweep of a whole model (``profile_model(model)``, ``for_device(model, input_shape, device)``)
+times it as the user calls it, at sparsity 0, beside its backbone: the ``whole`` rows
 next to the dense ``model`` rows of the same rounds.  What the model costs beyond its backbone
 does not depend on the sparsity config, so one number per model key, input and runtime is what
-a predictor keeps (``rest_``) and a search adds to the backbone's predictions there.
+a predictor keeps (``learned_.rest``) and a search adds to the backbone's predictions there.
 """
 
 from __future__ import annotations

@@ -305,6 +305,7 @@ class SearchSession:
         # a result's latencies are the whole model's, whatever the budget was of
         whole = (lambda ms: ms) if self.settings.budget_of == "model" else self.rest.end_to_end
         history = out.history.assign(predicted_ms=whole(out.history["predicted_ms"].to_numpy(float)))
+        learned = self.predictor.learned_
         result = SearchResult(
             best=out.best, predicted_ms=float(whole(out.best_ms)), dense_predicted_ms=float(whole(out.dense_ms)),
             score=out.best_score, dense_score=out.dense_score, budget_ms=float(whole(out.budget_ms)),
@@ -313,10 +314,8 @@ class SearchSession:
             strategy=self.strategy.name, seed=self.settings.seed, search_time_s=elapsed, history=history,
             progress=out.progress, settings={**self.settings.to_dict(), **self.engine.shape()},
             stopped=out.stopped,
-            predictor_info={"statistic": getattr(self.predictor, "statistic_", None),
-                            "threads": list(getattr(self.predictor, "threads_", None) or []),
-                            "runtime": getattr(self.predictor, "runtime_", "eager"),
-                            "fingerprint": getattr(self.predictor, "fingerprint_", None) or {}},
+            predictor_info={"statistic": learned.statistic, "threads": list(learned.threads),
+                            "runtime": learned.runtime, "fingerprint": learned.fingerprint},
             model=self.model,
         )
         logger.info("%s", result.summary())

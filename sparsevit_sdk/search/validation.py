@@ -224,4 +224,4 @@ def _comparability(result: Searched, fingerprints: list[dict], here: dict) -> tu
         return True, f"measured on the device the {result.hw} predictor was fitted on"
     return False, (f"this {here['device']} is not the device the {result.hw} predictor was fitted on "
                    f"({why}); measured vs predicted ms does not judge the predictor here. Search with "
-                   f"hw=\"local\" (or LatencyPredictor.for_device) to calibrate a predictor on this device")
+                   f"hw=\"local\" (or for_device) to calibrate a predictor on this device")

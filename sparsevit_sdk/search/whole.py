@@ -9,7 +9,7 @@ so it is one number per model, input shape and target, found in this order:
    measured here, whole model and backbone at sparsity 0 call by call, with the predictor's
    threads and clock;
 4. the predictor's profile timed this whole model on its device (``profile_model(model)`` or
-   ``LatencyPredictor.for_device(device, model, ...)`` there): that measurement;
+   ``for_device(model, input_shape, device)`` there): that measurement;
 5. any other target (another CPU's profile, a GPU estimate): **estimated** as the rest
    measured here times the ratio of the target's predicted backbone latency to the backbone's
    measured here, i.e. assuming the head speeds up from here to there as the backbone does.

@@ -117,9 +117,11 @@ def test_fp16_export_is_half_precision_and_keeps_the_fp32_windows(micro, tmp_pat
     for e, g in zip(expected, got):
         assert g.dtype == np.float16
         np.testing.assert_allclose(g.astype(np.float32), e.numpy(), rtol=0, atol=0.02 * float(e.abs().max()))
-    with pytest.raises(ValueError, match="unknown export dtype 'int8'"):
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
         export_onnx(micro, shape, tmp_path / "int8.onnx", cfg, dtype="int8")
-    assert not (tmp_path / "int8.onnx").exists()
+    with pytest.raises(ValueError, match="cannot export in 'bf16'; use one of fp32, fp16"):
+        export_onnx(micro, shape, tmp_path / "bf16.onnx", cfg, dtype=torch.bfloat16)
+    assert not (tmp_path / "int8.onnx").exists() and not (tmp_path / "bf16.onnx").exists()
 
 
 def test_a_swin_v2_exports_and_runs_in_onnx_runtime(tmp_path):

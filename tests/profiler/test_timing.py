@@ -56,3 +56,12 @@ def test_cpu_clock_leaves_out_time_off_the_cpu():
     wall = time_callable(lambda: time.sleep(0.02), "cpu", warmup=0, repeats=2, threads=1)
     cpu = time_callable(lambda: time.sleep(0.02), "cpu", warmup=0, repeats=2, threads=1, clock="cpu")
     assert wall.min_ms >= 19 and cpu.median_ms < 5
+
+
+@pytest.mark.parametrize("dtype", ["bf16", torch.bfloat16])
+def test_measure_latency_takes_a_dtype_by_name_or_as_torch_dtype(dtype):
+    model = build_model("swin_micro")
+    stats = measure_latency(model, (1, 3, 64, 64), dtype=dtype, warmup=0, repeats=1)
+    assert stats.p10_ms > 0 and next(model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match=r"unknown dtype 'int8'; use one of fp32, fp16, bf16"):
+        measure_latency(model, (1, 3, 64, 64), dtype="int8")
