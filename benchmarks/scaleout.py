@@ -17,13 +17,22 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import time
 
 import ray
 from _results import RESULTS, now_utc, write_section
 
-from sparsevit_sdk import SearchResult, SearchSession, build_model
-from sparsevit_sdk.accuracy import default_proxy
+from sparsevit_sdk import SearchResult, SearchSession, build_model, search_space
+from sparsevit_sdk.accuracy import (
+    NUM_CLASSES,
+    AccuracyProxy,
+    MeanIoU,
+    SplitProxy,
+    build_demo_model,
+    default_proxy,
+    demo_loader,
+)
 from sparsevit_sdk.profiler.timing import num_threads
 from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor
 
@@ -84,6 +93,82 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SPLIT_SECTION = "## Scale-out: one candidate split over workers"
+SPLIT_WORKERS = (1, 2, 4)
+
+
+class PaddedAccuracy(AccuracyProxy):
+    """An AccuracyProxy whose batches take ``batch_cost_s`` of wall time each: a scoring set too large for
+    one worker's time (GPU forwards), so the split measures the executor, not two cores shared by four."""
+
+    def __init__(self, *args, batch_cost_s: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_cost_s = batch_cost_s
+
+    def _state(self, indices: range):
+        start = time.perf_counter()
+        state = super()._state(indices)
+        time.sleep(max(0.0, self.batch_cost_s * len(indices) - (time.perf_counter() - start)))
+        return state
+
+
+def split_scoring(args) -> str:
+    """Each of a few configs scored in-process and by SplitProxy over 1, 2 and 4 Ray workers (4 logical
+    CPUs): wall time per candidate once the workers hold the proxy, and whether every score is identical."""
+    start = time.perf_counter()
+    ray.init(num_cpus=max(SPLIT_WORKERS), include_dashboard=False, log_to_driver=False)
+    ray_start_s = time.perf_counter() - start
+    model = build_demo_model("swin_micro", seed=0)
+    batches = list(demo_loader("val", 4 * args.split_batches, batch_size=4, size=64, cell=32, digit_px=(16, 24)))
+    space = search_space(model)
+    warm, configs = space.dense(), [space.uniform(r) for r in (0.2, 0.4, 0.6)]
+    rows = []
+    with num_threads(1):
+        for label, proxy in (("bare", AccuracyProxy(model, batches, metric=MeanIoU(NUM_CLASSES))),
+                             (f"{args.batch_cost:g} s / batch", PaddedAccuracy(
+                                 model, batches, metric=MeanIoU(NUM_CLASSES), batch_cost_s=args.batch_cost))):
+            start = time.perf_counter()
+            single = [proxy(cfg) for cfg in configs]
+            single_s = (time.perf_counter() - start) / len(configs)
+            rows.append(dict(proxy=label, run="in-process, unsplit", workers=1, wall_s=single_s, identical=True))
+            for n in SPLIT_WORKERS:
+                with RayExecutor() as executor:
+                    split = SplitProxy(proxy, parts=n, executor=executor)
+                    split(warm)  # starts the workers and ships them the proxy: not counted
+                    start = time.perf_counter()
+                    scores = [split(cfg) for cfg in configs]
+                    wall_s = (time.perf_counter() - start) / len(configs)
+                rows.append(dict(proxy=label, run=f"SplitProxy(parts={n}), Ray", workers=n, wall_s=wall_s,
+                                 identical=scores == single))
+            for row in rows[-len(SPLIT_WORKERS) - 1:]:
+                row["speedup"] = single_s / row["wall_s"]
+    ray.shutdown()
+    lines = ["| proxy | run | workers | wall s / candidate | speed-up | score identical to the last bit |",
+             "|---|---|---:|---:|---:|---|"]
+    lines += [f"| {r['proxy']} | {r['run']} | {r['workers']} | {r['wall_s']:.3f} | {r['speedup']:.2f}x | "
+              f"{'yes' if r['identical'] else 'NO'} |" for r in rows]
+    table = "\n".join(lines)
+    return (
+        f"{SPLIT_SECTION}\n\n"
+        f"Produced by `python benchmarks/scaleout.py --split` on {_cpu_model()} ({os.cpu_count()} CPU cores, "
+        f"no GPU), {now_utc()}. One candidate's scoring set ({args.split_batches} batches of 4 demo canvases, "
+        f"64x64, mIoU of a random-init swin_micro segmenter) cut into 1, 2 or 4 parts, each part a Ray task "
+        f"(local cluster, {max(SPLIT_WORKERS)} logical CPUs, started in {ray_start_s:.1f} s, not counted), and "
+        f"the parts' confusion matrices merged; mean over {len(configs)} configs after one warm-up config (worker "
+        f"start and shipping the proxy, not counted). The padded rows make every batch take {args.batch_cost:g} s "
+        f"of wall time (a stand-in for a large set on GPU workers: the executor is measured, not 4 workers "
+        f"sharing 2 cores); the bare rows show the fixed cost of dispatch and merge.\n\n{table}\n"
+    )
+
+
+def _cpu_model() -> str:
+    """lscpu's model name (what RESULTS.md calls the machine)."""
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "this machine"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cost", type=float, default=1.0, help="seconds per proxy call (default 1.0)")
@@ -91,7 +176,16 @@ def main() -> None:
     p.add_argument("--parents", type=int, default=2)
     p.add_argument("--generations", type=int, default=4)
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    p.add_argument("--split", action="store_true", help="only the split scoring of one candidate over 1/2/4 workers")
+    p.add_argument("--split-batches", type=int, default=16, help="batches of the split candidate's set (default 16)")
+    p.add_argument("--batch-cost", type=float, default=0.1, help="seconds per batch, padded rows (default 0.1)")
     args = p.parse_args()
+    if args.split:
+        text = split_scoring(args)
+        print(text)
+        if not args.no_write:
+            write_section(text)
+        return
 
     load = os.getloadavg()
     start = time.perf_counter()

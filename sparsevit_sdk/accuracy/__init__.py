@@ -6,19 +6,21 @@
     adapt(model, demo_loader("train", 4000), segmentation_loss, steps=240, distill=True)   # supernet
     proxy = AccuracyProxy(model, demo_loader("val", 64), metric=MeanIoU(NUM_CLASSES))
     proxy(search_space(model).uniform(0.5))                                     # -> mIoU
+    SplitProxy(proxy, parts=4, executor=RayExecutor())   # the same mIoU, each config scored by 4 workers
 """
 
 from .adapt import TrainLog, adapt, finetune
 from .adapter import SparsityAdapter
 from .demo import NUM_CLASSES, DemoSegmenter, DigitCanvases, build_demo_model, demo_loader, segmentation_loss
 from .distill import Distillation, distillation_loss
-from .metrics import Accuracy, MeanIoU, Metric
-from .proxy import AccuracyProxy, AgreementProxy, CachedProxy, CacheInfo, default_proxy, probe_images
+from .metrics import Accuracy, MeanIoU, MergeableMetric, Metric
+from .proxy import AccuracyProxy, AgreementProxy, CachedProxy, CacheInfo, SplittableProxy, default_proxy, probe_images
+from .split import SplitProxy
 from .supernet import DemoRecipe, DemoSupernet, train_demo_supernet
 
 __all__ = [
     "NUM_CLASSES", "Accuracy", "AccuracyProxy", "AgreementProxy", "CacheInfo", "CachedProxy", "DemoRecipe",
-    "DemoSegmenter", "DemoSupernet", "DigitCanvases", "Distillation", "MeanIoU", "Metric", "SparsityAdapter",
-    "TrainLog", "adapt", "build_demo_model", "default_proxy", "demo_loader", "distillation_loss", "finetune",
-    "probe_images", "segmentation_loss", "train_demo_supernet",
+    "DemoSegmenter", "DemoSupernet", "DigitCanvases", "Distillation", "MeanIoU", "MergeableMetric", "Metric",
+    "SparsityAdapter", "SplitProxy", "SplittableProxy", "TrainLog", "adapt", "build_demo_model", "default_proxy",
+    "demo_loader", "distillation_loss", "finetune", "probe_images", "segmentation_loss", "train_demo_supernet",
 ]

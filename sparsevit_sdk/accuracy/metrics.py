@@ -4,13 +4,19 @@ A metric has ``reset()``, ``update(outputs, targets)``, ``compute() -> float`` (
 better) and a ``name``.  Outputs are logits with classes on dim 1 — ``(B, K)`` for
 classification, ``(B, K, H, W)`` for segmentation — and targets the matching class ids.
 Any plain function ``fn(outputs, targets) -> float`` works too (see :func:`as_metric`).
+
+The built-in metrics are also :class:`MergeableMetric`: their state adds up over disjoint parts
+of a set (counts, a confusion matrix, per-batch values summed exactly), so parts scored by
+different workers merge into the score of the whole set to the last bit (see ``SplitProxy``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 
@@ -23,6 +29,30 @@ class Metric(Protocol):
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None: ...
 
     def compute(self) -> float: ...
+
+
+@runtime_checkable
+class MergeableMetric(Metric, Protocol):
+    """A metric whose state, counted on disjoint parts of a set, merges exactly: what splitting
+    one candidate's scoring over workers needs."""
+
+    def state(self) -> np.ndarray:
+        """What ``update()`` has counted since ``reset()``, small and picklable."""
+        ...
+
+    def merge(self, states: Sequence[np.ndarray]) -> None:
+        """Add the states of other parts (in part order) to this metric's."""
+        ...
+
+
+def _checked(states: Sequence[np.ndarray], shape: tuple[int, ...], name: str) -> list[np.ndarray]:
+    """``states`` as arrays, each of ``shape`` (a -1 means any length), or a ValueError naming the metric."""
+    arrays = [np.asarray(s) for s in states]
+    for a in arrays:
+        if a.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, a.shape)):
+            raise ValueError(f"{name}: a state of shape {a.shape} cannot merge into one of shape {shape}; merge "
+                             "only states of this metric with the same settings")
+    return arrays
 
 
 class MeanIoU:
@@ -54,6 +84,14 @@ class MeanIoU:
         K = self.num_classes
         self.confusion += torch.bincount(true * K + pred, minlength=K * K).view(K, K)
 
+    def state(self) -> np.ndarray:
+        return self.confusion.numpy().copy()
+
+    def merge(self, states: Sequence[np.ndarray]) -> None:
+        K = self.num_classes
+        for s in _checked(states, (K, K), self.name):
+            self.confusion += torch.from_numpy(s.astype(np.int64))
+
     def compute(self) -> float:
         c = self.confusion.double()
         inter = c.diag()
@@ -80,6 +118,14 @@ class Accuracy:
         self.correct += int((outputs.argmax(dim=1) == targets).sum())
         self.total += targets.numel()
 
+    def state(self) -> np.ndarray:
+        return np.array([self.correct, self.total], dtype=np.int64)
+
+    def merge(self, states: Sequence[np.ndarray]) -> None:
+        for correct, total in _checked(states, (2,), self.name):
+            self.correct += int(correct)
+            self.total += int(total)
+
     def compute(self) -> float:
         if not self.total:
             raise ValueError("accuracy of an empty set: update() was never called")
@@ -87,7 +133,11 @@ class Accuracy:
 
 
 class BatchMean:
-    """A per-batch function ``fn(outputs, targets) -> float``, averaged with batch-size weights."""
+    """A per-batch function ``fn(outputs, targets) -> float``, averaged with batch-size weights.
+
+    Batch values are kept (one float each) and summed exactly (``math.fsum``) at the end: the
+    mean does not depend on the order batches arrive in, or on how they were split over workers.
+    """
 
     def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], float], name: str | None = None) -> None:
         self.fn = fn
@@ -95,17 +145,23 @@ class BatchMean:
         self.reset()
 
     def reset(self) -> None:
-        self.weighted = 0.0
-        self.count = 0
+        self.batches: list[tuple[float, int]] = []  # (value x batch size, batch size)
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        self.weighted += float(self.fn(outputs, targets)) * len(targets)
-        self.count += len(targets)
+        self.batches.append((float(self.fn(outputs, targets)) * len(targets), len(targets)))
 
     def compute(self) -> float:
-        if not self.count:
+        count = sum(n for _, n in self.batches)
+        if not count:
             raise ValueError(f"{self.name} of an empty set: update() was never called")
-        return self.weighted / self.count
+        return math.fsum(w for w, _ in self.batches) / count
+
+    def state(self) -> np.ndarray:
+        return np.array(self.batches, dtype=np.float64).reshape(-1, 2)
+
+    def merge(self, states: Sequence[np.ndarray]) -> None:
+        for s in _checked(states, (-1, 2), self.name):
+            self.batches += [(float(w), int(n)) for w, n in s]
 
 
 def as_metric(metric: Metric | Callable[[torch.Tensor, torch.Tensor], float]) -> Metric:

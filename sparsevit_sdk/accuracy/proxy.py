@@ -11,14 +11,22 @@ them.  The cache assumes fixed weights: call ``cache_clear()`` after training th
   with the dense model's on a few images (1.0 means identical, e.g. at sparsity 0).
 - :func:`default_proxy` — the label-free proxy on a few demo-task canvases, what the
   search uses when the user gives no proxy.
+
+Both are :class:`SplittableProxy`: a part of their batches scores to a state (metric counts,
+per-image agreements) and states merge exactly, so ``SplitProxy`` (split.py) can score one
+config over several workers and get the same float as one worker does.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+import numbers
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,7 +36,7 @@ from ..config import SparsityConfig
 from ..sparse.convert import search_space, set_sparsity, sparse_backbone
 from ..sparse.state import check_config, preserved
 from .demo import DigitCanvases
-from .metrics import Metric, as_metric
+from .metrics import MergeableMetric, Metric, as_metric
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,27 @@ Measure = Literal["cosine", "kl"]
 class CacheInfo(NamedTuple):
     hits: int  # calls answered from the cache
     misses: int  # calls that ran the model (= configs cached)
+
+
+class Part(NamedTuple):
+    """Slice ``index`` of ``of`` contiguous slices of a proxy's batches, scored at ``config``."""
+
+    config: SparsityConfig
+    index: int
+    of: int
+
+
+def part_range(batches: int, index: int, of: int) -> range:
+    """The batch indices of part ``index`` of ``of``: contiguous, the first ``batches % of`` parts
+    one batch longer, every part at least one batch (``of`` is checked against ``batches``)."""
+    if isinstance(of, bool) or not isinstance(of, numbers.Integral) or not 1 <= of <= batches:
+        raise ValueError(f"parts must be a whole number from 1 to {batches} (the proxy's batches: a part is at least "
+                         f"one batch; a loader with smaller batches allows more parts), got {of!r}")
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < of:
+        raise ValueError(f"part index must be a whole number from 0 to {of - 1}, got {index!r}")
+    size, extra = divmod(batches, of)
+    start = index * size + min(index, extra)
+    return range(start, start + size + (index < extra))
 
 
 class CachedProxy:
@@ -65,11 +94,20 @@ class CachedProxy:
         if config in self._cache:
             self._hits += 1
             return self._cache[config]
-        with preserved(self.model, training=False), torch.inference_mode():
-            set_sparsity(self.model, config)
-            value = float(self._score())
+        value = self._evaluate(config)
         self._cache[config] = value
         return value
+
+    def _evaluate(self, config: SparsityConfig) -> float:
+        """The score of a config not in the cache (checked already)."""
+        with self._applied(config):
+            return float(self._score())
+
+    @contextmanager
+    def _applied(self, config: SparsityConfig) -> Iterator[None]:
+        with preserved(self.model, training=False), torch.inference_mode():
+            set_sparsity(self.model, config)
+            yield
 
     def _score(self) -> float:
         raise NotImplementedError
@@ -88,7 +126,39 @@ class CachedProxy:
         return f"{type(self).__name__}(name={self.name!r}, {self.cache_info()})"
 
 
-class AccuracyProxy(CachedProxy):
+class SplittableProxy(CachedProxy):
+    """Base of proxies over a fixed list of ``batches`` whose score merges exactly from parts.
+
+    Subclasses implement ``_state(indices)`` (the state of those batches, run with the config
+    applied) and ``merge_states(states)`` (the score from the states of disjoint parts, in part
+    order).  The whole set is scored as one part, so a split score and an unsplit one are computed
+    by the same arithmetic and agree to the last bit.
+    """
+
+    batches: list
+
+    def check_splittable(self) -> None:
+        """Raise a TypeError naming the fix if parts of this proxy's scoring cannot merge."""
+
+    def score_part(self, part: Part) -> np.ndarray:
+        """The state of ``part`` (what a worker returns: counts, not a score)."""
+        self.check_splittable()
+        indices = part_range(len(self.batches), part.index, part.of)
+        check_config(self.model, part.config)
+        with self._applied(part.config):
+            return self._state(indices)
+
+    def _score(self) -> float:
+        return self.merge_states([self._state(range(len(self.batches)))])
+
+    def _state(self, indices: range) -> np.ndarray:
+        raise NotImplementedError
+
+    def merge_states(self, states: Sequence[np.ndarray]) -> float:
+        raise NotImplementedError
+
+
+class AccuracyProxy(SplittableProxy):
     """A task metric of ``model`` at a config, on a labelled calibration set.
 
     ``loader`` yields ``(inputs, targets)``; it is read once, at construction, and kept
@@ -113,11 +183,31 @@ class AccuracyProxy(CachedProxy):
         if not self.batches:
             raise ValueError("the calibration loader yielded no batches; pass a loader over at least one batch")
 
-    def _score(self) -> float:
+    def check_splittable(self) -> None:
+        if not isinstance(self.metric, MergeableMetric):
+            raise TypeError(f"metric {self.name!r} ({type(self.metric).__name__}) has no state() and merge(), so its "
+                            "parts cannot be merged; give it those two methods (see MergeableMetric) or score unsplit")
+
+    def _feed(self, indices: range) -> None:
+        """The metric, reset, then updated with the batches at ``indices``."""
         self.metric.reset()
         device = self.device
-        for x, y in self._progress(self.batches, f"eval {self.name}"):
+        for x, y in self._progress([self.batches[i] for i in indices], f"eval {self.name}"):
             self.metric.update(self.model(x.to(device)), y.to(device))
+
+    def _state(self, indices: range) -> np.ndarray:
+        self._feed(indices)
+        return self.metric.state()
+
+    def merge_states(self, states: Sequence[np.ndarray]) -> float:
+        self.metric.reset()
+        self.metric.merge(states)
+        return self.metric.compute()
+
+    def _score(self) -> float:
+        if isinstance(self.metric, MergeableMetric):
+            return super()._score()
+        self._feed(range(len(self.batches)))  # a user's metric without state() and merge(): scored whole
         return self.metric.compute()
 
 
@@ -145,7 +235,7 @@ def _agreement(sparse: torch.Tensor, dense: torch.Tensor, measure: Measure) -> t
     return torch.exp(-kl.reshape(len(kl), -1).mean(1))
 
 
-class AgreementProxy(CachedProxy):
+class AgreementProxy(SplittableProxy):
     """Label-free proxy: agreement of the sparse model's outputs with its own dense outputs.
 
     ``inputs`` is an image tensor ``(N, C, H, W)`` or an iterable of image batches (or of
@@ -153,7 +243,8 @@ class AgreementProxy(CachedProxy):
     once, at construction.  ``measure="cosine"`` averages the cosine similarity of the
     output channel vectors over positions, images and output maps; ``measure="kl"`` uses
     ``exp(-KL)`` of softmaxed logits (for classification or segmentation heads).  The
-    score is 1.0 at sparsity 0 and lower as the sparse model drifts.
+    score is 1.0 at sparsity 0 and lower as the sparse model drifts.  Per-image agreements are
+    summed exactly (``math.fsum`` of float64), whatever the batches or parts.
     """
 
     def __init__(
@@ -179,21 +270,26 @@ class AgreementProxy(CachedProxy):
             raise ValueError("AgreementProxy needs at least one input image; got none")
         self.reference = self._dense_outputs()
 
-    def _outputs(self) -> list[list[torch.Tensor]]:
+    def _outputs(self, indices: range) -> list[list[torch.Tensor]]:
         device = self.device
-        return [_maps(self.model(x.to(device))) for x in self._progress(self.batches, f"eval {self.name}")]
+        batches = [self.batches[i] for i in indices]
+        return [_maps(self.model(x.to(device))) for x in self._progress(batches, f"eval {self.name}")]
 
     def _dense_outputs(self) -> list[list[torch.Tensor]]:
-        with preserved(self.model, training=False), torch.inference_mode():
-            set_sparsity(self.model, search_space(self.model).dense())
-            return self._outputs()
+        with self._applied(search_space(self.model).dense()):
+            return self._outputs(range(len(self.batches)))
 
-    def _score(self) -> float:
+    def _state(self, indices: range) -> np.ndarray:
+        """Per-image agreement (float64), images in batch order."""
         per_image = [
             torch.stack([_agreement(s, d, self.measure) for s, d in zip(sparse, dense)]).mean(0)  # (B,)
-            for sparse, dense in zip(self._outputs(), self.reference)
+            for sparse, dense in zip(self._outputs(indices), [self.reference[i] for i in indices])
         ]
-        return float(torch.cat(per_image).mean())
+        return torch.cat(per_image).double().cpu().numpy()
+
+    def merge_states(self, states: Sequence[np.ndarray]) -> float:
+        values = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in states])
+        return math.fsum(values) / len(values)
 
 
 def probe_images(

@@ -7,7 +7,11 @@ Rows go to ``<out>/<hw>/<model>.parquet`` next to ``<out>/<hw>/fingerprint.json`
 
 With ``--ray-address ADDR --hw NAME`` the sweep runs on the node of that Ray cluster that
 advertises the custom resource NAME (a profiling fleet; needs ``pip install 'sparsevit-sdk[ray]'``)
-and the rows are written here.
+and the rows are written here.  Repeat ``--hw`` to profile several device nodes in parallel,
+each into its own dataset (``--threads`` once for all, or once per ``--hw`` in the same order):
+
+    sparsevit-profile --ray-address auto --hw cpu-1t --hw cpu-2t --threads 1 --threads 2 \\
+        --model swin_t --out profiles/
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 from ..arch import DTYPE_BYTES
 from ..dataset.files import dataset_path, load_profiles
 from ..profiler.fingerprint import default_hw
-from ..profiler.remote import profile_on_ray
+from ..profiler.remote import profile_fleet
 from ..profiler.sweep import SweepSettings, profile_model
 from ..profiler.timing import CLOCKS
 from ._args import check_output, positive_int, resolution, user_model
@@ -34,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsevit-profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
-    p.add_argument("--hw", help="target name, the dataset's folder (default: cpu, or the GPU's name)")
+    p.add_argument("--hw", action="append",
+                   help="target name, the dataset's folder (default: cpu, or the GPU's name); with --ray-address, "
+                        "repeat for several device nodes, profiled in parallel")
     p.add_argument("--model", action="append", required=True,
                    help="built-in model name, or module:function returning your whole model (it is then also timed "
                         "as it is called, beside its backbone: the rest of the model on this device); repeat for "
@@ -45,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=list(DTYPE_BYTES), default="fp32")
     p.add_argument("--out", default="profiles", help="dataset root folder (default: profiles)")
     p.add_argument("--quick", action="store_true", help="few repeats and configs: a smoke test in seconds")
-    p.add_argument("--threads", type=positive_int, help="CPU threads to time with (default: 1 on cpu)")
+    p.add_argument("--threads", type=positive_int, action="append",
+                   help="CPU threads to time with (default: 1 on cpu); once, or once per --hw")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="CPU timer: wall (perf_counter) or cpu (the thread's CPU time; for a shared, loaded "
                         "machine, needs --threads 1)")
@@ -80,30 +87,47 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _profile(args: argparse.Namespace) -> None:
-    settings = _settings(args)
+def _devices(args: argparse.Namespace) -> dict[str, dict]:
+    """Each --hw and its sweep settings of its own (threads), checked against the other flags."""
     if args.ray_address and not args.hw:
         raise ValueError("--ray-address needs --hw NAME: the custom resource of the node to profile on "
                          "(and the dataset's folder)")
-    hw = args.hw or default_hw(args.device)
+    hws = args.hw or [default_hw(args.device)]
+    if len(hws) > 1 and not args.ray_address:
+        raise ValueError("several --hw profile a fleet of device nodes: add --ray-address ADDR, or profile one device "
+                         "here with one --hw")
+    if len(set(hws)) < len(hws):
+        raise ValueError(f"--hw names a device twice: {', '.join(hws)}")
+    threads = args.threads or [None]
+    if len(threads) not in (1, len(hws)):
+        raise ValueError(f"--threads is given {len(threads)} times for {len(hws)} --hw; give it once (for every "
+                         "device) or once per --hw, in the same order")
+    return {hw: {"threads": t} for hw, t in zip(hws, threads * len(hws) if len(threads) == 1 else threads)}
+
+
+def _profile(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    devices = _devices(args)
     models = [user_model(text) for text in args.model]
-    check_output("--out", *(dataset_path(args.out, hw, name) for name, _ in models))  # before any measuring
+    check_output("--out", *(dataset_path(args.out, hw, name) for name, _ in models for hw in devices))  # first
     for name, model in models:
         start = time.perf_counter()
         sweep = dict(resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,
-                     dtype=args.dtype, hw=hw, out=args.out, settings=settings, threads=args.threads,
-                     clock=args.clock, seed=args.seed, resume=args.resume, note=args.note)
+                     dtype=args.dtype, out=args.out, settings=settings, clock=args.clock, seed=args.seed,
+                     resume=args.resume, note=args.note)
         if args.ray_address:
             if not isinstance(model, str):
                 raise ValueError("--ray-address profiles built-in models by name; profile your own model on the "
                                  "node itself (sparsevit-profile --model module:function there)")
-            rows = profile_on_ray(name, address=args.ray_address, **sweep)
+            new = profile_fleet(name, devices, address=args.ray_address, **sweep)
         else:
-            rows = profile_model(model, name=name, progress=not args.no_progress, **sweep)
-        path = dataset_path(args.out, hw, name)
-        spread = (rows["p90_ms"] / rows["p10_ms"]).median() if len(rows) else float("nan")
-        print(f"{name}: {len(rows)} new measurements in {time.perf_counter() - start:.0f} s (median p90/p10 "
-              f"{spread:.2f}); {path} holds {len(load_profiles(path))} rows")
+            (hw, own), = devices.items()
+            new = {hw: profile_model(model, name=name, hw=hw, progress=not args.no_progress, **own, **sweep)}
+        for hw, rows in new.items():
+            path = dataset_path(args.out, hw, name)
+            spread = (rows["p90_ms"] / rows["p10_ms"]).median() if len(rows) else float("nan")
+            print(f"{name}: {len(rows)} new measurements in {time.perf_counter() - start:.0f} s (median p90/p10 "
+                  f"{spread:.2f}); {path} holds {len(load_profiles(path))} rows")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

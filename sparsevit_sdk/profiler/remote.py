@@ -5,13 +5,15 @@ Each device node joins the cluster advertising its name as a custom resource
 task that needs that resource, so it lands on that node, and only one sweep at a time
 measures the device.  The task writes into a scratch folder there; its rows and fingerprint
 come back and are merged into the local dataset, with the same refusal to mix devices as a
-local run.
+local run.  :func:`profile_fleet` starts one such task per device before waiting for any, so
+a fleet measures in parallel, each device into its own dataset.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +47,61 @@ def profile_on_ray(name: str, *, hw: str, out: str | os.PathLike, address: str |
     ``cuda:0``); the task reserves ``threads`` CPUs (default 1).  With ``resume``, the local
     rows of this model go along and are not measured again.
     """
-    ray = require_ray("profiling through Ray (--ray-address)")
-    check_hw(hw)
+    return profile_fleet(name, {hw: {"device": device, "threads": threads}}, out=out, address=address,
+                         resume=resume, **kwargs)[hw]
+
+
+def profile_fleet(name: str, devices: Mapping[str, Mapping[str, Any]], *, out: str | os.PathLike,
+                  address: str | None = None, resume: bool = False, **kwargs: Any) -> dict[str, pd.DataFrame]:
+    """:func:`profile_on_ray` on several device nodes at once, in parallel.
+
+    ``devices`` maps each node's resource name (its dataset's ``hw``) to its own sweep settings
+    over the common ``kwargs``, e.g. ``{"orin": {"device": "cuda:0"}, "pi5": {"threads": 4}}``.
+    Every sweep is submitted before any is awaited; each device's rows are merged into
+    ``dataset_path(out, hw, name)`` as it finishes, so one failing device keeps the others' rows
+    (its error is raised once all are in).  Returns the new rows per device.
+    """
+    feature = "profiling through Ray (--ray-address)"
+    ray = require_ray(feature)
+    for hw in devices:
+        check_hw(hw)
     if not ray.is_initialized():
-        init_ray(address, "profiling through Ray (--ray-address)")
-    if ray.cluster_resources().get(hw, 0) < 1:
-        raise ValueError(f"no node of the Ray cluster advertises the resource {hw!r}; on the device, join it with "
-                         f"`ray start --address <head address> --resources '{{\"{hw}\": 1}}'`")
+        init_ray(address, feature)
+    advertised = ray.cluster_resources()
+    missing = [hw for hw in devices if advertised.get(hw, 0) < 1]
+    if missing:
+        joins = "; ".join(f"`ray start --address <head address> --resources '{{\"{hw}\": 1}}'`" for hw in missing)
+        raise ValueError(f"no node of the Ray cluster advertises the resource {' or '.join(map(repr, missing))}; on "
+                         f"each device, join the cluster with {joins}")
+    jobs = {hw: _submit(ray, name, hw, out, resume, {**kwargs, **settings}) for hw, settings in devices.items()}
+    new, first_error = {}, None
+    try:
+        for hw, (ref, path) in jobs.items():
+            try:
+                rows, fingerprint = ray.get(ref)
+            except Exception as err:  # the others' rows are still merged; this error is raised after them
+                first_error = first_error or err
+                continue
+            claim_folder(path.parent, fingerprint)
+            if len(rows):
+                merge_rows(path, rows)
+            new[hw] = rows
+    except KeyboardInterrupt:
+        for ref, _ in jobs.values():
+            ray.cancel(ref, force=True)
+        raise
+    if first_error is not None:
+        raise first_error
+    return new
+
+
+def _submit(ray: Any, name: str, hw: str, out: str | os.PathLike, resume: bool,
+            sweep: dict[str, Any]) -> tuple[Any, Path]:
+    """Start the sweep of ``name`` on the node advertising ``hw``; its task and the local dataset path."""
     path = dataset_path(out, hw, name)
     folder_fp = read_fingerprint(path.parent)
     known = (read_frame(path), folder_fp) if resume and path.exists() and folder_fp is not None else None
+    device, threads = sweep.pop("device", "cpu"), sweep.pop("threads", None)
     task = ray.remote(_sweep_on_node).options(resources={hw: 1}, num_cpus=threads or 1, max_retries=0,
                                               num_gpus=1 if str(device).startswith("cuda") else 0)
-    ref = task.remote(name, hw, known, {"device": device, "threads": threads, "resume": resume, **kwargs})
-    try:
-        rows, fingerprint = ray.get(ref)
-    except KeyboardInterrupt:
-        ray.cancel(ref, force=True)
-        raise
-    claim_folder(path.parent, fingerprint)
-    if len(rows):
-        merge_rows(path, rows)
-    return rows
+    return task.remote(name, hw, known, {"device": device, "threads": threads, "resume": resume, **sweep}), path

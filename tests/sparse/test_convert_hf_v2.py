@@ -43,7 +43,7 @@ CONFIGS = {
 
 def _config(name: str, **kwargs):
     config, _, _ = CONFIGS[name]
-    return transformers.Swinv2Config(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], **config, **kwargs)
+    return transformers.Swinv2Config(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], **config, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -171,10 +171,10 @@ def test_shift_mask_is_the_sources_doubled_one():
         attn.query.bias.zero_()
         attn.logit_scale.fill_(math.log(150.0))
     model = sparsify(src)
-    u = torch.randn(32, generator=torch.Generator().manual_seed(3))
+    u = torch.randn(16, generator=torch.Generator().manual_seed(3))  # one token of embed_dim channels
     grid = torch.ones(16, 16)
     grid[:4], grid[:, :4] = -1, -1  # the rows and columns the shift rolls in next to the others
-    x = (grid[..., None] * u).view(1, 256, 32)
+    x = (grid[..., None] * u).view(1, 256, 16)
     with torch.inference_mode():
         expected = src.encoder(x, (16, 16), output_hidden_states=True).reshaped_hidden_states
         got = model.encoder(x, (16, 16), output_hidden_states=True).reshaped_hidden_states

@@ -44,7 +44,7 @@ def _tv_v2(window: int) -> Callable[[tuple[int, int]], nn.Module]:
     from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
     return lambda size: _v2(SwinTransformer(
-        patch_size=[4, 4], embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=[window] * 2,
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=[window] * 2,
         block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2, num_classes=5))
 
 
@@ -135,9 +135,9 @@ def test_builtin_swinv2_t_has_the_published_shapes_and_matches_timm_with_its_wei
         torch.testing.assert_close(ours.forward_features(x), src.forward_features(x), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["swinv2_t", "timm-v2"])
+@pytest.mark.parametrize("name", ["swinv2_micro", "timm-v2"])
 def test_search_session_runs_on_swin_v2(name):
-    model = build_model("swinv2_t") if name == "swinv2_t" else sparsify(_timm_v2(8, 256)((256, 256)).eval())
+    model = build_model("swinv2_micro") if name == "swinv2_micro" else sparsify(_timm_v2(8, 256)((256, 256)).eval())
     shape = (1, 3, 256, 256)
     result = SearchSession(model, "cpu", latency_budget=0.8, input_shape=shape, population=4, parents=2,
                            generations=1, progress=False).run()

@@ -1,0 +1,74 @@
+"""profiler/remote.py, a fleet of two devices: two Ray nodes (each its own `ray start`) advertising two device
+resources (the same CPU at 1 and at 2 threads: two device fingerprints) profile in parallel into one --out, land in
+two datasets, and sparsevit-fit --per-fingerprint builds one predictor per fingerprint; wrong fleet arguments are
+refused before any measuring."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparsevit_sdk import LatencyPredictor
+from sparsevit_sdk._ray import LocalCluster
+from sparsevit_sdk.cli.fit import main as fit_main
+from sparsevit_sdk.cli.profile import main as profile_main
+from sparsevit_sdk.dataset import load_profiles, read_fingerprint
+
+ray = pytest.importorskip("ray")
+
+DEVICES = {"cpu-1t": 1, "cpu-2t": 2}  # the resource each node advertises -> the threads it is profiled with
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    """A head and a second node, each advertising one device (2 CPUs each: the 2-thread sweep reserves 2)."""
+    with pytest.MonkeyPatch.context() as env, LocalCluster([{hw: 1} for hw in DEVICES], num_cpus=2) as cluster:
+        env.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster's nodes run
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield
+        ray.shutdown()
+
+
+def profile(out, *extra: str) -> int:
+    return profile_main(["--ray-address", "auto", "--model", "swin_micro", "--resolution", "64x64", "--quick",
+                         "--configs", "1", "--out", str(out), *extra])
+
+
+@pytest.mark.slow
+def test_two_devices_profile_in_parallel_into_two_datasets_and_two_predictors(fleet, tmp_path, capsys):
+    flags = [f"--hw={hw}" for hw in DEVICES] + [f"--threads={n}" for n in DEVICES.values()]
+    assert profile(tmp_path / "fleet", *flags) == 0
+    assert capsys.readouterr().out.count("new measurements") == 2
+    sidecars = {hw: read_fingerprint(tmp_path / "fleet" / hw) for hw in DEVICES}
+    assert {hw: fp["threads"] for hw, fp in sidecars.items()} == DEVICES
+    ids = {hw: fp["fingerprint_id"] for hw, fp in sidecars.items()}
+    assert len(set(ids.values())) == 2
+    assert all(len(load_profiles(tmp_path / "fleet" / hw)) for hw in DEVICES)
+
+    out = tmp_path / "predictors"
+    assert fit_main(["--profiles", str(tmp_path / "fleet"), "--per-fingerprint", "--out", str(out),
+                     "--n-estimators", "20"]) == 0
+    for hw, fp_id in ids.items():
+        assert LatencyPredictor.load(out / f"{hw}.json").learned_.fingerprint["fingerprint_id"] == fp_id
+    assert fit_main(["--profiles", str(tmp_path / "fleet"), "--out", str(tmp_path / "one.json")]) == 2
+    assert "2 device fingerprints" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hw=cpu-1t", "--hw=cpu-2t", "--threads=1", "--threads=2", "--threads=3"],
+     "--threads is given 3 times for 2 --hw; give it once"),
+    (["--hw=cpu-1t", "--hw=cpu-1t"], "--hw names a device twice"),
+    (["--hw=cpu-1t", "--hw=jetson-orin", "--hw=pi5"],
+     "advertises the resource 'jetson-orin' or 'pi5'; on each device, join the cluster with `ray start"),
+])
+def test_wrong_fleet_arguments_are_refused_before_measuring(fleet, tmp_path, capsys, flags, message):
+    assert profile(tmp_path, *flags) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_a_fleet_needs_a_cluster_and_per_fingerprint_its_own_flags(tmp_path, capsys):
+    assert profile_main(["--hw=a", "--hw=b", "--model", "swin_micro", "--out", str(tmp_path)]) == 2
+    assert "several --hw profile a fleet of device nodes: add --ray-address" in capsys.readouterr().err
+    assert fit_main(["--profiles", "profiles/cpu", "--per-fingerprint", "--fingerprint", "abc", "--out",
+                     str(tmp_path)]) == 2
+    assert "leave out --fingerprint, --mix-fingerprints and --plot" in capsys.readouterr().err
