@@ -83,7 +83,7 @@ def test_empty_loader_is_a_clear_error(seg):
 def test_config_of_another_model_is_a_clear_error(seg):
     foreign = search_space(build_model("swin_t"))
     proxy = AgreementProxy(seg, torch.zeros(1, 3, 64, 64))
-    with pytest.raises(ValueError, match="build a config from this model's SearchSpace"):
+    with pytest.raises(ValueError, match=r"build a config from this model's search_space\(model\)"):
         proxy(foreign.uniform(0.5))
     with pytest.raises(ValueError, match="made for model"):
         adapt(copy.deepcopy(seg), small_loader(), segmentation_loss, steps=1, space=foreign, progress=False)
