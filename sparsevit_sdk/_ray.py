@@ -19,6 +19,8 @@ from types import ModuleType
 
 INSTALL_HINT = "pip install 'sparsevit-sdk[ray]'"
 CONNECT_TIMEOUT_S = 10.0  # how long an address may take to answer before it is called unreachable
+# an HTTP/2 client preface and an empty SETTINGS frame: every gRPC server (a GCS, Ray Client) answers SETTINGS
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 NODE_START_TIMEOUT_S = 120.0  # `ray start` of one local node (about 6 s on an idle 2-core machine)
 
 
@@ -35,21 +37,28 @@ def check_reachable(address: str | None, *, timeout_s: float = CONNECT_TIMEOUT_S
     """A ConnectionError naming ``address`` unless something listens there within ``timeout_s``.
 
     ``ray.init(address=...)`` retries an unreachable cluster for minutes, in log lines of its
-    own; one TCP connection says in seconds that no cluster is there.  Only ``HOST:PORT`` and
+    own; one TCP connection says in seconds that no cluster is there, and an HTTP/2 greeting that
+    what answers is no Ray cluster (a dashboard at :8265, say).  Only ``HOST:PORT`` and
     ``ray://HOST:PORT`` are probed: None, ``auto`` and other schemes are Ray's to resolve.
     """
     target = (address or "").removeprefix("ray://").rstrip("/")
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit() or "://" in target:
         return
+    where = ("the head's GCS address HOST:6379 (what `ray start --head` printed; from a node of the cluster) or "
+             "ray://HOST:10001 (Ray Client, from any machine)")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as conn:
+            conn.sendall(HTTP2_PREFACE)
+            reply = conn.recv(9)
     except OSError as err:
         reason = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else str(err)
         raise ConnectionError(
-            f"cannot reach a Ray cluster at {address!r} ({reason}); check the address (the head's GCS port, 6379 by "
-            "default, or ray://HOST:10001 for Ray Client) and that `ray start --head` runs there, or give no address "
-            "to start a local cluster") from err
+            f"cannot reach a Ray cluster at {address!r} ({reason}); check the address ({where}) and that `ray start "
+            "--head` runs there, or give no address to start a local cluster") from err
+    if len(reply) < 4 or reply[3] != 4:  # not an HTTP/2 SETTINGS frame: no gRPC server, so no Ray cluster
+        what = "it speaks HTTP/1: a dashboard or jobs address?" if reply.startswith(b"HTTP/") else "no gRPC server"
+        raise ConnectionError(f"{address!r} answers, but not as a Ray cluster ({what}); give {where}")
 
 
 def init_ray(address: str | None, feature: str) -> ModuleType:

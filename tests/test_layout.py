@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import sparsevit_sdk
 
 PACKAGE = Path(sparsevit_sdk.__file__).parent
@@ -68,6 +70,7 @@ def test_the_dataset_package_sits_below_the_profiler_and_the_predictors():
     assert loaded == []
 
 
+@pytest.mark.slow
 def test_the_predictor_reads_profiles_without_the_profiler():
     """nn-Meter's split: the predictor meets the profiler only in the dataset package."""
     code = ("import sys, sparsevit_sdk.predictor; "

@@ -20,6 +20,7 @@ def micro():
     return build_model("swin_micro")
 
 
+@pytest.mark.slow
 def test_for_device_fixes_a_base_three_times_too_slow_and_caches_the_result(cache, micro, monkeypatch, caplog):
     base = LatencyPredictor.from_dict({**LatencyPredictor.load("cpu").to_dict(), "unit_scale": {"*": [[0.0, 3.0]]}})
     dense = search_space(micro).dense()
@@ -94,6 +95,7 @@ def test_the_nearest_shipped_predictor_is_the_one_sharing_the_most_isa(monkeypat
     assert local.nearest_shipped(own).hw == "intel-xeon-amx"
 
 
+@pytest.mark.slow
 def test_search_session_with_hw_local_calibrates_here(cache, micro):
     session = SearchSession(micro, hw="local", input_shape=SHAPE, progress=False, max_evaluations=20,
                             latency_budget=0.9, population=10, parents=4, seed=0, proxy=lambda cfg: -cfg.mean)
@@ -102,6 +104,7 @@ def test_search_session_with_hw_local_calibrates_here(cache, micro):
     assert result.predicted_ms > 0 and len(list(cache.glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_a_predictor_calibrated_in_onnxruntime_drives_search_and_validation_there(cache, micro):
     pytest.importorskip("onnxruntime")
     predictor = for_device(micro, SHAPE, "cpu", runtime="onnxruntime", progress=False)
@@ -115,6 +118,7 @@ def test_a_predictor_calibrated_in_onnxruntime_drives_search_and_validation_ther
     assert report.runtime == "onnxruntime" and report.comparable, report.note
 
 
+@pytest.mark.slow
 def test_hw_local_on_a_swin_v2_calibrates_its_v2_blocks_and_stops_warning(cache, caplog):
     """A V1-only base predictor learns the V2 model's units here, so the calibrated one covers V2."""
     v2 = build_model("swinv2_micro")

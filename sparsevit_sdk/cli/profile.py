@@ -8,10 +8,10 @@ Rows go to ``<out>/<hw>/<model>.parquet`` next to ``<out>/<hw>/fingerprint.json`
 With ``--ray-address ADDR --hw NAME`` the sweep runs on the node of that Ray cluster that
 advertises the custom resource NAME (a profiling fleet; needs ``pip install 'sparsevit-sdk[ray]'``)
 and the rows are written here.  Repeat ``--hw`` to profile several device nodes in parallel,
-each into its own dataset (``--threads`` once for all, or once per ``--hw`` in the same order):
+each into its own dataset (``--device`` and ``--threads`` once for all, or once per ``--hw`` in order):
 
-    sparsevit-profile --ray-address auto --hw cpu-1t --hw cpu-2t --threads 1 --threads 2 \\
-        --model swin_t --out profiles/
+    sparsevit-profile --ray-address auto --hw jetson-orin --hw pi5 --device cuda:0 --device cpu \\
+        --threads 1 --threads 4 --model swin_t --out profiles/
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     full = SweepSettings()
     p = argparse.ArgumentParser(prog="sparsevit-profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
+    p.add_argument("--device", action="append", help="cpu or cuda:N (default: cpu); once, or once per --hw")
     p.add_argument("--hw", action="append",
                    help="target name, the dataset's folder (default: cpu, or the GPU's name); with --ray-address, "
                         "repeat for several device nodes, profiled in parallel")
@@ -88,21 +88,28 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _devices(args: argparse.Namespace) -> dict[str, dict]:
-    """Each --hw and its sweep settings of its own (threads), checked against the other flags."""
+    """Each --hw and its own sweep settings (device, threads), checked against the other flags."""
     if args.ray_address and not args.hw:
         raise ValueError("--ray-address needs --hw NAME: the custom resource of the node to profile on "
                          "(and the dataset's folder)")
-    hws = args.hw or [default_hw(args.device)]
+    devices = args.device or ["cpu"]
+    hws = args.hw or [default_hw(devices[0])]
     if len(hws) > 1 and not args.ray_address:
         raise ValueError("several --hw profile a fleet of device nodes: add --ray-address ADDR, or profile one device "
                          "here with one --hw")
     if len(set(hws)) < len(hws):
         raise ValueError(f"--hw names a device twice: {', '.join(hws)}")
     threads = args.threads or [None]
-    if len(threads) not in (1, len(hws)):
-        raise ValueError(f"--threads is given {len(threads)} times for {len(hws)} --hw; give it once (for every "
-                         "device) or once per --hw, in the same order")
-    return {hw: {"threads": t} for hw, t in zip(hws, threads * len(hws) if len(threads) == 1 else threads)}
+    return {hw: {"device": d, "threads": t}
+            for hw, d, t in zip(hws, _each(hws, "--device", devices), _each(hws, "--threads", threads))}
+
+
+def _each(hws: list[str], flag: str, values: list) -> list:
+    """``values`` of ``flag``, one per --hw: given once (for all) or once per --hw."""
+    if len(values) not in (1, len(hws)):
+        raise ValueError(f"{flag} is given {len(values)} times for {len(hws)} --hw; give it once (for every device) "
+                         "or once per --hw, in the same order")
+    return values * len(hws) if len(values) == 1 else values
 
 
 def _profile(args: argparse.Namespace) -> None:
@@ -112,9 +119,9 @@ def _profile(args: argparse.Namespace) -> None:
     check_output("--out", *(dataset_path(args.out, hw, name) for name, _ in models for hw in devices))  # first
     for name, model in models:
         start = time.perf_counter()
-        sweep = dict(resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], device=args.device,
-                     dtype=args.dtype, out=args.out, settings=settings, clock=args.clock, seed=args.seed,
-                     resume=args.resume, note=args.note)
+        sweep = dict(resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], dtype=args.dtype,
+                     out=args.out, settings=settings, clock=args.clock, seed=args.seed, resume=args.resume,
+                     note=args.note)
         if args.ray_address:
             if not isinstance(model, str):
                 raise ValueError("--ray-address profiles built-in models by name; profile your own model on the "

@@ -67,13 +67,9 @@ def profile_fleet(name: str, devices: Mapping[str, Mapping[str, Any]], *, out: s
         check_hw(hw)
     if not ray.is_initialized():
         init_ray(address, feature)
-    advertised = ray.cluster_resources()
-    missing = [hw for hw in devices if advertised.get(hw, 0) < 1]
-    if missing:
-        joins = "; ".join(f"`ray start --address <head address> --resources '{{\"{hw}\": 1}}'`" for hw in missing)
-        raise ValueError(f"no node of the Ray cluster advertises the resource {' or '.join(map(repr, missing))}; on "
-                         f"each device, join the cluster with {joins}")
-    jobs = {hw: _submit(ray, name, hw, out, resume, {**kwargs, **settings}) for hw, settings in devices.items()}
+    sweeps = {hw: {"device": "cpu", "threads": None, **kwargs, **settings} for hw, settings in devices.items()}
+    _check_placeable(ray, {hw: _needs(hw, sweep) for hw, sweep in sweeps.items()})
+    jobs = {hw: _submit(ray, name, hw, out, resume, sweep) for hw, sweep in sweeps.items()}
     new, first_error = {}, None
     try:
         for hw, (ref, path) in jobs.items():
@@ -95,13 +91,34 @@ def profile_fleet(name: str, devices: Mapping[str, Mapping[str, Any]], *, out: s
     return new
 
 
+def _needs(hw: str, sweep: dict[str, Any]) -> dict[str, float]:
+    """What the sweep's task reserves on its node: the device's resource, ``threads`` CPUs, a GPU for cuda."""
+    return {hw: 1, "CPU": sweep["threads"] or 1, "GPU": 1 if str(sweep["device"]).startswith("cuda") else 0}
+
+
+def _check_placeable(ray: Any, needs: dict[str, dict[str, float]]) -> None:
+    """A ValueError naming the fix for a sweep no live node can run (Ray would wait for such a node forever)."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    missing = [hw for hw in needs if not any(r.get(hw, 0) >= 1 for r in nodes)]
+    if missing:
+        joins = "; ".join(f"`ray start --address <head address> --resources '{{\"{hw}\": 1}}'`" for hw in missing)
+        raise ValueError(f"no node of the Ray cluster advertises the resource {' or '.join(map(repr, missing))}; on "
+                         f"each device, join the cluster with {joins}")
+    for hw, need in needs.items():
+        if not any(all(r.get(k, 0) >= v for k, v in need.items()) for r in nodes):
+            have = [f"{r.get('CPU', 0):g} CPUs, {r.get('GPU', 0):g} GPUs" for r in nodes if r.get(hw, 0) >= 1]
+            raise ValueError(f"the sweep on {hw!r} needs {need['CPU']:g} CPUs (--threads) and {need['GPU']:g} GPUs "
+                             f"(--device), but the node advertising it has {' / '.join(have)}; lower --threads or "
+                             "pick --device cpu, or restart that node's `ray start` with more --num-cpus / --num-gpus")
+
+
 def _submit(ray: Any, name: str, hw: str, out: str | os.PathLike, resume: bool,
             sweep: dict[str, Any]) -> tuple[Any, Path]:
     """Start the sweep of ``name`` on the node advertising ``hw``; its task and the local dataset path."""
     path = dataset_path(out, hw, name)
     folder_fp = read_fingerprint(path.parent)
     known = (read_frame(path), folder_fp) if resume and path.exists() and folder_fp is not None else None
-    device, threads = sweep.pop("device", "cpu"), sweep.pop("threads", None)
-    task = ray.remote(_sweep_on_node).options(resources={hw: 1}, num_cpus=threads or 1, max_retries=0,
-                                              num_gpus=1 if str(device).startswith("cuda") else 0)
-    return task.remote(name, hw, known, {"device": device, "threads": threads, "resume": resume, **sweep}), path
+    need = _needs(hw, sweep)
+    task = ray.remote(_sweep_on_node).options(resources={hw: 1}, num_cpus=need["CPU"], num_gpus=need["GPU"],
+                                              max_retries=0)
+    return task.remote(name, hw, known, {**sweep, "resume": resume}), path

@@ -185,6 +185,7 @@ class SearchEngine:
             best=best, best_ms=ledger.predicted[best], best_score=best_score, dense_ms=self._dense_ms,
             dense_score=ledger.scores[self.space.dense()], budget_ms=ledger.budget_ms, history=ledger.history(),
             progress=pd.DataFrame(self._logbook, columns=list(PROGRESS_COLUMNS)), stopped=stopped,
+            retried=ledger.retried,
         )
 
     def _limit_reached(self) -> str | None:

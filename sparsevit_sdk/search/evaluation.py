@@ -8,7 +8,9 @@ processes or machines) of the proxy made :class:`Guarded`.
 Fault tolerance: a proxy call that raises (in any worker), returns anything but a real
 finite number, or is lost by the executor (its worker died) is retried up to ``retries``
 times in the same generation, then recorded as failed (``history["error"]``) and left out of
-selection; the search goes on.
+selection; the search goes on.  ``retried`` counts the calls made again.  An
+:class:`~.protocols.ExecutorError` (an executor that can run nothing: its cluster is lost)
+stops the search instead.
 
 Limits: ``max_evaluations`` counts configs given to the proxy over the whole search
 (references included); the time limit is checked after every proxy call, so it overshoots by
@@ -28,7 +30,7 @@ import pandas as pd
 
 from ..config import SearchSpace, SparsityConfig
 from .outcome import HISTORY_COLUMNS
-from .protocols import Executor, LatencyFn, Proxy, proxy_name
+from .protocols import Executor, ExecutorError, LatencyFn, Proxy, proxy_name
 from .strategy import Trial
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,12 @@ class Guarded:
 
     def __init__(self, fn: Proxy) -> None:
         self.fn = fn
+
+    @staticmethod
+    def lost(err: BaseException) -> Failure:
+        """What an executor yields for a call it lost (its worker or node died): this config's
+        failure, retried like any other, while the other calls' results are kept."""
+        return Failure(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}")
 
     def __call__(self, cfg: SparsityConfig) -> float | Failure:
         try:
@@ -88,6 +96,7 @@ class Ledger:
         self.budget_ms = math.inf
         self.current = 0
         self.cut: str | None = None  # the limit that left configs of this generation untried
+        self.retried = 0  # proxy calls made again after a failed attempt
 
     def predict(self, configs: Iterable[SparsityConfig]) -> None:
         """Predict every config not yet in the cache, in one batch."""
@@ -131,7 +140,9 @@ class Ledger:
                 results[cfg] = value
                 if bounded and self.out_of_time():
                     return results
-        except Exception as err:  # whatever the executor raises, the lost configs are retried
+        except ExecutorError:
+            raise  # nothing can be scored any more: the search stops (and resumes from its checkpoint)
+        except Exception as err:  # whatever else the executor raises, the lost configs are retried
             lost = Failure.of(err)
         else:
             lost = Failure("the executor returned no result for this config")
@@ -156,6 +167,7 @@ class Ledger:
         pending, errors, attempts = todo, {}, 0
         while pending and attempts <= self.retries and not (bounded and attempts and self.out_of_time()):
             attempts += 1
+            self.retried += len(pending) if attempts > 1 else 0
             failed = []
             for cfg, value in self._attempt(pending, bounded).items():
                 if isinstance(value, Failure):

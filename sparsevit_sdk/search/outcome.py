@@ -40,6 +40,7 @@ class SearchOutcome:
     history: pd.DataFrame
     progress: pd.DataFrame  # one row per generation: configs proposed and scored, share within budget, best so far
     stopped: str | None = None  # why and when a limit ended the search early; None: it ran every generation
+    retried: int = 0  # proxy calls made again after a failed attempt (an error, a lost worker or node)
 
     @property
     def pareto(self) -> pd.DataFrame:

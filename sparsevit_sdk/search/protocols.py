@@ -18,9 +18,20 @@ Proxy = Callable[[SparsityConfig], float]  # config → score, higher is better 
 
 class Executor(Protocol):
     """Anything with ``map`` (the builtin's signature): ``concurrent.futures`` executors, Ray
-    pools, ``multiprocessing.Pool``."""
+    pools, ``multiprocessing.Pool``.  Where the mapped function has ``lost(err)`` (the search's
+    proxy does), an executor may yield ``fn.lost(err)`` for a call it lost, keeping the others."""
 
     def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], /) -> Iterable[Any]: ...
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot run proxy calls at all (a resource no node has, workers without the SDK),
+    as opposed to one call failing: the search stops with it instead of recording every config failed."""
+
+
+class ExecutorLost(ExecutorError):
+    """The executor's workers are gone mid-search (a Ray cluster whose head died): the search stops,
+    and resumes from its checkpoint on a new one."""
 
 
 def proxy_name(proxy: Proxy) -> str:

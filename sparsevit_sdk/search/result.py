@@ -69,6 +69,7 @@ class SearchResult:
     stopped: str | None = None  # why and when a limit (time, evaluations, patience) ended the search early
     rest: RestOfModel = field(default_factory=RestOfModel)  # the model beyond its backbone, and how it was found
     call: str = "model(x)"  # how the model was run
+    retried: int = 0  # proxy calls made again in this run (a proxy error, a lost worker or node)
 
     @property
     def backbone_predicted_ms(self) -> float:
@@ -103,6 +104,7 @@ class SearchResult:
         budget = (f"budget {self.budget_ms:.4g} ms" if not whole or scope == "model" else
                   f"budget {self.rest.backbone(self.budget_ms):.4g} ms for the backbone")
         rest = self.rest.ms
+        failed = int(self.history["error"].notna().sum())
         return "\n".join([
             f"best config {self.best} ({self.strategy} search, seed {self.seed}, {self.search_time_s:.1f} s, "
             f"{self.evaluations} proxy evaluations of {len(self.history)} configs)",
@@ -115,6 +117,8 @@ class SearchResult:
                f"({rest / self.dense_predicted_ms:.0%} of dense; {self.rest.note})"] if whole else []),
             f"  {self.proxy_name}: {self.score:.4f} (dense {self.dense_score:.4f})",
             *([f"  {self.stopped}"] if self.stopped else []),
+            *([f"  {self.retried} proxy call(s) retried (a proxy error, or a lost worker or node); {failed} config(s) "
+               "given up on (history['error'])"] if self.retried or failed else []),
         ])
 
     # ------------------------------------------------------------- training
@@ -161,7 +165,7 @@ class SearchResult:
             "proxy_name": self.proxy_name, "input_shape": list(self.input_shape), "strategy": self.strategy,
             "seed": self.seed, "search_time_s": self.search_time_s, "settings": self.settings,
             "predictor_info": self.predictor_info, "stopped": self.stopped, "rest": self.rest.to_dict(),
-            "call": self.call,
+            "call": self.call, "retried": self.retried,
             "history": _records(history), "progress": _records(self.progress),
         }
 
@@ -178,7 +182,7 @@ class SearchResult:
                     {c: "int64" for c in ("generation", "new_configs", "evaluations")}),
                 input_shape=tuple(data["input_shape"]), model=model, stopped=data.get("stopped"),
                 rest=RestOfModel.from_dict(data.get("rest") or RestOfModel().to_dict()),
-                call=str(data.get("call", "model(x)")),
+                call=str(data.get("call", "model(x)")), retried=int(data.get("retried", 0)),
                 **{k: data[k] for k in ("predicted_ms", "dense_predicted_ms", "score", "dense_score", "budget_ms",
                                         "hw", "estimated", "proxy_name", "strategy", "seed", "search_time_s",
                                         "settings", "predictor_info")},

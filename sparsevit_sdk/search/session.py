@@ -40,7 +40,7 @@ from ..sparse.convert import search_space, sparse_backbone
 from .checkpoint import SearchState, owning, read_checkpoint, write_checkpoint
 from .engine import SearchEngine
 from .executors import resolve_executor
-from .protocols import Executor, Proxy, proxy_name
+from .protocols import Executor, ExecutorLost, Proxy, proxy_name
 from .result import SearchResult
 from .settings import (
     DEFAULT_BUDGET,
@@ -290,6 +290,13 @@ class SearchSession:
             raise ValueError(f"{path}: the search scored configs with proxy {info['proxy_name']!r}, not "
                              f"{proxy_name(self.proxy)!r}; pass proxy=<the proxy the search started with>")
 
+    def _resume_hint(self) -> str:
+        """What to do after the executor was lost mid-search."""
+        if self.checkpoint is None:
+            return "the search was not checkpointed: run it again, with checkpoint= (--checkpoint) to be resumable"
+        return (f"resume with SearchSession.resume({str(self.checkpoint)!r}, model) or sparsevit-search --resume "
+                f"{self.checkpoint} on a new cluster")
+
     def run(self) -> SearchResult:
         """Search (from the checkpoint, for a resumed session), then package the best config,
         the Pareto front and the history."""
@@ -297,6 +304,8 @@ class SearchSession:
         try:
             with owning(self.checkpoint) if self.checkpoint is not None else contextlib.nullcontext():
                 out = self.engine.run(self._resume_from)
+        except ExecutorLost as err:
+            raise ExecutorLost(f"{err}; {self._resume_hint()}") from err
         finally:
             close = getattr(self._owned_executor, "close", None)
             if close is not None:
@@ -313,7 +322,7 @@ class SearchSession:
             estimated=self.predictor.estimated, proxy_name=proxy_name(self.proxy), input_shape=self.input_shape,
             strategy=self.strategy.name, seed=self.settings.seed, search_time_s=elapsed, history=history,
             progress=out.progress, settings={**self.settings.to_dict(), **self.engine.shape()},
-            stopped=out.stopped,
+            stopped=out.stopped, retried=out.retried,
             predictor_info={"statistic": learned.statistic, "threads": list(learned.threads),
                             "runtime": learned.runtime, "fingerprint": learned.fingerprint},
             model=self.model,

@@ -1,6 +1,6 @@
 """accuracy/split.py: one candidate's scoring split over workers equals one worker's to the last bit (MeanIoU,
 accuracy, a plain function, agreement), a search with the split proxy equals the unsplit one on the process pool and
-on Ray, and bad splits are refused before any work."""
+on a 2-node Ray cluster, and bad splits are refused before any work."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pickle
 import pandas as pd
 import pytest
 
-from sparsevit_sdk import SearchSession
+from sparsevit_sdk import SearchSession, search_space
+from sparsevit_sdk._ray import LocalCluster
 from sparsevit_sdk.accuracy import (
     NUM_CLASSES,
     Accuracy,
@@ -84,10 +85,13 @@ def search(model, proxy, **kwargs):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """A head and one more node, each its own `ray start` with one CPU: the parts of a candidate land on both."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as env, LocalCluster([{}, {}], num_cpus=1) as cluster:
+        env.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster's nodes run
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 @pytest.mark.slow
@@ -97,8 +101,10 @@ def test_a_search_with_the_split_proxy_equals_the_unsplit_one(seg, loader, kind,
     unsplit = search(seg, proxy)
     if kind == "ray":
         request.getfixturevalue("ray_cluster")
+    agreement, cfg = AgreementProxy(seg, [x for x, _ in loader], measure="kl"), search_space(seg).uniform(0.5)
     with ProcessExecutor(2) if kind == "process" else RayExecutor() as executor:
         split = search(seg, SplitProxy(proxy, parts=3, executor=executor))
+        assert SplitProxy(agreement, parts=BATCHES, executor=executor)(cfg) == agreement(cfg)  # floats, in workers
     assert split.best == unsplit.best and split.score == unsplit.score and split.proxy_name == "mIoU"
     pd.testing.assert_frame_equal(split.history, unsplit.history)
     pd.testing.assert_frame_equal(split.progress, unsplit.progress)

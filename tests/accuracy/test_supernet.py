@@ -43,6 +43,7 @@ def test_demo_supernet_trains_dense_then_adapts_and_caches(tmp_path):
     assert sorted(p.name.split("_")[1] for p in tmp_path.glob("*.pt")) == ["adapted", "adapted", "dense"]
 
 
+@pytest.mark.slow
 def test_demo_supernet_is_deterministic_under_its_seed():
     runs = [train_demo_supernet(dataclasses.replace(TINY, seed=seed), progress=False) for seed in (0, 0, 1)]
     weights = [r.adapted.state_dict()["classify.weight"] for r in runs]

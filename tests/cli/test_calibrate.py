@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sparsevit_sdk import LatencyPredictor
 from sparsevit_sdk.cli import calibrate as calibrate_cli
 
 
+@pytest.mark.slow
 def test_sparsevit_calibrate_writes_the_predictor_and_reports_its_cross_validation(cache, tmp_path, capsys):
     out = tmp_path / "micro.json"
     assert calibrate_cli.main(["--model", "swin_micro", "--resolution", "112", "--out", str(out)]) == 0

@@ -12,6 +12,7 @@ from sparsevit_sdk.profiler.timing import num_threads
 from .conftest import _bad, _no_work, _refused
 
 
+@pytest.mark.slow
 def test_sparsevit_search_with_hw_local_uses_the_cached_calibration(cache, tmp_path, capsys):
     from sparsevit_sdk.cli import search as search_cli
 

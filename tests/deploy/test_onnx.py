@@ -69,6 +69,7 @@ def test_openvino_runs_the_exported_graph_as_eager_does(micro, tmp_path, sparsit
         np.testing.assert_allclose(got[output], e.numpy(), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_converted_timm_classifier_exports_its_logits(tmp_path):
     timm = pytest.importorskip("timm")
     model = sparsify(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, embed_dim=32,
@@ -83,6 +84,7 @@ def test_a_converted_timm_classifier_exports_its_logits(tmp_path):
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_restores_the_model_and_refuses_bad_input_before_writing(micro, tmp_path):
     before = micro.block_sparsity
     export_onnx(micro, (1, 3, 64, 64), tmp_path / "a.onnx", search_space(micro).uniform(0.5))
@@ -101,6 +103,7 @@ def test_export_restores_the_model_and_refuses_bad_input_before_writing(micro, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]  # nothing half-written
 
 
+@pytest.mark.slow
 def test_fp16_export_is_half_precision_and_keeps_the_fp32_windows(micro, tmp_path):
     shape = (1, 3, 64, 96)
     cfg = search_space(micro).uniform(0.5)
@@ -124,6 +127,7 @@ def test_fp16_export_is_half_precision_and_keeps_the_fp32_windows(micro, tmp_pat
     assert not (tmp_path / "int8.onnx").exists() and not (tmp_path / "bf16.onnx").exists()
 
 
+@pytest.mark.slow
 def test_a_swin_v2_exports_and_runs_in_onnx_runtime(tmp_path):
     """Cosine attention, the clamped logit scale and the position-bias MLP export as plain ONNX ops."""
     model = build_model("swinv2_micro")

@@ -68,6 +68,7 @@ def test_fit_recovers_known_constants():
         assert getattr(fitted, name) == pytest.approx(value, rel=0.02), name
 
 
+@pytest.mark.slow
 def test_left_out_gpu_is_predicted_within_measured_tolerance(published):
     """Leave-one-GPU-out on the RTX 3090 (18 timm AMP figures): measured median |error| 3.4 %,
     max 18.5 % (2026-11-24); asserted with a margin."""
@@ -82,6 +83,7 @@ def test_left_out_gpu_is_predicted_within_measured_tolerance(published):
     assert np.median(errors) < 0.08 and max(errors) < 0.25
 
 
+@pytest.mark.slow
 def test_prediction_falls_with_window_sparsity(published):
     model = GpuCostModel().fit(published)
     arch = Architecture.from_signature(TIMM_SIGNATURES["swin_tiny_patch4_window7_224"])

@@ -12,6 +12,7 @@ from sparsevit_sdk.predictor import accuracy
 from sparsevit_sdk.predictor.rows import model_key
 
 
+@pytest.mark.slow
 def test_calibration_fixes_an_estimate(shipped, measured):
     """Ten measured whole models turn a spec estimate (a GPU's) into a usable predictor of
     the measured device; judged on the other measured models."""
@@ -49,6 +50,7 @@ def test_residual_curves_follow_a_cache_edge_that_one_scale_per_stage_cannot():
     assert np.abs(ratio - 1).max() < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base, device, curve_weight", [("cpu", "intel-xeon-amx", 0.0),
                                                        ("intel-xeon-amx", "cpu", 1.0)])
 def test_cross_validation_decides_how_far_isolated_units_are_trusted(base, device, curve_weight):

@@ -12,6 +12,8 @@ from sparsevit_sdk._ray import LocalCluster
 from sparsevit_sdk.cli.fit import main as fit_main
 from sparsevit_sdk.cli.profile import main as profile_main
 from sparsevit_sdk.dataset import load_profiles, read_fingerprint
+from sparsevit_sdk.profiler import SweepSettings
+from sparsevit_sdk.profiler.remote import profile_fleet
 
 ray = pytest.importorskip("ray")
 
@@ -56,7 +58,12 @@ def test_two_devices_profile_in_parallel_into_two_datasets_and_two_predictors(fl
 @pytest.mark.parametrize("flags, message", [
     (["--hw=cpu-1t", "--hw=cpu-2t", "--threads=1", "--threads=2", "--threads=3"],
      "--threads is given 3 times for 2 --hw; give it once"),
+    (["--hw=cpu-1t", "--hw=cpu-2t", "--device=cpu", "--device=cpu", "--device=cuda:0"],
+     "--device is given 3 times for 2 --hw"),
     (["--hw=cpu-1t", "--hw=cpu-1t"], "--hw names a device twice"),
+    (["--hw=cpu-1t", "--threads=3"], "the sweep on 'cpu-1t' needs 3 CPUs (--threads) and 0 GPUs (--device), but the "
+                                     "node advertising it has 2 CPUs, 0 GPUs; lower --threads"),
+    (["--hw=cpu-2t", "--device=cuda:0"], "needs 1 CPUs (--threads) and 1 GPUs (--device)"),
     (["--hw=cpu-1t", "--hw=jetson-orin", "--hw=pi5"],
      "advertises the resource 'jetson-orin' or 'pi5'; on each device, join the cluster with `ray start"),
 ])
@@ -64,6 +71,15 @@ def test_wrong_fleet_arguments_are_refused_before_measuring(fleet, tmp_path, cap
     assert profile(tmp_path, *flags) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+@pytest.mark.slow
+def test_a_failing_device_keeps_the_other_devices_rows(fleet, tmp_path):
+    sweep = dict(resolutions=["64x64"], settings=SweepSettings(warmup=1, repeats=2, model_repeats=2, random_configs=1),
+                 grid=(0.0, 0.5))
+    with pytest.raises(ValueError, match="'cpu' or 'cuda:N'"):
+        profile_fleet("swin_micro", {"cpu-1t": {}, "cpu-2t": {"device": "tpu"}}, out=tmp_path, **sweep)
+    assert len(load_profiles(tmp_path / "cpu-1t")) > 0 and not (tmp_path / "cpu-2t").exists()
 
 
 def test_a_fleet_needs_a_cluster_and_per_fingerprint_its_own_flags(tmp_path, capsys):

@@ -68,6 +68,7 @@ def local(micro, proxy):
     return session(micro, proxy).run()
 
 
+@pytest.mark.slow
 def test_ray_search_equals_the_local_one(cluster, micro, proxy, local):
     with RayExecutor() as executor:
         same(session(micro, proxy, executor=executor).run(), local)
@@ -109,6 +110,7 @@ def test_a_raising_candidate_is_retried_then_recorded_failed(cluster, swin_t_spa
     assert len(out.progress) == 4 and out.best != target  # the search went on
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ray", "process"])
 def test_a_dead_worker_is_retried_and_changes_nothing(cluster, swin_t_space, tmp_path, kind):
     target = swin_t_space.uniform(0.5)
@@ -134,6 +136,7 @@ class Interrupting:
         return self.proxy(cfg)
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_on_ray_to_the_same_result(cluster, micro, proxy, local, tmp_path):
     path = tmp_path / "search.ckpt.json"
     with pytest.raises(KeyboardInterrupt):

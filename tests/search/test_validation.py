@@ -13,6 +13,7 @@ from sparsevit_sdk import (
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+@pytest.mark.slow
 def test_validate_in_onnx_runtime(micro):
     shape = (1, 3, 64, 64)
     result = SearchSession(micro, "cpu", proxy=lambda cfg: -sum(cfg.ratios), input_shape=shape, latency_budget=0.9,

@@ -67,6 +67,7 @@ def proxy(model: nn.Module, images: torch.Tensor) -> AgreementProxy:
     return AgreementProxy(model, images, name="agreement")
 
 
+@pytest.mark.slow
 def test_the_rest_is_measured_beside_the_backbone_and_added_to_every_prediction(local, proxy_images):
     model = Segmenter(work=60).eval()
     head = time_callable(model.head, warmup=2, repeats=10, clock="cpu").p10_ms
@@ -130,6 +131,7 @@ def test_an_estimated_target_estimates_the_rest_and_says_so():
     assert rest.ms < rest.whole_ms - rest.backbone_ms  # an A100 runs the head faster than this CPU does
 
 
+@pytest.mark.slow
 def test_result_round_trip_plot_and_resume_keep_the_rest(tmp_path, local, proxy_images):
     model = Segmenter(work=20).eval()
     score = proxy(model, proxy_images)
@@ -217,6 +219,7 @@ def test_a_forward_with_more_inputs_runs_through_call(proxy_images):
     assert session.rest.calls == 1 and session.forward.describe.endswith("(model, x)")
 
 
+@pytest.mark.slow
 def test_a_profile_of_the_whole_model_carries_its_rest_to_the_predictor_and_the_search(tmp_path, proxy_images):
     from sparsevit_sdk.dataset import load_profiles
     from sparsevit_sdk.profiler import SweepSettings, profile_model

@@ -197,8 +197,10 @@ def test_converting_leaves_the_global_random_stream_alone():
 
 
 # sizes off the window grid at every stage (token maps 32x40 / 32x48 and their halvings)
-@pytest.mark.parametrize("build, size", [(_hf_backbone, (128, 160)), (_timm(dynamic_img_size=True), (128, 192))],
-                         ids=["hf-SwinBackbone", "timm-off-grid"])
+@pytest.mark.parametrize("build, size", [
+    pytest.param(_hf_backbone, (128, 160), id="hf-SwinBackbone"),
+    pytest.param(_timm(dynamic_img_size=True), (128, 192), id="timm-off-grid", marks=pytest.mark.slow),
+])
 def test_search_profiler_and_validation_run_on_converted_models(build, size):
     model = sparsify(_randomize(build(size)).eval())
     shape = (1, 3, *size)

@@ -120,6 +120,7 @@ def test_position_bias_inputs_match_timm_including_a_pretrained_window():
         assert torch.equal(log_spaced_coords(window, pretrained), attn.relative_coords_table), (window, pretrained)
 
 
+@pytest.mark.slow
 def test_builtin_swinv2_t_has_the_published_shapes_and_matches_timm_with_its_weights():
     """swinv2_t is Swin V2-T: loading timm's swinv2_tiny_window8_256 weights gives timm's features."""
     ours = build_model("swinv2_t")
@@ -135,7 +136,7 @@ def test_builtin_swinv2_t_has_the_published_shapes_and_matches_timm_with_its_wei
         torch.testing.assert_close(ours.forward_features(x), src.forward_features(x), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["swinv2_micro", "timm-v2"])
+@pytest.mark.parametrize("name", ["swinv2_micro", pytest.param("timm-v2", marks=pytest.mark.slow)])
 def test_search_session_runs_on_swin_v2(name):
     model = build_model("swinv2_micro") if name == "swinv2_micro" else sparsify(_timm_v2(8, 256)((256, 256)).eval())
     shape = (1, 3, 256, 256)
