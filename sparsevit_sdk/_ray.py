@@ -12,9 +12,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 INSTALL_HINT = "pip install 'sparsevit-sdk[ray]'"
@@ -154,7 +156,7 @@ class LocalCluster:
         agent, metrics, env_agent, grpc, manager, objects, *workers = _free_ports(6 + self.WORKER_PORTS)
         role = (["--head", f"--port={self.port}", "--include-dashboard=false"] if head else
                 [f"--address={self.address}"])
-        cmd = ["ray", "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
+        cmd = [_ray_command(), "start", *role, "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
                f"--resources={json.dumps(resources or {})}", f"--temp-dir={self.temp_dir}",
                f"--node-manager-port={manager}", f"--object-manager-port={objects}",
                f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
@@ -184,3 +186,9 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _ray_command() -> str:
+    """The ``ray`` CLI of this interpreter's environment (a venv's ``bin`` need not be on PATH)."""
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.is_file() else (shutil.which("ray") or "ray")
