@@ -194,9 +194,12 @@ def _model_scales(learned: Learned, models: pd.DataFrame,
     is pulled toward one common scale with ``prior_weight`` and toward its neighbour knot,
     so ten samples cannot overfit."""
     y = models[learned.statistic].to_numpy(float)
+    per_model = model_units(models)
+    every = pd.concat(per_model, ignore_index=True)  # priced in one call: xgboost's cost is per call, not per row
+    priced = block_scales(learned, every["signature"]) * unit_ms(learned, every) * every["weight"].to_numpy()
+    ends = np.cumsum([len(units) for units in per_model])
     parts = []  # per config: Σ unit ms by (calibration group, knot)
-    for units in model_units(models):
-        ms = block_scales(learned, units["signature"]) * unit_ms(learned, units) * units["weight"].to_numpy()
+    for units, ms in zip(per_model, np.split(priced, ends[:-1])):
         groups = calibration_groups(units)
         pair = (units["layer"] == "block_pair").to_numpy()
         share = np.where(pair[:, None], _hats(units["sparsity"].to_numpy(float)), np.eye(len(KNOTS))[0])
