@@ -32,7 +32,7 @@ def test_sparse_model_compiles_as_one_graph(micro):
     assert sparse_backbone(micro) is micro
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "compiled"])
+@pytest.mark.parametrize("runtime", [pytest.param("onnxruntime", marks=pytest.mark.slow), "compiled"])
 def test_measure_latency_in_a_runtime(micro, runtime):
     set_sparsity(micro, search_space(micro).uniform(0.5))
     try:

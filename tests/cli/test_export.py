@@ -15,6 +15,7 @@ from ..deploy.test_onnx import _ops
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+@pytest.mark.slow  # one export, ~8 s; export itself is covered in tests/deploy
 def test_export_cli(tmp_path, capsys):
     cfg = search_space(build_model("swin_micro")).uniform(0.4)
     cfg.to_json(tmp_path / "cfg.json")

@@ -37,7 +37,7 @@ def _ops(path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+@pytest.mark.parametrize("sparsity", [pytest.param(0.0, marks=pytest.mark.slow), 0.5])
 def test_onnx_runtime_equals_eager_at_an_odd_size_and_batch_two(micro, tmp_path, sparsity):
     shape = (2, 3, 97, 130)
     cfg = search_space(micro).uniform(sparsity)
@@ -54,7 +54,7 @@ def test_onnx_runtime_equals_eager_at_an_odd_size_and_batch_two(micro, tmp_path,
     assert not _ops(path) & {"NonZero", "Loop", "If"}
 
 
-@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+@pytest.mark.parametrize("sparsity", [pytest.param(0.0, marks=pytest.mark.slow), 0.5])
 def test_openvino_runs_the_exported_graph_as_eager_does(micro, tmp_path, sparsity):
     ov = pytest.importorskip("openvino")
     shape = (2, 3, 97, 130)

@@ -67,6 +67,7 @@ def test_two_devices_profile_in_parallel_into_two_datasets_and_two_predictors(fl
     (["--hw=cpu-1t", "--hw=jetson-orin", "--hw=pi5"],
      "advertises the resource 'jetson-orin' or 'pi5'; on each device, join the cluster with `ray start"),
 ])
+@pytest.mark.slow  # the 2-node cluster they are refused on starts in ~5 s
 def test_wrong_fleet_arguments_are_refused_before_measuring(fleet, tmp_path, capsys, flags, message):
     assert profile(tmp_path, *flags) == 2
     assert message in capsys.readouterr().err

@@ -95,6 +95,7 @@ def kill_when(node: LocalNode, ready, timeout_s: float = 60.0) -> threading.Thre
     return thread
 
 
+@pytest.mark.slow  # a real 2-node cluster starts in ~5 s
 def test_the_cluster_has_two_nodes_each_its_own_raylet(cluster):
     alive = [n for n in ray.nodes() if n["Alive"]]
     assert len(alive) == 2 and sum(n["Resources"].get("node2", 0) for n in alive) == 1
