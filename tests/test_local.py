@@ -122,7 +122,7 @@ def test_a_predictor_calibrated_in_onnxruntime_drives_search_and_validation_ther
 def test_hw_local_on_a_swin_v2_calibrates_its_v2_blocks_and_stops_warning(cache, caplog):
     """A V1-only base predictor learns the V2 model's units here, so the calibrated one covers V2."""
     v2 = build_model("swinv2_micro")
-    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.predictor.latency"):
+    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.predictor.unit_model"):
         predictor = for_device(v2, SHAPE, "cpu", base=LatencyPredictor.load("cpu"), progress=False)
         ms = predictor.predict_config(v2, SHAPE, search_space(v2).uniform(0.5))
     assert predictor.learned_.blocks == ["v1", "v2"] and ms > 0
