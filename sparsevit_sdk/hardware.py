@@ -12,6 +12,7 @@ marked ``derived`` in its comment.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -110,6 +111,14 @@ _SPECS = [
     HardwareSpec("rtx-5090", "NVIDIA GeForce RTX 5090", "gpu", 104.8, 209.6, 1792.0, "fp16"),
 ]
 SPECS: dict[str, HardwareSpec] = {s.name: s for s in _SPECS}
+
+
+def gpu_target(device_name: str) -> str | None:
+    """The GPU target a CUDA device's name carries ("NVIDIA H100 80GB HBM3" → "h100"): the longest
+    target name inside it, punctuation ignored; None if none is."""
+    device = re.sub(r"[^a-z0-9]", "", device_name.lower())
+    named = [s.name for s in SPECS.values() if s.kind == "gpu" and re.sub(r"[^a-z0-9]", "", s.name) in device]
+    return max(named, key=len, default=None)
 
 
 def list_hardware() -> list[str]:

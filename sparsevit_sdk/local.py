@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from ._documents import DocumentError
 from .arch import Architecture, check_input_shape
 from .dataset.fingerprint import same_device, stored_fingerprints
 from .devices import dtype_name, resolve_device
-from .hardware import SPECS
+from .hardware import gpu_target
 from .predictor.latency import LatencyPredictor
 from .profiler.fingerprint import device_fingerprint
 from .profiler.forward import Call, ModelForward
@@ -91,9 +90,7 @@ def nearest_shipped(fingerprint: dict) -> LatencyPredictor:
     GPU the published-figure estimate of the target whose name it carries (else the A100's);
     on a CPU the measured one sharing the most ISA features (ties: the first name)."""
     if fingerprint["device_type"] == "cuda":
-        device = re.sub(r"[^a-z0-9]", "", fingerprint["name"].lower())
-        named = [s.name for s in SPECS.values() if s.kind == "gpu" and re.sub(r"[^a-z0-9]", "", s.name) in device]
-        return LatencyPredictor.for_hardware(max(named, key=len, default="a100"))
+        return LatencyPredictor.for_hardware(gpu_target(fingerprint["name"]) or "a100")
     candidates = []
     for name, path in shipped_predictors().items():
         predictor = LatencyPredictor.load(path)

@@ -37,3 +37,11 @@ def test_estimated_targets_are_flagged(shipped, caplog):
     assert ms["h100"] <= ms["a100"] <= ms["t4"]  # more compute, more bandwidth: never slower
     with pytest.raises(ValueError, match="CPU target 'intel-xeon-amx'.*hw='local'"):
         LatencyPredictor.for_hardware("intel-xeon-amx")  # its file is not shipped in this fixture
+
+
+def test_a_cuda_device_name_maps_to_the_target_it_carries():
+    from sparsevit_sdk.hardware import gpu_target
+
+    assert gpu_target("NVIDIA H100 80GB HBM3") == "h100" and gpu_target("NVIDIA RTX A6000") == "rtx-a6000"
+    assert gpu_target("NVIDIA A100-SXM4-80GB") == "a100"  # a10 is inside the name too: the longest wins
+    assert gpu_target("Some Accelerator") is None
