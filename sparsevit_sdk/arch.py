@@ -82,7 +82,11 @@ def padded(size: int, multiple: int) -> int:
 def check_input_shape(input_shape: Sequence[int], in_chans: int | None = None) -> tuple[int, ...]:
     """``input_shape`` as ``(B, C, H, W)`` ints, or a ValueError that names what is wrong: a
     latency timed or predicted for a shape no model can run would be a number for nothing."""
-    shape = tuple(int(v) for v in input_shape)
+    try:
+        shape = tuple(int(v) for v in input_shape)
+    except (TypeError, ValueError):  # a config or a path where the shape belongs: the old argument order
+        raise ValueError(f"input_shape must be (B, C, H, W) integers, got {input_shape!r}; every call takes "
+                         "(model, input_shape, ...), e.g. predict_config(model, input_shape, config)") from None
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(f"input_shape must be (B, C, H, W) with every size >= 1, got {tuple(input_shape)}")
     if in_chans is not None and shape[1] != in_chans:

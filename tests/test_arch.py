@@ -33,3 +33,13 @@ def test_stage_geometry_is_what_the_kernels_run(micro, size):
     assert arch.stage_tokens(*size) == [tuple(m.shape[2:]) for m in maps]
     assert arch.windows_total(*size) == [
         stage.layout(*m.shape[2:], m.device).num_windows for stage, m in zip(micro.stages, maps)]
+
+
+def test_arguments_in_the_old_order_are_refused_naming_the_order():
+    from sparsevit_sdk import LatencyPredictor, build_model, for_device, search_space
+
+    model = build_model("swin_micro")
+    with pytest.raises(ValueError, match=r"got SparsityConfig.*every call takes \(model, input_shape, \.\.\.\)"):
+        LatencyPredictor.load("cpu").predict_config(model, search_space(model).dense(), (1, 3, 64, 64))
+    with pytest.raises(TypeError, match=r"expected a model \(torch.nn.Module\), got str 'cpu'; every call takes"):
+        for_device("cpu", model, (1, 3, 64, 64))

@@ -107,8 +107,11 @@ def sparse_backbone(model: nn.Module) -> SparseSwin:
     Swin that :func:`sparsify` swapped inside it."""
     if isinstance(model, SparseSwin):
         return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a model (torch.nn.Module), got {type(model).__name__} {model!r}; every call "
+                        "takes (model, input_shape, ...), e.g. for_device(model, input_shape, 'cpu')")
     views: dict[int, SparseSwin] = {}
-    for module in model.modules() if isinstance(model, nn.Module) else ():
+    for module in model.modules():
         view = module.__dict__.get(_VIEW, module if isinstance(module, SparseSwin) else None)
         if view is not None:
             views[id(view)] = view
