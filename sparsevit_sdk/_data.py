@@ -1,5 +1,5 @@
 """Where the shipped data folders are: package data (``sparsevit_sdk.predictors`` /
-``sparsevit_sdk.profiles``, mapped from the top-level folders by pyproject.toml) when the
+``sparsevit_sdk.profiles``, mapped from the top-level folders by setup.py) when the
 package is installed, editable or not; the folders next to the package in a bare checkout."""
 
 from __future__ import annotations
