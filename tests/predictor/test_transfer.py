@@ -12,30 +12,38 @@ from sparsevit_sdk.predictor import accuracy
 from sparsevit_sdk.predictor.rows import model_key
 
 
-@pytest.mark.slow
-def test_calibration_fixes_an_estimate(shipped, measured):
+def _recorded(device: str) -> pd.DataFrame:
+    """swin_micro at 224 px as a shipped profile recorded it: calibration quality is judged on fixed rows
+    (exact, the same on every CPU), not on this machine's live timings, whose noise differs from CPU to CPU;
+    live quality is benchmarks/local_accuracy.py's."""
+    rows = load_profiles(f"profiles/{device}")
+    return rows[(rows.model == "swin_micro") & (rows.img_h == 224)]
+
+
+@pytest.mark.parametrize("device", ["cpu", "intel-xeon-amx"])
+def test_calibration_fixes_an_estimate(device):
     """Ten measured whole models turn a spec estimate (a GPU's) into a usable predictor of
     the measured device; judged on the other measured models."""
+    measured = _recorded(device)
     base = LatencyPredictor.for_hardware("h100")
-    models = measured[measured.layer == "model"]
-    sample = models[~models.apply(model_key, axis=1).isin(base.learned_.fit_keys)].sample(10, random_state=0)
+    sample = measured[measured.layer == "model"].sample(10, random_state=0)
     calibrated = LatencyPredictor.calibrate(base, sample)
     assert not calibrated.estimated and calibrated.learned_.calibration["model_rows"] == 10
     before, after = base.evaluate(measured), calibrated.evaluate(measured)
     assert set(sample.apply(model_key, axis=1)) <= set(calibrated.learned_.fit_keys)
     assert after["excluded"] == before["excluded"] + 10 and before["estimated"] and not after["estimated"]
-    # calibration at least halves the error and moves most configs within ±10 % (the estimate has ~none there)
-    assert after["xgboost"]["mape"] < min(15, before["xgboost"]["mape"] / 2)
-    assert after["xgboost"]["within_10"] >= before["xgboost"]["within_10"] + 40
+    # the estimate is a GPU's: ~70 % off, nothing within ±10 %; calibrated (recorded: 11-13 % MAPE, 43-53 % within)
+    assert before["xgboost"]["within_10"] == 0 and after["xgboost"]["mape"] < before["xgboost"]["mape"] / 4
+    assert after["xgboost"]["within_10"] >= 35
 
 
-def test_layer_calibration_moves_units_toward_measurements(shipped, measured):
+def test_layer_calibration_moves_units_toward_measurements():
+    units = _recorded("cpu").query("layer == 'block_pair'")
     base = LatencyPredictor.for_hardware("a100")
-    units = measured[measured.layer == "block_pair"]
     calibrated = LatencyPredictor.calibrate(base, units.sample(10, random_state=0))
     before = accuracy(base.predict(units), units.p10_ms)["mape"]
     after = accuracy(calibrated.predict(units), units.p10_ms)["mape"]
-    assert after < before / 2
+    assert after < before / 2  # recorded: 67.8 % -> 18.6 %
 
 
 def test_residual_curves_follow_a_cache_edge_that_one_scale_per_stage_cannot():
