@@ -28,7 +28,7 @@ import torch.nn as nn
 from ..config import SearchSpace, SparsityConfig
 from ..sparse.convert import search_space, set_sparsity, sparse_backbone
 from ..sparse.state import check_config, restore_sparsity
-from .distill import Distillation, Outputs, Teacher, distillation_loss
+from .distill import Distillation, Outputs, Teacher, distillation_loss, separate_teacher
 
 
 class SparsityAdapter:
@@ -64,12 +64,10 @@ class SparsityAdapter:
         """The teacher module; None when there is none or it is the model itself (in place)."""
         if self.distill is None or self.distill.teacher == "in-place":
             return None
-        if self.distill.teacher == "frozen":  # the model as it is now, at sparsity 0
-            teacher = set_sparsity(copy.deepcopy(self.model), self.space.dense())
-            teacher.requires_grad_(False)
-        else:
-            teacher = self.distill.teacher
-        return teacher.eval()  # no dropout, running statistics left alone
+        if isinstance(self.distill.teacher, nn.Module):  # copied if it holds the student's tensors
+            return separate_teacher(self.distill.teacher, self.model)
+        teacher = set_sparsity(copy.deepcopy(self.model), self.space.dense())  # "frozen": the model as it is now
+        return teacher.requires_grad_(False).eval()  # no dropout, running statistics left alone
 
     @property
     def in_place(self) -> bool:

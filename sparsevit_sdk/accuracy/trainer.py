@@ -51,7 +51,8 @@ class SparsityTrainer(Trainer):
     ``distill`` (True, a weight or a :class:`Distillation`; ``None`` for configs alone) and
     ``space`` are the adaptation's settings; configs are drawn under ``args.seed``.  The loss
     is the ``Trainer``'s own, so a model that computes its loss from its labels needs nothing
-    more; one that computes none needs ``compute_loss_func``.
+    more; one that computes none needs ``compute_loss_func``.  Under gradient accumulation the
+    term is scaled as the task loss is, so accumulated micro-batches give the full batch's gradient.
     """
 
     def __init__(self, *args: Any, distill: Distillation | bool | float | None = True,
@@ -64,6 +65,7 @@ class SparsityTrainer(Trainer):
                 "(Trainer's own argument), or train a model whose forward takes labels"
             )
         self.adapter = SparsityAdapter(self.model, space=space, distill=distill, seed=self.args.seed)
+        self.current_gradient_accumulation_steps = self.args.gradient_accumulation_steps  # train() sets it per step
         self.add_callback(SparsityCallback(self.adapter))
 
     def train(self, *args: Any, **kwargs: Any):
@@ -79,5 +81,20 @@ class SparsityTrainer(Trainer):
         teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names}  # before the Trainer pops any
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and self.adapter.distill is not None:
-            loss = loss + self.adapter.distillation(outputs, **teacher_inputs)
+            term = self.adapter.distillation(outputs, **teacher_inputs)  # a mean over this micro-batch
+            if self._loss_used_as_is(num_items_in_batch):  # else training_step divides loss and term alike
+                term = term / self.current_gradient_accumulation_steps
+            loss = loss + term
         return (loss, outputs) if return_outputs else loss
+
+    def _loss_used_as_is(self, num_items_in_batch: torch.Tensor | int | None) -> bool:
+        """Whether ``training_step`` takes the loss as already scaled for gradient accumulation.
+
+        Then the task loss was normalised over the whole accumulated batch (by ``num_items_in_batch``)
+        and the per-micro-batch distillation mean must be divided by the accumulation steps here; the
+        rule is ``Trainer.loss_is_scaled_for_ga``'s, as its class docstring states it.
+        """
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        normalised = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        return bool(normalised) or self.compute_loss_func is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from sparsevit_sdk.accuracy import (
     finetune,
     segmentation_loss,
 )
+from sparsevit_sdk.accuracy.distill import shared_tensors
 from sparsevit_sdk.profiler.timing import num_threads
 
 from ..sparse.test_convert import _randomize
@@ -130,8 +132,8 @@ def test_hf_outputs_of_different_structure_and_without_known_fields_are_refused(
 
 
 @pytest.mark.parametrize("value, match", [
-    ("yes", "distill must be True/False, a weight"), (0.0, "weight must be a positive"),
-    (float("nan"), "weight must be a positive"), (Distillation(temperature=1.0), None),
+    ("yes", "distill must be True/False, a weight"), (0.0, "weight must be a finite number > 0"),
+    (float("nan"), "weight must be a finite number > 0"), (Distillation(temperature=1.0), None),
 ])
 def test_distill_keyword_forms(value, match):
     if match is None:
@@ -144,6 +146,30 @@ def test_distill_keyword_forms(value, match):
     assert Distillation.coerce(True, "frozen").teacher == "frozen" == Distillation.coerce(2.0, "frozen").teacher
     with pytest.raises(TypeError, match="teacher must be 'in-place' or 'frozen' or an nn.Module, got 'copy'"):
         Distillation(teacher="copy")
+
+
+@pytest.mark.parametrize("setting, values, accepted", [
+    ("weight", [-1.0, 0.0, float("nan"), float("inf"), True, "1"], r"weight must be a finite number > 0, got "),
+    ("temperature", [0.0, -2.0, 1e-30, float("nan"), float("inf"), 1e6, True],
+     r"temperature must be a number in \[0.1, 100.0\], got "),
+])
+def test_degenerate_settings_are_refused_naming_the_accepted_range(setting, values, accepted):
+    for value in values:
+        with pytest.raises(ValueError, match=accepted + repr(value).replace("(", r"\(")):
+            Distillation(**{setting: value})
+    s, t = _randn(4, 10, seed=1), _randn(4, 10, seed=2)
+    for temperature in (0.1, 100.0):  # the ends of the range still give a term, and a gradient
+        assert distillation_loss(s, t, temperature) > 1e-4
+        assert Distillation(weight=1e-3, temperature=temperature).temperature == temperature
+
+
+@pytest.mark.parametrize("output", [_randn(4), _randn(4, 1), _randn(4, 49, 32), _hf_output(logits=_randn(4, 1))])
+def test_outputs_without_class_logits_are_refused_naming_the_shape(output):
+    """A (B,) or (B, 1) output has a constant softmax (a term of 0), a 3-D one no known class dim."""
+    shape = ", ".join(map(str, (output["logits"] if isinstance(output, dict) else output).shape))
+    with pytest.raises(ValueError, match=rf"cannot distill an output of shape \({shape},?\): distillation reads "
+                                         r"class logits \(B, K\).*pass distill=None and add your own"):
+        distillation_loss(output, output)
 
 
 def test_distillation_alone_brings_a_sparse_config_to_the_dense_outputs(seg):
@@ -269,6 +295,58 @@ def _hf_swin_config(**kwargs):
     transformers = pytest.importorskip("transformers")
     return transformers.SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[2, 2, 2], num_heads=[1, 2, 2],
                                    window_size=4, **kwargs)
+
+
+def _hf_classifier() -> tuple[nn.Module, nn.Module]:
+    """A tiny Hugging Face Swin classifier and ``sparsify`` of it: the student shares every weight with it."""
+    transformers = pytest.importorskip("transformers")
+    config = _hf_swin_config(num_labels=5, drop_path_rate=0.0)
+    original = _randomize(transformers.SwinForImageClassification(config))
+    return original, sparsify(original)
+
+
+def test_teacher_sharing_the_students_weights_is_a_frozen_copy_whose_outputs_never_change(caplog):
+    original, student = _hf_classifier()
+    x, labels = _randn(2, 3, 64, 64), torch.tensor([1, 3])
+    expected = original.eval()(pixel_values=x).logits.detach()
+    student.train()
+    with caplog.at_level("INFO", logger="sparsevit_sdk.accuracy.distill"):
+        adapter = SparsityAdapter(student, distill=Distillation(teacher=original))
+    assert re.search(r"shares \d+ tensors with the student \(first 'swin.embeddings.*frozen copy", caplog.text)
+    assert shared_tensors(adapter.teacher, student) == [] and not adapter.teacher.training
+    assert len(shared_tensors(original, student)) == len(list(student.parameters()))  # sparsify shares every weight
+    before = adapter.teacher_outputs(pixel_values=x).logits
+    torch.testing.assert_close(before, expected, rtol=0, atol=1e-5)  # the original, as it was
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    for _ in range(3):
+        adapter.step()
+        out = student(pixel_values=x, labels=labels)
+        (out.loss + adapter.distillation(out, pixel_values=x)).backward()
+        opt.step()
+        opt.zero_grad()
+        assert torch.equal(adapter.teacher_outputs(pixel_values=x).logits, before)
+    assert not torch.allclose(original(pixel_values=x).logits, expected)  # the original trained with the student
+
+
+def test_the_student_as_its_own_teacher_is_refused(seg):
+    seg.train()
+    with pytest.raises(ValueError, match="teacher is the student itself: its term would be ~0.*teacher='in-place'"):
+        SparsityAdapter(seg, distill=Distillation(teacher=seg))
+    assert seg.training
+
+
+@pytest.mark.parametrize("teacher", ["in-place", "frozen", "the original", "a copy"])
+def test_the_students_mode_is_the_loops_after_every_distillation_step(teacher):
+    original, student = _hf_classifier()
+    teacher = {"the original": original, "a copy": copy.deepcopy(original)}.get(teacher, teacher)
+    adapter = SparsityAdapter(student.train(), distill=Distillation(teacher=teacher))  # set once, before the loop
+    x = _randn(2, 3, 64, 64)
+    for step in range(4):
+        if step == 2:
+            student.eval()  # then the loop switches to eval mode
+        adapter.step()
+        adapter.distillation(student(pixel_values=x), pixel_values=x)
+        assert {m.training for m in student.modules()} == {step < 2}
 
 
 def _mask2former():
