@@ -1,6 +1,9 @@
 """Ray is an optional dependency: import it on first use, with a message that says how to get it.
 
-:class:`LocalCluster` starts a cluster of several Ray nodes on this machine, for tests and benchmarks.
+Every wait on the network here has a deadline, and its error names the fix: an address is
+checked to be a Ray cluster's GCS before ``ray.init`` (which retries a wrong one for minutes).
+:class:`LocalCluster` starts a cluster of several Ray nodes on this machine, for tests and
+benchmarks; a watchdog process tears it down when its owner dies, however it dies.
 """
 
 from __future__ import annotations
@@ -14,16 +17,22 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TextIO
 
 INSTALL_HINT = "pip install 'sparsevit-sdk[ray]'"
-CONNECT_TIMEOUT_S = 10.0  # how long an address may take to answer before it is called unreachable
+CONNECT_TIMEOUT_S = 10.0  # how long an address may take to answer as a Ray cluster before it is refused
+PROBE_START_S = 5.0  # more for the GCS probe's child to import Ray (1 s idle, 4 s on a loaded 2-core machine)
 # an HTTP/2 client preface and an empty SETTINGS frame: every gRPC server (a GCS, Ray Client) answers SETTINGS
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+WHERE = ("the head's GCS address HOST:6379 (what `ray start --head` printed; from a node of the cluster) or "
+         "ray://HOST:10001 (Ray Client, from any machine)")
 NODE_START_TIMEOUT_S = 120.0  # `ray start` of one local node (about 6 s on an idle 2-core machine)
+KILL_TIMEOUT_S = 10.0  # SIGKILLed processes gone from /proc (the kernel frees them in milliseconds)
 
 
 def require_ray(feature: str) -> ModuleType:
@@ -35,41 +44,99 @@ def require_ray(feature: str) -> ModuleType:
     return ray
 
 
-def check_reachable(address: str | None, *, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """A ConnectionError naming ``address`` unless something listens there within ``timeout_s``.
-
-    ``ray.init(address=...)`` retries an unreachable cluster for minutes, in log lines of its
-    own; one TCP connection says in seconds that no cluster is there, and an HTTP/2 greeting that
-    what answers is no Ray cluster (a dashboard at :8265, say).  Only ``HOST:PORT`` and
-    ``ray://HOST:PORT`` are probed: None, ``auto`` and other schemes are Ray's to resolve.
-    """
+def _host_port(address: str | None) -> tuple[str, int] | None:
+    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``; None for None, ``auto`` and other schemes."""
     target = (address or "").removeprefix("ray://").rstrip("/")
     host, _, port = target.rpartition(":")
-    if not host or not port.isdigit() or "://" in target:
+    return None if not host or not port.isdigit() or "://" in target else (host.strip("[]"), int(port))
+
+
+def check_reachable(address: str | None, *, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """A ConnectionError naming ``address`` unless a gRPC server listens there within ``timeout_s``.
+
+    One TCP connection says in seconds that nothing is there, and an HTTP/2 greeting that what
+    answers is no Ray cluster (a dashboard at :8265, say).  Cheap enough to tell every few seconds
+    whether a cluster is still there; :func:`check_ray_address` also asks the GCS who it is.
+    Only ``HOST:PORT`` and ``ray://HOST:PORT`` are probed: None, ``auto`` and other schemes are Ray's.
+    """
+    where = _host_port(address)
+    if where is None:
         return
-    where = ("the head's GCS address HOST:6379 (what `ray start --head` printed; from a node of the cluster) or "
-             "ray://HOST:10001 (Ray Client, from any machine)")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as conn:
+        with socket.create_connection(where, timeout=timeout_s) as conn:
             conn.sendall(HTTP2_PREFACE)
             reply = conn.recv(9)
     except OSError as err:
         reason = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else str(err)
         raise ConnectionError(
-            f"cannot reach a Ray cluster at {address!r} ({reason}); check the address ({where}) and that `ray start "
+            f"cannot reach a Ray cluster at {address!r} ({reason}); check the address ({WHERE}) and that `ray start "
             "--head` runs there, or give no address to start a local cluster") from err
     if len(reply) < 4 or reply[3] != 4:  # not an HTTP/2 SETTINGS frame: no gRPC server, so no Ray cluster
         what = "it speaks HTTP/1: a dashboard or jobs address?" if reply.startswith(b"HTTP/") else "no gRPC server"
-        raise ConnectionError(f"{address!r} answers, but not as a Ray cluster ({what}); give {where}")
+        raise ConnectionError(f"{address!r} answers, but not as a Ray cluster ({what}); give {WHERE}")
+
+
+def check_ray_address(address: str | None, *, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """:func:`check_reachable`, then, for a ``HOST:PORT``, the GCS's cluster id asked for within
+    what is left of ``timeout_s``: a ConnectionError naming the address, what answered and the fix.
+
+    ``ray.init`` retries an address that speaks HTTP/2 but is no GCS (another gRPC service, a
+    proxy) for minutes.  The question is asked by Ray's own GCS client in a child process, killed
+    at the deadline (plus :data:`PROBE_START_S` for its start): a client stuck in Ray's C++ cannot
+    hold this process, and a slow start cannot refuse a real GCS.  ``ray://`` addresses
+    (a Ray Client server, no GCS) get the HTTP/2 check only; None and ``auto`` check what Ray
+    takes for them from the environment, ``RAY_ADDRESS``, if set.
+    """
+    if address in (None, "auto") and os.environ.get("RAY_ADDRESS"):
+        try:
+            check_ray_address(os.environ["RAY_ADDRESS"], timeout_s=timeout_s)
+        except ConnectionError as err:
+            raise ConnectionError(f"the environment's RAY_ADDRESS: {err}; or unset it") from None
+        return
+    deadline = time.monotonic() + timeout_s
+    check_reachable(address, timeout_s=timeout_s)
+    if address is None or address.startswith("ray://") or _host_port(address) is None:
+        return
+    left = max(deadline - time.monotonic(), 0.1)
+    cmd = [sys.executable, "-m", __name__, "probe", address, str(time.time() + left)]
+    try:
+        probe = subprocess.run(cmd, capture_output=True, text=True, timeout=left + PROBE_START_S, env=_child_env())
+    except subprocess.TimeoutExpired:
+        reason = f"it gave no cluster id within {timeout_s + PROBE_START_S:g} s"
+    else:
+        if probe.returncode == 0:
+            return
+        reason = (probe.stdout.strip() or probe.stderr.strip() or f"exit {probe.returncode}").splitlines()[-1]
+    raise ConnectionError(f"{address!r} answers HTTP/2, but not as a Ray GCS ({reason}); give {WHERE}, and check "
+                          "that the cluster's Ray version is this one's")
+
+
+def _probe(address: str, deadline: float) -> None:
+    """Child process of :func:`check_ray_address`: print the GCS's cluster id, or why there is none.
+    The question gets what is left until ``deadline`` (a time.time()), and a second at least."""
+    from ray._raylet import InnerGcsClient
+
+    try:
+        client = InnerGcsClient.standalone(address, None, int(max(deadline - time.time(), 1.0) * 1000))
+    except Exception as err:  # Ray's RpcError and kin: the reason is all the parent needs
+        print(f"asked for its cluster id: {err}")
+        sys.exit(1)
+    print(client.cluster_id)
 
 
 def init_ray(address: str | None, feature: str) -> ModuleType:
-    """``ray.init(address=address)`` after :func:`check_reachable`: a wrong address fails in
+    """``ray.init(address=address)`` after :func:`check_ray_address`: a wrong address fails in
     seconds with a message of ours instead of hanging."""
     ray = require_ray(feature)
-    check_reachable(address)
+    check_ray_address(address)
     ray.init(address=address)
     return ray
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with this checkout first on the path: ``python -m sparsevit_sdk._ray`` runs this file."""
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
 
 
 def _free_ports(count: int) -> list[int]:
@@ -82,6 +149,39 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def session_processes(sids: Iterable[int]) -> list[int]:
+    """The pids of the live processes in sessions ``sids`` (Linux: read from /proc).  Zombies are
+    left out: they hold no port or memory, and one whose parent died may wait for ever to be reaped."""
+    sids, pids = set(sids), []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):  # the process ended meanwhile, or is not ours to read
+            state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
+            if state != "Z" and os.getsid(int(name)) in sids:
+                pids.append(int(name))
+    return pids
+
+
+def kill_sessions(sids: Iterable[int], *, timeout_s: float = KILL_TIMEOUT_S) -> list[int]:
+    """SIGKILL every process of sessions ``sids`` until none is left (one may start another while
+    they die) or ``timeout_s`` passes; returns the pids still alive then."""
+    sids, deadline = set(sids), time.monotonic() + timeout_s
+    while (pids := session_processes(sids)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+    return pids
+
+
+def _watch(owner: TextIO) -> None:
+    """Watchdog process of a :class:`LocalCluster`: read its temp dir, then each node's session as it
+    starts, until the owner's end of the pipe closes (the owner stopped the cluster, or died however
+    it died: even SIGKILL closes it); then kill what is left of those sessions and remove the temp dir."""
+    temp_dir, *sids = owner.read().split()  # read() returns at end of file: when the owner's end closes
+    kill_sessions(map(int, sids))
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @dataclass
@@ -98,21 +198,12 @@ class LocalNode:
     head: bool
 
     def processes(self) -> list[int]:
-        """The pids of this node's processes (Linux: read from /proc)."""
-        pids = []
-        for name in os.listdir("/proc"):
-            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
-                if os.getsid(int(name)) == self.sid:
-                    pids.append(int(name))
-        return pids
+        """The pids of this node's live processes."""
+        return session_processes([self.sid])
 
-    def kill(self) -> int:
-        """SIGKILL every process of the node (a machine that lost power); returns how many."""
-        pids = self.processes()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return len(pids)
+    def kill(self) -> list[int]:
+        """SIGKILL every process of the node (a machine that lost power); returns the pids that outlived it."""
+        return kill_sessions([self.sid])
 
 
 class LocalCluster:
@@ -125,6 +216,8 @@ class LocalCluster:
     metrics, and a list of worker ports) is one the OS reported free, so nodes never collide
     with each other or with another Ray on the machine.  :meth:`stop` kills the cluster's own
     processes by session, never ``ray stop`` (which stops every Ray of the machine's user).
+    A watchdog process, in a session of its own, does the same when this process dies without
+    calling :meth:`stop` (a crash, SIGKILL, a forgotten ``with``).
     """
 
     WORKER_PORTS = 32  # worker processes a node can run at once
@@ -135,6 +228,7 @@ class LocalCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="svray-", dir="/tmp")
         self.port = _free_ports(1)[0]
         self.nodes: list[LocalNode] = []
+        self.watchdog: subprocess.Popen | None = None
 
     @property
     def address(self) -> str:
@@ -150,8 +244,18 @@ class LocalCluster:
             raise
         return self
 
+    def _tell_watchdog(self, line: str) -> None:
+        """Send ``line`` to the watchdog, starting it first if need be."""
+        if self.watchdog is None:
+            self.watchdog = subprocess.Popen([sys.executable, "-m", __name__, "watch"], stdin=subprocess.PIPE,
+                                             text=True, start_new_session=True, env=_child_env())
+            self._tell_watchdog(self.temp_dir)
+        assert self.watchdog.stdin is not None
+        self.watchdog.stdin.write(f"{line}\n")
+        self.watchdog.stdin.flush()
+
     def add_node(self, resources: dict[str, float] | None = None) -> LocalNode:
-        """Start one more node (the head, if none runs yet) and wait until it has joined."""
+        """Start one more node (the head, if none runs yet) and wait until its ``ray start`` is done."""
         head = not self.nodes
         agent, metrics, env_agent, grpc, manager, objects, *workers = _free_ports(6 + self.WORKER_PORTS)
         role = (["--head", f"--port={self.port}", "--include-dashboard=false"] if head else
@@ -169,17 +273,34 @@ class LocalCluster:
                                 stderr=subprocess.STDOUT, text=True)
         node = LocalNode(proc.pid, dict(resources or {}), head)
         self.nodes.append(node)  # before waiting: stop() reaches a node that never came up
-        out, _ = proc.communicate(timeout=NODE_START_TIMEOUT_S)
+        self._tell_watchdog(str(node.sid))
+        try:
+            out, _ = proc.communicate(timeout=NODE_START_TIMEOUT_S)
+        except subprocess.TimeoutExpired as err:
+            raise TimeoutError(f"`ray start` of node {len(self.nodes)} ({'head' if head else 'worker'}) did not "
+                               f"finish within {NODE_START_TIMEOUT_S:g} s; its logs are in {self.temp_dir}/"
+                               "session_latest/logs (a machine this loaded needs fewer nodes, or a larger "
+                               "NODE_START_TIMEOUT_S)") from err
         if proc.returncode != 0:
             raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{out[-2000:]}")
         return node
 
     def stop(self) -> None:
-        """Kill every node's processes (workers first, the head last) and remove the temp dir."""
-        for node in reversed(self.nodes):
-            node.kill()
+        """Kill every node's processes (workers first, the head last), end the watchdog and remove the
+        temp dir; a RuntimeError names any process that SIGKILL did not end."""
+        left = [pid for node in reversed(self.nodes) for pid in node.kill()]
         self.nodes = []
+        if self.watchdog is not None:
+            try:
+                self.watchdog.communicate(timeout=2 * KILL_TIMEOUT_S)  # closes its pipe: its cue to clean up and exit
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()  # stuck: there was nothing left for it to kill, and the temp dir goes below
+                self.watchdog.wait()
+            self.watchdog = None
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if left:
+            raise RuntimeError(f"processes {left} of the local Ray cluster outlived SIGKILL for {KILL_TIMEOUT_S:g} s "
+                               f"(stuck in the kernel?); see `ps -o pid,stat,wchan,cmd -p {','.join(map(str, left))}`")
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -192,3 +313,10 @@ def _ray_command() -> str:
     """The ``ray`` CLI of this interpreter's environment (a venv's ``bin`` need not be on PATH)."""
     beside = Path(sys.executable).with_name("ray")
     return str(beside) if beside.is_file() else (shutil.which("ray") or "ray")
+
+
+if __name__ == "__main__":  # the child processes above: `python -m sparsevit_sdk._ray probe ADDRESS DEADLINE | watch`
+    if sys.argv[1] == "probe":
+        _probe(sys.argv[2], float(sys.argv[3]))
+    else:
+        _watch(sys.stdin)

@@ -16,6 +16,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .._ray import check_reachable, init_ray, require_ray
+from .._ray import check_ray_address, check_reachable, init_ray, require_ray
 from .._version import __version__
 from .protocols import Executor, ExecutorError, ExecutorLost
 
@@ -112,7 +113,8 @@ class RayExecutor:
     where the workers lack the SDK).  Ray makes the task's GPU device 0 of its worker, so a proxy
     whose model is on ``cuda`` runs on the GPU Ray gave it.
 
-    Checked before any task, in seconds: the address answers as a Ray cluster, some node has
+    Checked before any task, in seconds: the address answers as a Ray cluster's GCS (when this
+    executor is made, and again when it connects), some node has
     what a task asks for, and every such node imports this SDK, at this version.  Ray's own
     retries are off: a call lost with its worker or node comes back, for a function with a
     ``lost(err)`` (the search's proxy), as that function's stand-in value, and the search retries
@@ -123,7 +125,8 @@ class RayExecutor:
     def __init__(self, address: str | None = None, *, num_cpus: float = 1, num_gpus: float | None = None,
                  resources: dict[str, float] | None = None, runtime_env: dict[str, Any] | None = None) -> None:
         self._ray = require_ray("the Ray executor")
-        check_reachable(address)
+        if address is not None or not self._ray.is_initialized():  # else the connection made is the one used
+            check_ray_address(address)
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.resources, self.runtime_env = dict(resources or {}), runtime_env
         self._started = False  # whether close() should shut Ray down
@@ -233,15 +236,19 @@ def check_sdk(ray: ModuleType, nodes: list[dict[str, Any]], options: dict[str, A
     refs = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: probe.options(
         **options, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
         for n in nodes}
+    deadline = time.monotonic() + SDK_PROBE_TIMEOUT_S  # one for all nodes: their workers start in parallel
     fix = (f"install it on every node (`pip install -c constraints.txt -e .` in a checkout, or `pip install "
            f"sparsevit-sdk=={__version__}`), or ship it with the tasks: RayExecutor(runtime_env={{'working_dir': "
            "'<the checkout>'})")
     for node, ref in refs.items():
         try:
-            version = ray.get(ref, timeout=SDK_PROBE_TIMEOUT_S)
+            version = ray.get(ref, timeout=max(deadline - time.monotonic(), 0))
         except ray.exceptions.GetTimeoutError as err:
+            for pending in refs.values():  # else they wait in the cluster's queue for ever
+                ray.cancel(pending, force=True)
             raise ExecutorError(f"no worker of Ray node {node} started within {SDK_PROBE_TIMEOUT_S:g} s; check "
-                                "the node's logs (its runtime_env may not install)") from err
+                                "the node's logs (its runtime_env may not install, or it has no CPU free: other "
+                                "jobs' tasks hold them)") from err
         except ray.exceptions.RayError as err:
             raise ExecutorError(f"the workers of Ray node {node} cannot import sparsevit_sdk "
                                 f"({str(err).strip().splitlines()[-1]}); {fix}") from err
