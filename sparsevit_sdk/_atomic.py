@@ -7,6 +7,10 @@ or the new one whatever happens in between (a full disk, a file-size limit, Ctrl
 crash), and the sibling is removed on any failure.  :func:`check_writable` lets a command
 refuse a bad output path before the work whose result it is meant to hold.
 
+Writers that read a file and write it back (a dataset merge, a search owning its checkpoint) hold
+:func:`file_lock`: one lock per file, whatever path names it (a symbolic link, ``a/../b``), so two
+paths to one file never let two writers in at once.
+
 A target that is a symbolic link is written through it (the file it points to is replaced, the
 link stays), as ``open(path, "w")`` would.  A writer killed outright (SIGKILL, power loss) can
 leave its temporary sibling behind; the next write of the same file removes the ones older than
@@ -22,9 +26,11 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 ORPHAN_AGE_S = 3600.0  # a temporary sibling this old belongs to no live writer
 
@@ -101,3 +107,52 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise PermissionError(f"cannot write {path}: {folder} is not writable")
     return path
 
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of the file at ``path``: beside the file itself once every link is resolved, so
+    all the paths that name one file share one lock."""
+    target = Path(path).resolve()
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, timeout: float) -> Iterator[Path]:
+    """Hold the cross-process lock of the file at ``path`` (see :func:`lock_path`); yields the lock file.
+
+    Waits up to ``timeout`` seconds (0: not at all) for another holder, then raises ``TimeoutError``
+    (``filelock.Timeout``).  The OS frees the lock when its holder dies, so a killed writer never
+    blocks.  Lock files are made writable by everyone (they hold no data), so people sharing a folder
+    share its locks; one that this user cannot open is refused naming it, its owner and the fix.
+    """
+    lock = lock_path(path)
+    holder = FileLock(lock, timeout=timeout, mode=0o666)
+    try:
+        holder.acquire()
+    except PermissionError as err:
+        raise PermissionError(err.errno, _not_yours(path, lock)) from err
+    try:
+        yield lock
+    finally:
+        holder.release()
+
+
+def _not_yours(path: str | os.PathLike, lock: Path) -> str:
+    """Why this user cannot take the lock ``lock`` of ``path``, and what to do."""
+    if not lock.exists():
+        return (f"cannot lock {path}: cannot create its lock file {lock} ({lock.parent} is not writable by you); "
+                "write to a folder of your own, or ask the folder's owner for write access")
+    owner = _user(lock.stat().st_uid)
+    return (f"cannot lock {path}: its lock file {lock} belongs to {owner} and is not writable by you; ask "
+            f"them to run `chmod a+rw {lock}` (a lock file holds no data; this release makes new ones shared), or "
+            "write to a folder of your own")
+
+
+def _user(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` where no account has that uid (or the OS has no user database)."""
+    try:
+        import pwd  # POSIX only
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"

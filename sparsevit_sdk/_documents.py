@@ -1,11 +1,12 @@
 """Reading back the JSON documents the SDK writes: header, fields, one kind of error.
 
 Predictors, search results, checkpoints and fingerprints outlive the code that wrote them,
-and people edit them by hand.  A reader refuses a document of another kind or schema
-version with one message naming both and the fix (:func:`check_header`), and checks every
-field it uses through :class:`Field`, so a wrong value fails on load with the file, the
-field and the fix named, never later as a ``TypeError`` inside arithmetic or as a
-negative number of milliseconds.
+and people edit them by hand.  Each kind is a :class:`DocumentKind`: its header names the kind,
+the schema and the release that wrote it; a document of an earlier schema is migrated to this
+release's, and any other is refused with one message naming the writer, both schemas and the
+fix.  A reader then checks every field it uses through :class:`Field`, so a wrong value fails
+on load with the file, the field and the fix named, never later as a ``TypeError`` inside
+arithmetic or as a negative number of milliseconds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +28,78 @@ class DocumentError(ValueError):
     names the file, the field and the fix."""
 
 
-def header(kind: str, version: int) -> dict[str, Any]:
-    """The ``format`` and ``schema_version`` fields a document of ``kind`` starts with."""
-    return {"format": kind, "schema_version": version}
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def check_header(data: Any, kind: str, version: int, *, source: str, what: str, fix: str) -> None:
-    """Raise :class:`DocumentError` unless ``data`` is a ``kind`` document of schema ``version``.
+@dataclass(frozen=True)
+class DocumentKind:
+    """One kind of file the SDK writes, and how this release reads every schema of it.
 
-    ``what`` names the document for people (``"search checkpoint"``); ``fix`` says what to do.
+    Every change to what a kind holds bumps ``version`` and adds ``migrations[old]``, which turns a
+    document of schema ``old`` into one of schema ``old + 1``.  So a file an earlier release wrote
+    loads through the chain of migrations, and any other (a later release's, or one older than
+    the first migration) is refused naming the release that wrote it, its schema and the fix,
+    never as a missing field.  ``implicit`` is the schema of files written before the kind had a
+    header (None: such a file is not of this kind).
     """
-    if not isinstance(data, dict) or data.get("format") != kind:
-        raise DocumentError(f"{source}: not a sparsevit {what} (no format {kind!r}); {fix}")
-    if data.get("schema_version") != version:
-        raise DocumentError(f"{source}: {what} schema version {data.get('schema_version')!r}, but sparsevit-sdk "
-                            f"{__version__} reads version {version}; {fix}")
+
+    format: str
+    version: int
+    what: str  # the kind for people: "search result"
+    fix: str  # what to do with a file this release cannot read: "re-run the search"
+    migrations: Mapping[int, Migration] = field(default_factory=dict)
+    implicit: int | None = None
+
+    def header(self) -> dict[str, Any]:
+        """The fields a document of this kind starts with: its kind, schema and writer."""
+        return {"format": self.format, "schema_version": self.version, "sdk_version": __version__}
+
+    def upgrade(self, data: Any, source: str, meta: Mapping[str, Any] | None = None) -> Any:
+        """``data`` read as this release's schema (migrated if older), or :class:`DocumentError`.
+
+        ``meta`` holds the header where it is not in ``data`` itself (a parquet file's metadata).
+        """
+        meta = data if meta is None else meta
+        headed = isinstance(meta, Mapping) and "format" in meta
+        if (meta["format"] != self.format) if headed else self.implicit is None:
+            raise DocumentError(f"{source}: not a sparsevit {self.what} (no format {self.format!r}); {self.fix}")
+        found = meta.get("schema_version") if headed else self.implicit
+        if found == self.version:
+            return data
+        if not isinstance(found, int) or isinstance(found, bool) or not self._reaches(found):
+            writer = _writer(meta) if headed else None
+            newer = isinstance(found, int) and found > self.version
+            raise DocumentError(
+                f"{source}: {self.what} written by {f'sparsevit-sdk {writer}' if writer else 'an earlier release'} "
+                f"(schema {found!r}); this release ({__version__}) reads schema {self.version}"
+                + (f" and migrates from schema {min(self.migrations)}" if self.migrations else "") + ": "
+                + ("upgrade sparsevit-sdk (pip install -U sparsevit-sdk), or " if newer else "") + self.fix)
+        for step in range(found, self.version):
+            data = self.migrations[step](data)
+        return data
+
+    def _reaches(self, found: int) -> bool:
+        """Whether the migrations lead from schema ``found`` to this release's."""
+        return found < self.version and all(step in self.migrations for step in range(found, self.version))
+
+
+def _writer(meta: Mapping[str, Any]) -> str | None:
+    """The release that wrote a document: its header's, or (predictors before headers named it) its
+    ``versions``' entry."""
+    versions = meta.get("versions")
+    writer = meta.get("sdk_version") or (versions.get("sparsevit_sdk") if isinstance(versions, dict) else None)
+    return writer if isinstance(writer, str) else None
+
+
+def renamed(old: str, new: str) -> Migration:
+    """A migration renaming the top-level field ``old`` to ``new`` (a document that already has
+    ``new`` keeps it)."""
+    def migrate(data: dict[str, Any]) -> dict[str, Any]:
+        data = dict(data)
+        if old in data:
+            data.setdefault(new, data.pop(old))
+        return data
+    return migrate
 
 
 def read_json(path: str | os.PathLike, *, what: str, fix: str) -> Any:

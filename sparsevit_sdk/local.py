@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ._atomic import check_writable, write_json
+from ._atomic import write_json
 from ._data import shipped_predictors
 from ._documents import DocumentError
 from .arch import Architecture, check_input_shape
@@ -142,8 +142,6 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
     whole = None if forward.is_backbone else forward.key()
     key = cache_fields(fingerprint, arch, shape, dtype, runtime, whole)
     path = cache_dir() / f"{cache_key(key)}.json"
-    if cache:
-        check_writable(path)  # an unusable cache folder is found now, not after minutes of measuring
     if cache and not refresh and path.is_file():
         try:
             cached = LatencyPredictor.load(path)
@@ -166,5 +164,15 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
     document = LatencyPredictor.calibrate(base, rows).to_dict()
     document["calibration"]["cache_key"] = key  # what the entry is for, checked when it is read
     if cache:
-        write_json(path, document, separators=(",", ":"))
+        _keep(path, document)
     return LatencyPredictor.from_dict(document, source=str(path))
+
+
+def _keep(path: Path, document: dict) -> None:
+    """Cache a calibration.  One that cannot be kept (a full disk, a cache path that is no folder) is
+    still the user's: it is returned all the same, with one warning saying why it was not kept."""
+    try:
+        write_json(path, document, separators=(",", ":"))
+    except OSError as err:
+        logger.warning("this calibration is used but not cached: %s. The next call will measure again; free "
+                       "space there, or set SPARSEVIT_CACHE to a writable folder (or pass cache=False)", err)

@@ -11,6 +11,7 @@ import pytest
 import sparsevit_sdk.local as local
 from sparsevit_sdk import LatencyPredictor, SearchSession, build_model, measure_latency, search_space
 from sparsevit_sdk.local import for_device
+from sparsevit_sdk.profiler import SweepSettings
 
 SHAPE = (1, 3, 112, 112)
 
@@ -66,12 +67,31 @@ def test_the_cache_key_names_device_model_shape_and_dtype(micro):
     assert len(keys) == 6
 
 
-def test_an_unusable_cache_folder_is_refused_before_measuring(tmp_path, micro, monkeypatch):
+def test_a_cache_write_that_fails_says_why_and_raises_nothing(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    path = blocker / "predictors" / "0123.json"
+    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.local"):
+        local._keep(path, LatencyPredictor.load("cpu").to_dict())
+    (warning,) = caplog.records
+    assert str(path) in warning.getMessage() and "SPARSEVIT_CACHE" in warning.getMessage()
+
+
+@pytest.mark.slow
+def test_a_calibration_that_cannot_be_cached_is_returned_with_one_warning(tmp_path, micro, monkeypatch, caplog):
+    """A cache that cannot be written (here a file where its folder belongs; a full disk fails the same write,
+    after the measuring) discarded the calibration with a bare OSError."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("SPARSEVIT_CACHE", str(blocker))
-    with pytest.raises(OSError, match="file"):
-        for_device(micro, SHAPE, "cpu", progress=False)
+    monkeypatch.setattr(local, "CALIBRATION", SweepSettings(warmup=0, repeats=1, model_repeats=1, random_configs=2))
+    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.local"):
+        predictor = for_device(micro, (1, 3, 64, 64), "cpu", base=LatencyPredictor.load("cpu"), progress=False)
+    assert predictor.hw == "local" and predictor.learned_.calibration["model_rows"] > 0
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    message = warning.getMessage()
+    assert "used but not cached" in message and str(blocker / "predictors") in message and "SPARSEVIT_CACHE" in message
+    assert blocker.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -92,7 +92,8 @@ def hardware(text: str) -> str:
 
 def user_model(text: str) -> tuple[str, object]:
     """``--model``: a built-in name as it is, or ``module:function`` (a user's whole model): the
-    function is imported and called with no arguments, and must return the model to time."""
+    function is imported and called with no arguments, and must return the model to time.  Its
+    name (and dataset file) is ``module.function``: two modules' ``build`` never share one."""
     if ":" not in text:
         return text, text
     module, _, function = text.partition(":")
@@ -106,7 +107,7 @@ def user_model(text: str) -> tuple[str, object]:
     model = build()
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"--model {text}: {function}() returned a {type(model).__name__}, not a torch.nn.Module")
-    return function, model
+    return f"{module}.{function}", model
 
 
 def check_output(flag: str, *paths: str | os.PathLike | None) -> None:

@@ -9,9 +9,9 @@ A folder holds measurements of one device only: writing rows of another
 ``fingerprint_id`` into it is refused, so mixing needs a different ``hw`` name.  Every
 write is atomic (``_atomic.atomic_write``), so an interrupted run or a full disk leaves the
 previous file intact.  Writing merges with what is there: a row whose KEY is already
-present replaces the old one (:func:`~.schema.latest_rows`).  The read-merge-write holds a
-lock (``.<model>.parquet.lock`` beside the file), so processes writing one dataset at once
-never lose each other's rows.
+present replaces the old one (:func:`~.schema.latest_rows`).  The read-merge-write holds the
+file's lock (``_atomic.file_lock``: one per file, links resolved), so processes writing one
+dataset at once, by any path, never lose each other's rows.
 
 Read everything back with :func:`load_profiles`.
 """
@@ -19,6 +19,7 @@ Read everything back with :func:`load_profiles`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -27,17 +28,18 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-from filelock import FileLock, Timeout
+import pyarrow.parquet as pq
 
-from .._atomic import atomic_write, write_json
-from .fingerprint import describe_mismatch, load_fingerprint
-from .schema import SchemaError, latest_rows, validate_frame
+from .._atomic import atomic_write, file_lock, write_json
+from .fingerprint import describe_mismatch, load_fingerprint, sidecar
+from .schema import PROFILE, SchemaError, latest_rows, validate_frame
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
 LOCK_TIMEOUT_S = 300.0  # a merge takes a second or two; longer means a writer is stuck, not busy
 _UNREADABLE = (OSError, pa.ArrowException, ValueError)
+_HEADER = b"sparsevit"  # the parquet metadata key of a profile's header
 
 
 def check_hw(hw: str) -> str:
@@ -55,16 +57,13 @@ def dataset_path(out: str | os.PathLike, hw: str, name: str) -> Path:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold the cross-process lock of the dataset ``path`` (the OS frees it if its holder dies)."""
-    lock = FileLock(path.with_name(f".{path.name}.lock"), timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout as err:
-        raise TimeoutError(f"{path}: another process has been writing it for over {LOCK_TIMEOUT_S:.0f} s "
-                           f"(lock {lock.lock_file}); try again once it has finished") from err
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(path, timeout=LOCK_TIMEOUT_S))
+        except TimeoutError as err:
+            raise TimeoutError(f"{path}: another process has been writing it for over {LOCK_TIMEOUT_S:.0f} s "
+                               f"({err}); try again once it has finished") from err
         yield
-    finally:
-        lock.release()
 
 
 def read_frame(path: str | os.PathLike) -> pd.DataFrame:
@@ -82,12 +81,21 @@ def read_frame(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
-    """The parquet file at ``path``, read while no writer is replacing it."""
+    """The rows of the parquet file at ``path`` in this release's schema, read while no writer is replacing it."""
     try:
-        return pd.read_parquet(path)
+        table = pq.read_table(path)
     except _UNREADABLE as err:
         raise SchemaError(f"{path}: not a readable parquet file ({err}), with no writer busy: it is damaged; "
                           "move it aside and re-run `sparsevit-profile`") from err
+    header = json.loads((table.schema.metadata or {}).get(_HEADER, b"{}"))
+    return PROFILE.upgrade(table.to_pandas(), str(path), meta=header)
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as a parquet file whose metadata holds the profile header (kind, schema, writer)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = {**(table.schema.metadata or {}), _HEADER: json.dumps(PROFILE.header()).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), path)
 
 
 def merge_rows(path: str | os.PathLike, rows: pd.DataFrame) -> pd.DataFrame:
@@ -107,7 +115,7 @@ def merge_rows(path: str | os.PathLike, rows: pd.DataFrame) -> pd.DataFrame:
                                  "write to another hw folder")
             rows = pd.concat([old, rows], ignore_index=True) if len(old) else rows
         merged = latest_rows(rows)
-        atomic_write(path, lambda tmp: merged.to_parquet(tmp, index=False))
+        atomic_write(path, lambda tmp: _write_parquet(merged, tmp))
     return merged
 
 
@@ -136,7 +144,7 @@ def claim_folder(folder: str | os.PathLike, fingerprint: dict) -> None:
         )
     folder.mkdir(parents=True, exist_ok=True)
     fp = {**fingerprint, "note": fingerprint.get("note") or (old or {}).get("note", "")}
-    write_json(folder / FINGERPRINT_FILE, fp, indent=2)
+    write_json(folder / FINGERPRINT_FILE, sidecar(fp), indent=2)
 
 
 def load_profiles(path: str | os.PathLike) -> pd.DataFrame:

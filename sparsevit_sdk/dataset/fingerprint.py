@@ -19,8 +19,11 @@ import json
 import os
 from collections.abc import Sequence
 
-from .._documents import Field, read_json
+from .._documents import DocumentKind, Field, read_json
 
+# the sidecar beside each dataset: the fingerprint after a header (files written before it had one are schema 1 too)
+FINGERPRINT = DocumentKind("sparsevit-device-fingerprint", 1, what="device fingerprint", implicit=1,
+                           fix="restore the file, or re-profile the device with `sparsevit-profile` into a new folder")
 CPU_IDENTITY = ("device_type", "name", "machine", "cores", "threads", "isa", "clock")
 CUDA_IDENTITY = ("device_type", "name", "memory_gib", "compute_capability", "sm_clock_max_mhz",
                  "mem_clock_max_mhz", "power_limit_w")
@@ -47,10 +50,9 @@ def load_fingerprint(path: str | os.PathLike) -> dict:
     over CPU rows) would otherwise lend its rows, and a predictor fitted on them, another
     device's description.
     """
-    fix = "restore the file, or re-profile the device with `sparsevit-profile` into a new folder"
     source = str(path)
-    data = read_json(path, what="device fingerprint", fix=fix)
-    doc = Field(data, source=source, what="device fingerprint", fix=fix)
+    data = FINGERPRINT.upgrade(read_json(path, what=FINGERPRINT.what, fix=FINGERPRINT.fix), source)
+    doc = Field(data, source=source, what=FINGERPRINT.what, fix=FINGERPRINT.fix)
     stored = doc["fingerprint_id"].text()
     doc["device_type"].text()
     fields = ([f.text() for f in doc["identity_fields"].elements(nonempty=True)] if "identity_fields" in data
@@ -60,7 +62,12 @@ def load_fingerprint(path: str | os.PathLike) -> dict:
         raise doc["fingerprint_id"].error(
             f"is {stored!r}, but the identity fields ({', '.join(fields)}) hash to {actual!r}: "
             "the file was edited or damaged")
-    return data
+    return {k: v for k, v in data.items() if k not in ("format", "schema_version")}  # the fingerprint itself
+
+
+def sidecar(fingerprint: dict) -> dict:
+    """What the sidecar file of ``fingerprint`` holds: the header, then the fingerprint."""
+    return {**FINGERPRINT.header(), **fingerprint}
 
 
 def describe_mismatch(old: dict, new: dict) -> str:

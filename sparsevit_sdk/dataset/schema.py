@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._documents import DocumentKind
 from ..arch import DTYPE_BYTES
 from ..runtimes import RUNTIMES
 
@@ -79,11 +80,16 @@ def stable_statistic(*devices: object, profile: bool = False) -> str:
     name = "p10_ms" if all(str(d).split(":")[0] == "cpu" for d in devices) else "median_ms"
     return PROFILE_COLUMNS[name] if profile else name
 
-# what identifies a measurement: re-running a sweep replaces, never duplicates, these
-KEY = ("fingerprint_id", "signature", "layer", "stage", "index", "img_h", "img_w",
+# what identifies a measurement: re-running a sweep replaces, never duplicates, these.  The model is part of
+# it: two whole models around one backbone (a classifier, a segmenter) share every other field of their
+# ``whole`` rows, and one must never replace the other's.
+KEY = ("fingerprint_id", "model", "signature", "layer", "stage", "index", "img_h", "img_w",
        "batch", "dtype", "sparsity", "config", "runtime")
 # columns added since the first datasets, with the value every older row had
 ADDED = {"runtime": "eager"}
+# a profile file: its header lives in the parquet metadata; files written before it had one are schema 1 too
+PROFILE = DocumentKind("sparsevit-profile", 1, what="profile dataset", implicit=1,
+                       fix="re-profile with `sparsevit-profile` into a new folder")
 
 
 def latest_rows(rows: pd.DataFrame) -> pd.DataFrame:

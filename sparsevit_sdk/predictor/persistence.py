@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from .._documents import DocumentError, Field, check_header, header, read_json
+from .._documents import DocumentError, DocumentKind, Field, read_json, renamed
 from .._version import __version__
 from ..arch import BLOCK_KINDS, DTYPE_BYTES
 from ..dataset.schema import HOUR_MS
@@ -25,9 +25,11 @@ from .gpu_model import FIGURE_RUNTIMES, GpuConstants
 from .rows import STATISTICS
 from .state import Learned
 
-FORMAT = "sparsevit-latency-predictor"
-SCHEMA_VERSION = 4  # 2: unit_curves; 3: the v2 feature, the block kinds fitted, a scale per kind; 4: "hw"
 REFIT = "re-create it with `sparsevit-fit --profiles profiles/<hw> --out <file>`"
+
+# 2: unit_curves; 3: the v2 feature, the block kinds fitted, a scale per kind; 4: the target is "hw" (was "hardware")
+PREDICTOR = DocumentKind("sparsevit-latency-predictor", 4, what="latency predictor", fix=REFIT,
+                         migrations={3: renamed("hardware", "hw")})
 
 
 def to_dict(params: dict[str, Any], learned: Learned) -> dict[str, Any]:
@@ -35,7 +37,7 @@ def to_dict(params: dict[str, Any], learned: Learned) -> dict[str, Any]:
     :meth:`LatencyPredictor.to_dict`)."""
     p = learned
     meta = {
-        **header(FORMAT, SCHEMA_VERSION), "hw": p.hw,
+        **PREDICTOR.header(), "hw": p.hw,
         "estimated": p.estimated, "estimate": p.estimate, "statistic": p.statistic,
         "dtype": p.dtype, "threads": p.threads, "runtime": p.runtime, "fingerprint": p.fingerprint,
         "features": list(FEATURES), "params": params, "scale": p.scale,
@@ -54,7 +56,7 @@ def to_dict(params: dict[str, Any], learned: Learned) -> dict[str, Any]:
 def from_dict(data: dict[str, Any], source: str) -> tuple[dict[str, Any], Learned]:
     """The parameters and learned state of a predictor document, checked field by field (see
     :meth:`LatencyPredictor.from_dict`)."""
-    check_header(data, FORMAT, SCHEMA_VERSION, source=source, what="latency predictor", fix=REFIT)
+    data = PREDICTOR.upgrade(data, source)
     if data.get("features") != list(FEATURES):
         raise DocumentError(f"{source}: the predictor was fitted on features {data.get('features')}, this "
                             f"sparsevit-sdk computes {list(FEATURES)}; {REFIT}")
@@ -85,7 +87,7 @@ def from_dict(data: dict[str, Any], source: str) -> tuple[dict[str, Any], Learne
         calibration=doc["calibration"].mapping(), metrics=doc["metrics"].mapping(),
         fit_keys=[key.text() for key in doc["fit_keys"].elements()],
         blocks=sorted({b.text(BLOCK_KINDS) for b in doc["blocks"].elements(nonempty=True)}),
-        rest=_read_rest(doc["rest"]) if "rest" in data else {},  # files written before whole models have none
+        rest=_read_rest(doc["rest"]) if "rest" in data else {},  # predictors fitted on no whole model have none
     )
 
 
@@ -121,10 +123,11 @@ def _read_unit(unit: Field) -> tuple[np.ndarray, xgb.Booster]:
 
 
 def _read_rest(rest: Field) -> dict[str, dict[str, float]]:
-    """The rests of whole models a profile timed (see :mod:`.rest`): times finite, >= 0, under an hour."""
+    """The rests of whole models a profile timed (see :mod:`.rest`): times finite and >= 0 (a whole model
+    may take longer than the hour a backbone's prediction stays under: the profile holds what was timed)."""
     table = {}
     for key, entry in rest.items():
-        table[key] = {name: entry[name].number(minimum=0, maximum=HOUR_MS)
+        table[key] = {name: entry[name].number(minimum=0)
                       for name in ("ms", "whole_ms", "backbone_ms")}
         table[key]["calls"] = entry["calls"].number(integer=True, minimum=1, maximum=1000)
     return table

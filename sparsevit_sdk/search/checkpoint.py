@@ -19,12 +19,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from .._atomic import write_json, write_text
-from .._documents import Field, check_header, header, read_json
+from .._atomic import file_lock, lock_path, write_json, write_text
+from .._documents import DocumentKind, Field, read_json
 from ..config import Granularity
 
-FORMAT = "sparsevit-search-checkpoint"
-SCHEMA_VERSION = 2  # 2: the strategy's state replaced the GA's rng_state and population; the target is session.hw
+# 2: the strategy's state replaced the GA's rng_state and population; 3: the target is session.hw (schema-2 files
+# named it session.hardware up to commit 7747551 and session.hw after)
+CHECKPOINT = DocumentKind("sparsevit-search-checkpoint", 3, "search checkpoint",
+                          fix="resume it with the release that wrote it, or start the search again")
+FIX = "restore the file, or start the search again"  # a damaged field
 
 
 @dataclass
@@ -52,7 +55,7 @@ def write_checkpoint(path: str | os.PathLike, state: SearchState, session: dict[
 
     Written atomically: a crash mid-write leaves the previous generation's checkpoint intact.
     """
-    return write_json(path, {**header(FORMAT, SCHEMA_VERSION), "session": session, "state": asdict(state)})
+    return write_json(path, {**CHECKPOINT.header(), "session": session, "state": asdict(state)})
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any]]:
@@ -63,10 +66,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any
     The session is empty for a checkpoint written around a bare :class:`SearchEngine`;
     otherwise it holds every key :meth:`SearchSession.resume` reads.
     """
-    fix = "restore the file, or start the search again"
-    data = read_json(path, what="search checkpoint", fix=fix)
-    check_header(data, FORMAT, SCHEMA_VERSION, source=str(path), what="search checkpoint", fix=fix)
-    doc = Field(data, source=str(path), what="search checkpoint", fix=fix)
+    data = CHECKPOINT.upgrade(read_json(path, what=CHECKPOINT.what, fix=FIX), str(path))
+    doc = Field(data, source=str(path), what=CHECKPOINT.what, fix=FIX)
     state, session = doc["state"], doc["session"]
     _read_settings(state["settings"])
     first = state["predicted"].elements(nonempty=True)[0].elements(length=3)[0]
@@ -119,24 +120,21 @@ class CheckpointInUse(RuntimeError):
 
 @contextlib.contextmanager
 def owning(path: str | os.PathLike) -> Iterator[None]:
-    """Hold ``path`` for one search: a second search on the same checkpoint is refused at once,
-    naming the owner (the OS frees the lock if the owner dies, so a killed search never blocks)."""
-    from filelock import FileLock, Timeout  # the session's dependency, loaded with a checkpoint
-
-    path = Path(path)
-    lock = FileLock(path.with_name(f".{path.name}.lock"))
-    owner = path.with_name(f".{path.name}.owner")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout as err:
-        who = owner.read_text().strip() if owner.is_file() else "another process"
-        raise CheckpointInUse(f"checkpoint {path} is being written by another search ({who}); give this search "
-                              "its own checkpoint=, or resume this one once that search has ended") from err
-    try:
+    """Hold ``path`` for one search: a second search on the same checkpoint file, by any path to it (a
+    symbolic link), is refused at once, naming the owner (the OS frees the lock if the owner dies, so a
+    killed search never blocks)."""
+    owner = lock_path(path).with_suffix(".owner")  # beside the file's one lock
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(path, timeout=0))
+        except TimeoutError as err:
+            who = owner.read_text().strip() if owner.is_file() else "another process"
+            raise CheckpointInUse(f"checkpoint {path} is being written by another search ({who}); give this "
+                                  "search its own checkpoint=, or resume this one once that search has ended") from err
         write_text(owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            owner.unlink()
-        lock.release()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                owner.unlink()

@@ -16,6 +16,10 @@ What is the engine's, the same for every strategy:
   the proxy; for a ``"pareto"`` one every config is scored, and the budget only picks ``best``;
 - the cache (:class:`~.evaluation.Ledger`): every distinct config is predicted once and scored
   (or given up on) at most once; failed evaluations are retried, then recorded;
+- the strategy's answers, checked in one place (:meth:`SearchEngine._proposals`): configs of the
+  space, or one value per knob (a list, a tuple, a numpy row) made into one; ``[]`` means the
+  strategy is done, and the search ends saying so; anything off the grid, of another length or
+  model is refused naming the strategy and the config;
 - the limits, which end a search early with a sentence saying which (``SearchOutcome.stopped``):
   ``timeout_s`` (wall time of this run), ``max_evaluations`` (proxy evaluations over the whole
   search) and ``patience`` (generations, i.e. rounds, without a better best score);
@@ -31,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._progress import progress_bar
+from ..checks import ArgumentError, Count, check, number
 from ..config import SearchSpace, SparsityConfig
 from .checkpoint import SearchState
 from .evaluation import Ledger
@@ -46,9 +51,10 @@ from .outcome import PROGRESS_COLUMNS, SearchOutcome
 from .protocols import Executor, LatencyFn, Proxy, check_executor
 from .settings import FIELDS, SearchSettings, resolve_budget, settings_from, space_settings
 from .strategies import DEFAULT_STRATEGY, resolve_strategy
-from .strategy import SearchStrategy
+from .strategy import Objective, SearchStrategy
 
 logger = logging.getLogger(__name__)
+Ratio = number(ge=0, lt=1)  # one knob's sparsity, as a strategy may propose it
 
 
 class SearchEngine:
@@ -78,6 +84,8 @@ class SearchEngine:
     ) -> None:
         self.strategy, options = resolve_strategy(strategy, options, caller="SearchEngine")
         self.settings = settings_from(settings, options, caller="SearchEngine", timeout_s=None)
+        check(self.strategy.rounds, Count, name="strategy.rounds", caller="SearchEngine")
+        check(self.strategy.objective, Objective, name="strategy.objective", caller="SearchEngine")
         check_executor(executor)
         self.space, self.latency_fn, self.proxy = space, latency_fn, proxy
         self.executor, self.checkpoint, self.progress = executor, checkpoint, progress
@@ -134,16 +142,43 @@ class SearchEngine:
             raise RuntimeError(f"the proxy failed on the reference config(s) {lost} after {self.settings.retries + 1} "
                                "attempts; fix the proxy (or the executor) and run again")
 
-    def _round(self) -> tuple[list[SparsityConfig], int]:
-        """One ask/tell round: the strategy's proposals and the configs scored for them."""
+    def _proposals(self) -> list[SparsityConfig]:
+        """The strategy's next configs, each made a config of the space or refused; [] once it is done."""
+        answer, name = self.strategy.ask(), self.strategy.name
+        if isinstance(answer, str | bytes | SparsityConfig) or not isinstance(answer, Sequence | np.ndarray):
+            raise TypeError(f"strategy {name!r}: ask() returned {answer!r:.100}, not a list; it returns the configs "
+                            "of the next round (SparsityConfig or one value per knob each), or [] once it is done")
+        return [self._proposal(item, name) for item in answer]
+
+    def _proposal(self, item: Any, strategy: str) -> SparsityConfig:
+        """``item`` (a config, or one value per knob) as a config of the space, on its grid."""
+        space = self.space
+        try:
+            if isinstance(item, SparsityConfig):
+                space.validate(item)
+                cfg = item
+            elif isinstance(item, str | bytes) or not isinstance(item, Sequence | np.ndarray):
+                raise ValueError("it is neither a SparsityConfig nor a sequence of one sparsity per knob")
+            else:
+                cfg = space.config([check(r, Ratio, name="knob value", caller="config") for r in item])
+            off = [r for r in cfg.ratios if r not in {round(g, 6) for g in space.grid}]  # (as configs round)
+            if off:
+                raise ValueError(f"values {off} are off the search space's grid {list(space.grid)}")
+        except (ArgumentError, ValueError) as err:
+            raise ValueError(f"strategy {strategy!r} proposed {item!r:.200}, not a config of this search: {err}; "
+                             "propose configs of problem.space (space.config(ratios) with values of space.grid, or "
+                             "space.decode(genome))") from err
+        return cfg
+
+    def _round(self, asked: list[SparsityConfig]) -> int:
+        """Score the strategy's proposals ``asked``, tell it their trials; returns the configs scored."""
         ledger = self._ledger
-        asked = self.strategy.ask()
         ledger.predict(asked)
         budget = self.strategy.objective == "budget"
         calls = ledger.score([c for c in asked if not budget or ledger.feasible(c)])
         if ledger.cut is None:  # a round cut short is not told: the search ends, and a resume runs it again
             self.strategy.tell([ledger.trial(c) for c in asked])
-        return asked, calls
+        return calls
 
     def run(self, state: SearchState | None = None) -> SearchOutcome:
         """Search, from a checkpoint's ``state`` if given; every distinct config is predicted
@@ -166,7 +201,11 @@ class SearchEngine:
                     break
                 known = len(ledger.predicted)
                 ledger.current = generation
-                asked, calls = self._round()
+                asked = self._proposals()
+                if not asked:
+                    stop = "finished"
+                    break
+                calls = self._round(asked)
                 self._record(generation, asked, calls, known, bar)
                 stop = ledger.cut
                 if stop is not None:
@@ -176,7 +215,7 @@ class SearchEngine:
 
         stopped = None if stop is None else self._stop_message(stop)
         if stopped is not None:
-            logger.log(logging.INFO if stop == "patience" else logging.WARNING, "search %s", stopped)
+            logger.log(logging.INFO if stop in ("patience", "finished") else logging.WARNING, "search %s", stopped)
         best, best_score = ledger.best()
         logger.info("search done: %d configs predicted, %d scored, %d failed; best %s at %.4g ms, score %.4g",
                     len(ledger.predicted), len(ledger.scores), len(ledger.failed), best, ledger.predicted[best],
@@ -201,7 +240,10 @@ class SearchEngine:
         return None
 
     def _stop_message(self, limit: str) -> str:
-        """When and why a limit ended the search, and the setting that would let it go on."""
+        """When and why the strategy or a limit ended the search (and the setting that would let it go on)."""
+        if limit == "finished":
+            return (f"finished after {len(self._logbook)} of {self.strategy.rounds} generations: strategy "
+                    f"{self.strategy.name!r} had no more configs to propose (its ask() returned [])")
         unfinished = " (the last one cut short)" if limit == self._ledger.cut else ""
         return (f"stopped early after {len(self._logbook)} of {self.strategy.rounds} generations"
                 f"{unfinished}: {self.settings.limit_message(limit)}")

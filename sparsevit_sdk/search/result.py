@@ -7,6 +7,7 @@ write one JSON file (never a pickle).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -19,22 +20,35 @@ import pandas as pd
 import torch.nn as nn
 
 from .._atomic import write_json
-from .._documents import check_header, header, read_json
+from .._documents import DocumentKind, read_json, renamed
 from ..accuracy.adapt import LossFn, TrainLog, finetune
 from ..accuracy.distill import Distillation
 from ..config import SparsityConfig
-from ..dataset.schema import HOUR_MS
 from ..profiler.forward import Call, RestOfModel
-from ..sparse.convert import sparse_backbone
+from ..sparse.convert import set_window_score, sparse_backbone
+from ..sparse.windows import WINDOW_SCORES, WindowScore
 from .outcome import HISTORY_COLUMNS, PROGRESS_COLUMNS, pareto_front
 from .validation import ValidationReport, validate_result
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-FORMAT = "sparsevit-search-result"
-SCHEMA_VERSION = 2  # 2: ``strategy`` (its name) replaced ``mode``; the target is ``hw``
+logger = logging.getLogger(__name__)
 _HISTORY_DTYPES = {"generation": "int64", "predicted_ms": "float64", "score": "float64", "feasible": "bool"}
+
+
+def _from_schema_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 (its files name the target ``hardware`` up to sparsevit-sdk commit 7747551, ``hw`` after)
+    → 3: the target is ``hw``; the fields schema 2 added on the way (``stopped``, ``rest``, ``call``,
+    ``retried``) and the window score, which was always SparseViT's ``norm`` then, are present."""
+    data = renamed("hardware", "hw")(data)
+    defaults = {"stopped": None, "rest": RestOfModel().to_dict(), "call": "model(x)", "retried": 0,
+                "window_score": "norm"}
+    return {**defaults, **{k: v for k, v in data.items() if not (k == "rest" and v is None)}}
+
+
+RESULT = DocumentKind("sparsevit-search-result", 3, what="search result", fix="re-run the search",
+                      migrations={2: _from_schema_2})  # 2: ``strategy`` replaced ``mode``; 3: ``hw``, window_score
 
 
 @dataclass(eq=False)  # DataFrames have no truth value; compare results with to_dict()
@@ -70,6 +84,13 @@ class SearchResult:
     rest: RestOfModel = field(default_factory=RestOfModel)  # the model beyond its backbone, and how it was found
     call: str = "model(x)"  # how the model was run
     retried: int = 0  # proxy calls made again in this run (a proxy error, a lost worker or node)
+    # how the model ranked its windows (set_window_score): the configs mean what they scored only under it.
+    # None: read from ``model`` ("norm", SparseViT's, without one)
+    window_score: WindowScore | None = None
+
+    def __post_init__(self) -> None:
+        if self.window_score is None:
+            self.window_score = "norm" if self.model is None else _window_score(self.model)
 
     @property
     def backbone_predicted_ms(self) -> float:
@@ -131,7 +152,7 @@ class SearchResult:
         :func:`~sparsevit_sdk.accuracy.finetune`'s; ``model`` is the searched model when this
         result has none attached.  Scores in this result were measured before: re-score after.
         """
-        model = model if model is not None else self.model
+        model = self._ranking(model if model is not None else self.model)
         if model is None:
             raise ValueError("this result has no model attached (loaded from a file?); pass model=, the searched model")
         return finetune(model, loader, loss_fn, steps, config=self.best, distill=distill, **settings)
@@ -144,8 +165,17 @@ class SearchResult:
         (default: the one the latencies were predicted for; ``model``: the searched model, if this
         result has none attached), the whole model run as the search ran it (``call``) beside its
         backbone; see :func:`~sparsevit_sdk.search.validation.validate_result`."""
-        return validate_result(self, device, model=model, repeats=repeats, warmup=warmup, rounds=rounds,
-                               threads=threads, clock=clock, runtime=runtime, call=call)
+        return validate_result(self, device, model=self._ranking(model), repeats=repeats, warmup=warmup,
+                               rounds=rounds, threads=threads, clock=clock, runtime=runtime, call=call)
+
+    def _ranking(self, model: nn.Module | None) -> nn.Module | None:
+        """``model`` (None: the attached one, if any) ranking its windows as the search's did."""
+        model = model if model is not None else self.model
+        if model is not None and _window_score(model) != self.window_score:
+            logger.info("the model ranked windows by %r; set to %r, as it was searched", _window_score(model),
+                        self.window_score)
+            set_window_score(model, self.window_score)
+        return model
 
     def plot(self, path: str | os.PathLike | None = None) -> Figure:
         """Pareto front of (predicted latency, proxy score) beside the best score per generation;
@@ -158,21 +188,21 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         history = self.history.assign(ratios=self.history["ratios"].map(list))
         return {
-            **header(FORMAT, SCHEMA_VERSION),
+            **RESULT.header(),
             "best": self.best.to_dict(), "predicted_ms": self.predicted_ms,
             "dense_predicted_ms": self.dense_predicted_ms, "score": self.score, "dense_score": self.dense_score,
             "budget_ms": self.budget_ms, "hw": self.hw, "estimated": self.estimated,
             "proxy_name": self.proxy_name, "input_shape": list(self.input_shape), "strategy": self.strategy,
             "seed": self.seed, "search_time_s": self.search_time_s, "settings": self.settings,
             "predictor_info": self.predictor_info, "stopped": self.stopped, "rest": self.rest.to_dict(),
-            "call": self.call, "retried": self.retried,
+            "call": self.call, "retried": self.retried, "window_score": self.window_score,
             "history": _records(history), "progress": _records(self.progress),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, model: nn.Module | None = None,
                   source: str = "search result") -> SearchResult:
-        check_header(data, FORMAT, SCHEMA_VERSION, source=source, what="search result", fix="re-run the search")
+        data = RESULT.upgrade(data, source)
         try:
             history = pd.DataFrame(data["history"], columns=list(HISTORY_COLUMNS)).astype(_HISTORY_DTYPES)
             history["ratios"] = history["ratios"].map(tuple)
@@ -180,18 +210,18 @@ class SearchResult:
                 best=SparsityConfig.from_dict(data["best"]), history=history,
                 progress=pd.DataFrame(data["progress"], columns=list(PROGRESS_COLUMNS)).astype(float).astype(
                     {c: "int64" for c in ("generation", "new_configs", "evaluations")}),
-                input_shape=tuple(data["input_shape"]), model=model, stopped=data.get("stopped"),
-                rest=RestOfModel.from_dict(data.get("rest") or RestOfModel().to_dict()),
-                call=str(data.get("call", "model(x)")), retried=int(data.get("retried", 0)),
+                input_shape=tuple(data["input_shape"]), model=model, rest=RestOfModel.from_dict(data["rest"]),
+                call=str(data["call"]), retried=int(data["retried"]),
                 **{k: data[k] for k in ("predicted_ms", "dense_predicted_ms", "score", "dense_score", "budget_ms",
                                         "hw", "estimated", "proxy_name", "strategy", "seed", "search_time_s",
-                                        "settings", "predictor_info")},
+                                        "settings", "predictor_info", "stopped", "window_score")},
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: corrupt search result ({type(err).__name__}: {err})") from err
         result._check_consistent(source)
         if model is not None:
             result.best.check_model(sparse_backbone(model).signature)
+            result._ranking(model)
         return result
 
     def _check_consistent(self, source: str) -> None:
@@ -200,10 +230,14 @@ class SearchResult:
         def bad(field: str, value: Any, expected: str) -> ValueError:
             return ValueError(f"{source}: corrupt search result: {field} is {value!r}, expected {expected}; re-run "
                               "the search (or restore the file)")
+        # whole-model latencies: a backbone's prediction (under an hour, as every prediction) plus the rest of
+        # the model, which is the user's (given or measured) and may take longer
         for name in ("predicted_ms", "dense_predicted_ms", "budget_ms"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < HOUR_MS:
-                raise bad(name, value, "a latency in ms, positive and under an hour")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise bad(name, value, "a latency in ms, positive and finite")
+        if self.window_score not in WINDOW_SCORES:
+            raise bad("window_score", self.window_score, f"one of {list(WINDOW_SCORES)}")
         for name in ("score", "dense_score"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -235,3 +269,12 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         return None if isinstance(value, float) and math.isnan(value) else value
 
     return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _window_score(model: nn.Module) -> WindowScore:
+    """How the sparse Swin in ``model`` ranks its windows (one measure for all its stages)."""
+    scores = {stage.window_score for stage in sparse_backbone(model).stages}
+    if len(scores) > 1:
+        raise ValueError(f"the model's stages rank windows by {sorted(scores)}: a result records one window score; "
+                         "set one for all with set_window_score(model, ...)")
+    return scores.pop()

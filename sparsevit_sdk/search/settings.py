@@ -17,10 +17,13 @@ the settings where a file records both.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
+from ..checks import Accepts, Seed, check_fields, checked, integer, number, optional
 from ..config import SearchSpace
 
+# what a budget is of: the whole model as the user calls it (its backbone's predicted latency
+# plus the measured rest, see :mod:`.whole`), or its sparse Swin backbone alone
 BudgetScope = Literal["model", "backbone"]
 
 DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
@@ -30,9 +33,18 @@ DEFAULT_BUDGET = 0.7  # fraction of the dense model's predicted latency
 # ``patience`` is off by default for that reason.
 DEFAULT_TIMEOUT_S = 600.0
 SHAPE_FIELDS = ("seed", "latency_budget", "budget_ms", "budget_of")
-# what a budget is of: the whole model as the user calls it (its backbone's predicted latency
-# plus the measured rest, see :mod:`.whole`), or its sparse Swin backbone alone
-BUDGET_SCOPES: tuple[str, ...] = get_args(BudgetScope)
+
+# what each setting accepts (sparsevit_sdk.checks); a latency_budget's range is check_budget's, whose
+# message suggests budget_ms for a value that looks like milliseconds
+Fraction = number()
+Milliseconds = number(gt=0, unit="milliseconds")
+Scope = Annotated[BudgetScope, Accepts("'model' (the whole model as it is called) or 'backbone' (its Swin alone)")]
+TimeLimit = optional(number(gt=0, unit="seconds"), "no time limit")
+EvaluationLimit = optional(integer(ge=2, note="the dense and the fastest uniform config are always scored"),
+                           "no limit")
+Patience = optional(integer(ge=1, note="generations"), "never stop for lack of progress")
+Retries = integer(ge=0, note="extra attempts of a failed evaluation")
+SearchSeed = optional(Seed, "unseeded, not reproducible")
 
 
 def check_budget(latency_budget: float | None, budget_ms: float | None) -> None:
@@ -44,15 +56,14 @@ def check_budget(latency_budget: float | None, budget_ms: float | None) -> None:
     if (latency_budget is None) == (budget_ms is None):
         raise ValueError("give exactly one budget: latency_budget=0.7 (fraction of dense latency) or "
                          "budget_ms=12.5 (milliseconds)")
-    if budget_ms is not None and not budget_ms > 0:
-        raise ValueError(f"budget_ms must be positive, got {budget_ms}")
     if latency_budget is not None and not 0 < latency_budget <= 1:
         hint = f"; for an absolute budget pass budget_ms={latency_budget}" if latency_budget > 1 else ""
         raise ValueError(f"latency_budget is a fraction of the dense model's latency in (0, 1], got "
                          f"{latency_budget}{hint}")
 
 
-def resolve_budget(latency_budget: float | None, budget_ms: float | None, dense_ms: float) -> float:
+@checked
+def resolve_budget(latency_budget: Fraction | None, budget_ms: Milliseconds | None, dense_ms: Milliseconds) -> float:
     """The budget in ms from exactly one of a fraction of dense latency or an absolute value."""
     check_budget(latency_budget, budget_ms)
     return float(budget_ms) if budget_ms is not None else float(latency_budget) * dense_ms
@@ -70,31 +81,18 @@ class SearchSettings:
     the search early (None: no limit).
     """
 
-    latency_budget: float | None = None
-    budget_ms: float | None = None
-    budget_of: BudgetScope = "model"
-    seed: int | None = 0
-    retries: int = 2
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-    max_evaluations: int | None = None
-    patience: int | None = None
+    latency_budget: Fraction | None = None
+    budget_ms: Milliseconds | None = None
+    budget_of: Scope = "model"
+    seed: SearchSeed = 0
+    retries: Retries = 2
+    timeout_s: TimeLimit = DEFAULT_TIMEOUT_S
+    max_evaluations: EvaluationLimit = None
+    patience: Patience = None
 
     def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0 (extra attempts of a failed evaluation), got {self.retries}")
+        check_fields(self)  # each field's type and range; then what the fields say together
         check_budget(self.latency_budget, self.budget_ms)
-        if self.budget_of not in BUDGET_SCOPES:
-            raise ValueError(f"budget_of must be 'model' (the whole model as it is called) or 'backbone' (its Swin "
-                             f"alone), got {self.budget_of!r}")
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be a positive number of seconds (or None: no time limit), got "
-                             f"{self.timeout_s}")
-        if self.max_evaluations is not None and self.max_evaluations < 2:
-            raise ValueError(f"max_evaluations must be >= 2, the dense and the fastest uniform config are always "
-                             f"scored (or None: no limit), got {self.max_evaluations}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 generations (or None: never stop for lack of progress), got "
-                             f"{self.patience}")
 
     @classmethod
     def from_shape(cls, shape: dict[str, Any], **run: Any) -> SearchSettings:

@@ -118,3 +118,27 @@ def test_profile_refuses_its_out_before_measuring(tmp_path, capsys, monkeypatch,
                              "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sparsevit-profile: error: --out: ") and str(out) in err and "\n" not in err
+
+
+_BUILD = ("from sparsevit_sdk import build_model\nimport torch.nn as nn\n\n\n"
+          "class {cls}(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+          "        self.backbone = build_model('swin_micro')\n        self.head = nn.Conv2d(32, {out}, 1)\n\n"
+          "    def forward(self, x):\n        return self.head(self.backbone(x)[0])\n\n\n"
+          "def build():\n    return {cls}()\n")
+
+
+@pytest.mark.slow
+def test_two_modules_build_functions_profiled_into_one_out_keep_both_models(tmp_path, monkeypatch):
+    """``--model m_a:build`` then ``--model m_b:build``: both wrote build.parquet, and the merge key had no
+    model, so the second deleted the first one's whole-model row."""
+    for module, cls, out in (("m_a", "Classifier", 10), ("m_b", "Segmenter", 4)):
+        (tmp_path / f"{module}.py").write_text(_BUILD.format(cls=cls, out=out))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "p"
+    for module in ("m_a", "m_b"):
+        assert main(["--model", f"{module}:build", "--quick", "--resolution", "64", "--out", str(out),
+                     "--no-progress"]) == 0
+    assert sorted(p.name for p in (out / "cpu").glob("*.parquet")) == ["m_a.build.parquet", "m_b.build.parquet"]
+    whole = load_profiles(out / "cpu").query("layer == 'whole'")
+    assert sorted(key.split("-")[0] for key in whole["model"]) == ["Classifier", "Segmenter"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sparsevit_sdk.dataset import COLUMNS, SchemaError
@@ -62,7 +63,7 @@ def test_two_processes_merging_one_dataset_lose_no_rows(tmp_path):
 def test_a_read_that_straddles_a_rename_is_retried(tmp_path, monkeypatch):
     """The first read fails as a read racing a writer's rename can; the retry reads the good file."""
     path = tmp_path / "rows.parquet"
-    real = pd.read_parquet
+    real = pq.read_table
     _rows(range(1)).to_parquet(path, index=False)
     calls = []
 
@@ -72,7 +73,7 @@ def test_a_read_that_straddles_a_rename_is_retried(tmp_path, monkeypatch):
             raise pa.ArrowInvalid("Parquet magic bytes not found in footer")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pd, "read_parquet", racing)
+    monkeypatch.setattr(pq, "read_table", racing)
     assert len(read_frame(path)) == 1 and len(calls) == 2
 
 
@@ -82,3 +83,13 @@ def test_a_damaged_dataset_is_called_damaged_not_deleted(tmp_path):
     with pytest.raises(SchemaError, match="rows.parquet.*damaged; move it aside") as info:
         read_frame(path)
     assert "delete" not in str(info.value)
+
+
+def test_two_whole_models_around_one_backbone_keep_both_rows(tmp_path):
+    """Their ``whole`` rows differ only in the model: without it in the key, the second replaced the first."""
+    path = tmp_path / "cpu" / "rows.parquet"
+    for model in ("Classifier-0a1b2c3d4e5f", "Segmenter-0a1b2c3d4e5f"):
+        merge_rows(path, _rows(range(1)).assign(layer="whole", model=model))
+    assert sorted(read_frame(path)["model"]) == ["Classifier-0a1b2c3d4e5f", "Segmenter-0a1b2c3d4e5f"]
+    merge_rows(path, _rows(range(1)).assign(layer="whole", model="Segmenter-0a1b2c3d4e5f", latency_ms=2.0))
+    assert len(read_frame(path)) == 2  # the same model measured again still replaces its row

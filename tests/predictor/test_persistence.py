@@ -13,6 +13,7 @@ from sparsevit_sdk import LatencyPredictor, build_model, search_space
 from sparsevit_sdk._data import shipped_predictors
 from sparsevit_sdk._documents import DocumentError
 from sparsevit_sdk.cli import search as search_cli
+from sparsevit_sdk.dataset.schema import HOUR_MS
 
 from ..conftest import _edit
 
@@ -37,7 +38,7 @@ def test_wrong_files_are_refused(fitted, tmp_path):
         LatencyPredictor.load(pickled)
     data = fitted.to_dict()
     for change, message in [({"format": "other"}, "not a sparsevit latency predictor"),
-                            ({"schema_version": 99}, "schema version 99"),
+                            ({"schema_version": 99}, r"\(schema 99\); this release .* reads schema 4"),
                             ({"features": ["dim"]}, "fitted on features"),
                             ({"units": {}}, "corrupt predictor file")]:
         path = tmp_path / "bad.json"
@@ -160,3 +161,15 @@ def test_unedited_predictor_still_loads(predictor_doc, tmp_path):
     path = tmp_path / "same.json"
     path.write_text(json.dumps(predictor_doc))
     assert LatencyPredictor.load(path).learned_.overhead_ms == predictor_doc["overhead_ms"]
+
+
+def test_a_whole_model_timed_over_an_hour_loads_back(predictor_doc, tmp_path):
+    """A profile's ``whole`` rows hold what was timed, unbounded; the predictor fitted on them refused its own
+    rest table past an hour.  Only a backbone's prediction stays under one."""
+    slow = {"ms": 2 * HOUR_MS, "whole_ms": 2 * HOUR_MS + 20.0, "backbone_ms": 20.0, "calls": 1}
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps({**predictor_doc, "rest": {"Seg-0a1b2c3d4e5f|1x3x64x64|fp32|eager": slow}}))
+    assert LatencyPredictor.load(path).learned_.rest["Seg-0a1b2c3d4e5f|1x3x64x64|fp32|eager"]["ms"] == 2 * HOUR_MS
+    path.write_text(json.dumps({**predictor_doc, "rest": {"Seg": {**slow, "ms": -1.0}}}))
+    with pytest.raises(DocumentError, match="'rest.Seg.ms' is -1"):
+        LatencyPredictor.load(path)

@@ -157,8 +157,8 @@ def test_infeasible_budget_is_a_clear_error(swin_t_space):
     (dict(latency_budget=7.0), r"pass budget_ms=7.0"),
     (dict(parents=20), "parents < population"),
     (dict(strategy="bayes"), "unknown search strategy"),
-    (dict(population=10**9, parents=6), r"population must be <= 100000"),  # as a corrupted checkpoint could say
-    (dict(generations=-1), r"generations must be in 0..100000"),
+    (dict(population=10**9, parents=6), r"population takes an integer in \[3, 100000\]"),  # as a damaged file could
+    (dict(generations=-1), r"generations takes an integer in \[0, 100000\]"),
     (dict(executor=object()), "map"),
 ])
 def test_bad_settings_say_how_to_fix_them(swin_t_space, kwargs, message):
@@ -215,3 +215,71 @@ def one_thread():
     contend with other jobs and run several times slower than one."""
     with num_threads(1):
         yield
+
+
+class Scripted:
+    """A strategy of one's own that proposes ``script``'s rounds as given, then ``[]`` (done);
+    ``rounds`` is far more than it needs, as a strategy that decides when it is done may say."""
+
+    name, objective, rounds = "scripted", "budget", 10**6
+
+    def __init__(self, *script) -> None:
+        self.script, self.told = list(script), []
+
+    def options(self) -> dict:
+        return {}
+
+    def start(self, problem, seed) -> None:
+        self.asked = 0
+
+    def ask(self):
+        self.asked += 1
+        return self.script[self.asked - 1] if self.asked <= len(self.script) else []
+
+    def tell(self, trials) -> None:
+        self.told.append([t.config for t in trials])
+
+    def state_dict(self) -> dict:
+        return {"asked": self.asked}
+
+    def load_state_dict(self, state) -> None:
+        self.asked = state["asked"]
+
+
+def test_an_empty_answer_means_the_strategy_is_done(swin_t_space):
+    checkpoints = []
+    strategy = Scripted([swin_t_space.uniform(0.1)], [swin_t_space.uniform(0.2)])
+    engine = SearchEngine(swin_t_space, latency, Quadratic(), strategy=strategy, latency_budget=0.9, timeout_s=60,
+                          checkpoint=checkpoints.append)
+    out = engine.run()
+    assert strategy.asked == 3 and len(out.progress) == 2 and len(checkpoints) == 2  # no round after the []
+    assert out.stopped == ("finished after 2 of 1000000 generations: strategy 'scripted' had no more configs to "
+                           "propose (its ask() returned [])")
+
+
+def test_knob_values_are_made_configs_of_the_space(swin_t_space):
+    strategy = Scripted([[0.1] * 6, (0.2,) * 6], np.array([[0.3] * 6, [0.0, 0.1, 0.1, 0.2, 0.3, 0.4]]))
+    out = SearchEngine(swin_t_space, latency, Quadratic(), strategy=strategy, latency_budget=0.9, timeout_s=60).run()
+    assert strategy.told == [[swin_t_space.uniform(0.1), swin_t_space.uniform(0.2)],
+                             [swin_t_space.uniform(0.3), swin_t_space.config([0.0, 0.1, 0.1, 0.2, 0.3, 0.4])]]
+    assert {"[0.3, 0.3, 0.3, 0.3, 0.3, 0.3]", "[0, 0.1, 0.1, 0.2, 0.3, 0.4]"} <= set(out.history["config"])
+
+
+@pytest.mark.parametrize("answer, error, message", [
+    ([[0.15] * 6], ValueError, r"proposed \[0.15, .*\], not a config of this search: values \[0.15, 0.15, 0.15, "
+                               r"0.15, 0.15, 0.15\] are off the search space's grid \[0.0, 0.1"),
+    ([[0.1] * 3], ValueError, r"proposed \[0.1, 0.1, 0.1\], not a config of this search: expected 6 sparsity values"),
+    ([[0.0, 0.1, 0.5, 0.3, 0.3, 0.4]], ValueError, r"sparsity decreases within stage 3 .*space.repair"),
+    ([[True] * 6], ValueError, r"knob value=True is not accepted; knob value takes a finite number in \[0, 1\)"),
+    ([{"ratios": [0.1] * 6}], ValueError, "neither a SparsityConfig nor a sequence of one sparsity per knob"),
+    ([SearchSpace((2, 2, 6, 2), "another-model").uniform(0.1)], ValueError, "made for model 'another-model'"),
+    ("0.1", TypeError, r"ask\(\) returned '0.1', not a list"),
+    (None, TypeError, r"ask\(\) returned None, not a list"),
+])
+def test_a_strategy_answer_off_the_space_is_refused_naming_strategy_and_config(swin_t_space, answer, error, message):
+    proxy = Quadratic()
+    engine = SearchEngine(swin_t_space, latency, proxy, strategy=Scripted(answer), latency_budget=0.9, timeout_s=60)
+    with pytest.raises(error, match=message) as err:
+        engine.run()
+    assert "strategy 'scripted'" in str(err.value)
+    assert set(proxy.calls) == {swin_t_space.dense(), swin_t_space.sparsest()}  # the references only: nothing scored

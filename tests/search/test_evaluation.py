@@ -87,9 +87,9 @@ def test_patience_stops_a_search_that_no_longer_improves(space):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(timeout_s=0), "timeout_s must be a positive number of seconds"),
-    (dict(max_evaluations=1), "max_evaluations must be >= 2"),
-    (dict(patience=0), "patience must be >= 1"),
+    (dict(timeout_s=0), "timeout_s=0 is not accepted; timeout_s takes a number of seconds > 0, or None"),
+    (dict(max_evaluations=1), "max_evaluations takes an integer >= 2 .the dense and the fastest uniform config"),
+    (dict(patience=0), "patience takes an integer >= 1 .generations., or None"),
 ])
 def test_bad_limits_say_what_is_valid(space, kwargs, message):
     with pytest.raises(ValueError, match=message):

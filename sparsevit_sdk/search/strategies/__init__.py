@@ -12,6 +12,9 @@ from .random import RandomSearch
 
 STRATEGIES: dict[str, type] = {cls.name: cls for cls in (GeneticSearch, NSGA2Search, RandomSearch)}
 DEFAULT_STRATEGY = GeneticSearch.name
+# every keyword a built-in strategy is built with (population, samples, ...)
+OPTION_NAMES: tuple[str, ...] = tuple(dict.fromkeys(name for cls in STRATEGIES.values()
+                                                    for name in inspect.signature(cls).parameters))
 
 
 def _class(name: str) -> type:
@@ -49,5 +52,5 @@ def resolve_strategy(strategy: str | SearchStrategy, options: dict[str, Any], *,
     return built, {k: v for k, v in options.items() if k not in own}
 
 
-__all__ = ["DEFAULT_STRATEGY", "STRATEGIES", "GeneticSearch", "NSGA2Search", "RandomSearch", "make_strategy",
-           "resolve_strategy"]
+__all__ = ["DEFAULT_STRATEGY", "OPTION_NAMES", "STRATEGIES", "GeneticSearch", "NSGA2Search", "RandomSearch",
+           "make_strategy", "resolve_strategy"]

@@ -27,11 +27,16 @@ import numpy as np
 from deap import base, creator, tools
 
 from ..._documents import Field
+from ...checks import Probability, checked, integer
 from ...config import SparsityConfig
 from ..strategy import Objective, Problem, Trial, draw_new
 
 # far beyond any search (the reference is 100 x 20), near enough to refuse a corrupted file's number
+# (a population sizes memory)
 MAX_POPULATION, MAX_GENERATIONS = 100_000, 100_000
+Population = integer(ge=3, le=MAX_POPULATION)
+Parents = integer(ge=2, note="two breed a child")
+Generations = integer(ge=0, le=MAX_GENERATIONS, note="rounds after the first population")
 
 
 def _create_types() -> None:
@@ -92,17 +97,11 @@ class GeneticSearch:
     name = "ga"
     objective: Objective = "budget"
 
-    def __init__(self, population: int = 100, parents: int = 25, generations: int = 20, mutation_prob: float = 0.1,
-                 mutation_share: float = 0.5) -> None:
-        if not 2 <= parents < population:
-            raise ValueError(f"need 2 <= parents < population, got parents={parents}, population={population}")
-        if population > MAX_POPULATION:  # a number from a checkpoint file sizes memory: bound it
-            raise ValueError(f"population must be <= {MAX_POPULATION}, got {population}")
-        if not 0 <= generations <= MAX_GENERATIONS:
-            raise ValueError(f"generations must be in 0..{MAX_GENERATIONS}, got {generations}")
-        for name, p in (("mutation_prob", mutation_prob), ("mutation_share", mutation_share)):
-            if not 0 <= p <= 1:
-                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+    @checked
+    def __init__(self, population: Population = 100, parents: Parents = 25, generations: Generations = 20,
+                 mutation_prob: Probability = 0.1, mutation_share: Probability = 0.5) -> None:
+        if not parents < population:
+            raise ValueError(f"need parents < population, got parents={parents}, population={population}")
         self.population, self.parents, self.generations = population, parents, generations
         self.mutation_prob, self.mutation_share = mutation_prob, mutation_share
 

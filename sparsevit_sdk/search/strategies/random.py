@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..._documents import Field
+from ...checks import Count, checked
 from ...config import SparsityConfig
 from ..strategy import Objective, Problem, Trial, draw_new
 
@@ -22,9 +23,8 @@ class RandomSearch:
     name = "random"
     objective: Objective = "budget"
 
-    def __init__(self, samples: int = 50, rounds: int = 21) -> None:
-        if samples < 1 or rounds < 1:
-            raise ValueError(f"samples and rounds must be >= 1, got samples={samples}, rounds={rounds}")
+    @checked
+    def __init__(self, samples: Count = 50, rounds: Count = 21) -> None:
         self.samples, self.rounds = samples, rounds
 
     def options(self) -> dict[str, Any]:
