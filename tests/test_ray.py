@@ -1,5 +1,6 @@
 """_ray.py's bounds: an address where no Ray GCS answers (nothing, a gRPC service that is not Ray, an HTTP/2 server
-that never answers) is refused within the deadline, naming the address, what answered and the fix; a LocalCluster
+that never answers; RAY_ADDRESS where no address is given) is refused within the deadline, naming the address, what
+answered and the fix; a LocalCluster
 whose owner is SIGKILLed leaves no process and no temp dir behind.  Real servers on 127.0.0.1 only."""
 
 from __future__ import annotations
@@ -101,12 +102,13 @@ def test_a_grpc_service_that_is_not_ray_is_refused_naming_what_answered(tmp_path
     assert code == 2 and f"'{address}' answers HTTP/2, but not as a Ray GCS" in capsys.readouterr().err
 
 
-def test_ray_address_in_the_environment_is_checked_where_no_address_is_given(monkeypatch):
+@pytest.mark.parametrize("given", [None, "auto"])
+def test_ray_address_in_the_environment_is_checked_where_no_address_is_given(monkeypatch, given):
     with http2_server(answer=True) as address:
-        monkeypatch.setenv("RAY_ADDRESS", address)  # what ray.init() would connect to
+        monkeypatch.setenv("RAY_ADDRESS", address)  # what ray.init(None or "auto") would connect to
         with pytest.raises(ConnectionError, match=rf"the environment's RAY_ADDRESS: '{address}' answers HTTP/2, but "
                                                   r"not as a Ray GCS .*; or unset it"):
-            RayExecutor()
+            check_ray_address(given)
 
 
 def test_an_http2_server_that_never_answers_is_refused_at_the_deadline():
