@@ -2,8 +2,10 @@
 
 The search calls a proxy as ``proxy(cfg) -> float`` (higher is better) hundreds of
 times.  Every proxy here runs inference only (on a supernet from :func:`adapt`), caches
-its score by config, and leaves the model's sparsity and train/eval mode as it found
-them.  The cache assumes fixed weights: call ``cache_clear()`` after training the model.
+its score by config and window score, and leaves the model as it found it (see
+``sparse/state.py``).  Scores are of the weights the proxy first saw: once the weights
+change (trained, loaded, moved to another device or dtype) a proxy that holds scores or dense
+outputs of the old ones refuses to answer until ``cache_clear()``.
 
 - :class:`AccuracyProxy` — a task metric (mIoU, accuracy, any function) on a labelled
   calibration set.
@@ -69,11 +71,25 @@ def part_range(batches: int, index: int, of: int) -> range:
     return range(start, start + size + (index < extra))
 
 
+def weights_state(model: nn.Module) -> tuple:
+    """What changes when a weight does, read without touching a value: each parameter's and
+    buffer's in-place version counter (optimizer steps, ``load_state_dict``), storage address
+    (replaced by ``.to()`` or ``.data =``), dtype and device."""
+    return tuple((-1 if t.is_inference() else t._version, t.data_ptr(), t.dtype, t.device)
+                 for t in (*model.parameters(), *model.buffers()))
+
+
+def window_scores(model: nn.Module) -> tuple[str, ...]:
+    """How each stage ranks its windows: part of what a sparse config scores."""
+    return tuple(stage.window_score for stage in sparse_backbone(model).stages)
+
+
 class CachedProxy:
     """Base: validation, caching and state restoration around one ``_score()`` call.
 
     Subclasses set ``name`` and implement ``_score()``, which runs with the config
-    applied, the model in eval mode and autograd off.
+    applied, the model in eval mode and autograd off.  Scores are cached by config and the
+    stages' window scores, for the weights in ``_weights`` (see :meth:`_check_weights`).
     """
 
     name: str
@@ -82,8 +98,9 @@ class CachedProxy:
         sparse_backbone(model)  # fail now, not at the first call, for a model we cannot sparsify
         self.model = model
         self.progress = progress
-        self._cache: dict[SparsityConfig, float] = {}
+        self._cache: dict[tuple[SparsityConfig, tuple[str, ...]], float] = {}
         self._hits = 0
+        self._weights = weights_state(model)
 
     @property
     def device(self) -> torch.device:
@@ -91,12 +108,29 @@ class CachedProxy:
 
     def __call__(self, config: SparsityConfig) -> float:
         check_config(self.model, config)
-        if config in self._cache:
+        self._check_weights()
+        key = (config, window_scores(self.model))
+        if key in self._cache:
             self._hits += 1
-            return self._cache[config]
+            return self._cache[key]
         value = self._evaluate(config)
-        self._cache[config] = value
+        self._cache[key] = value
         return value
+
+    def _holds_results(self) -> bool:
+        """Whether this proxy keeps anything computed from the weights (scores, dense outputs)."""
+        return bool(self._cache)
+
+    def _check_weights(self) -> None:
+        """Refuse to answer from results of other weights than the model's now (never silently stale)."""
+        now = weights_state(self.model)
+        if now == self._weights:
+            return
+        if self._holds_results():
+            raise RuntimeError(
+                f"the model's weights changed (trained, loaded, or moved to another device or dtype) since proxy "
+                f"{self.name!r} computed its cached results; call its cache_clear() to score the model as it is now")
+        self._weights = now
 
     def _evaluate(self, config: SparsityConfig) -> float:
         """The score of a config not in the cache (checked already)."""
@@ -119,8 +153,15 @@ class CachedProxy:
         return CacheInfo(self._hits, len(self._cache))
 
     def cache_clear(self) -> None:
+        """Forget every score; the next calls score the model's weights as they are then."""
         self._cache.clear()
         self._hits = 0
+        self._weights = weights_state(self.model)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled in a worker: the same weights at new addresses, so the state is read afresh."""
+        self.__dict__.update(state)
+        self._weights = weights_state(self.model)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, {self.cache_info()})"
@@ -145,6 +186,7 @@ class SplittableProxy(CachedProxy):
         self.check_splittable()
         indices = part_range(len(self.batches), part.index, part.of)
         check_config(self.model, part.config)
+        self._check_weights()
         with self._applied(part.config):
             return self._state(indices)
 
@@ -244,7 +286,8 @@ class AgreementProxy(SplittableProxy):
     output channel vectors over positions, images and output maps; ``measure="kl"`` uses
     ``exp(-KL)`` of softmaxed logits (for classification or segmentation heads).  The
     score is 1.0 at sparsity 0 and lower as the sparse model drifts.  Per-image agreements are
-    summed exactly (``math.fsum`` of float64), whatever the batches or parts.
+    summed exactly (``math.fsum`` of float64), whatever the batches or parts.  After the weights
+    change, ``cache_clear()`` recomputes the dense outputs too.
     """
 
     def __init__(
@@ -268,6 +311,14 @@ class AgreementProxy(SplittableProxy):
             self.batches = [b[0] if isinstance(b, (tuple, list)) else b for b in inputs]
         if not self.batches or not sum(len(b) for b in self.batches):
             raise ValueError("AgreementProxy needs at least one input image; got none")
+        self.reference = self._dense_outputs()
+
+    def _holds_results(self) -> bool:
+        return True  # the dense outputs every score compares with
+
+    def cache_clear(self) -> None:
+        """Forget every score and recompute the dense outputs from the weights as they are now."""
+        super().cache_clear()
         self.reference = self._dense_outputs()
 
     def _outputs(self, indices: range) -> list[list[torch.Tensor]]:

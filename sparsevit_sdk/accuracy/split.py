@@ -32,6 +32,8 @@ class SplitProxy(CachedProxy):
     Run the search in-process (its default executor) with this as its proxy: the workers score
     parts of one candidate, not candidates.  The proxy (model and batches) goes to each worker
     once, as a search's proxy does; per part a config and a part number go out and a state comes back.
+    A thread pool gives the same score, but its parts share one model, whose sparsity is the
+    model's own state, so they take turns (``sparse/state.py``): use processes or Ray for speed.
     """
 
     def __init__(self, proxy: SplittableProxy, *, parts: int, executor: Mapper | None = None) -> None:
@@ -50,6 +52,12 @@ class SplitProxy(CachedProxy):
         mapped = map if self.executor is None else self.executor.map
         states = list(mapped(self._score_part, [Part(config, i, self.parts) for i in range(self.parts)]))
         return self.proxy.merge_states(states)
+
+    def cache_clear(self) -> None:
+        """Forget this proxy's scores and those of the proxy it splits (whose dense outputs, if any,
+        are recomputed from the weights as they are now)."""
+        super().cache_clear()
+        self.proxy.cache_clear()
 
     def __getstate__(self) -> dict:
         if self.executor is not None:

@@ -5,7 +5,9 @@
 
 ``--config`` is a config file (``SparsityConfig.to_json``, or the ``best`` of a search result
 saved with ``SearchResult.save``); ``--uniform S`` skips the same share of windows everywhere;
-neither exports the dense model.  Load your own weights in Python and call
+neither exports the dense model.  The graph is traced for a search result's own input shape
+unless ``--resolution`` or ``--batch`` overrides it (the command then says so); otherwise for
+224x224, batch 1.  Load your own weights in Python and call
 ``sparsevit_sdk.deploy.export_onnx(model, input_shape, path, config)``.
 """
 
@@ -23,6 +25,8 @@ from ..profiler import parse_resolution
 from ..sparse.convert import search_space
 from ._args import check_output, positive_int
 
+DEFAULT_RESOLUTION = "224x224"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsevit-export", description=__doc__,
@@ -31,22 +35,46 @@ def build_parser() -> argparse.ArgumentParser:
     choice = p.add_mutually_exclusive_group()
     choice.add_argument("--config", metavar="JSON", help="sparsity config file, or a saved search result")
     choice.add_argument("--uniform", type=float, metavar="S", help="the same sparsity for every knob")
-    p.add_argument("--resolution", default="224x224", help="HxW of the input the graph is traced for")
-    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--resolution", help="HxW of the input the graph is traced for (default: a search result's, "
+                                        f"else {DEFAULT_RESOLUTION})")
+    p.add_argument("--batch", type=positive_int, help="batch size of the graph (default: a search result's, else 1)")
     p.add_argument("--dtype", choices=EXPORT_DTYPES, default="fp32",
                    help="precision of the graph (default: fp32)")
     p.add_argument("--out", required=True, help="ONNX file to write")
     return p
 
 
-def _config(args: argparse.Namespace, space: SearchSpace) -> SparsityConfig:
+def _config(args: argparse.Namespace, space: SearchSpace) -> tuple[SparsityConfig, tuple[int, ...] | None]:
+    """The config to export, and the input shape ``(B, C, H, W)`` it was searched at (a search result's)."""
     if args.uniform is not None:
-        return space.uniform(args.uniform)
+        return space.uniform(args.uniform), None
     if args.config is None:
-        return space.dense()
+        return space.dense(), None
     doc = read_json(args.config, what="config or search result", fix="give a file written by sparsevit-search "
                                                                      "--out or SparsityConfig.to_json")
-    return SparsityConfig.from_dict(doc.get("best", doc) if isinstance(doc, dict) else doc)  # a result: "best"
+    if isinstance(doc, dict) and "best" in doc:  # a search result
+        shape = doc.get("input_shape")
+        if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) for v in shape)):
+            raise ValueError(f"{args.config}: the search result's input_shape must be [B, C, H, W], got {shape!r}; "
+                             "re-run the search, or pass --resolution HxW and --batch N")
+        return SparsityConfig.from_dict(doc["best"]), tuple(shape)
+    return SparsityConfig.from_dict(doc), None
+
+
+def _input_shape(args: argparse.Namespace, in_chans: int, searched: tuple[int, ...] | None) -> tuple[int, ...]:
+    """``--resolution`` / ``--batch``, else the search result's input, else 224x224 batch 1; a
+    flag that overrides the result's input says so on stderr."""
+    if args.resolution or searched is None:
+        h, w = parse_resolution(args.resolution or DEFAULT_RESOLUTION)
+    else:
+        h, w = searched[2:]
+    batch = args.batch or (searched[0] if searched else 1)
+    shape = (batch, in_chans, h, w)
+    if searched is not None and shape != searched:
+        print(f"sparsevit-export: note: exporting for input {'x'.join(map(str, shape))}, not the "
+              f"{'x'.join(map(str, searched))} the search result was searched at (--resolution / --batch)",
+              file=sys.stderr)
+    return shape
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,16 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_output("--out", args.out)
         model = build_model(args.model)
-        h, w = parse_resolution(args.resolution)
-        config = _config(args, search_space(model))
-        path = export_onnx(model, (args.batch, model.in_chans, h, w), args.out, config, dtype=args.dtype)
+        config, searched = _config(args, search_space(model))
+        shape = _input_shape(args, model.in_chans, searched)
+        path = export_onnx(model, shape, args.out, config, dtype=args.dtype)
     except (OSError, ValueError, KeyError) as err:
         print(f"sparsevit-export: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sparsevit-export: interrupted; nothing was written, run it again", file=sys.stderr)
         return 130
-    print(f"wrote {path}: {args.model} at {list(config.ratios)}, input {args.batch}x{model.in_chans}x{h}x{w}")
+    print(f"wrote {path}: {args.model} at {list(config.ratios)}, input {'x'.join(map(str, shape))}")
     return 0
 
 

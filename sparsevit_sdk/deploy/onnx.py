@@ -45,8 +45,9 @@ def export_onnx(
     ``dtype="fp16"`` exports weights, input and activations in half precision (what a GPU
     runtime such as TensorRT deploys); the window scores stay fp32 inside the graph, so it
     keeps the windows the fp32 model keeps.  The config, dtype and path are checked before
-    anything runs, the file is written atomically, and the model's sparsity, mode and dtype
-    are restored afterwards.
+    anything runs and the file is written atomically.  ``model`` itself is left as it was (its
+    sparsity, every module's mode, each weight and buffer bit for bit in its own dtype), on
+    error and Ctrl-C too.
     """
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
@@ -57,17 +58,13 @@ def export_onnx(
     if config is not None:
         check_config(model, config)
     path = check_writable(path)
-    param = next(model.parameters())
-    home = param.dtype
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(param.device, TORCH_DTYPES[dtype])
-    with preserved(model, training=False), torch.no_grad():
+    device = next(model.parameters()).device
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, TORCH_DTYPES[dtype])
+    # cast in place and put the original tensors back afterwards: bit-exact, and no second copy of the model
+    with preserved(model, training=False, dtype=TORCH_DTYPES[dtype]), torch.no_grad():
         if config is not None:
             set_sparsity(model, config)  # validates the config's order before anything is traced
-        try:
-            model.to(TORCH_DTYPES[dtype])
-            atomic_write(path, lambda tmp: torch.onnx.export(
-                model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=["images"], verbose=False,
-                external_data=False))  # one self-contained file: the rename is the whole write
-        finally:
-            model.to(home)
+        atomic_write(path, lambda tmp: torch.onnx.export(
+            model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=["images"], verbose=False,
+            external_data=False))  # one self-contained file: the rename is the whole write
     return path

@@ -24,6 +24,7 @@ from ..arch import check_input_shape
 from ..dataset.schema import PROFILE_COLUMNS
 from ..devices import TORCH_DTYPES, dtype_name, resolve_device
 from ..runtimes import check_runtime, runtime_call
+from ..sparse.state import preserved
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
@@ -131,17 +132,18 @@ def measure_latency(
 ) -> LatencyStats:
     """Forward latency of ``model`` on a random input of ``input_shape`` (B, C, H, W).
 
-    The model is moved to ``device`` and ``dtype`` ("fp32", "fp16", "bf16" or a ``torch.dtype``)
-    in place and put in eval mode.  ``runtime``
+    The model runs on ``device`` in ``dtype`` ("fp32", "fp16", "bf16" or a ``torch.dtype``), in
+    eval mode, and is left as it was afterwards (mode, device, dtype, each tensor bit for bit;
+    its sparsity is what is timed).  ``runtime``
     is "eager", "compiled" (``torch.compile``) or "onnxruntime" (exported at the model's
     current sparsity); compiling or exporting happens before the timed calls.
     """
     shape = check_input_shape(input_shape)
     dev = resolve_device(device)
     torch_dtype = TORCH_DTYPES[dtype_name(dtype)]
-    model.to(device=dev, dtype=torch_dtype).eval()
-    x = torch.randn(*shape, device=dev, dtype=torch_dtype)
     check_runtime(runtime, clock)
-    with num_threads(threads):  # compiled or exported on the threads it is timed on
-        call = runtime_call(model, x, runtime, threads=threads)
-    return time_callable(call, dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
+    with preserved(model, training=False, device=dev, dtype=torch_dtype):
+        x = torch.randn(*shape, device=dev, dtype=torch_dtype)
+        with num_threads(threads):  # compiled or exported on the threads it is timed on
+            call = runtime_call(model, x, runtime, threads=threads)
+        return time_callable(call, dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)

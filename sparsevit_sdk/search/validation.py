@@ -15,7 +15,7 @@ from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..dataset.schema import stable_statistic
 from ..devices import resolve_device
 from ..profiler.fingerprint import device_fingerprint
-from ..profiler.forward import Call, ModelForward, RestOfModel
+from ..profiler.forward import Call, ModelForward, RestOfModel, backbone_calls
 from ..profiler.timing import num_threads, time_callable
 from ..runtimes import allows_cpu_clock, check_runtime, runtime_call
 from ..sparse.convert import set_sparsity
@@ -139,7 +139,8 @@ def validate_result(result: Searched, device: str = "cpu", *, model: nn.Module |
     On a CPU, ``threads`` and ``clock`` (``"wall"`` or ``"cpu"``, see ``time_callable``)
     default to how the predictor's data was measured, when known, so measured and
     predicted ms are like for like (ONNX Runtime is always timed on the wall clock).  The
-    model's sparsity, mode, device and dtype are restored afterwards.
+    model is timed in fp32 on ``device`` and left as it was (sparsity, every module's mode,
+    device, dtype, each tensor bit for bit), on error and Ctrl-C too.
     """
     model = model if model is not None else result.model
     if model is None:
@@ -174,26 +175,21 @@ def validate_result(result: Searched, device: str = "cpu", *, model: nn.Module |
     dense_cfg = SparsityConfig((0.0,) * len(result.best.ratios), result.best.signature, result.best.granularity)
     parts = {"model": forward} if forward.is_backbone else {"model": forward, "backbone": backbone}
 
-    param = next(model.parameters())
-    home = (param.device, param.dtype)
     rows: dict[tuple[str, SparsityConfig], list[float]] = {(p, c): [] for c in (dense_cfg, result.best) for p in parts}
-    try:
-        with preserved(model, training=False), num_threads(threads), torch.no_grad():
-            model.to(device=dev, dtype=torch.float32)
-            x = torch.randn(result.input_shape, device=dev)
-            forward.probe(x)
-            calls = {}
-            for part, cfg in rows:  # compile or export each config once, outside the timed calls
+    with preserved(model, training=False, device=dev, dtype=torch.float32), num_threads(threads), torch.no_grad():
+        x = torch.randn(result.input_shape, device=dev)
+        shapes = forward.probe(x)  # the backbone is timed as the model calls it: each call at its shape
+        calls = {}
+        for part, cfg in rows:  # compile or export each config once, outside the timed calls
+            set_sparsity(backbone, cfg)
+            calls[part, cfg] = (backbone_calls(backbone, shapes, x, runtime, threads=threads) if part == "backbone"
+                                else runtime_call(parts[part], x, runtime, threads=threads))
+        for _ in range(rounds):
+            for (part, cfg), values in rows.items():
                 set_sparsity(backbone, cfg)
-                calls[part, cfg] = runtime_call(parts[part], x, runtime, threads=threads)
-            for _ in range(rounds):
-                for (part, cfg), values in rows.items():
-                    set_sparsity(backbone, cfg)
-                    stats = time_callable(calls[part, cfg], dev, warmup=warmup, repeats=repeats, threads=threads,
-                                          clock=clock)
-                    values.append(getattr(stats, statistic))
-    finally:
-        model.to(device=home[0], dtype=home[1])
+                stats = time_callable(calls[part, cfg], dev, warmup=warmup, repeats=repeats, threads=threads,
+                                      clock=clock)
+                values.append(getattr(stats, statistic))
     comparable, note = _comparability(result, fingerprints, device_fingerprint(dev, threads=threads, clock=clock))
     if runtime != predicted_runtime:
         comparable, note = False, (f"measured in {runtime}, predicted for {predicted_runtime}: compare the "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from sparsevit_sdk.accuracy import (
     default_proxy,
 )
 from sparsevit_sdk.profiler.timing import num_threads
+from sparsevit_sdk.sparse import set_window_score
 
 from .conftest import small_loader
 
@@ -73,3 +76,36 @@ def test_default_proxy_uses_demo_canvases_or_noise(micro):
     assert demo(space.dense()) == pytest.approx(1.0, abs=1e-6)
     assert demo(space.uniform(0.5)) < 1.0
     assert micro.block_sparsity == [[0.0, 0.0]] * 4
+
+
+@pytest.mark.parametrize("kind", ["accuracy", "agreement"])
+def test_a_cached_score_is_of_the_window_score_it_was_scored_with(seg, space, kind):
+    images = torch.stack([small_loader("val").dataset[i][0] for i in range(4)])
+    make = {"accuracy": lambda: AccuracyProxy(seg, small_loader("val"), metric=MeanIoU(NUM_CLASSES)),
+            "agreement": lambda: AgreementProxy(seg, images)}[kind]
+    proxy, cfg = make(), space.uniform(0.6)
+    norm = proxy(cfg)
+    set_window_score(seg, "deviation")
+    try:
+        deviation = proxy(cfg)
+        assert deviation == make()(cfg) and deviation != norm  # scored afresh, as a new proxy scores it
+    finally:
+        set_window_score(seg, "norm")
+    assert proxy(cfg) == norm and proxy.cache_info() == (1, 2)
+
+
+@pytest.mark.parametrize("kind", ["accuracy", "agreement"])
+def test_changed_weights_are_never_answered_from_stale_results(seg, space, kind):
+    model = copy.deepcopy(seg)
+    images = torch.stack([small_loader("val").dataset[i][0] for i in range(4)])
+    make = {"accuracy": lambda: AccuracyProxy(model, small_loader("val"), metric=MeanIoU(NUM_CLASSES)),
+            "agreement": lambda: AgreementProxy(model, images)}[kind]
+    proxy, cfg = make(), space.uniform(0.6)
+    before = proxy(cfg)
+    with torch.no_grad():  # what a fine-tuning step or load_state_dict does: weights changed in place
+        next(model.parameters()).mul_(1.5)
+    with pytest.raises(RuntimeError, match=r"weights changed .* cache_clear\(\)"):
+        proxy(cfg)
+    proxy.cache_clear()  # an agreement proxy recomputes its dense outputs from the new weights
+    after = proxy(cfg)
+    assert after == make()(cfg) and after != before
