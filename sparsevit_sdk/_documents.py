@@ -64,9 +64,10 @@ class DocumentKind:
         if (meta["format"] != self.format) if headed else self.implicit is None:
             raise DocumentError(f"{source}: not a sparsevit {self.what} (no format {self.format!r}); {self.fix}")
         found = meta.get("schema_version") if headed else self.implicit
-        if found == self.version:
+        whole = isinstance(found, int) and not isinstance(found, bool)
+        if whole and found == self.version:
             return data
-        if not isinstance(found, int) or isinstance(found, bool) or not self._reaches(found):
+        if not whole or not self._reaches(found):
             writer = _writer(meta) if headed else None
             newer = isinstance(found, int) and found > self.version
             raise DocumentError(

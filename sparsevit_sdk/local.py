@@ -18,7 +18,9 @@ device (``rest_for``).
 
 The result is cached under ``$SPARSEVIT_CACHE`` (default ``~/.cache/sparsevit_sdk``),
 keyed by device fingerprint (with the threads and clock), model signature and MLP ratio,
-input shape, dtype and runtime; the next call loads it instead of measuring.
+input shape, dtype and runtime; the next call loads it instead of measuring.  A cache that cannot
+be written (a full disk, a path that is no folder) never costs the calibration: it is returned, and
+one warning says why it was not kept and how to keep the next.
 
 ``runtime="compiled"`` or ``"onnxruntime"`` times the whole models in that runtime (units stay
 eager: they are what the predictor adds up, and the whole models fit how the runtime

@@ -119,6 +119,7 @@ def test_a_document_is_migrated_through_every_step_to_this_releases_schema():
     ({"format": "sparsevit-note", "schema_version": 0},
      r"note written by an earlier release \(schema 0\); .* reads schema 3 and migrates from schema 1: write it"),
     ({"format": "sparsevit-note", "schema_version": "3"}, r"\(schema '3'\)"),
+    ({"format": "sparsevit-note", "schema_version": True}, r"\(schema True\)"),
     ({"format": "sparsevit-result"}, r"not a sparsevit note \(no format 'sparsevit-note'\); write it again"),
 ])
 def test_a_document_no_migration_reaches_is_refused_naming_writer_schema_and_fix(header, message):

@@ -3,7 +3,8 @@
     sparsevit-profile --device cpu --hw cpu --model swin_t --resolution 672x672 \\
         --batch 1 --dtype fp32 --out profiles/
 
-Rows go to ``<out>/<hw>/<model>.parquet`` next to ``<out>/<hw>/fingerprint.json``.
+Rows go to ``<out>/<hw>/<model>.parquet`` next to ``<out>/<hw>/fingerprint.json``; a model
+given as ``module:function`` is named ``module.function`` (two modules' ``build`` keep two files).
 
 With ``--ray-address ADDR --hw NAME`` the sweep runs on the node of that Ray cluster that
 advertises the custom resource NAME (a profiling fleet; needs ``pip install 'sparsevit-sdk[ray]'``)
