@@ -32,6 +32,19 @@ def _check_ratio(value: float, where: str) -> float:
     return value
 
 
+def normalized_sparsity(value: float, where: str) -> float:
+    """``value`` as a config holds it (rounded to 6 decimals), or a ValueError if outside [0, 1).
+
+    The one rule for a sparsity value, whether it comes in a config or a checkpoint."""
+    return _check_ratio(round(float(value), 6), where)
+
+
+def decreases(values: Sequence[float]) -> bool:
+    """Whether sparsity falls somewhere along one stage's knobs or blocks: SparseViT's order rule,
+    which ``set_sparsity`` enforces unless a config says ``monotonic=False``."""
+    return list(values) != sorted(values)
+
+
 def _knob_blocks(depths: Sequence[int], granularity: Granularity) -> list[tuple[int, tuple[int, ...]]]:
     """``(stage, block indices)`` of every knob, in model order."""
     if granularity not in ("pair", "block"):
@@ -49,7 +62,7 @@ def _check_order(ratios: Sequence[float], stages: Sequence[int]) -> None:
     SparseViT's rule, under which a later block keeps a subset of an earlier one's windows."""
     for stage in sorted(set(stages)):
         values = [r for r, s in zip(ratios, stages) if s == stage]
-        if values != sorted(values):
+        if decreases(values):
             raise ValueError(
                 f"sparsity decreases within stage {stage + 1} ({values}); sparsity must not decrease along a "
                 "stage: use space.repair(ratios), or allow it with SearchSpace(..., monotonic=False) "
@@ -73,9 +86,8 @@ class SparsityConfig:
     monotonic: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ratios", tuple(round(float(r), 6) for r in self.ratios))
-        for i, r in enumerate(self.ratios):
-            _check_ratio(r, f"knob {i}")
+        ratios = tuple(normalized_sparsity(r, f"knob {i}") for i, r in enumerate(self.ratios))
+        object.__setattr__(self, "ratios", ratios)
 
     def __str__(self) -> str:
         return "[" + ", ".join(f"{r:g}" for r in self.ratios) + "]"

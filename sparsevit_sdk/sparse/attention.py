@@ -78,7 +78,9 @@ class WindowAttention(nn.Module):
         else:
             table = self.relative_position_bias_table
         # contiguous: a permuted bias makes every logit-sized sum after it strided, and slow
-        bias = table[self.relative_position_index].permute(2, 0, 1).contiguous()  # (heads, N, N)
+        N = self.window_size**2
+        # the index is (N, N), or (N*N,) where a converted model adopted its source's (torchvision's)
+        bias = table[self.relative_position_index].view(N, N, -1).permute(2, 0, 1).contiguous()  # (heads, N, N)
         return 16 * torch.sigmoid(bias) if self.kind == "v2" else bias
 
     def _qkv_bias(self) -> torch.Tensor | None:

@@ -49,24 +49,28 @@ def _swins(model: nn.Module) -> list[tuple[str, ModuleType]]:
     return found
 
 
-def _shallow(module: nn.Module) -> nn.Module:
+def _shallow(module: nn.Module, memo: dict) -> nn.Module:
     """A new module object sharing ``module``'s parameters, buffers and children, whose own
-    child slots can be replaced without touching ``module``."""
+    child slots can be replaced without touching ``module``.  A Hugging Face ``config`` is copied
+    (once per config object, through ``memo``): a sparse model records its state there."""
     clone = copy.copy(module)
     clone._modules, clone._parameters, clone._buffers = (
         dict(module._modules), dict(module._parameters), dict(module._buffers)
     )
+    if "config" in clone.__dict__:
+        clone.config = copy.deepcopy(module.config, memo)
     return clone
 
 
 def _detach_paths(model: nn.Module, paths: list[str]) -> nn.Module:
     """A shallow copy of ``model`` in which every module on the way to ``paths`` is a fresh
     :func:`_shallow` copy, so swapping children there leaves ``model`` as it was."""
-    root = _shallow(model)
+    memo: dict = {}  # a config shared by several modules (a classifier's and its Swin's) stays shared
+    root = _shallow(model, memo)
     for path in paths:
         parent = root
         for name in path.split(".") if path else []:
-            child = _shallow(parent._modules[name])
+            child = _shallow(parent._modules[name], memo)
             parent._modules[name] = child
             parent = child
     return root
@@ -144,7 +148,8 @@ def set_sparsity(model: nn.Module, config: SparsityConfig) -> nn.Module:
 def set_window_score(model: nn.Module, measure: WindowScore) -> nn.Module:
     """How every stage of the sparse Swin in ``model`` ranks its windows: ``"norm"`` (SparseViT, the
     default) or ``"deviation"`` (see :meth:`~sparsevit_sdk.sparse.windows.WindowLayout.window_scores`);
-    returns ``model``.  Like the sparsity, a setting of the model object, not of its state_dict."""
+    returns ``model``.  Like the sparsity, it is saved with the model (state_dict, and a Hugging Face
+    model's config) unless it is the default."""
     if measure not in WINDOW_SCORES:
         raise ValueError(f"unknown window score {measure!r}; choose one of {', '.join(WINDOW_SCORES)}")
     for stage in sparse_backbone(model).stages:

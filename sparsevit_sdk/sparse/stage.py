@@ -8,14 +8,17 @@ through exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..arch import kept_windows, padding
 from .attention import BlockKind, WindowAttention, check_block_kind
-from .guards import check_input, load_sparsity, save_sparsity
+from .guards import check_input, load_stage_state, save_stage_state
 from .windows import (
+    DEFAULT_WINDOW_SCORE,
     DEFAULT_WINDOWING,
     Windowing,
     WindowLayout,
@@ -125,6 +128,10 @@ class SparseSwinStage(nn.Module):
     library's shifted windows (see :class:`~sparsevit_sdk.sparse.windows.Windowing`); ``kind``
     picks Swin V1 or V2 blocks and merging.
     ``forward`` maps NHWC to NHWC, so the stage drops into a timm model in place of its own.
+
+    ``sparsity`` (one value per block) and ``window_score`` are saved in its state_dict (see
+    ``guards.py``); ``on_change``, if set, is called after either is assigned (a Hugging Face model
+    records them in its config that way, so ``save_pretrained`` writes them).
     """
 
     def __init__(
@@ -143,11 +150,35 @@ class SparseSwinStage(nn.Module):
                             kind, pretrained_window_size)
             for i in range(depth)
         )
-        self.sparsity: list[float] = [0.0] * depth
-        self.window_score: WindowScore = "norm"  # how select() ranks windows; see WINDOW_SCORES
+        self.on_change: Callable[[], None] | None = None
+        self.saved_under: tuple[str, str] | None = None  # (own key prefix, saved one) where a converter renames
+        self.sparsity = [0.0] * depth
+        self.window_score = DEFAULT_WINDOW_SCORE
         self._layouts: dict[tuple, WindowLayout] = {}
-        self.register_state_dict_post_hook(save_sparsity)
-        self.register_load_state_dict_pre_hook(load_sparsity)
+        self.register_state_dict_post_hook(save_stage_state)
+        self.register_load_state_dict_pre_hook(load_stage_state)
+
+    @property
+    def sparsity(self) -> list[float]:
+        """Fraction of windows each block skips."""
+        return self._sparsity
+
+    @sparsity.setter
+    def sparsity(self, values: list[float]) -> None:
+        self._sparsity = list(values)
+        if self.on_change is not None:
+            self.on_change()
+
+    @property
+    def window_score(self) -> WindowScore:
+        """How :meth:`select` ranks windows; see :data:`~sparsevit_sdk.sparse.windows.WINDOW_SCORES`."""
+        return self._window_score
+
+    @window_score.setter
+    def window_score(self, measure: WindowScore) -> None:
+        self._window_score = measure
+        if self.on_change is not None:
+            self.on_change()
 
     def layout(
         self, H: int, W: int, device: torch.device, windowing: Windowing | None = None

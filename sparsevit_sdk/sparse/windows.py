@@ -22,6 +22,7 @@ WindowScore = Literal["norm", "deviation"]
 # How a stage ranks its windows (WindowLayout.window_scores).  "norm" is SparseViT's; on the demo task it put
 # 97 % of stage 1's digit tokens in pruned windows at a 1.58x pick, "deviation" none (RESULTS.md).
 WINDOW_SCORES: tuple[WindowScore, ...] = ("norm", "deviation")
+DEFAULT_WINDOW_SCORE: WindowScore = "norm"
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:

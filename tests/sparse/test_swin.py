@@ -150,8 +150,9 @@ def test_sparsity_is_saved_with_the_state_dict_and_a_dense_state_dict_is_the_sou
     again.load_state_dict(source.state_dict())  # a dense checkpoint makes it dense
     assert sparse_backbone(again).block_sparsity == [[0.0, 0.0]] * 4
     saved["layers.0.sparsity"] = torch.tensor([2.0, 0.1])
-    with pytest.raises(RuntimeError, match=r"layers.0.sparsity: expected one sparsity in \[0, 1\) per block"):
+    with pytest.raises(RuntimeError, match=r"layers.0.sparsity\[0\]: sparsity 2.0 is outside \[0, 1\)"):
         again.load_state_dict(saved)
+    assert sparse_backbone(again).block_sparsity[0] == [0.0, 0.0]  # the refused stage is left as it was
 
 
 def test_set_sparsity_refuses_decreasing_config_built_by_hand(micro):

@@ -67,7 +67,8 @@ def empty_view(
 
 def adopt_block(
     block: SparseSwinBlock, source: str, *, norm1: nn.Module, norm2: nn.Module, mlp: nn.Module,
-    proj: nn.Linear, table: nn.Parameter | None = None, qkv: nn.Linear | None = None,
+    proj: nn.Linear, table: nn.Parameter | None = None, index: torch.Tensor | None = None,
+    qkv: nn.Linear | None = None,
     q: nn.Linear | None = None, k: nn.Linear | None = None, v: nn.Linear | None = None,
     logit_scale: nn.Parameter | None = None, cpb_mlp: nn.Module | None = None, coords: torch.Tensor | None = None,
     q_bias: nn.Parameter | None = None, v_bias: nn.Parameter | None = None,
@@ -76,9 +77,15 @@ def adopt_block(
 
     Swin V1 brings its bias ``table``; Swin V2 its ``logit_scale``, position-bias ``cpb_mlp`` and
     the offsets it feeds it (``coords``, whose scaling encodes the pretrained window), plus
-    separate ``q_bias``/``v_bias`` where the source keeps its fused projection bias-free.
+    separate ``q_bias``/``v_bias`` where the source keeps its fused projection bias-free.  A
+    source's relative-position ``index`` (any shape, the same values) is adopted too, so a source
+    that saves it (torchvision) finds it among the sparse model's tensors.
     """
     attn = block.attn
+    if index is not None:
+        if not torch.equal(index.reshape(-1).cpu(), attn.relative_position_index.reshape(-1).cpu()):
+            raise unsupported(source, "a relative-position index other than Swin's")
+        attn.relative_position_index = index
     dim = proj.out_features
     if attn.fused_qkv:
         if qkv.out_features != 3 * dim:
@@ -106,11 +113,12 @@ def adopt_block(
 
 def attention_parts(attn: nn.Module, block: str) -> dict:
     """The position-bias parts of a timm or torchvision window attention (they share the names), as
-    :func:`adopt_block`'s keywords: V1's bias table; V2's logit scale, bias MLP, its input offsets,
-    and timm's separate q/v biases (torchvision keeps them in its fused bias)."""
+    :func:`adopt_block`'s keywords: the position index; V1's bias table; V2's logit scale, bias MLP,
+    its input offsets, and timm's separate q/v biases (torchvision keeps them in its fused bias)."""
     if block == "v1":
-        return dict(table=attn.relative_position_bias_table)
-    return dict(logit_scale=attn.logit_scale, cpb_mlp=attn.cpb_mlp, coords=attn.relative_coords_table,
+        return dict(table=attn.relative_position_bias_table, index=attn.relative_position_index)
+    return dict(index=attn.relative_position_index, logit_scale=attn.logit_scale, cpb_mlp=attn.cpb_mlp,
+                coords=attn.relative_coords_table,
                 q_bias=getattr(attn, "q_bias", None), v_bias=getattr(attn, "v_bias", None))
 
 

@@ -11,6 +11,11 @@ shift when ``min(H, W)`` is at most one window; ``SwinBackbone`` calls it with
 matching :class:`~sparsevit_sdk.sparse.windows.Windowing` per call, as the source does.
 (transformers' layers also *remember* a dropped shift after one small input; a stage whose shift
 is already 0 when converted keeps 0, otherwise the per-call rule above is what runs.)
+
+The model saves as Hugging Face's (``encoder.layers...`` keys, :class:`~.keys.SourceKeys`), and keeps
+each stage's sparsity and window score in its config under :data:`CONFIG_KEY` while they are not a
+fresh stage's: ``save_pretrained`` writes them to config.json, ``from_pretrained`` reads them into a
+plain Hugging Face model, and ``sparsify`` of that model sets them again.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from types import ModuleType
 import torch
 import torch.nn as nn
 
+from ..guards import set_stage_state, stage_state
 from ..swin import SparseSwin
 from ..windows import Windowing
 from ._adopt import adopt_block, adopt_merge, empty_view, unsupported
+from .keys import SourceKeys
 
 NAME = "Hugging Face"
 WINDOWING = Windowing(no_shift="min-side")
 ALWAYS_PARTITION = Windowing(no_shift="never")
 SUPPORTED = "Hugging Face SwinModel, SwinBackbone, SwinForImageClassification and models that hold them"
+CONFIG_KEY = "sparsevit_stages"  # config attribute: one guards.stage_state() per stage; absent when all are fresh
 
 
 def require_transformers() -> ModuleType:
@@ -66,17 +74,28 @@ class SparseSwinEncoder(nn.Module):
     ``reshaped_hidden_states``, and also in ``hidden_states`` where ``flat_states_before_downsampling``
     (Swin V2 does; V1's ``hidden_states`` stay the merged ones).  A call with ``always_partition=True``
     (Swin V1's backbone) runs the stages with ``always_partition_windowing`` instead of their own.
+    Every change of a stage's sparsity or window score is recorded in ``config`` (:meth:`record`).
     """
 
     def __init__(
-        self, stages: nn.Sequential, output_class: type, *, always_partition_windowing: Windowing | None = None,
-        flat_states_before_downsampling: bool = False,
+        self, stages: nn.Sequential, output_class: type, config, *,
+        always_partition_windowing: Windowing | None = None, flat_states_before_downsampling: bool = False,
     ) -> None:
         super().__init__()
         self.stages = stages
         self.output_class = output_class
+        self.config = config
         self.always_partition_windowing = always_partition_windowing
         self.flat_states_before_downsampling = flat_states_before_downsampling
+
+    def record(self) -> None:
+        """Put the stages' state in ``config`` (where save_pretrained writes it), or take it out when
+        every stage is fresh, so a dense model's config.json stays Hugging Face's."""
+        states = [stage_state(stage) for stage in self.stages]
+        if any(states):
+            setattr(self.config, CONFIG_KEY, states)
+        else:
+            self.config.__dict__.pop(CONFIG_KEY, None)
 
     def forward(
         self,
@@ -147,5 +166,23 @@ def convert(model: nn.Module) -> SparseSwin:
                         table=a.relative_position_bias.relative_position_bias_table,
                         q=a.q_proj, k=a.k_proj, v=a.v_proj)
     output_class = require_transformers().models.swin.modeling_swin.SwinEncoderOutput
-    model.encoder = SparseSwinEncoder(view.stages, output_class, always_partition_windowing=ALWAYS_PARTITION)
+    swap_encoder(model, view, output_class, NAME, always_partition_windowing=ALWAYS_PARTITION)
     return view
+
+
+def swap_encoder(model: nn.Module, view: SparseSwin, output_class: type, library: str, **options) -> None:
+    """Put a :class:`SparseSwinEncoder` over ``view``'s stages in ``model.encoder``'s place, saving under
+    its keys, with the stage state that ``model.config`` records (``options``: the encoder's)."""
+    encoder = SparseSwinEncoder(view.stages, output_class, model.config, **options)
+    stages = {f"stages.{i}.": f"layers.{i}." for i in range(len(view.stages))}
+    model.encoder = SourceKeys.pair(model.encoder, encoder, stages, library).install(encoder)
+    saved = getattr(model.config, CONFIG_KEY, None)
+    if saved is not None:
+        if not isinstance(saved, list) or len(saved) != len(view.stages) or not all(isinstance(s, dict) for s in saved):
+            raise ValueError(f"config.{CONFIG_KEY}: expected one object per stage ({len(view.stages)}), got "
+                             f"{saved!r:.200}; remove it from config.json to load the model dense")
+        for i, (stage, state) in enumerate(zip(view.stages, saved)):
+            set_stage_state(stage, state, f"config.{CONFIG_KEY}[{i}].")
+    for stage in view.stages:
+        stage.on_change = encoder.record
+    encoder.record()

@@ -3,7 +3,8 @@
 ``Swinv2ForImageClassification`` and ``Swinv2ForMaskedImageModeling`` hold a ``Swinv2Model``;
 segmentation models (UperNet, ...) configured with a Swin V2 backbone hold a ``Swinv2Backbone``.
 Only the encoder is replaced (by the :class:`~.hf.SparseSwinEncoder` that serves V1 too), so the
-embeddings, final norm, pooler and output classes stay Hugging Face's.
+embeddings, final norm, pooler and output classes stay Hugging Face's; it saves and loads as V1's does
+(Hugging Face's keys, the stage state in the config).
 
 Unlike V1, a ``Swinv2Layer`` fixes its window and shift when it is built, from ``config.image_size``
 (a window larger than the stage's map is clamped to it, and its shift dropped); every later call
@@ -21,7 +22,7 @@ import torch.nn as nn
 from ..swin import SparseSwin
 from ..windows import Windowing
 from ._adopt import adopt_block, adopt_merge, empty_view, unsupported
-from .hf import HFPatchEmbed, SparseSwinEncoder, require_transformers
+from .hf import HFPatchEmbed, require_transformers, swap_encoder
 
 NAME = "Hugging Face V2"
 # Swinv2SelfAttention.forward adds its -100 shift mask to the logits twice (once while reshaping them per
@@ -95,5 +96,5 @@ def convert(model: nn.Module) -> SparseSwin:
                         q=a.query, k=a.key, v=a.value, logit_scale=a.logit_scale,
                         cpb_mlp=a.continuous_position_bias_mlp, coords=a.relative_coords_table)
     output_class = require_transformers().models.swinv2.modeling_swinv2.Swinv2EncoderOutput
-    model.encoder = SparseSwinEncoder(view.stages, output_class, flat_states_before_downsampling=True)
+    swap_encoder(model, view, output_class, NAME, flat_states_before_downsampling=True)
     return view

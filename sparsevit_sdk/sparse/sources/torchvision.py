@@ -6,6 +6,8 @@ shift along a side whose padded length is one window, at every call: the default
 :class:`~sparsevit_sdk.sparse.windows.Windowing`.  The sparse stages (patch merging folded in)
 replace ``features[1:]``; torchvision's own stem, norm, pooling and head stay.  A V2 stores one
 fused qkv bias and ignores its key third at every call; the sparse attention does the same.
+The new ``features`` saves and loads under torchvision's keys (:class:`~.keys.SourceKeys`), its
+saved position indices included, so ``swin_t()`` loads a sparse model's state_dict strictly.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn as nn
 from ..swin import SparseSwin
 from ..windows import DEFAULT_WINDOWING
 from ._adopt import adopt_block, adopt_merge, attention_parts, empty_view, pair, square, unsupported
+from .keys import SourceKeys
 
 NAME = "torchvision"
 WINDOWING = DEFAULT_WINDOWING
@@ -53,5 +56,7 @@ def convert(model: nn.Module) -> SparseSwin:
         for d, b in zip(dst.blocks, src):
             adopt_block(d, NAME, norm1=b.norm1, norm2=b.norm2, mlp=b.mlp, proj=b.attn.proj, qkv=b.attn.qkv,
                         **attention_parts(b.attn, block))
-    model.features = nn.Sequential(stem, *view.stages)
+    features = nn.Sequential(stem, *view.stages)
+    stages = {f"{i + 1}.": f"{2 * i + 1}." for i in range(len(view.stages))}  # torchvision: stage, merge, stage...
+    model.features = SourceKeys.pair(model.features, features, stages, NAME).install(features)
     return view
