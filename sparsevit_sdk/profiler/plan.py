@@ -232,7 +232,7 @@ class SweepPlan:
         s, whole = self.settings, self.whole
         shape = (dense.row["batch"], self.model.in_chans, dense.row["img_h"], dense.row["img_w"])
         set_sparsity(self.model, self.space.dense())
-        calls = whole.probe(torch.randn(shape).to(self.device, TORCH_DTYPES[self.dtype]))
+        calls = len(whole.probe(torch.randn(shape).to(self.device, TORCH_DTYPES[self.dtype])))
         row = {**dense.row, "layer": "whole", "model": whole.key(), "index": calls}
 
         def measure(_: Activations) -> LatencyStats:
