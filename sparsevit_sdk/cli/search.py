@@ -9,7 +9,10 @@ dense model; for task accuracy use the Python API with your own model and proxy.
 Scale out with ``--executor process`` (``--workers N``) or ``--executor ray``
 (``--ray-address ADDR``); ``--checkpoint PATH`` saves every generation, and
 ``--resume PATH --model NAME --out result.json`` (with the same ``--proxy-*`` options) continues
-an interrupted search.
+an interrupted search.  A resumed search honours this run's ``--timeout-s``,
+``--max-evaluations``, ``--patience``, ``--retries``, executor and output flags; the others are
+the checkpoint's (budget, seed, strategy and its flags, ``--resolution``, ``--batch``,
+``--runtime``), and one given with another value than the checkpoint's is refused, listed.
 
 ``--strategy`` picks how configs are proposed: ``ga`` (the default), ``nsga2`` (both take
 ``--population``, ``--parents``, ``--generations``, ``--mutation-prob``) or ``random``
@@ -28,6 +31,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..hardware import list_hardware
 from ..models import build_model, list_models
@@ -35,11 +39,12 @@ from ..predictor.latency import LatencyPredictor
 from ..runtimes import RUNTIMES
 from ..search import STRATEGIES, SearchSettings
 from ..search.executors import EXECUTORS, resolve_executor
-from ..search.session import SearchSession
+from ..search.session import SearchSession, SettingsDiffer
 from ..search.strategies import DEFAULT_STRATEGY
 from ._args import check_output, fraction, hardware, or_none, positive_float, positive_int, resolution
 
 DEFAULTS = SearchSettings  # the class's field defaults are the search's defaults
+DEFAULT_RESOLUTION = (672, 672)  # as SearchSession's input_shape
 # each strategy's flags (None: the strategy's default), as its keyword arguments
 STRATEGY_FLAGS = ("population", "parents", "generations", "mutation_prob", "samples", "rounds")
 
@@ -56,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--budget", type=fraction(one=True, hint="; for a budget in milliseconds use --budget-ms"),
                         help="latency budget as a fraction of dense latency, in (0, 1] (default: 0.7)")
     budget.add_argument("--budget-ms", type=positive_float, help="latency budget in milliseconds")
-    p.add_argument("--resolution", type=resolution, default=(672, 672), metavar="HxW",
+    p.add_argument("--resolution", type=resolution, metavar="HxW",
                    help="input size (default: 672x672, as SearchSession: the high-resolution setting where "
                         "skipping windows pays)")
-    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default: 1)")
+    p.add_argument("--batch", type=positive_int, help="batch size (default: 1)")
     p.add_argument("--proxy-images", type=positive_int, default=8, metavar="N",
                    help="images the label-free proxy scores each config on (default: 8)")
     p.add_argument("--proxy-resolution", type=resolution, metavar="HxW",
@@ -67,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "windows per stage make ratios coarser (default: --resolution)")
     p.add_argument("--out", required=True, help="result JSON file to write")
     p.add_argument("--plot", help="also draw the Pareto front and search progress to this image file")
-    p.add_argument("--strategy", choices=list(STRATEGIES), default=DEFAULT_STRATEGY,
+    p.add_argument("--strategy", choices=list(STRATEGIES),
                    help="ga: a genetic algorithm for the best score under the budget; nsga2: the Pareto front; "
                         f"random: random configs under the budget, a baseline (default: {DEFAULT_STRATEGY})")
     p.add_argument("--generations", type=int, help="ga, nsga2: rounds after the first population (default: 20)")
@@ -76,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mutation-prob", type=float, help="ga, nsga2: per-gene mutation probability (default: 0.1)")
     p.add_argument("--samples", type=int, help="random: configs per round (default: 50)")
     p.add_argument("--rounds", type=int, help="random: rounds (default: 21)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--seed", type=int, help=f"seed of the strategy's draws and the proxy's images (default: "
+                                            f"{DEFAULTS.seed})")
     p.add_argument("--timeout-s", type=or_none(positive_float), default=DEFAULTS.timeout_s, metavar="SECONDS",
                    help=f"stop the search after this long (default: {DEFAULTS.timeout_s:g}; none: no limit)")
     p.add_argument("--max-evaluations", type=or_none(positive_int), metavar="N",
@@ -91,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"extra attempts of a failed proxy call (default: {DEFAULTS.retries})")
     p.add_argument("--checkpoint", metavar="PATH", help="save the search to PATH after every generation")
     p.add_argument("--resume", metavar="PATH",
-                   help="continue the search checkpointed at PATH (search settings come from it)")
+                   help="continue the search checkpointed at PATH (search settings come from it; one given that "
+                        "differs is refused)")
     p.add_argument("--runtime", choices=RUNTIMES,
                    help="what latencies are predicted (and validated) for; with --hw local the calibration times "
                         "whole models in it (default: the predictor's, eager for the shipped ones)")
@@ -101,12 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a search is given by its flags (a flag not given: none), as SearchSession's keywords."""
+    given = {"seed": args.seed, "latency_budget": args.budget, "budget_ms": args.budget_ms, "strategy": args.strategy,
+             "runtime": args.runtime, **{k: getattr(args, k) for k in STRATEGY_FLAGS}}
+    if args.batch is not None or args.resolution is not None:
+        given["input_shape"] = (args.batch or 1, 3, *(args.resolution or DEFAULT_RESOLUTION))
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _flag(name: str, value: Any) -> str:
+    """A setting as the flags that give it."""
+    if name == "input_shape":
+        return f"--batch {value[0]} --resolution {value[2]}x{value[3]}"
+    flag = "--budget" if name == "latency_budget" else f"--{name.replace('_', '-')}"
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         for flag in ("--out", "--plot", "--checkpoint", "--resume"):  # before the search, not hours after it
             check_output(flag, getattr(args, flag[2:]))
+        if args.resume and args.checkpoint and Path(args.checkpoint).resolve() != Path(args.resume).resolve():
+            raise ValueError(f"--checkpoint {args.checkpoint}: a resumed search goes on writing its --resume file "
+                             f"{args.resume}; leave --checkpoint out (or copy the file and resume the copy)")
         model = build_model(args.model)
         hw = LatencyPredictor.load(args.hw) if args.hw is not None and Path(args.hw).is_file() else args.hw
         executor = resolve_executor(args.executor, workers=args.workers, address=args.ray_address)
@@ -115,13 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    max_evaluations=args.max_evaluations, patience=args.patience)
         with contextlib.closing(executor) if executor is not None else contextlib.nullcontext():
             if args.resume:
-                session = SearchSession.resume(args.resume, model, hw=hw, **run)
+                try:
+                    session = SearchSession.resume(args.resume, model, hw=hw, **run, **_given(args))
+                except SettingsDiffer as err:
+                    raise ValueError(err.message(_flag)) from err
             else:
-                session = SearchSession(
-                    model, "cpu" if hw is None else hw, latency_budget=args.budget, budget_ms=args.budget_ms,
-                    input_shape=(args.batch, 3, *args.resolution), seed=args.seed, strategy=args.strategy,
-                    checkpoint=args.checkpoint, runtime=args.runtime, **run,
-                    **{k: getattr(args, k) for k in STRATEGY_FLAGS if getattr(args, k) is not None})
+                given = _given(args)
+                session = SearchSession(model, "cpu" if hw is None else hw, checkpoint=args.checkpoint, **run, **{
+                    "input_shape": (1, 3, *DEFAULT_RESOLUTION), "strategy": DEFAULT_STRATEGY, **given})
             result = session.run()
         print(result.summary())
         print(f"wrote {result.save(args.out)}")

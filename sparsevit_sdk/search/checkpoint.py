@@ -5,6 +5,9 @@ after a generation (every prediction, score and failure, the Logbook, and the st
 state: for the GA its random state and population) is everything it needs to continue exactly
 as if it had never stopped.  JSON, not
 pickle: a checkpoint is data, readable by any later version that knows the format.
+
+The scores in it are of one model: a session records its fingerprint
+(:mod:`.fingerprint`) beside the state, and a resume with another model is refused.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from typing import Any, get_args
 from .._atomic import file_lock, lock_path, write_json, write_text
 from .._documents import DocumentKind, Field, read_json
 from ..config import Granularity
+from .fingerprint import check_fingerprint
 
-# 2: the strategy's state replaced the GA's rng_state and population; 3: the target is session.hw (schema-2 files
-# named it session.hardware up to commit 7747551 and session.hw after)
+# 2: the strategy's state replaced the GA's rng_state and population (the target was session.hardware
+# up to commit 7747551, session.hw after); 3: the target is session.hw, and session.model the
+# fingerprint of the model searched.  No migration: an earlier checkpoint does not say which
+# model its scores are of.
 CHECKPOINT = DocumentKind("sparsevit-search-checkpoint", 3, "search checkpoint",
                           fix="resume it with the release that wrote it, or start the search again")
 FIX = "restore the file, or start the search again"  # a damaged field
@@ -85,6 +91,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[SearchState, dict[str, Any
         for n in session["input_shape"].elements(length=4):
             n.number(integer=True, minimum=1)
         session["elapsed_s"].number(minimum=0)
+        check_fingerprint(session["model"])
     return SearchState(
         generation=state["generation"].number(integer=True, minimum=0),
         settings=state["settings"].value,

@@ -23,7 +23,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ import torch.nn as nn
 from .._atomic import check_writable
 from ..accuracy import default_proxy
 from ..arch import check_input_shape
+from ..checks import Count, Resolution, checked, number, optional
 from ..config import SearchSpace, SparsityConfig
 from ..local import LOCAL, for_device
 from ..predictor.latency import LatencyPredictor
@@ -40,22 +42,45 @@ from ..sparse.convert import search_space, sparse_backbone
 from .checkpoint import SearchState, owning, read_checkpoint, write_checkpoint
 from .engine import SearchEngine
 from .executors import resolve_executor
+from .fingerprint import check_same_model, model_fingerprint
 from .protocols import Executor, ExecutorLost, Proxy, proxy_name
 from .result import SearchResult
 from .settings import (
     DEFAULT_BUDGET,
     RUN_FIELDS,
+    SHAPE_FIELDS,
     SearchSettings,
     check_keywords,
     resolve_budget,
     settings_from,
 )
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
-from .strategies import DEFAULT_STRATEGY, make_strategy, resolve_strategy
+from .strategies import DEFAULT_STRATEGY, OPTION_NAMES, make_strategy, resolve_strategy
 from .strategy import SearchStrategy
-from .whole import fitted_elsewhere, predict_calls, rest_of_model
+from .whole import fitted_elsewhere, rest_of_model
 
 logger = logging.getLogger(__name__)
+
+# what the session's own arguments accept (sparsevit_sdk.checks); the settings check theirs
+ProxyResolution = optional(Resolution, "the input's")
+RestMs = optional(number(ge=0, unit="milliseconds"), "measured or estimated")
+
+
+class SettingsDiffer(ValueError):
+    """Settings given to :meth:`SearchSession.resume` that differ from the checkpointed search's:
+    ``differ`` maps each name to (the value given, the checkpoint's)."""
+
+    def __init__(self, path: str | os.PathLike, differ: dict[str, tuple[Any, Any]]) -> None:
+        self.path, self.differ = path, differ
+        super().__init__(self.message(lambda name, value: f"{name}={value!r}"))
+
+    def message(self, spell: Callable[[str, Any], str]) -> str:
+        """The refusal, each setting written by ``spell(name, value)`` (a command spells flags)."""
+        listed = ", ".join(f"{spell(name, given)} (the checkpoint's: "
+                           f"{'none' if recorded is None else spell(name, recorded)})"
+                           for name, (given, recorded) in self.differ.items())
+        return (f"{self.path}: a resumed search keeps the settings it was started with, and {listed} differ; leave "
+                "them out (or give the checkpoint's), or start a new search with a new checkpoint")
 
 
 def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
@@ -66,6 +91,19 @@ def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
         logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
                        "search with hw='local' to calibrate one here (about 2 minutes, then cached)",
                        predictor.learned_.hw, why, here["name"])
+
+
+def _check_given(path: str | os.PathLike, given: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """The run settings of ``given`` (a resume's keywords), once every other one is found equal to
+    the checkpoint's ``recorded`` one; a keyword that is neither is refused, naming them."""
+    check_keywords(given, caller="SearchSession.resume", allowed=(*RUN_FIELDS, *recorded, *OPTION_NAMES))
+    if isinstance(given.get("input_shape"), Sequence):
+        given = {**given, "input_shape": tuple(given["input_shape"])}
+    differ = {name: (value, recorded.get(name)) for name, value in given.items()
+              if name not in RUN_FIELDS and value != recorded.get(name)}
+    if differ:
+        raise SettingsDiffer(path, differ)
+    return {name: value for name, value in given.items() if name in RUN_FIELDS}
 
 
 class SearchSession:
@@ -114,6 +152,7 @@ class SearchSession:
     back as ``session.settings``.
     """
 
+    @checked
     def __init__(
         self,
         model: nn.Module,
@@ -125,11 +164,11 @@ class SearchSession:
         executor: Executor | str | None = None,
         checkpoint: str | os.PathLike | None = None,
         progress: bool = True,
-        proxy_images: int = 8,
-        proxy_resolution: Sequence[int] | None = None,
+        proxy_images: Count = 8,
+        proxy_resolution: ProxyResolution = None,
         runtime: str | None = None,
         call: Call = None,
-        rest_ms: float | None = None,
+        rest_ms: RestMs = None,
         strategy: str | SearchStrategy = DEFAULT_STRATEGY,
         settings: SearchSettings | None = None,
         **options: Any,
@@ -189,9 +228,14 @@ class SearchSession:
     def seed(self) -> int | None:
         return self.settings.seed
 
+    @cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """What the scores and latencies are of, recorded in checkpoints (see :mod:`.fingerprint`)."""
+        return model_fingerprint(self.forward, self.space, self.input_shape)
+
     def _latency(self, configs: list[SparsityConfig]) -> np.ndarray:
         """Predicted ms of ``configs`` in the budget's scope: the whole model, or the backbone."""
-        ms = predict_calls(self.predictor, self.backbone, self.rest, self.input_shape, configs)
+        ms = self.predictor.predict_configs(self.backbone, self.input_shape, configs)
         return ms if self.settings.budget_of == "backbone" else self.rest.end_to_end(ms)
 
     def _check_reachable(self) -> None:
@@ -224,9 +268,10 @@ class SearchSession:
         write_checkpoint(self.checkpoint, state, {
             "hw": self.predictor.hw, "runtime": self.predictor.learned_.runtime,
             "input_shape": list(self.input_shape), "call": self.forward.describe, "rest": self.rest.to_dict(),
-            "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed()})
+            "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed(), "model": self.fingerprint})
 
     @classmethod
+    @checked
     def resume(
         cls,
         path: str | os.PathLike,
@@ -236,44 +281,57 @@ class SearchSession:
         proxy: Proxy | None = None,
         executor: Executor | str | None = None,
         progress: bool = True,
-        proxy_images: int = 8,
-        proxy_resolution: Sequence[int] | None = None,
+        proxy_images: Count = 8,
+        proxy_resolution: ProxyResolution = None,
         call: Call = None,
-        strategy: SearchStrategy | None = None,
-        **run: Any,
+        strategy: str | SearchStrategy | None = None,
+        **settings: Any,
     ) -> SearchSession:
         """A session that continues the search checkpointed at ``path`` when :meth:`run` is called.
 
-        Pass the same ``model`` and ``proxy`` (None: the default proxy, with the same
+        Pass the same ``model`` (its weights and head: a checkpoint records their fingerprint, and
+        another model's is refused) and ``proxy`` (None: the default proxy, with the same
         ``proxy_images`` and ``proxy_resolution`` as before) and, if the search used a predictor
         object rather than a target name, that predictor as ``hw``, and the same ``call``; the rest
         of the model is the checkpoint's (not measured again, so every latency is the one the search
         started with); the executor may differ.  A built-in strategy is rebuilt from the checkpoint;
         a strategy of your own is passed again as ``strategy``, built as before.  The resumed run
         keeps checkpointing to ``path``.
-        The settings come from the checkpoint, but for ``run``: ``retries`` and the limits, which
-        are this run's, like the executor: ``timeout_s`` counts from this run's start,
-        ``max_evaluations`` and ``patience`` count the whole search, so with the same ones it ends
-        where an unbroken run would have.
+
+        ``settings`` may hold this run's ``retries`` and limits, which are honoured: ``timeout_s``
+        counts from this run's start, ``max_evaluations`` and ``patience`` count the whole search,
+        so with the same ones it ends where an unbroken run would have.  Every other setting is the
+        checkpoint's (``seed``, the budget, ``strategy`` by name and its options, ``input_shape``,
+        ``runtime``): one given must equal it, or :class:`SettingsDiffer` lists those that differ.
         """
         state, info = read_checkpoint(path)
+        if not info:
+            raise ValueError(f"{path} was written around a bare SearchEngine, with no session to rebuild; continue "
+                             "it with SearchEngine(...).run(read_checkpoint(path)[0])")
         s = state.settings
         backbone = sparse_backbone(model)
         if backbone.signature != s["signature"]:
             raise ValueError(f"{path} is a search of model {s['signature']!r}, not {backbone.signature!r}; pass the "
                              "model the search was started with")
         space = search_space(backbone, grid=s["grid"], granularity=s["granularity"], monotonic=s["monotonic"])
-        check_keywords(run, caller="SearchSession.resume (the other settings are the checkpoint's)", allowed=RUN_FIELDS)
-        rest = RestOfModel.from_dict(info.get("rest", RestOfModel().to_dict()))
+        if isinstance(strategy, str):
+            settings["strategy"], strategy = strategy, None
+        run = _check_given(path, settings, recorded={
+            **{name: s.get(name) for name in SHAPE_FIELDS}, "strategy": s["strategy"], **s["strategy_options"],
+            "input_shape": tuple(info["input_shape"]), "runtime": info.get("runtime", "eager")})
+        forward = ModelForward(model, call)
+        if forward.describe != info["call"]:
+            raise ValueError(f"{path}: the search timed the model as {info['call']}, not {forward.describe}; pass the "
+                             "call= it was started with")
+        rest = RestOfModel.from_dict(info["rest"])
+        fingerprint = model_fingerprint(forward, space, info["input_shape"])
+        check_same_model(path, info["model"], fingerprint, rest.ms)
         session = cls(model, info["hw"] if hw is None else hw, proxy=proxy, input_shape=info["input_shape"],
                       space=space, executor=executor, checkpoint=path, progress=progress, proxy_images=proxy_images,
                       proxy_resolution=proxy_resolution, runtime=info.get("runtime", "eager"), call=call,
                       rest_ms=rest.ms, settings=SearchSettings.from_shape(s, **run),
                       strategy=make_strategy(s["strategy"], **s["strategy_options"]) if strategy is None else strategy)
-        if session.forward.describe != info.get("call", session.forward.describe):
-            raise ValueError(f"{path}: the search timed the model as {info['call']}, not {session.forward.describe}; "
-                             "pass the call= it was started with")
-        session.rest = rest
+        session.rest, session.fingerprint = rest, fingerprint
         session._check_resumable(state, info, path)
         session._resume_from, session._elapsed_before = state, float(info["elapsed_s"])
         return session

@@ -93,3 +93,46 @@ def test_search_refuses_its_outputs_before_searching(tmp_path, capsys, monkeypat
     assert search_cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sparsevit-search: error: {flag}: ") and paths[flag] in err and "\n" not in err
+
+
+SMALL_SEARCH = ["--model", "swin_micro", "--resolution", "64x64", "--population", "4", "--parents", "2",
+                "--generations", "2", "--proxy-images", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory):
+    """A search cut short after its first generation, and its checkpoint."""
+    folder = tmp_path_factory.mktemp("resume")
+    argv = [*SMALL_SEARCH, "--budget", "1", "--max-evaluations", "5", "--checkpoint", str(folder / "ck.json"),
+            "--out", str(folder / "cut.json")]
+    assert search_main(argv) == 0
+    return folder / "ck.json"
+
+
+def test_resume_refuses_flags_that_differ_from_the_checkpoint_listing_them(checkpointed, tmp_path, capsys):
+    capsys.readouterr()
+    argv = [*SMALL_SEARCH, "--resume", str(checkpointed), "--budget", "0.4", "--seed", "7", "--strategy", "random",
+            "--out", str(tmp_path / "r.json")]
+    assert search_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"sparsevit-search: error: {checkpointed}: a resumed search keeps the settings it was started with, "
+                   "and --seed 7 (the checkpoint's: --seed 0), --budget 0.4 (the checkpoint's: --budget 1), --strategy "
+                   "random (the checkpoint's: --strategy ga) differ; leave them out (or give the checkpoint's), or "
+                   "start a new search with a new checkpoint\n")
+    assert not (tmp_path / "r.json").exists()
+    argv = [*SMALL_SEARCH, "--resume", str(checkpointed), "--checkpoint", str(tmp_path / "other.json"), "--out",
+            str(tmp_path / "r.json")]
+    assert search_main(argv) == 2
+    assert "a resumed search goes on writing its --resume file" in capsys.readouterr().err
+
+
+def test_resume_honours_this_runs_limits_and_equal_settings(checkpointed, tmp_path):
+    out = tmp_path / "r.json"
+    argv = [*SMALL_SEARCH, "--resume", str(checkpointed), "--seed", "0", "--budget", "1", "--max-evaluations", "40",
+            "--timeout-s", "none", "--retries", "1", "--out", str(out)]
+    assert search_main(argv) == 0
+    result = SearchResult.load(out)
+    assert (result.seed, result.strategy, result.settings["latency_budget"]) == (0, "ga", 1.0)
+    limits = (result.settings["max_evaluations"], result.settings["timeout_s"], result.settings["retries"])
+    assert limits == (40, None, 1)
+    assert result.stopped is None and len(result.progress) == 3  # every generation, the first from the checkpoint
