@@ -57,7 +57,7 @@ from .settings import (
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
 from .strategies import DEFAULT_STRATEGY, OPTION_NAMES, make_strategy, resolve_strategy
 from .strategy import SearchStrategy
-from .whole import fitted_elsewhere, rest_of_model
+from .whole import fitted_elsewhere, predict_calls, rest_of_model
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class SearchSession:
 
     def _latency(self, configs: list[SparsityConfig]) -> np.ndarray:
         """Predicted ms of ``configs`` in the budget's scope: the whole model, or the backbone."""
-        ms = self.predictor.predict_configs(self.backbone, self.input_shape, configs)
+        ms = predict_calls(self.predictor, self.backbone, self.rest, self.input_shape, configs)
         return ms if self.settings.budget_of == "backbone" else self.rest.end_to_end(ms)
 
     def _check_reachable(self) -> None:
