@@ -31,6 +31,7 @@ PROBE_START_S = 5.0  # more for the GCS probe's child to import Ray (1 s idle, 4
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 WHERE = ("the head's GCS address HOST:6379 (what `ray start --head` printed; from a node of the cluster) or "
          "ray://HOST:10001 (Ray Client, from any machine)")
+HEARTBEAT_S = 2.0  # how often a wait on a Ray task checks that the cluster is still there
 NODE_START_TIMEOUT_S = 120.0  # `ray start` of one local node (about 6 s on an idle 2-core machine)
 KILL_TIMEOUT_S = 10.0  # SIGKILLed processes gone from /proc (the kernel frees them in milliseconds)
 
@@ -122,6 +123,22 @@ def _probe(address: str, deadline: float) -> None:
         print(f"asked for its cluster id: {err}")
         sys.exit(1)
     print(client.cluster_id)
+
+
+def heartbeat_address(ray: ModuleType, address: str | None) -> str:
+    """The address that tells whether the cluster this process is connected to is still there: the Ray
+    Client server of a ``ray://`` address, else the GCS (what None or ``auto`` resolved to)."""
+    if address is not None and address.startswith("ray://"):
+        return address.removeprefix("ray://")
+    return ray.get_runtime_context().gcs_address
+
+
+def wait_ready(ray: ModuleType, ref: object, heartbeat: str) -> None:
+    """Return once the task of ``ref`` is done; :func:`check_reachable`'s ConnectionError as soon as
+    ``heartbeat`` stops answering.  Ray would wait on a lost head until its own connection to the
+    GCS gives up, a minute later, and then end this process."""
+    while not ray.wait([ref], timeout=HEARTBEAT_S)[0]:
+        check_reachable(heartbeat, timeout_s=HEARTBEAT_S)
 
 
 def init_ray(address: str | None, feature: str) -> ModuleType:

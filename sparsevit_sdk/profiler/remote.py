@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._ray import init_ray, require_ray
+from .._ray import heartbeat_address, init_ray, require_ray, wait_ready
 from ..dataset.files import check_hw, claim_folder, dataset_path, merge_rows, read_fingerprint, read_frame
 from .sweep import profile_model
 
@@ -59,7 +59,8 @@ def profile_fleet(name: str, devices: Mapping[str, Mapping[str, Any]], *, out: s
     over the common ``kwargs``, e.g. ``{"orin": {"device": "cuda:0"}, "pi5": {"threads": 4}}``.
     Every sweep is submitted before any is awaited; each device's rows are merged into
     ``dataset_path(out, hw, name)`` as it finishes, so one failing device keeps the others' rows
-    (its error is raised once all are in).  Returns the new rows per device.
+    (its error is raised once all are in).  Returns the new rows per device.  A cluster whose head
+    stops answering raises a ConnectionError within seconds, naming what was merged and how to resume.
     """
     feature = "profiling through Ray (--ray-address)"
     ray = require_ray(feature)
@@ -70,9 +71,18 @@ def profile_fleet(name: str, devices: Mapping[str, Mapping[str, Any]], *, out: s
     sweeps = {hw: {"device": "cpu", "threads": None, **kwargs, **settings} for hw, settings in devices.items()}
     _check_placeable(ray, {hw: _needs(hw, sweep) for hw, sweep in sweeps.items()})
     jobs = {hw: _submit(ray, name, hw, out, resume, sweep) for hw, sweep in sweeps.items()}
+    heartbeat = heartbeat_address(ray, address)
     new, first_error = {}, None
     try:
         for hw, (ref, path) in jobs.items():
+            try:
+                wait_ready(ray, ref, heartbeat)
+            except ConnectionError as err:
+                ray.shutdown()  # else Ray ends this process once its own connection to the GCS gives up
+                raise ConnectionError(
+                    f"the Ray cluster at {heartbeat} was lost while profiling {hw!r} (its GCS does not answer); the "
+                    f"rows of {', '.join(map(repr, new)) or 'no device'} are merged into {out}: start the cluster "
+                    "again and rerun with resume=True (--resume) to measure only what is missing") from err
             try:
                 rows, fingerprint = ray.get(ref)
             except Exception as err:  # the others' rows are still merged; this error is raised after them

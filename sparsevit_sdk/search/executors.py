@@ -21,16 +21,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
-from .._ray import check_ray_address, check_reachable, init_ray, require_ray
+from .._ray import HEARTBEAT_S, check_ray_address, check_reachable, heartbeat_address, init_ray, require_ray, wait_ready
 from .._version import __version__
 from .protocols import Executor, ExecutorError, ExecutorLost
 
 EXECUTORS = ("local", "process", "ray")
-HEARTBEAT_S = 2.0  # how often a Ray task's wait checks that the cluster is still there
 SDK_PROBE_TIMEOUT_S = 120.0  # a node's first worker: start, set up its runtime_env, import the SDK
 
 _installed: tuple[str, Callable[[Any], Any]] | None = None  # (key, function) held by this worker process
@@ -148,8 +147,7 @@ class RayExecutor:
                            runtime_env=self.runtime_env)
             nodes = check_nodes(self._ray, {"CPU": self.num_cpus, "GPU": gpus, **self.resources})
             check_sdk(self._ray, nodes, options)
-            self._gcs = (self.address.removeprefix("ray://") if (self.address or "").startswith("ray://") else
-                         self._ray.get_runtime_context().gcs_address)
+            self._gcs = heartbeat_address(self._ray, self.address)
             self._task = self._ray.remote(_call_stored).options(**options)
         return self._task
 
@@ -171,8 +169,10 @@ class RayExecutor:
 
     def _get(self, ref: Any) -> Any:
         """The task's result; a lost node raises Ray's error, a lost cluster :class:`ExecutorLost`."""
-        while not self._ray.wait([ref], timeout=HEARTBEAT_S)[0]:
-            self._check_cluster("no result yet")
+        try:
+            wait_ready(self._ray, ref, self._gcs)
+        except ConnectionError as err:
+            self._lost("no result yet", err)
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayError as err:
@@ -185,12 +185,15 @@ class RayExecutor:
         try:
             check_reachable(self._gcs, timeout_s=HEARTBEAT_S)
         except ConnectionError as err:
-            where = self.address or self._gcs
-            with contextlib.suppress(Exception):  # else Ray ends this process when it gives up on the GCS
-                self._ray.shutdown()
-            self._started, self._task, self._fn, self._ref = False, None, None, None
-            raise ExecutorLost(f"the Ray cluster at {where} was lost ({why}; its GCS at {self._gcs} does not "
-                               "answer)") from err
+            self._lost(why, err)
+
+    def _lost(self, why: str, err: ConnectionError) -> NoReturn:
+        """Disconnect from a cluster whose GCS stopped answering, and raise :class:`ExecutorLost`."""
+        with contextlib.suppress(Exception):  # else Ray ends this process when it gives up on the GCS
+            self._ray.shutdown()
+        self._started, self._task, self._fn, self._ref = False, None, None, None
+        raise ExecutorLost(f"the Ray cluster at {self.address or self._gcs} was lost ({why}; its GCS at {self._gcs} "
+                           "does not answer)") from err
 
     def close(self) -> None:
         if self._started:

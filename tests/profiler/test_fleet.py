@@ -1,9 +1,13 @@
 """profiler/remote.py, a fleet of two devices: two Ray nodes (each its own `ray start`) advertising two device
 resources (the same CPU at 1 and at 2 threads: two device fingerprints) profile in parallel into one --out, land in
 two datasets, and sparsevit-fit --per-fingerprint builds one predictor per fingerprint; wrong fleet arguments are
-refused before any measuring."""
+refused before any measuring; a head lost mid-sweep is named within seconds, with how to resume."""
 
 from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +30,7 @@ def fleet():
     with pytest.MonkeyPatch.context() as env, LocalCluster([{hw: 1} for hw in DEVICES], num_cpus=2) as cluster:
         env.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster's nodes run
         ray.init(address=cluster.address, log_to_driver=False)
-        yield
+        yield cluster
         ray.shutdown()
 
 
@@ -89,3 +93,33 @@ def test_a_fleet_needs_a_cluster_and_per_fingerprint_its_own_flags(tmp_path, cap
     assert fit_main(["--profiles", "profiles/cpu", "--per-fingerprint", "--fingerprint", "abc", "--out",
                      str(tmp_path)]) == 2
     assert "leave out --fingerprint, --mix-fingerprints and --plot" in capsys.readouterr().err
+
+
+def sweeping(pid: int) -> bool:
+    """Whether process ``pid`` is a Ray worker running the fleet's sweep (Ray titles it after the task)."""
+    try:
+        return "_sweep_on_node" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # last: it kills the fleet's head
+def test_losing_the_head_mid_sweep_is_named_with_how_to_resume(fleet, tmp_path):
+    head, device = fleet.nodes
+
+    def kill_head_once_sweeping() -> None:
+        deadline = time.monotonic() + 120
+        while not any(map(sweeping, device.processes())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        head.kill()
+
+    killer = threading.Thread(target=kill_head_once_sweeping, daemon=True)
+    killer.start()
+    sweep = dict(resolutions=["64x64", "96x96"], settings=SweepSettings(warmup=1, repeats=5, model_repeats=5,
+                                                                     random_configs=4), grid=(0.0, 0.25, 0.5, 0.75))
+    with pytest.raises(ConnectionError, match=rf"the Ray cluster at \S+:{fleet.port} was lost while profiling 'cpu-2t' "
+                                              r"\(its GCS does not answer\); the rows of no device are merged into "
+                                              r".*rerun with resume=True \(--resume\)"):
+        profile_fleet("swin_micro", {"cpu-2t": {"threads": 2}}, out=tmp_path, **sweep)
+    killer.join()
+    assert not ray.is_initialized()  # disconnected: Ray does not end this process when it gives up on the GCS
