@@ -180,3 +180,17 @@ def test_a_multi_scale_forward_is_predicted_closer_than_as_two_full_size_calls()
         full = time_callable(lambda: model.backbone(x), warmup=2, repeats=10, clock="cpu").min_ms
     before = 2 * local.predict_config(model.backbone, shape, dense) + max(0.0, whole - 2 * full)
     assert abs(new / whole - 1) < abs(before / whole - 1)
+
+
+def test_validation_times_the_backbone_as_the_model_calls_it(images):
+    model = Wrapped("flip").eval()
+    predictor = LatencyPredictor.for_hardware("cpu")
+    result = SearchSession(model, predictor, input_shape=SHAPE, rest_ms=0.5,
+                           proxy=AgreementProxy(model, images, name="agreement"), **SMALL).run()
+    seen: list[tuple[int, ...]] = []
+    model.backbone.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    report = result.validate("cpu", repeats=1, warmup=0, rounds=1)
+    assert set(seen) == {CALLS["flip"][0]}  # the doubled batch, never the input's
+    assert report.whole and report.backbone_dense_ms > 0 and report.backbone_sparse_ms > 0
+    dense = predictor.predict_config(model.backbone, CALLS["flip"][0], search_space(model.backbone).dense())
+    assert report.backbone_dense_predicted_ms == pytest.approx(dense)
