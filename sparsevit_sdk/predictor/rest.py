@@ -25,7 +25,11 @@ def rest_key(model_key: str, input_shape: Sequence[int], dtype: str, runtime: st
 
 def rest_table(df: pd.DataFrame, statistic: str) -> dict[str, dict[str, float]]:
     """``rest_key`` → ``{"ms", "calls", "whole_ms", "backbone_ms"}`` from the ``whole`` rows of a
-    validated profile and the dense ``model`` rows measured beside them (never below 0 ms)."""
+    validated profile and the dense ``model`` rows measured beside them (never below 0 ms).
+
+    ``ms`` takes ``calls`` backbones at the profiled input off the whole model; where the search
+    finds calls at another shape (a multi-scale forward), it takes those off ``whole_ms`` itself
+    at their own shapes (:mod:`sparsevit_sdk.search.whole`)."""
     whole = df[df["layer"] == "whole"]
     if whole.empty:
         return {}
