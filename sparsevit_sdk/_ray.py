@@ -27,6 +27,7 @@ from typing import TextIO
 INSTALL_HINT = "pip install 'sparsevit-sdk[ray]'"
 CONNECT_TIMEOUT_S = 10.0  # how long an address may take to answer as a Ray cluster before it is refused
 PROBE_START_S = 5.0  # more for the GCS probe's child to import Ray (1 s idle, 4 s on a loaded 2-core machine)
+PROBE_UNSUPPORTED = 3  # the probe's exit status where this Ray has no standalone GCS client: ray.init decides
 # an HTTP/2 client preface and an empty SETTINGS frame: every gRPC server (a GCS, Ray Client) answers SETTINGS
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 WHERE = ("the head's GCS address HOST:6379 (what `ray start --head` printed; from a node of the cluster) or "
@@ -105,20 +106,23 @@ def check_ray_address(address: str | None, *, timeout_s: float = CONNECT_TIMEOUT
     except subprocess.TimeoutExpired:
         reason = f"it gave no cluster id within {timeout_s + PROBE_START_S:g} s"
     else:
-        if probe.returncode == 0:
+        if probe.returncode in (0, PROBE_UNSUPPORTED):
             return
         reason = (probe.stdout.strip() or probe.stderr.strip() or f"exit {probe.returncode}").splitlines()[-1]
-    raise ConnectionError(f"{address!r} answers HTTP/2, but not as a Ray GCS ({reason}); give {WHERE}, and check "
-                          "that the cluster's Ray version is this one's")
+    raise ConnectionError(f"{address!r} answers HTTP/2, but not as a Ray GCS ({reason}); give {WHERE}")
 
 
 def _probe(address: str, deadline: float) -> None:
     """Child process of :func:`check_ray_address`: print the GCS's cluster id, or why there is none.
     The question gets what is left until ``deadline`` (a time.time()), and a second at least."""
-    from ray._raylet import InnerGcsClient
-
     try:
-        client = InnerGcsClient.standalone(address, None, int(max(deadline - time.time(), 1.0) * 1000))
+        from ray._raylet import InnerGcsClient
+
+        connect = InnerGcsClient.standalone
+    except (ImportError, AttributeError):  # a Ray older than this SDK's tests (2.60)
+        sys.exit(PROBE_UNSUPPORTED)
+    try:
+        client = connect(address, None, int(max(deadline - time.time(), 1.0) * 1000))
     except Exception as err:  # Ray's RpcError and kin: the reason is all the parent needs
         print(f"asked for its cluster id: {err}")
         sys.exit(1)
