@@ -162,22 +162,44 @@ def test_the_search_leaves_the_model_as_it_was(model, images):
     assert_unchanged(before, model)
 
 
-def test_a_search_whose_proxy_raises_ctrl_c_leaves_the_model_as_it_was(model, images):
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), ValueError("boom")], ids=["ctrl-c", "error"])
+def test_a_search_whose_proxy_raises_leaves_the_model_as_it_was(model, images, error):
     agreement = AgreementProxy(model, images, batch_size=2)
     calls = [0]
 
     def proxy(cfg):
         calls[0] += 1
         if calls[0] == 3:
-            raise KeyboardInterrupt
+            raise error
         return agreement(cfg)
 
     before = snapshot(model)
     try:
         SearchSession(model, "cpu", proxy=proxy, input_shape=SHAPE, latency_budget=0.9, population=4, parents=2,
                       generations=1, progress=False).run()
-    except KeyboardInterrupt:
+    except type(error):
         pass  # a search may stop at its last finished generation instead: either way the model is as it was
+    assert_unchanged(before, model)
+
+
+class Segmenter(nn.Module):
+    """A whole model around the backbone, its head in train mode with running statistics to disturb."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = _odd_model()
+        self.head = nn.BatchNorm2d(self.backbone.dims[-1]).train()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)[-1])
+
+
+@pytest.mark.parametrize("rest_ms", [None, 0.5], ids=["rest-measured", "rest-given"])
+def test_a_search_of_a_whole_model_leaves_it_as_it_was(images, rest_ms):
+    model = Segmenter()
+    before = snapshot(model)
+    SearchSession(model, "cpu", proxy=lambda cfg: -sum(cfg.ratios), input_shape=SHAPE, rest_ms=rest_ms,
+                  latency_budget=0.9, population=4, parents=2, generations=0, progress=False).run()
     assert_unchanged(before, model)
 
 

@@ -30,6 +30,7 @@ from torch.utils import _pytree as pytree
 from ..arch import check_input_shape, stage_tokens
 from ..runtimes import runtime_call
 from ..sparse.convert import sparse_backbone
+from ..sparse.state import preserved
 from ..sparse.swin import SparseSwin
 from .timing import time_callable
 
@@ -126,7 +127,7 @@ class ModelForward(nn.Module):
         stage.forward_blocks = record  # an instance attribute over the method, for this run only
         hook = last.register_forward_hook(lambda *_: ends.__setitem__(0, ends[0] + 1))
         try:
-            with torch.no_grad():
+            with preserved(self.model, training=False), torch.no_grad():  # eval: no running statistics move
                 self(x)
         except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, AssertionError) as err:
             raise ValueError(
