@@ -37,6 +37,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch.nn as nn
@@ -153,7 +154,7 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
             if cached.learned_.calibration.get("cache_key") == key:
                 logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
                             fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
-                return cached
+                return _checked(cached, path)
             logger.warning("the calibration cached in %s was not written for this device, model and input (it "
                            "holds %s, expected %s); measuring again and replacing it", path,
                            cached.learned_.calibration.get("cache_key"), key)
@@ -165,9 +166,28 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
                          clock=clock, runtime=runtime, call=call, progress=progress)
     document = LatencyPredictor.calibrate(base, rows).to_dict()
     document["calibration"]["cache_key"] = key  # what the entry is for, checked when it is read
+    # which calibration a result used, named in its summary: the same seed on the same one gives the same search
+    document["calibration"].update(entry=path.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if cache:
         _keep(path, document)
-    return LatencyPredictor.from_dict(document, source=str(path))
+    return _checked(LatencyPredictor.from_dict(document, source=str(path)), path)
+
+
+_WARNED: set[str] = set()  # calibrations already reported poor in this process
+
+
+def _checked(predictor: LatencyPredictor, path: Path) -> LatencyPredictor:
+    """``predictor``, after saying once per calibration when its held-out whole models were poor:
+    a number off by its MAPE should not be read as a measurement."""
+    error = predictor.expected_error
+    if error is not None and error["poor"] and str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        logger.warning(
+            "this calibration predicts only %.0f %% of %d whole models within ±10 %% (MAPE %.1f %%, %s): expect "
+            "predictions off by about that much. Measure again on a quieter machine (for_device(..., refresh=True); "
+            "one thread is steadiest), or judge configs by SearchResult.validate()'s measurements",
+            error["within_10"], error["models"], error["mape"], error["how"])
+    return predictor
 
 
 def _keep(path: Path, document: dict) -> None:

@@ -43,6 +43,31 @@ def evaluate(learned: Learned, df: pd.DataFrame, tables: Tables | None = None) -
     }
 
 
+POOR_WITHIN_10 = 90.0  # below this share of held-out whole models within ±10 %, a predictor is called poor
+
+
+def expected_error(learned: Learned) -> dict[str, Any] | None:
+    """How far ``learned``'s whole-model predictions fell from whole models it was not fitted on, the
+    figure every prediction carries: ``within_10`` (% of them within ±10 %), ``mape`` (%), ``models``
+    (how many) and ``how`` they were held out; ``poor`` when under :data:`POOR_WITHIN_10`.
+
+    A calibration reports its cross-validation over the whole models it measured (each fold fitted
+    without it); a fitted profile its held-out rows.  None for a spec estimate: nothing was measured,
+    so nothing says how far off it is."""
+    calibration, metrics = learned.calibration, learned.metrics.get("xgboost")
+    if learned.estimated:
+        return None
+    if "cv_within_10" in calibration:
+        within, mape = float(calibration["cv_within_10"]), float(calibration["cv_mape"])
+        models, how = int(calibration["model_rows"]), "cross-validated on the whole models measured in calibration"
+    elif metrics:
+        within, mape, models = float(metrics["within_10"]), float(metrics["mape"]), int(metrics["n"])
+        how = "whole models of its profile held out of the fit"
+    else:
+        return None
+    return {"within_10": within, "mape": mape, "models": models, "how": how, "poor": within < POOR_WITHIN_10}
+
+
 def lookup(layers: pd.DataFrame, models: pd.DataFrame, statistic: str) -> np.ndarray:
     """Sum of the measured ``statistic`` of units per config; NaN where a unit was never measured."""
     def key(frame: pd.DataFrame) -> pd.Series:

@@ -79,6 +79,13 @@ class LatencyPredictor:
         """True when no measurement of this device stands behind the predictions."""
         return self._state.estimated
 
+    @property
+    def expected_error(self) -> dict[str, Any] | None:
+        """How far off this predictor was on whole models it was not fitted on (``within_10`` %,
+        ``mape`` %, ``models``, ``how``, ``poor``), or None for a spec estimate: the confidence every
+        prediction of it carries (``± mape %`` in summaries)."""
+        return judging.expected_error(self._state)
+
     def __repr__(self) -> str:
         if not hasattr(self, "learned_"):
             return "LatencyPredictor(not fitted)"

@@ -105,6 +105,13 @@ class SearchResult:
         return self.backbone_dense_predicted_ms / self.backbone_predicted_ms
 
     @property
+    def expected_error(self) -> dict[str, Any] | None:
+        """The predictor's error on whole models held out of its fit (``within_10`` %, ``mape`` %, ``models``,
+        ``how``, ``poor``; :attr:`LatencyPredictor.expected_error`), or None for an estimate: the confidence
+        every predicted latency of this result carries."""
+        return self.predictor_info.get("expected_error")
+
+    @property
     def pareto(self) -> pd.DataFrame:
         """Non-dominated scored configs (higher score, lower predicted ms), fastest first."""
         return pareto_front(self.history)
@@ -126,13 +133,20 @@ class SearchResult:
                   f"budget {self.rest.backbone(self.budget_ms):.4g} ms for the backbone")
         rest = self.rest.ms
         failed = int(self.history["error"].notna().sum())
+        error = self.expected_error
+        band = f" ± {error['mape']:.1f} %" if error else ""
+        calibrated = self.predictor_info.get("calibration") or {}
         return "\n".join([
             f"best config {self.best} ({self.strategy} search, seed {self.seed}, {self.search_time_s:.1f} s, "
             f"{self.evaluations} proxy evaluations of {len(self.history)} configs)",
             f"  {self.hw} ({source}), input {'x'.join(map(str, self.input_shape))}"
             + (f", {self.call} end to end:" if whole else ":"),
-            f"  predicted {self.predicted_ms:.4g} ms vs dense {self.dense_predicted_ms:.4g} ms "
+            f"  predicted {self.predicted_ms:.4g} ms{band} vs dense {self.dense_predicted_ms:.4g} ms "
             f"({self.predicted_speedup:.2f}x; {budget})",
+            *([f"  calibrated here {calibrated['created']} (cache entry {calibrated['entry']}, from the "
+               f"{calibrated['base']} predictor)"] if "entry" in calibrated else []),
+            *([f"  the predictor is poor here: {error['within_10']:.0f} % of {error['models']} whole models within "
+               f"±10 % ({error['how']}); validate() measures what it predicts"] if error and error["poor"] else []),
             *([f"  backbone {self.backbone_predicted_ms:.4g} ms vs dense {self.backbone_dense_predicted_ms:.4g} ms "
                f"({self.backbone_predicted_speedup:.2f}x) + the rest {rest:.4g} ms "
                f"({rest / self.dense_predicted_ms:.0%} of dense; {self.rest.note})"] if whole else []),

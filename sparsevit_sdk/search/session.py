@@ -382,7 +382,8 @@ class SearchSession:
             progress=out.progress, settings={**self.settings.to_dict(), **self.engine.shape()},
             stopped=out.stopped, retried=out.retried,
             predictor_info={"statistic": learned.statistic, "threads": list(learned.threads),
-                            "runtime": learned.runtime, "fingerprint": learned.fingerprint},
+                            "runtime": learned.runtime, "fingerprint": learned.fingerprint,
+                            "expected_error": self.predictor.expected_error, "calibration": learned.calibration},
             model=self.model,
         )
         logger.info("%s", result.summary())
