@@ -72,10 +72,11 @@ def part_range(batches: int, index: int, of: int) -> range:
 
 
 def weights_state(model: nn.Module) -> tuple:
-    """What changes when a weight does, read without touching a value: each parameter's and
-    buffer's in-place version counter (optimizer steps, ``load_state_dict``), storage address
-    (replaced by ``.to()`` or ``.data =``), dtype and device."""
-    return tuple((-1 if t.is_inference() else t._version, t.data_ptr(), t.dtype, t.device)
+    """What changes when a weight does, read without touching a value: which parameter and buffer
+    objects there are (a buffer is replaced by ``.to()`` or an assignment), their in-place version
+    counters (optimizer steps, ``load_state_dict``), dtypes and devices.  Not their addresses:
+    sending a model to a worker process moves its storage to shared memory, values unchanged."""
+    return tuple((id(t), -1 if t.is_inference() else t._version, t.dtype, t.device)
                  for t in (*model.parameters(), *model.buffers()))
 
 
