@@ -11,6 +11,8 @@ waited for one (4x on a loaded 2-core machine), CPU time does not.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -25,6 +27,8 @@ from ..dataset.schema import PROFILE_COLUMNS
 from ..devices import TORCH_DTYPES, dtype_name, resolve_device
 from ..runtimes import check_runtime, runtime_call
 from ..sparse.state import preserved
+
+logger = logging.getLogger(__name__)
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
@@ -55,6 +59,11 @@ class LatencyStats:
             threads=threads,
             device=device,
         )
+
+    @property
+    def spread(self) -> float:
+        """``p90_ms / p10_ms``: about 1.0-1.1 for a steady measurement; well above, something else ran."""
+        return self.p90_ms / self.p10_ms
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,4 +155,33 @@ def measure_latency(
         x = torch.randn(*shape, device=dev, dtype=torch_dtype)
         with num_threads(threads):  # compiled or exported on the threads it is timed on
             call = runtime_call(model, x, runtime, threads=threads)
-        return time_callable(call, dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
+        stats = time_callable(call, dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
+    for kind, message in unsteady(stats):
+        if kind not in _SAID:  # once per kind and process: a sweep measures hundreds of times
+            _SAID.add(kind)
+            logger.warning("measure_latency: %s", message)
+    return stats
+
+
+WIDE_SPREAD = 1.5  # p90 / p10 above which one measurement is called unsteady
+_SAID: set[str] = set()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def unsteady(stats: LatencyStats) -> list[tuple[str, str]]:
+    """(kind, message) for every reason not to trust ``stats`` as the model's latency: more threads than
+    usable cores, a spread wider than :data:`WIDE_SPREAD`.  A newcomer timed 526-1150 ms at 2 threads on a
+    loaded 2-core machine for a model that takes 11.5 ms at one; each of these would have said so."""
+    reasons = []
+    if stats.device == "cpu" and stats.threads > usable_cores():
+        reasons.append(("oversubscribed", f"{stats.threads} threads on {usable_cores()} usable cores: threads wait "
+                                          "for each other; use threads <= the cores (1 is steadiest)"))
+    if stats.spread > WIDE_SPREAD:
+        reasons.append(("spread", f"p90 is {stats.spread:.2f}x p10 ({stats.p10_ms:.4g}-{stats.p90_ms:.4g} ms): "
+                                  "the machine was busy or changing speed; the low percentile (p10_ms) is the one "
+                                  "to read, and threads=1, clock='cpu' on a quieter machine the steadiest"))
+    return reasons

@@ -21,6 +21,8 @@ from ..runtimes import allows_cpu_clock, check_runtime, runtime_call
 from ..sparse.convert import set_sparsity
 from ..sparse.state import preserved
 
+UNSTEADY = 1.25  # slowest / fastest validation round above which the report says the machine was disturbed
+
 
 class Searched(Protocol):
     """What validation reads of a search's result (:class:`~.result.SearchResult` has it)."""
@@ -78,6 +80,23 @@ class ValidationReport:
     backbone_sparse_ms: float = 0.0
     backbone_dense_predicted_ms: float = 0.0
     backbone_predicted_ms: float = 0.0
+    expected_mape: float | None = None  # the predictor's held-out error (%): the band a prediction carries
+
+    @property
+    def inside_band(self) -> bool | None:
+        """Whether both measured latencies fell within the predictor's expected error of their predictions
+        (None where the predictions were not made for this device, or carry no figure)."""
+        if not self.comparable or self.expected_mape is None:
+            return None
+        band = max(self.expected_mape, 1.0) / 100  # a percent is below what any CPU clock repeats to
+        return all(abs(m / p - 1) <= band for m, p in ((self.sparse_ms, self.predicted_ms),
+                                                       (self.dense_ms, self.dense_predicted_ms)))
+
+    @property
+    def spread(self) -> float:
+        """Slowest over fastest round of the sparse model: near 1 on a quiet machine; well above, the
+        rounds were disturbed and the fastest is the one reported."""
+        return max(self.sparse_rounds_ms) / min(self.sparse_rounds_ms)
 
     @property
     def speedup(self) -> float:
@@ -122,8 +141,13 @@ class ValidationReport:
                 f"{self.backbone_predicted_ms:.3f} ms -> {self.backbone_predicted_speedup:.2f}x",
             ]
         if self.comparable:
+            band = "" if self.inside_band is None else (
+                f" ({'inside' if self.inside_band else 'OUTSIDE'} the predictor's ± {self.expected_mape:.1f} %)")
             lines.append(f"  measured / predicted: sparse {self.ratio:.2f}, dense "
-                         f"{self.dense_ms / self.dense_predicted_ms:.2f}")
+                         f"{self.dense_ms / self.dense_predicted_ms:.2f}{band}")
+        if self.spread > UNSTEADY:
+            lines.append(f"  rounds spread {self.spread:.2f}x (slowest / fastest): the machine was busy or changing "
+                         "speed; the fastest round is reported, run again on a quieter machine to confirm")
         lines.append(f"  note: {self.note}")
         return "\n".join(lines)
 
@@ -206,6 +230,7 @@ def validate_result(result: Searched, device: str = "cpu", *, model: nn.Module |
         backbone_dense_ms=min(rows[part, dense_cfg]), backbone_sparse_ms=min(rows[part, result.best]),
         backbone_dense_predicted_ms=result.backbone_dense_predicted_ms,
         backbone_predicted_ms=result.backbone_predicted_ms,
+        expected_mape=(result.predictor_info.get("expected_error") or {}).get("mape"),
     )
 
 

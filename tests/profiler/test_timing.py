@@ -65,3 +65,26 @@ def test_measure_latency_takes_a_dtype_by_name_or_as_torch_dtype(dtype):
     assert stats.p10_ms > 0 and next(model.parameters()).dtype == torch.float32  # timed in bf16, left as it was
     with pytest.raises(ValueError, match=r"unknown dtype 'int8'; use one of fp32, fp16, bf16"):
         measure_latency(model, (1, 3, 64, 64), dtype="int8")
+
+
+def test_an_unsteady_measurement_says_why():
+    from sparsevit_sdk.profiler.timing import LatencyStats, unsteady, usable_cores
+
+    steady = LatencyStats.from_samples([11.5, 11.6, 11.5, 11.7, 11.6], threads=1, device="cpu")
+    assert steady.spread < 1.05 and unsteady(steady) == []
+    busy = LatencyStats.from_samples([526, 700, 900, 1150, 1100], threads=usable_cores() + 1, device="cpu")
+    kinds = dict(unsteady(busy))
+    assert set(kinds) == {"oversubscribed", "spread"} and f"on {usable_cores()} usable cores" in kinds["oversubscribed"]
+    assert "p10_ms" in kinds["spread"] and busy.spread > 1.5
+
+
+def test_measure_latency_warns_once_when_threads_outnumber_the_cores(micro, caplog, monkeypatch):
+    from sparsevit_sdk.profiler import timing
+
+    monkeypatch.setattr(timing, "_SAID", set())
+    monkeypatch.setattr(timing, "usable_cores", lambda: 1)  # as on a one-core machine, whatever this one has
+    with caplog.at_level("WARNING", logger=timing.__name__):
+        for _ in range(2):
+            measure_latency(micro, (1, 3, 64, 64), threads=2, warmup=0, repeats=2)
+    said = [r.getMessage() for r in caplog.records if "usable cores" in r.getMessage()]
+    assert len(said) == 1 and "2 threads on 1 usable cores" in said[0]

@@ -9,6 +9,7 @@ from sparsevit_sdk import (
     SearchSession,
     build_model,
 )
+from sparsevit_sdk.search.validation import ValidationReport
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -40,3 +41,24 @@ def test_validation_refuses_a_thread_count_from_a_file_beyond_this_machine(tmp_p
     loaded = SearchResult.from_dict(data, model=build_model("swin_micro"))
     with pytest.raises(ValueError, match=r"measured with 10000 threads .* pass threads=N"):
         loaded.validate("cpu", repeats=1, warmup=0, rounds=1)
+
+
+def _report(**changes) -> ValidationReport:
+    fields = dict(device="cpu", hw="local", statistic="p10_ms", threads=1, clock="cpu", dense_ms=20.0, sparse_ms=14.0,
+                  dense_predicted_ms=21.0, predicted_ms=14.5, dense_rounds_ms=(20.0, 20.4),
+                  sparse_rounds_ms=(14.0, 14.2), comparable=True, note="", expected_mape=6.0)
+    return ValidationReport(**{**fields, **changes})
+
+
+def test_the_report_says_whether_the_measurement_fell_inside_the_predictors_band():
+    assert _report().inside_band and "(inside the predictor's ± 6.0 %)" in str(_report())
+    off = _report(sparse_ms=12.0, sparse_rounds_ms=(12.0, 12.1))  # 17 % under its prediction
+    assert off.inside_band is False and "(OUTSIDE the predictor's ± 6.0 %)" in str(off)
+    assert _report(comparable=False).inside_band is None and _report(expected_mape=None).inside_band is None
+    assert "predictor's ±" not in str(_report(expected_mape=None))
+
+
+def test_the_report_names_rounds_that_disagree():
+    assert "rounds spread" not in str(_report())
+    busy = _report(sparse_rounds_ms=(14.0, 21.0))
+    assert busy.spread == 1.5 and "rounds spread 1.50x" in str(busy)
