@@ -6,6 +6,7 @@ import errno
 import json
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -111,12 +112,12 @@ def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch, failure
     path = dataset_path(tmp_path, "cpu", "swin_micro")
     before = path.read_bytes()
 
-    def broken(self, target, **kwargs):
+    def broken(table, target, **kwargs):
         with open(target, "wb") as f:
             f.write(b"PAR1 half a file")
         raise failure
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    monkeypatch.setattr(pq, "write_table", broken)  # the dataset's one parquet writer
     with pytest.raises(type(failure)) as info:
         _profile(tmp_path, grid=(0.5,))
     if isinstance(failure, OSError):
