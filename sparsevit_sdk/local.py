@@ -53,6 +53,7 @@ from .predictor.latency import LatencyPredictor
 from .profiler.fingerprint import device_fingerprint
 from .profiler.forward import Call, ModelForward
 from .profiler.plan import SweepSettings
+from .profiler.reference import CHANGED, reference_ms, speed_change
 from .profiler.sweep import profile_model
 from .runtimes import check_runtime
 from .sparse.convert import sparse_backbone
@@ -154,6 +155,8 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
             if cached.learned_.calibration.get("cache_key") == key:
                 logger.info("latency predictor for this %s, %s at %s: reusing the calibration in %s",
                             fingerprint["name"], arch.signature, "x".join(map(str, shape)), path)
+                if dev.type == "cpu":
+                    _same_machine(cached, clock)
                 return _checked(cached, path)
             logger.warning("the calibration cached in %s was not written for this device, model and input (it "
                            "holds %s, expected %s); measuring again and replacing it", path,
@@ -161,10 +164,13 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
     base = base if base is not None else nearest_shipped(fingerprint)
     logger.info("calibrating the %s predictor to this %s (%s, %s threads, %s) at input %s; cached in %s",
                 base.hw, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)), path)
+    probe = reference_ms(clock) if dev.type == "cpu" else None
     rows = profile_model(model, resolutions=[shape[2:]], batches=[shape[0]], device=dev, dtype=dtype, hw=LOCAL,
                          settings=CALIBRATION if runtime == "eager" else RUNTIME_CALIBRATION, threads=threads,
                          clock=clock, runtime=runtime, call=call, progress=progress)
     document = LatencyPredictor.calibrate(base, rows).to_dict()
+    if probe is not None:  # the machine's speed as calibrated: the quieter of before and after the sweep
+        document["calibration"]["probe_ms"] = min(probe, reference_ms(clock))
     document["calibration"]["cache_key"] = key  # what the entry is for, checked when it is read
     # which calibration a result used, named in its summary: the same seed on the same one gives the same search
     document["calibration"].update(entry=path.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -188,6 +194,22 @@ def _checked(predictor: LatencyPredictor, path: Path) -> LatencyPredictor:
             "one thread is steadiest), or judge configs by SearchResult.validate()'s measurements",
             error["within_10"], error["models"], error["mape"], error["how"])
     return predictor
+
+
+def _same_machine(predictor: LatencyPredictor, clock: str) -> None:
+    """Say when this machine runs the reference probe more than :data:`CHANGED` slower or faster than when
+    ``predictor`` was calibrated: every prediction assumes the machine as it was then."""
+    calibration = predictor.learned_.calibration
+    if "probe_ms" not in calibration:
+        return
+    now, ratio = speed_change(calibration["probe_ms"], clock)
+    if abs(ratio - 1) > CHANGED:
+        logger.warning(
+            "this machine runs a fixed reference workload %.0f %% %s than when this calibration was measured (%s: "
+            "%.3g ms, now %.3g ms): its predictions assume the machine as it was then. If other work is running, "
+            "wait for it; if the machine changed, measure again with for_device(..., refresh=True)",
+            abs(ratio - 1) * 100, "slower" if ratio > 1 else "faster", calibration.get("created", "earlier"),
+            calibration["probe_ms"], now)
 
 
 def _keep(path: Path, document: dict) -> None:

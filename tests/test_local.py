@@ -34,6 +34,7 @@ def test_for_device_fixes_a_base_three_times_too_slow_and_caches_the_result(cach
     assert predictor.learned_.calibration["model_rows"] >= 10 and predictor.learned_.calibration["layer_rows"] > 0
     assert abs(predictor.predict_config(micro, SHAPE, dense) / measured - 1) < 0.35
     assert len(list(cache.glob("*.json"))) == 1
+    assert predictor.learned_.calibration["probe_ms"] > 0  # the machine's speed as calibrated
 
     def no_measuring(*args, **kwargs):
         raise AssertionError("a cached calibration was measured again")
@@ -52,6 +53,21 @@ def test_for_device_fixes_a_base_three_times_too_slow_and_caches_the_result(cach
     with pytest.raises(AssertionError, match="measured again"):
         for_device(micro, SHAPE, "cpu", progress=False)
     assert "was not written for this device" in caplog.text
+
+
+def test_a_machine_slower_or_faster_than_when_calibrated_is_said(caplog):
+    from sparsevit_sdk.profiler.reference import reference_ms
+
+    now = reference_ms()
+    document = LatencyPredictor.load("cpu").to_dict()
+    for calibrated, said in [(now, None), (now / 2, "slower"), (now * 2, "faster")]:
+        document["calibration"] = {"probe_ms": calibrated, "created": "2026-12-07T21:00:00+00:00"}
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=local.__name__):
+            local._same_machine(LatencyPredictor.from_dict(document), "cpu")
+        messages = [r.getMessage() for r in caplog.records]
+        assert (messages == []) if said is None else (len(messages) == 1 and f"% {said} than" in messages[0]
+                                                      and "refresh=True" in messages[0])
 
 
 def test_the_cache_key_names_device_model_shape_and_dtype(micro):

@@ -18,19 +18,13 @@ from sparsevit_sdk import (
 )
 from sparsevit_sdk.accuracy import AgreementProxy, probe_images
 from sparsevit_sdk.profiler.forward import ModelForward, RestOfModel
-from sparsevit_sdk.profiler.timing import num_threads, time_callable
+from sparsevit_sdk.profiler.timing import time_callable
 from sparsevit_sdk.search.whole import rest_of_model
 
 SHAPE = (1, 3, 112, 112)
 
 
 SMALL = dict(population=6, parents=2, generations=1, progress=False, latency_budget=0.9)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with num_threads(1):
-        yield
 
 
 class Segmenter(nn.Module):

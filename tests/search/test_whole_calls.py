@@ -16,18 +16,12 @@ from sparsevit_sdk import LatencyPredictor, SearchSession, build_model, for_devi
 from sparsevit_sdk.accuracy import AgreementProxy, probe_images
 from sparsevit_sdk.predictor.rest import rest_key
 from sparsevit_sdk.profiler.forward import ModelForward, RestOfModel, describe_calls
-from sparsevit_sdk.profiler.timing import num_threads, time_callable
+from sparsevit_sdk.profiler.timing import time_callable
 from sparsevit_sdk.search.whole import predict_calls, rest_of_model
 
 SHAPE = (1, 3, 112, 112)
 HALF = (1, 3, 56, 56)
 SMALL = dict(population=6, parents=2, generations=1, progress=False, latency_budget=0.95)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with num_threads(1):
-        yield
 
 
 class Wrapped(nn.Module):
