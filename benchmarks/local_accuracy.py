@@ -4,7 +4,8 @@
 
 Reported per case: share of hidden configs predicted within ±10 %, share of predicted speed-ups
 (dense / config) within ±10 % of the measured ones, the calibration's own cross-validated figure
-(what every prediction carries as ``expected_error``), and the calibration's seconds.  ``--busy``
+(what every prediction carries as ``expected_error``), the reference workload's time beside the hidden configs
+over its time at calibration (does it move as the model does?), and the calibration's seconds.  ``--busy``
 runs a spinning process on another core for the whole case, as a shared machine would.
 
     python benchmarks/local_accuracy.py [--cases micro224 micro320x448 micro448 t448 t672] [--hidden 12]
@@ -24,6 +25,7 @@ import numpy as np
 from sparsevit_sdk import build_model, measure_latency, search_space, set_sparsity
 from sparsevit_sdk.local import for_device
 from sparsevit_sdk.profiler import device_fingerprint
+from sparsevit_sdk.profiler.reference import reference_ms
 
 CASES = {  # name: (model, input shape)
     "micro224": ("swin_micro", (1, 3, 224, 224)),
@@ -66,11 +68,13 @@ def run_case(name: str, hidden: int, rounds: int, busy: bool) -> dict:
         predictor = for_device(model, shape, "cpu", cache=False, progress=False)
         calibration_s = time.perf_counter() - start
         measured = np.full(len(configs), np.inf)
+        probe = np.inf  # the reference workload beside the hidden configs: does it move as the model does?
         for _ in range(rounds):  # interleaved: drift hits every config alike
             for i, cfg in enumerate(configs):
                 set_sparsity(model, cfg)
                 stats = measure_latency(model, shape, "cpu", warmup=2, repeats=7, threads=1, clock="cpu")
                 measured[i] = min(measured[i], stats.p10_ms)
+            probe = min(probe, reference_ms("cpu"))
         set_sparsity(model, space.dense())
     predicted = predictor.predict_configs(model, shape, configs)
     ratio = measured / predicted
@@ -82,17 +86,20 @@ def run_case(name: str, hidden: int, rounds: int, busy: bool) -> dict:
         "speedup_within_10": 100 * float(np.mean(np.abs(speedup_ratio - 1) <= 0.1)),
         "dense_measured_over_predicted": float(ratio[0]), "cv_within_10": error.get("within_10"),
         "cv_mape": error.get("mape"), "calibration_s": calibration_s,
+        "probe_ratio": probe / predictor.learned_.calibration["probe_ms"],
     }
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| case | neighbour | hidden within ±10 % | MAPE | speed-ups within ±10 % | dense meas./pred. | "
-             "calibration's own CV (within ±10 %, MAPE) | calibration s |", "|---|---|---|---|---|---|---|---|"]
+             "calibration's own CV (within ±10 %, MAPE) | probe then / at calibration | calibration s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         neighbour = "busy" if r["busy"] else "idle"
         lines.append(f"| {r['case']} | {neighbour} | {r['within_10']:.0f} % | {r['mape']:.1f} % | "
                      f"{r['speedup_within_10']:.0f} % | {r['dense_measured_over_predicted']:.2f} | "
-                     f"{r['cv_within_10']:.0f} %, {r['cv_mape']:.1f} % | {r['calibration_s']:.0f} |")
+                     f"{r['cv_within_10']:.0f} %, {r['cv_mape']:.1f} % | {r['probe_ratio']:.2f} | "
+                     f"{r['calibration_s']:.0f} |")
     return "\n".join(lines)
 
 
