@@ -45,6 +45,7 @@ import torch.nn as nn
 from ._atomic import write_json
 from ._data import shipped_predictors
 from ._documents import DocumentError
+from ._logs import warn_once
 from .arch import Architecture, check_input_shape
 from .dataset.fingerprint import same_device, stored_fingerprints
 from .devices import dtype_name, resolve_device
@@ -179,16 +180,13 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
     return _checked(LatencyPredictor.from_dict(document, source=str(path)), path)
 
 
-_WARNED: set[str] = set()  # calibrations already reported poor in this process
-
-
 def _checked(predictor: LatencyPredictor, path: Path) -> LatencyPredictor:
     """``predictor``, after saying once per calibration when its held-out whole models were poor:
     a number off by its MAPE should not be read as a measurement."""
     error = predictor.expected_error
-    if error is not None and error["poor"] and str(path) not in _WARNED:
-        _WARNED.add(str(path))
-        logger.warning(
+    if error is not None and error["poor"]:
+        warn_once(
+            logger, f"poor {path}",
             "this calibration predicts only %.0f %% of %d whole models within ±10 %% (MAPE %.1f %%, %s): expect "
             "predictions off by about that much. Measure again on a quieter machine (for_device(..., refresh=True); "
             "one thread is steadiest), or judge configs by SearchResult.validate()'s measurements",

@@ -18,7 +18,7 @@ PACKAGE = Path(sparsevit_sdk.__file__).parent
 MAX_LINES = 400
 # README's Module map, top to bottom: a module imports only modules of its own layer or of one above
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "_atomic", "_documents", "_progress", "_data", "_ray", "checks", "hardware"),
+    ("_version", "_atomic", "_documents", "_logs", "_progress", "_data", "_ray", "checks", "hardware"),
     ("arch",),
     ("devices",),
     ("config",),

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._logs import warn_once
 from ..arch import check_input_shape
 from ..dataset.schema import PROFILE_COLUMNS
 from ..devices import TORCH_DTYPES, dtype_name, resolve_device
@@ -157,14 +158,11 @@ def measure_latency(
             call = runtime_call(model, x, runtime, threads=threads)
         stats = time_callable(call, dev, warmup=warmup, repeats=repeats, threads=threads, clock=clock)
     for kind, message in unsteady(stats):
-        if kind not in _SAID:  # once per kind and process: a sweep measures hundreds of times
-            _SAID.add(kind)
-            logger.warning("measure_latency: %s", message)
+        warn_once(logger, kind, "measure_latency: %s", message)
     return stats
 
 
 WIDE_SPREAD = 1.5  # p90 / p10 above which one measurement is called unsteady
-_SAID: set[str] = set()
 
 
 def usable_cores() -> int:

@@ -33,7 +33,7 @@ import torch.nn as nn
 from .._atomic import check_writable
 from ..accuracy import default_proxy
 from ..arch import check_input_shape
-from ..checks import Count, Resolution, checked, number, optional
+from ..checks import Count, Resolution, checked, optional
 from ..config import SearchSpace, SparsityConfig
 from ..local import LOCAL, for_device
 from ..predictor.latency import LatencyPredictor
@@ -57,13 +57,12 @@ from .settings import (
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
 from .strategies import DEFAULT_STRATEGY, OPTION_NAMES, make_strategy, resolve_strategy
 from .strategy import SearchStrategy
-from .whole import fitted_elsewhere, predict_calls, rest_of_model
+from .whole import RestMs, fitted_elsewhere, predict_calls, rest_of_model
 
 logger = logging.getLogger(__name__)
 
 # what the session's own arguments accept (sparsevit_sdk.checks); the settings check theirs
 ProxyResolution = optional(Resolution, "the input's")
-RestMs = optional(number(ge=0, unit="milliseconds"), "measured or estimated")
 
 
 class SettingsDiffer(ValueError):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..checks import checked, number, optional
 from ..config import SearchSpace, SparsityConfig
 from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..predictor.latency import LatencyPredictor
@@ -58,16 +59,17 @@ def predict_calls(predictor: LatencyPredictor, backbone: nn.Module, rest: RestOf
     return sum(n * predictor.predict_configs(backbone, shape, configs) for shape, n in counts.items())
 
 
+RestMs = optional(number(ge=0, unit="milliseconds"), "measured or estimated")  # the rest, as a user may give it
+
+
+@checked
 def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: SearchSpace, input_shape: Sequence[int], *,
-                  rest_ms: float | None = None) -> RestOfModel:
+                  rest_ms: RestMs = None) -> RestOfModel:
     """What ``forward`` costs beyond its backbone calls on ``predictor``'s target (see the module docstring)."""
     if forward.is_backbone:
         return RestOfModel()
     backbone = forward.backbone
     if rest_ms is not None:
-        if not (isinstance(rest_ms, (int, float)) and 0 <= rest_ms < float("inf")):
-            raise ValueError(f"rest_ms is the whole model's latency beyond its backbone, a finite number of ms >= 0; "
-                             f"got {rest_ms!r}")
         shapes = forward.probe(torch.randn(*input_shape))
         return RestOfModel(ms=float(rest_ms), calls=len(shapes), shapes=shapes, source="given",
                            note=f"rest_ms given by the user, beside the backbone's {describe_calls(shapes)}")

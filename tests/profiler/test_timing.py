@@ -79,9 +79,10 @@ def test_an_unsteady_measurement_says_why():
 
 
 def test_measure_latency_warns_once_when_threads_outnumber_the_cores(micro, caplog, monkeypatch):
+    from sparsevit_sdk import _logs
     from sparsevit_sdk.profiler import timing
 
-    monkeypatch.setattr(timing, "_SAID", set())
+    monkeypatch.setattr(_logs, "_SAID", set())
     monkeypatch.setattr(timing, "usable_cores", lambda: 1)  # as on a one-core machine, whatever this one has
     with caplog.at_level("WARNING", logger=timing.__name__):
         for _ in range(2):
