@@ -58,22 +58,21 @@ from sparsevit_sdk import (  # noqa: E402
     search_space,
     set_sparsity,
 )
-from sparsevit_sdk._atomic import write_figure  # noqa: E402
 from sparsevit_sdk.accuracy import (  # noqa: E402
     AgreementProxy,
     DemoRecipe,
     Distillation,
     SparsityAdapter,
     adapt,
+    class_kl,
+    feature_nmse,
     finetune,
     segmentation_loss,
     train_demo_supernet,
 )
-from sparsevit_sdk.accuracy.distill import class_kl, feature_nmse  # noqa: E402
 from sparsevit_sdk.local import for_device  # noqa: E402
-from sparsevit_sdk.profiler import device_fingerprint  # noqa: E402
-from sparsevit_sdk.profiler.timing import num_threads  # noqa: E402
-from sparsevit_sdk.sparse import WINDOW_SCORES, set_window_score  # noqa: E402
+from sparsevit_sdk.profiler import device_fingerprint, num_threads  # noqa: E402
+from sparsevit_sdk.sparse import WINDOW_SCORES, SparseSwinStage, set_window_score  # noqa: E402
 
 logger = logging.getLogger("accuracy_tradeoff")
 def plot_path() -> Path:
@@ -231,8 +230,6 @@ def finetune_pick(model, cfg: SparsityConfig, steps: int, teacher: str | None = 
 def pixel_errors_and_windows(model, cfg: SparsityConfig, space: SearchSpace, test):
     """Pixel error kinds at dense and at ``cfg``; per stage: windows, kept, mean windows with digit
     pixels per image, and the share of digit tokens in windows the first block pruned."""
-    from sparsevit_sdk.sparse.stage import SparseSwinStage
-
     kept: list = []
     original = SparseSwinStage.select
 
@@ -344,7 +341,7 @@ def plot(rows: list[Row], uniform: list[tuple[float, float]], dense: tuple[float
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    write_figure(plot_path(), fig, dpi=110)
+    fig.savefig(plot_path(), dpi=110)
 
 
 def run(args: argparse.Namespace) -> str:

@@ -20,8 +20,6 @@ import pandas as pd
 
 from sparsevit_sdk import LatencyPredictor
 from sparsevit_sdk.dataset import load_profiles
-from sparsevit_sdk.predictor.rows import with_mlp_ratio
-from sparsevit_sdk.predictor.unit_model import whole_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = {"cpu": ROOT / "profiles/cpu", "intel-xeon-amx": ROOT / "profiles/intel-xeon-amx",
@@ -47,10 +45,10 @@ def case(rows: pd.DataFrame, base: LatencyPredictor, noisy: bool) -> dict:
     sampled = others.sample(6, random_state=0)
     calibration = pd.concat([rows[rows.layer != "model"], uniform, sampled])
     calibrated = LatencyPredictor.calibrate(base, busy(calibration) if noisy else calibration)
-    held = with_mlp_ratio(others.drop(sampled.index).reset_index(drop=True), rows)
-    ratio = held.p10_ms.to_numpy() / whole_ms(calibrated.learned_, held)
-    seen = with_mlp_ratio(pd.concat([uniform, sampled]).reset_index(drop=True), rows)
-    in_sample = seen.p10_ms.to_numpy() / whole_ms(calibrated.learned_, seen)
+    held = others.drop(sampled.index).reset_index(drop=True)
+    ratio = held.p10_ms.to_numpy() / calibrated.predict_models(held, rows)
+    seen = pd.concat([uniform, sampled]).reset_index(drop=True)
+    in_sample = seen.p10_ms.to_numpy() / calibrated.predict_models(seen, rows)
     return {"held_within_10": 100 * np.mean(np.abs(ratio - 1) <= 0.1), "held_mape": 100 * np.mean(np.abs(ratio - 1)),
             "in_sample_mape": 100 * np.mean(np.abs(in_sample - 1))}
 

@@ -21,7 +21,6 @@ from _results import now_utc, write_section
 
 from sparsevit_sdk import sparsify
 from sparsevit_sdk.profiler import device_fingerprint
-from sparsevit_sdk.sparse.sources.hf import require_transformers
 
 TINY = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 
@@ -62,7 +61,8 @@ def _torchvision(window: int) -> Callable[[], tuple[nn.Module, Callable]]:
 
 def _hf(kind: str, window: int, img: int, pretrained: int = 0) -> Callable[[], tuple[nn.Module, Callable]]:
     def build():
-        transformers = require_transformers()
+        import transformers
+
         config = transformers.Swinv2Config(image_size=img, embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
                                            window_size=window, pretrained_window_sizes=[pretrained] * 4,
                                            out_features=["stage1", "stage2", "stage3", "stage4"])

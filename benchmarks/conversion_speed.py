@@ -19,9 +19,7 @@ from _results import now_utc, write_section
 
 from sparsevit_sdk import search_space, set_sparsity, sparsify
 from sparsevit_sdk.devices import resolve_device
-from sparsevit_sdk.profiler import device_fingerprint, parse_resolution
-from sparsevit_sdk.profiler.timing import time_callable
-from sparsevit_sdk.sparse.sources.hf import require_transformers
+from sparsevit_sdk.profiler import device_fingerprint, parse_resolution, time_callable
 
 Build = Callable[[tuple[int, int]], tuple[nn.Module, Callable]]  # input (H, W) → model, its library's call
 
@@ -46,7 +44,8 @@ def _torchvision(name: str) -> Build:
 
 def _hf(kind: str) -> Build:
     def build(size: tuple[int, int]) -> tuple[nn.Module, Callable]:
-        transformers = require_transformers()
+        import transformers
+
         v2 = kind.startswith("Swinv2")
         config = (transformers.Swinv2Config if v2 else transformers.SwinConfig)(
             embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=8 if v2 else 7,

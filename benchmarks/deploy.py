@@ -20,8 +20,7 @@ import torch
 from _results import now_utc, write_section
 
 from sparsevit_sdk import SearchSession, SparsityConfig, build_model, search_space, set_sparsity
-from sparsevit_sdk.profiler import device_fingerprint
-from sparsevit_sdk.profiler.timing import num_threads, time_callable
+from sparsevit_sdk.profiler import device_fingerprint, num_threads, time_callable
 from sparsevit_sdk.runtimes import RUNTIMES, runtime_call
 
 

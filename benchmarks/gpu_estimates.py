@@ -20,7 +20,7 @@ from _results import now_utc, write_section
 from sparsevit_sdk import LatencyPredictor, build_model, search_space
 from sparsevit_sdk.arch import Architecture
 from sparsevit_sdk.hardware import SPECS
-from sparsevit_sdk.predictor.gpu_model import GpuCostModel, load_published, published_model
+from sparsevit_sdk.predictor import GpuCostModel, load_published, published_model
 
 SECTION = "## GPU estimates from published measurements"
 

@@ -32,10 +32,8 @@ import torch.nn as nn
 from sparsevit_sdk import build_model, measure_latency, search_space, set_sparsity, sparsify
 from sparsevit_sdk.arch import kept_windows, num_windows
 from sparsevit_sdk.devices import TORCH_DTYPES, resolve_device
-from sparsevit_sdk.profiler import device_fingerprint
-from sparsevit_sdk.profiler.timing import LatencyStats, num_threads, time_callable
-from sparsevit_sdk.sparse import SparseSwinStage
-from sparsevit_sdk.sparse.windows import pad_to_windows
+from sparsevit_sdk.profiler import LatencyStats, device_fingerprint, num_threads, time_callable
+from sparsevit_sdk.sparse import SparseSwinStage, pad_to_windows
 
 SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)
 

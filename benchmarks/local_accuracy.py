@@ -24,8 +24,7 @@ import numpy as np
 
 from sparsevit_sdk import build_model, measure_latency, search_space, set_sparsity
 from sparsevit_sdk.local import for_device
-from sparsevit_sdk.profiler import device_fingerprint
-from sparsevit_sdk.profiler.reference import reference_ms
+from sparsevit_sdk.profiler import device_fingerprint, reference_ms
 
 CASES = {  # name: (model, input shape)
     "micro224": ("swin_micro", (1, 3, 224, 224)),

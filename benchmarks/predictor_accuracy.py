@@ -30,13 +30,18 @@ import torch
 from _results import now_utc, write_section
 
 from sparsevit_sdk import LatencyPredictor, SparsityConfig, build_model, measure_latency, search_space, set_sparsity
-from sparsevit_sdk._data import data_dir, shipped_predictors
 from sparsevit_sdk.arch import signature_block
 from sparsevit_sdk.dataset import load_profiles
 from sparsevit_sdk.hardware import list_hardware
-from sparsevit_sdk.predictor import agreement, format_report
-from sparsevit_sdk.predictor.judging import lookup
-from sparsevit_sdk.predictor.rows import runnable
+from sparsevit_sdk.predictor import agreement, format_report, lookup_ms
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: its predictors/ and profiles/ are what ships
+
+
+def shipped_predictors() -> dict[str, Path]:
+    """The checkout's predictor files by name (``cpu`` -> ``predictors/cpu.json``)."""
+    return {p.stem: p for p in sorted((ROOT / "predictors").glob("*.json"))}
+
 
 SECTION = "## Latency predictors"
 SHIPPED_SECTION = "## Shipped predictors on their own held-out configs"
@@ -202,8 +207,7 @@ def per_model(pred: LatencyPredictor, df: pd.DataFrame) -> list[str]:
         part = df[df.model == model]
         ev = pred.evaluate(part)
         held = pred.held_out(part)
-        ratio = held[pred.learned_.statistic].to_numpy(float) / lookup(runnable(part[part.layer != "model"]), held,
-                                                                  pred.learned_.statistic)
+        ratio = held[pred.learned_.statistic].to_numpy(float) / lookup_ms(part, held, pred.learned_.statistic)
         x, kind = ev["xgboost"], signature_block(part.signature.iloc[0]).upper()
         rows.append(f"| {model} | {kind} | {x['n']} | {x['within_10']:.1f} | {x['within_5']:.1f} | {x['mape']:.2f} "
                     f"| {x['spearman']:.3f} | {ev['lookup']['within_10']:.1f} | {np.nanmedian(ratio):.2f} "
@@ -228,7 +232,7 @@ def shipped_only(results: Path | None) -> None:
              f"{now_utc()} (reads the shipped profiles and predictors; measures nothing).", ""]
     for name, path in shipped_predictors().items():
         pred = LatencyPredictor.load(path)
-        df = load_profiles(data_dir("profiles") / name)
+        df = load_profiles(ROOT / "profiles" / name)
         ev = pred.evaluate(df)
         learned = pred.learned_
         lines += [f"### {name} ({pred!r}, threads {learned.threads}, {learned.fingerprint.get('clock')} clock)", "",
@@ -260,7 +264,7 @@ def main() -> None:
              "whole-model configs within ±10 % and Spearman ≥ 0.95 on the CPU dataset.", ""]
     for name, path in shipped_predictors().items():
         pred = LatencyPredictor.load(path)
-        profiles = data_dir("profiles") / name
+        profiles = ROOT / "profiles" / name
         if not profiles.is_dir():
             lines += [f"### {name}", f"No dataset at profiles/{name}: nothing to judge `{path.name}` on.", ""]
             continue

@@ -41,8 +41,7 @@ from sparsevit_sdk.accuracy import (
     MeanIoU,
     train_demo_supernet,
 )
-from sparsevit_sdk.profiler import device_fingerprint
-from sparsevit_sdk.profiler.timing import num_threads
+from sparsevit_sdk.profiler import device_fingerprint, num_threads
 
 CACHE = Path.home() / ".cache" / "sparsevit_sdk"
 SPARSITIES = (0.0, 0.3, 0.5, 0.7)

@@ -46,8 +46,8 @@ from sparsevit_sdk.accuracy import (
     default_proxy,
     demo_loader,
 )
-from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor
+from sparsevit_sdk.profiler import num_threads
+from sparsevit_sdk.search import ProcessExecutor, RayExecutor
 
 SHAPE = (1, 3, 112, 112)
 WORKERS = 2

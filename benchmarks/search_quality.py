@@ -50,8 +50,7 @@ from sparsevit_sdk import (
     set_sparsity,
 )
 from sparsevit_sdk.accuracy import AgreementProxy, DemoRecipe, train_demo_supernet
-from sparsevit_sdk.profiler import device_fingerprint
-from sparsevit_sdk.profiler.timing import num_threads
+from sparsevit_sdk.profiler import device_fingerprint, num_threads
 
 logger = logging.getLogger("search_quality")
 

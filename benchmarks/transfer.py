@@ -38,7 +38,6 @@ from _results import now_utc, write_section
 from scipy.stats import spearmanr
 
 from sparsevit_sdk import LatencyPredictor, build_model, measure_latency, search_space, set_sparsity
-from sparsevit_sdk._atomic import write_figure
 from sparsevit_sdk.dataset import load_profiles
 from sparsevit_sdk.local import for_device
 from sparsevit_sdk.profiler import device_fingerprint
@@ -146,7 +145,7 @@ def plot(curves: dict[str, dict[int, float]], path: Path) -> None:
     ax.set(xlabel="calibration whole models (n)", ylabel="held-out configs within ±10 % (%)", ylim=(0, 102),
            title="Few-shot transfer between two CPUs")
     ax.legend(fontsize=8)
-    write_figure(path, fig)
+    fig.savefig(path)
     plt.close(fig)
 
 

@@ -24,10 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsevit_sdk import build_model, for_device, search_space
-from sparsevit_sdk.accuracy.demo import build_demo_model
-from sparsevit_sdk.profiler.forward import ModelForward, backbone_calls, format_shapes
-from sparsevit_sdk.profiler.timing import num_threads, time_callable
-from sparsevit_sdk.search.whole import predict_calls, rest_of_model
+from sparsevit_sdk.accuracy import build_demo_model
+from sparsevit_sdk.profiler import ModelForward, backbone_calls, format_shapes, num_threads, time_callable
+from sparsevit_sdk.search import predict_calls, rest_of_model
 
 
 class MultiScale(nn.Module):

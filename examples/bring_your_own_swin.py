@@ -20,7 +20,6 @@ import torch
 
 from sparsevit_sdk import SearchSession, search_space, set_sparsity, sparsify
 from sparsevit_sdk.accuracy import AgreementProxy, probe_images
-from sparsevit_sdk.sparse.sources.hf import require_transformers
 
 SIZE = (1024, 768)
 
@@ -46,7 +45,8 @@ def timm_classifier(x: torch.Tensor, name: str, **kwargs) -> None:
 
 
 def mask2former(x: torch.Tensor) -> None:
-    transformers = require_transformers()
+    import transformers
+
     backbone = transformers.SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
                                        out_features=["stage1", "stage2", "stage3", "stage4"])
     model = transformers.Mask2FormerForUniversalSegmentation(

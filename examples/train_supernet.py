@@ -32,7 +32,7 @@ from sparsevit_sdk.accuracy import (
     segmentation_loss,
     train_demo_supernet,
 )
-from sparsevit_sdk.profiler.timing import num_threads
+from sparsevit_sdk.profiler import num_threads
 
 
 def main() -> None:

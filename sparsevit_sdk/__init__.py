@@ -11,16 +11,17 @@ from typing import Any
 
 from ._version import __version__
 
-_EXPORTS = {  # public name -> the module that defines it
+_EXPORTS = {  # public name -> the module that defines it, or the package that exports its family
     "DocumentError": "._documents",
     "SearchSpace": ".config", "SparsityConfig": ".config",
     "get_hardware": ".hardware",
     "build_model": ".models", "list_models": ".models",
-    "LatencyPredictor": ".predictor.latency", "for_device": ".local",
-    "LatencyStats": ".profiler.timing", "measure_latency": ".profiler.timing",
-    "SearchResult": ".search.result", "SearchSession": ".search.session",
-    "SparseSwin": ".sparse.swin", "search_space": ".sparse.convert", "set_sparsity": ".sparse.convert",
-    "sparse_backbone": ".sparse.convert", "sparsify": ".sparse.convert",
+    "LatencyPredictor": ".predictor", "for_device": ".local",
+    "LatencyStats": ".profiler", "measure_latency": ".profiler",
+    "SearchResult": ".search", "SearchSession": ".search",
+    "SparseSwin": ".sparse", "search_space": ".sparse", "set_sparsity": ".sparse",
+    "sparse_backbone": ".sparse", "sparsify": ".sparse",
+    "export_onnx": ".deploy",
 }
 __all__ = ["__version__", *_EXPORTS]
 

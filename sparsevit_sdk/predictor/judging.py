@@ -15,6 +15,12 @@ from .state import Learned
 from .unit_model import Tables, whole_ms
 
 
+def models_ms(learned: Learned, models: pd.DataFrame, df: pd.DataFrame, tables: Tables | None = None) -> np.ndarray:
+    """Predicted ms of the whole-model rows ``models`` of the validated profile ``df`` (which
+    gives their MLP ratio), fitted on or not."""
+    return whole_ms(learned, with_mlp_ratio(models, df), tables)
+
+
 def held_out(learned: Learned, df: pd.DataFrame, tables: Tables | None = None) -> pd.DataFrame:
     """The whole-model rows of the validated profile ``df`` whose key is not in
     ``fit_keys``, with ``predicted_ms``; ``attrs["excluded"]`` counts the others."""
@@ -23,8 +29,7 @@ def held_out(learned: Learned, df: pd.DataFrame, tables: Tables | None = None) -
     if held.empty:
         raise ValueError("no whole-model rows left to judge on: every one was used in fitting (or there are "
                          "none); profile more configs or evaluate on another dataset")
-    held = with_mlp_ratio(held, df)
-    held = held.assign(predicted_ms=whole_ms(learned, held, tables))
+    held = held.assign(predicted_ms=models_ms(learned, held, df, tables))
     held.attrs["excluded"] = int(len(models) - len(held))
     return held
 
@@ -39,7 +44,7 @@ def evaluate(learned: Learned, df: pd.DataFrame, tables: Tables | None = None) -
         "excluded": held.attrs["excluded"],
         "xgboost": accuracy(held["predicted_ms"].to_numpy(float), y),
         "flops": accuracy(learned.ms_per_gflop * model_gflops(held), y),
-        "lookup": accuracy(lookup(runnable(df[~df["layer"].isin(FORWARD_KINDS)]), held, learned.statistic), y),
+        "lookup": accuracy(lookup_ms(df, held, learned.statistic), y),
     }
 
 
@@ -68,8 +73,11 @@ def expected_error(learned: Learned) -> dict[str, Any] | None:
     return {"within_10": within, "mape": mape, "models": models, "how": how, "poor": within < POOR_WITHIN_10}
 
 
-def lookup(layers: pd.DataFrame, models: pd.DataFrame, statistic: str) -> np.ndarray:
-    """Sum of the measured ``statistic`` of units per config; NaN where a unit was never measured."""
+def lookup_ms(df: pd.DataFrame, models: pd.DataFrame, statistic: str) -> np.ndarray:
+    """The lookup-table baseline: per whole-model row of ``models``, the sum of the measured
+    ``statistic`` (ms) of its units in the profile ``df``; NaN where a unit was never measured."""
+    layers = runnable(df[~df["layer"].isin(FORWARD_KINDS)])
+
     def key(frame: pd.DataFrame) -> pd.Series:
         kept = np.where(frame["layer"] == "block_pair", frame["windows_kept"], 0)
         return (frame["layer"].astype(str) + "|" + frame["signature"].astype(str) + "|"

@@ -153,6 +153,11 @@ class LatencyPredictor:
         df = validate_frame(df, "evaluation data")
         return judging.held_out(self._state, df, self._tables)
 
+    def predict_models(self, models: pd.DataFrame, df: pd.DataFrame) -> np.ndarray:
+        """Predicted ms of the whole-model rows ``models`` of the profile ``df``, fitted on or not:
+        :meth:`held_out` without leaving out the rows a fit or calibration used."""
+        return judging.models_ms(self._state, models, validate_frame(df, "evaluation data"), self._tables)
+
     def evaluate(self, df: pd.DataFrame) -> dict[str, Any]:
         """Accuracy on the whole-model rows of ``df`` that were never used in fitting, next to
         two baselines: FLOPs-proportional (``ms_per_gflop · GFLOPs``) and a lookup table

@@ -7,6 +7,7 @@
     print(result.validate("cpu")); result.plot("pareto.png"); result.save("result.json")
 
 Scale out with ``executor="process"`` / ``"ray"``; ``checkpoint=path`` and ``SearchSession.resume(path, model)``.
+A whole model's latency is its backbone calls (``predict_calls``) plus the rest (``rest_of_model``).
 """
 
 from .checkpoint import SearchState, read_checkpoint, write_checkpoint
@@ -15,14 +16,17 @@ from .evaluation import Failure
 from .executors import ProcessExecutor, RayExecutor, resolve_executor
 from .outcome import SearchOutcome, pareto_front
 from .protocols import Executor
+from .result import SearchResult
+from .session import SearchSession, SettingsDiffer
 from .settings import SearchSettings, resolve_budget
 from .strategies import STRATEGIES, GeneticSearch, NSGA2Search, RandomSearch
 from .strategy import Problem, SearchStrategy, Trial
 from .validation import ValidationReport
+from .whole import predict_calls, rest_of_model
 
 __all__ = [
     "STRATEGIES", "Executor", "Failure", "GeneticSearch", "NSGA2Search", "Problem", "ProcessExecutor", "RandomSearch",
-    "RayExecutor", "SearchEngine", "SearchOutcome", "SearchSettings", "SearchState",
-    "SearchStrategy", "Trial", "ValidationReport", "pareto_front", "read_checkpoint", "resolve_budget",
-    "resolve_executor", "write_checkpoint",
+    "RayExecutor", "SearchEngine", "SearchOutcome", "SearchResult", "SearchSession", "SearchSettings", "SearchState",
+    "SearchStrategy", "SettingsDiffer", "Trial", "ValidationReport", "pareto_front", "predict_calls",
+    "read_checkpoint", "resolve_budget", "resolve_executor", "rest_of_model", "write_checkpoint",
 ]
