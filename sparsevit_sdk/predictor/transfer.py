@@ -45,7 +45,6 @@ from .unit_model import (
     geometry_keys,
     interpolate,
     unit_ms,
-    whole_ms,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,6 +80,13 @@ def estimate(name: str, spec: HardwareSpec) -> Learned:
 def calibrate(base: Learned, df: pd.DataFrame, *, statistic: str, prior_weight: float) -> Learned:
     """``base`` adapted to the device of ``df`` (see :meth:`LatencyPredictor.calibrate`);
     ``statistic`` is the predictor's parameter ("auto" or a column)."""
+    return calibrate_with_folds(base, df, statistic=statistic, prior_weight=prior_weight)[0]
+
+
+def calibrate_with_folds(base: Learned, df: pd.DataFrame, *, statistic: str,
+                         prior_weight: float) -> tuple[Learned, list[Learned]]:
+    """:func:`calibrate`, and the state each cross-validation fold fits without its whole models (none
+    under :data:`MIN_FOLDS` of them): where the folds disagree on a config, measuring it teaches most."""
     sidecar = select_device(df, mix=True)[1]
     df = validate_frame(df, "calibration data")
     hw = one_device(df, "calibrate for one device at a time")
@@ -94,24 +100,37 @@ def calibrate(base: Learned, df: pd.DataFrame, *, statistic: str, prior_weight: 
     runtime = one_runtime(models) if len(models) else base.runtime
     if layers.empty and models.empty:
         raise ValueError("no calibration rows: measure at least a few whole models or layer units")
+    per_model = model_units(models)  # priced again for every trial below, built once
     cross_validated: dict[str, float] = {}
     if len(layers):
         new = new.replace(unit_scale=_layer_scales(new, layers, prior_weight))
         residuals = _layer_residuals(new, layers)
-        weight, checked = (_curve_weight(new, residuals, models, prior_weight) if len(models) >= MIN_FOLDS
-                           else (1.0, {}))
+        weight, checked = (_curve_weight(new, residuals, models, per_model, prior_weight)
+                           if len(models) >= MIN_FOLDS else (1.0, {}))
         new = new.replace(unit_curves=_curves(new.unit_curves, residuals, weight))
         cross_validated = {"curve_weight": weight, **checked}
+    folds: list[Learned] = []
     if len(models):
-        unit_scale, overhead_ms = _model_scales(new, models, prior_weight)
-        new = new.replace(unit_scale=unit_scale, overhead_ms=overhead_ms)
-    return new.replace(
+        parts, y = _parts(new, per_model), models[new.statistic].to_numpy(float)
+        folds = [_scaled(new, parts[train], y[train], prior_weight) for train in _folds(len(models))]
+        new = _scaled(new, parts, y, prior_weight)
+    common = dict(
         hw=hw, estimated=False, metrics={},
         fingerprint=sidecar or {"fingerprint_id": sorted(df["fingerprint_id"].unique())},
-        threads=sorted(int(t) for t in df["threads"].unique()), runtime=runtime,
-        fit_keys=sorted(set(base.fit_keys) | set(models.apply(model_key, axis=1))),
+        threads=sorted(int(t) for t in df["threads"].unique()), runtime=runtime)
+    calibrated = new.replace(
+        **common, fit_keys=sorted(set(base.fit_keys) | set(models.apply(model_key, axis=1))),
         calibration={"base": base.hw, "base_estimated": base.estimated,
                      "model_rows": int(len(models)), "layer_rows": int(len(layers)), **cross_validated})
+    return calibrated, [fold.replace(**common) for fold in folds]
+
+
+def _folds(n: int) -> list[np.ndarray]:
+    """Training masks of the k-fold split of ``n`` whole models (none under :data:`MIN_FOLDS`)."""
+    if n < MIN_FOLDS:
+        return []
+    fold = np.arange(n) % MIN_FOLDS
+    return [fold != k for k in range(MIN_FOLDS)]
 
 
 def _combine(old: dict[str, Curve], new: dict[str, Curve], default: float) -> dict[str, Curve]:
@@ -156,22 +175,25 @@ def _curves(old: dict[str, Curve], residuals: dict[str, pd.Series], weight: floa
 
 
 def _curve_weight(learned: Learned, residuals: dict[str, pd.Series], models: pd.DataFrame,
-                  prior_weight: float) -> tuple[float, dict[str, float]]:
+                  per_model: list[pd.DataFrame], prior_weight: float) -> tuple[float, dict[str, float]]:
     """How much of the isolated units' residual curves to trust, chosen by k-fold
-    cross-validation on the whole models, and the chosen weight's cross-validated accuracy
-    (``cv_within_10`` %, ``cv_mape`` %).  A unit timed alone keeps its working set in cache
-    from call to call; inside a model the other stages' weights evict it, so where a unit's
-    isolated time jumps at a cache edge the model's time may not (the Intel Xeon profile's
-    first swin_micro stage at 672 px)."""
+    cross-validation on the whole models (``per_model``: their units), and the chosen weight's
+    cross-validated accuracy (``cv_within_10`` %, ``cv_mape`` %).  A unit timed alone keeps its
+    working set in cache from call to call; inside a model the other stages' weights evict it, so
+    where a unit's isolated time jumps at a cache edge the model's time may not (the Intel Xeon
+    profile's first swin_micro stage at 672 px)."""
     y = models[learned.statistic].to_numpy(float)
-    fold = np.arange(len(models)) % min(MIN_FOLDS, len(models))
     ratios = {}
     for weight in CURVE_WEIGHTS:
         trial = learned.replace(unit_curves=_curves(learned.unit_curves, residuals, weight))
+        parts = _parts(trial, per_model)
         predicted = np.empty(len(models))
-        for k in np.unique(fold):
-            scale, overhead = _model_scales(trial, models[fold != k], prior_weight)
-            predicted[fold == k] = whole_ms(trial.replace(unit_scale=scale, overhead_ms=overhead), models[fold == k])
+        for train in _folds(len(models)):
+            theta, common, columns = _solve(trial, parts[train], y[train], prior_weight)
+            held = parts[~train]
+            # knots no training model touched keep the common scale, as _combine gives them
+            predicted[~train] = (held[columns].to_numpy() @ theta[:-1] + theta[-1]
+                                 + common * held.drop(columns=columns).to_numpy().sum(axis=1))
         ratios[weight] = predicted / y
     best = min(ratios, key=lambda w: float(np.mean(np.abs(np.log(ratios[w])))))
     error = np.abs(ratios[best] - 1.0)
@@ -184,28 +206,33 @@ def _hats(sparsity: np.ndarray) -> np.ndarray:
                      for i in range(len(KNOTS))], axis=1)
 
 
-def _model_scales(learned: Learned, models: pd.DataFrame,
-                  prior_weight: float) -> tuple[dict[str, Curve], float]:
-    """Unit scales and overhead from whole-model rows, by least squares on relative error.
-
-    Block pairs of each stage get a scale curve over sparsity (values at :data:`KNOTS`):
-    inside a model a pair's time does not follow its isolated timing at every sparsity
-    (what fits a cache alone need not fit between the other stages' weights).  Every value
-    is pulled toward one common scale with ``prior_weight`` and toward its neighbour knot,
-    so ten samples cannot overfit."""
-    y = models[learned.statistic].to_numpy(float)
-    per_model = model_units(models)
+def _parts(learned: Learned, per_model: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per whole model (its units ``per_model``), the ms its units add up to by (calibration group,
+    knot): block pairs share their time between the knots around their sparsity."""
     every = pd.concat(per_model, ignore_index=True)  # priced in one call: xgboost's cost is per call, not per row
     priced = block_scales(learned, every["signature"]) * unit_ms(learned, every) * every["weight"].to_numpy()
     ends = np.cumsum([len(units) for units in per_model])
-    parts = []  # per config: Σ unit ms by (calibration group, knot)
+    parts = []
     for units, ms in zip(per_model, np.split(priced, ends[:-1])):
         groups = calibration_groups(units)
         pair = (units["layer"] == "block_pair").to_numpy()
         share = np.where(pair[:, None], _hats(units["sparsity"].to_numpy(float)), np.eye(len(KNOTS))[0])
         parts.append(pd.DataFrame(ms[:, None] * share, columns=KNOTS).assign(group=groups)
                      .groupby("group").sum().stack())
-    parts = pd.DataFrame(parts).fillna(0.0)
+    return pd.DataFrame(parts).fillna(0.0).reset_index(drop=True)
+
+
+def _solve(learned: Learned, parts: pd.DataFrame, y: np.ndarray,
+           prior_weight: float) -> tuple[np.ndarray, float, pd.Index]:
+    """Scales (one per column of ``parts`` that some model touches, then the overhead) fitted to the
+    measured ``y`` by least squares on relative error, the common scale they are pulled toward, and
+    those columns.
+
+    Block pairs of each stage get a scale curve over sparsity (values at :data:`KNOTS`):
+    inside a model a pair's time does not follow its isolated timing at every sparsity
+    (what fits a cache alone need not fit between the other stages' weights).  Every value
+    is pulled toward one common scale with ``prior_weight`` and toward its neighbour knot,
+    so ten samples cannot overfit."""
     parts = parts.loc[:, parts.abs().sum() > 0]  # knots no unit touches
     P = parts.to_numpy()
     common = float(np.median(y / (P.sum(axis=1) + learned.overhead_ms)))
@@ -220,8 +247,14 @@ def _model_scales(learned: Learned, models: pd.DataFrame,
                    w * np.eye(G + 1)[:G], w * np.eye(G + 1)[G:] / typical, smooth])
     b = np.concatenate([np.ones(len(y)), np.full(G, w * common), [w * common * learned.overhead_ms / typical],
                         np.zeros(len(neighbours))])
-    theta = lsq_linear(A, b, bounds=(0.0, np.inf)).x
-    fitted: dict[str, Curve] = {}  # groups these models do not run keep the common scale
-    for (group, knot), value in zip(parts.columns, theta[:G]):
+    return lsq_linear(A, b, bounds=(0.0, np.inf)).x, common, parts.columns
+
+
+def _scaled(learned: Learned, parts: pd.DataFrame, y: np.ndarray, prior_weight: float) -> Learned:
+    """``learned`` with the unit scales and overhead that whole models ``parts`` measured at ``y`` give
+    (:func:`_solve`); groups these models do not run keep the common scale."""
+    theta, common, columns = _solve(learned, parts, y, prior_weight)
+    fitted: dict[str, Curve] = {}
+    for (group, knot), value in zip(columns, theta[:-1]):
         fitted.setdefault(group, []).append([float(knot), float(value)])
-    return _combine(learned.unit_scale, fitted, common), float(theta[G])
+    return learned.replace(unit_scale=_combine(learned.unit_scale, fitted, common), overhead_ms=float(theta[-1]))
