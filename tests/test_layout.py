@@ -18,7 +18,7 @@ PACKAGE = Path(sparsevit_sdk.__file__).parent
 MAX_LINES = 400
 # README's Module map, top to bottom: a module imports only modules of its own layer or of one above
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "_atomic", "_documents", "_logs", "_progress", "_data", "_ray", "checks", "hardware"),
+    ("_version", "_atomic", "_documents", "_logs", "_progress", "_data", "_ray", "checks", "hardware", "outputs"),
     ("arch",),
     ("devices",),
     ("config",),
@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dataset",),
     ("profiler",),
     ("predictor",),
+    ("calibration",),
     ("local",),
     ("accuracy",),
     ("search",),

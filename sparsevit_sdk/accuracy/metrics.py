@@ -2,8 +2,10 @@
 
 A metric has ``reset()``, ``update(outputs, targets)``, ``compute() -> float`` (higher is
 better) and a ``name``.  Outputs are logits with classes on dim 1 — ``(B, K)`` for
-classification, ``(B, K, H, W)`` for segmentation — and targets the matching class ids.
-Any plain function ``fn(outputs, targets) -> float`` works too (see :func:`as_metric`).
+classification, ``(B, K, H, W)`` for segmentation — and targets the matching class ids; the
+built-in metrics take a model's output as it comes (a Hugging Face ``ModelOutput``'s ``.logits``,
+a tuple's first tensor: :func:`sparsevit_sdk.outputs.prediction`).
+Any plain function ``fn(logits, targets) -> float`` works too (see :func:`as_metric`).
 
 The built-in metrics are also :class:`MergeableMetric`: their state adds up over disjoint parts
 of a set (counts, a confusion matrix, per-batch values summed exactly), so parts scored by
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+from ..outputs import prediction
 
 
 @runtime_checkable
@@ -26,7 +30,7 @@ class Metric(Protocol):
 
     def reset(self) -> None: ...
 
-    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None: ...
+    def update(self, outputs: Any, targets: torch.Tensor) -> None: ...
 
     def compute(self) -> float: ...
 
@@ -73,7 +77,8 @@ class MeanIoU:
     def reset(self) -> None:
         self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)  # (true, pred)
 
-    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    def update(self, outputs: Any, targets: torch.Tensor) -> None:
+        outputs = prediction(outputs)
         if outputs.shape[1] != self.num_classes:
             raise ValueError(f"outputs have {outputs.shape[1]} classes on dim 1, metric has {self.num_classes}")
         pred = outputs.argmax(dim=1).flatten().cpu()
@@ -114,8 +119,8 @@ class Accuracy:
         self.correct = 0
         self.total = 0
 
-    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        self.correct += int((outputs.argmax(dim=1) == targets).sum())
+    def update(self, outputs: Any, targets: torch.Tensor) -> None:
+        self.correct += int((prediction(outputs).argmax(dim=1) == targets).sum())
         self.total += targets.numel()
 
     def state(self) -> np.ndarray:
@@ -133,7 +138,8 @@ class Accuracy:
 
 
 class BatchMean:
-    """A per-batch function ``fn(outputs, targets) -> float``, averaged with batch-size weights.
+    """A per-batch function ``fn(logits, targets) -> float``, averaged with batch-size weights; the
+    function gets the model output's :func:`~sparsevit_sdk.outputs.prediction`.
 
     Batch values are kept (one float each) and summed exactly (``math.fsum``) at the end: the
     mean does not depend on the order batches arrive in, or on how they were split over workers.
@@ -147,8 +153,8 @@ class BatchMean:
     def reset(self) -> None:
         self.batches: list[tuple[float, int]] = []  # (value x batch size, batch size)
 
-    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        self.batches.append((float(self.fn(outputs, targets)) * len(targets), len(targets)))
+    def update(self, outputs: Any, targets: torch.Tensor) -> None:
+        self.batches.append((float(self.fn(prediction(outputs), targets)) * len(targets), len(targets)))
 
     def compute(self) -> float:
         count = sum(n for _, n in self.batches)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal, NamedTuple
 
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from .._progress import progress_bar
 from ..config import SparsityConfig
+from ..outputs import tensor_leaves
 from ..sparse.convert import search_space, set_sparsity, sparse_backbone
 from ..sparse.state import check_config, preserved
 from .demo import DigitCanvases
@@ -254,16 +255,6 @@ class AccuracyProxy(SplittableProxy):
         return self.metric.compute()
 
 
-def _maps(outputs) -> list[torch.Tensor]:
-    """A model's output as a flat list of ``(B, C, ...)`` tensors: a tensor, the four maps of a
-    SparseSwin, or the tensors of a Hugging Face output (a mapping, possibly of tuples)."""
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    if isinstance(outputs, Mapping):
-        outputs = outputs.values()
-    return [t for item in outputs for t in _maps(item)] if outputs is not None else []
-
-
 def _agreement(sparse: torch.Tensor, dense: torch.Tensor, measure: Measure) -> torch.Tensor:
     """Per-image agreement ``(B,)`` of two ``(B, C, ...)`` maps along dim 1, averaged over positions.
 
@@ -325,7 +316,7 @@ class AgreementProxy(SplittableProxy):
     def _outputs(self, indices: range) -> list[list[torch.Tensor]]:
         device = self.device
         batches = [self.batches[i] for i in indices]
-        return [_maps(self.model(x.to(device))) for x in self._progress(batches, f"eval {self.name}")]
+        return [list(tensor_leaves(self.model(x.to(device)))) for x in self._progress(batches, f"eval {self.name}")]
 
     def _dense_outputs(self) -> list[list[torch.Tensor]]:
         with self._applied(search_space(self.model).dense()):

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils import _pytree as pytree
 
 from ..arch import check_input_shape, stage_tokens
+from ..outputs import tensor_leaves
 from ..runtimes import runtime_call
 from ..sparse.convert import sparse_backbone
 from ..sparse.state import preserved
@@ -53,13 +53,6 @@ def _resolve_call(model: nn.Module, call: Call) -> tuple[Callable[[nn.Module, to
     if callable(call):
         return call, f"{getattr(call, '__qualname__', type(call).__name__)}(model, x)"
     raise TypeError(f"call must be None, a method name or a callable(model, x), got {type(call).__name__}")
-
-
-def tensor_leaves(output: Any) -> tuple[torch.Tensor, ...]:
-    """Every tensor in a forward's output: a tensor, tuple, dict or Hugging Face ``ModelOutput``."""
-    if isinstance(output, dict):  # a ModelOutput is a dict of what it holds
-        output = list(output.values())
-    return tuple(t for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor))
 
 
 class ModelForward(nn.Module):
