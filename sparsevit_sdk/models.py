@@ -25,6 +25,19 @@ def build_model(name: str, *, seed: int | None = 0, **kwargs) -> SparseSwin:
 
     ``seed`` makes the random weights reproducible (None leaves torch's global RNG alone);
     other keyword arguments override the variant's defaults (e.g. ``num_classes=10``).
+
+    Args:
+        name: a registered architecture (:func:`list_models`): ``swin_micro``, ``swin_t``,
+            ``swin_s``, ``swin_b``, ``swinv2_micro``, ``swinv2_t``, ``swinv2_t_window16``.
+        seed: seed of the random initial weights (no pretrained weights are loaded).
+        **kwargs: :class:`SparseSwin` arguments that override the variant's defaults.
+
+    Returns:
+        The :class:`SparseSwin`, dense (sparsity 0), in eval mode; its forward maps images
+        ``(B, C, H, W)`` to the four stage maps ``(B, C_i, H_i, W_i)``.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the known names).
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")

@@ -147,6 +147,28 @@ def measure_latency(
     its sparsity is what is timed).  ``runtime``
     is "eager", "compiled" (``torch.compile``) or "onnxruntime" (exported at the model's
     current sparsity); compiling or exporting happens before the timed calls.
+
+    Args:
+        model: any ``nn.Module`` taking one image batch (a built-in or sparsified Swin, at the
+            sparsity it has).
+        input_shape: ``(B, C, H, W)`` of the random input, in pixels.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+        warmup: untimed calls first.
+        repeats: timed calls; the statistics are over these.
+        dtype: ``"fp32"``, ``"fp16"``, ``"bf16"`` or a ``torch.dtype``.
+        threads: CPU threads for the calls (None: torch's current setting).
+        clock: ``"wall"``, or ``"cpu"`` (the thread's CPU-time clock: steadier on a shared
+            machine, single-threaded only); CUDA is timed with events after a synchronise.
+        runtime: ``"eager"``, ``"compiled"`` or ``"onnxruntime"``.
+
+    Returns:
+        A :class:`LatencyStats` in milliseconds: ``median_ms``, ``p10_ms``, ``p90_ms``,
+        ``min_ms``, with the repeats, threads and device; an unsteady measurement (a wide
+        spread) is also logged as a warning, once.
+
+    Raises:
+        ValueError: a malformed ``input_shape``, an unknown dtype or runtime, or a clock the
+            runtime cannot be timed with.
     """
     shape = check_input_shape(input_shape)
     dev = resolve_device(device)

@@ -88,6 +88,21 @@ def sparsify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     ``set_sparsity(result, config)`` makes the blocks skip windows.  Dropout and stochastic depth
     of the source's blocks are not carried over: the result is for inference and sparsity-aware
     fine-tuning.
+
+    Args:
+        model: a timm ``SwinTransformer`` / ``SwinTransformerV2``, a torchvision ``swin_*`` /
+            ``swin_v2_*``, a Hugging Face ``SwinModel`` / ``SwinBackbone`` /
+            ``SwinForImageClassification`` (or their V2), any model holding one (a Mask2Former,
+            an UperNet), or a :class:`SparseSwin` (returned as it is).
+        inplace: swap the Swins inside ``model`` itself instead of returning a new module.
+
+    Returns:
+        The window-sparse model, at sparsity 0: a new module sharing ``model``'s weights, or
+        ``model`` itself with ``inplace=True`` (or when it is already sparse).
+
+    Raises:
+        TypeError: ``model`` is no ``nn.Module``, holds no supported Swin, or uses a feature the
+            kernels do not support (non-square windows, stage widths that do not double), named.
     """
     if isinstance(model, SparseSwin):
         return model
@@ -129,7 +144,22 @@ def sparse_backbone(model: nn.Module) -> SparseSwin:
 
 def search_space(model: nn.Module, **options: Any) -> SearchSpace:
     """The knobs of the sparse Swin in ``model``; ``options`` (``granularity``, ``grid``,
-    ``monotonic``) as for :class:`~sparsevit_sdk.config.SearchSpace`."""
+    ``monotonic``) as for :class:`~sparsevit_sdk.config.SearchSpace`.
+
+    Args:
+        model: a built-in model, a :class:`SparseSwin` or a model :func:`sparsify` made.
+        **options: ``granularity`` (``"pair"``, one knob per W-MSA + SW-MSA block pair, or
+            ``"block"``), ``grid`` (the sparsity ratios, default 0.0, 0.1, ..., 0.8) and
+            ``monotonic`` (sparsity non-decreasing within a stage, default True).
+
+    Returns:
+        The :class:`~sparsevit_sdk.config.SearchSpace`: knobs, grid and the model's signature;
+        ``uniform(s)``, ``dense()``, ``sparsest()``, ``sample(rng)`` and ``config(ratios)`` make
+        :class:`~sparsevit_sdk.config.SparsityConfig` objects for it.
+
+    Raises:
+        TypeError: ``model`` holds no window-sparse Swin (call :func:`sparsify` first) or several.
+    """
     backbone = sparse_backbone(model)
     return SearchSpace(backbone.depths, backbone.signature, **options)
 
@@ -137,7 +167,20 @@ def search_space(model: nn.Module, **options: Any) -> SearchSpace:
 def set_sparsity(model: nn.Module, config: SparsityConfig) -> nn.Module:
     """Make every block of the sparse Swin in ``model`` skip its share of windows as ``config``
     says; validated (model, knob count, order along each stage unless ``config.monotonic`` is
-    False) before anything changes.  Returns ``model``."""
+    False) before anything changes.  Returns ``model``.
+
+    Args:
+        model: a built-in model, a :class:`SparseSwin` or a model :func:`sparsify` made.
+        config: one sparsity (share of windows skipped, 0.0 to below 1.0) per knob, made by
+            :func:`search_space` for this model (or read from a result or a JSON file).
+
+    Returns:
+        ``model`` itself, whose blocks now keep ``int(nW * (1 - s))`` of their ``nW`` windows.
+
+    Raises:
+        ValueError: ``config`` is for another model (signature), has the wrong number of knobs,
+            or decreases within a stage.
+    """
     backbone = sparse_backbone(model)
     per_block = config.block_sparsity(backbone.signature, backbone.depths)
     for stage, values in zip(backbone.stages, per_block):
