@@ -126,6 +126,14 @@ class SearchResult:
         return int(self.history["score"].notna().sum())
 
     def summary(self) -> str:
+        """The result in a few lines, for a person: the best config and what the search cost, the target and
+        input, the predicted latency with its expected error against the dense model's and the budget, where the
+        predictor came from (and whether it is poor here), the rest of the model, the score, and why the search
+        stopped early, if it did.
+
+        Returns:
+            The text, one line per fact (``print(result.summary())``).
+        """
         source = "ESTIMATED from published specs (no measured predictor)" if self.estimated else "measured predictor"
         whole = self.rest.source != "none"
         scope = self.settings.get("budget_of", "model")
@@ -178,7 +186,28 @@ class SearchResult:
         """Time the dense and the best config on ``device`` with the real sparse kernels, in ``runtime``
         (default: the one the latencies were predicted for; ``model``: the searched model, if this
         result has none attached), the whole model run as the search ran it (``call``) beside its
-        backbone; see :func:`~sparsevit_sdk.search.validation.validate_result`."""
+        backbone; see :func:`~sparsevit_sdk.search.validation.validate_result`.
+
+        Args:
+            device: ``"cpu"`` or ``"cuda:N"``: where the real kernels are timed.
+            model: the searched model, where this result has none attached (one loaded from a file).
+            repeats: timed calls per round.
+            warmup: untimed calls first.
+            rounds: rounds of dense and sparse calls, interleaved; the fastest round is reported.
+            threads: CPU threads (default: the predictor's).
+            clock: ``"wall"`` or ``"cpu"`` (default: the predictor's).
+            runtime: ``"eager"``, ``"compiled"`` or ``"onnxruntime"`` (default: the predictor's).
+            call: how the model is run (default: as the search ran it).
+
+        Returns:
+            A :class:`~sparsevit_sdk.search.validation.ValidationReport`: measured and predicted
+            dense and sparse latencies in ms, their ratios, and whether the measurement lies inside
+            the predictor's expected error; ``print`` it for the table.
+
+        Raises:
+            ValueError: no model attached and none given, ``rounds`` < 1, or a ``call`` other than the
+                search's.
+        """
         return validate_result(self, device, model=self._ranking(model), repeats=repeats, warmup=warmup,
                                rounds=rounds, threads=threads, clock=clock, runtime=runtime, call=call)
 
@@ -264,12 +293,32 @@ class SearchResult:
             raise bad("best", str(self.best), f"a config of the history predicted at {self.predicted_ms:.6g} ms")
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the result as one JSON file, atomically: a failed write keeps the previous file."""
+        """Write the result as one JSON file, atomically: a failed write keeps the previous file.
+
+        Args:
+            path: the JSON file to write (its folder must exist).
+
+        Returns:
+            The path written.
+        """
         return write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: nn.Module | None = None) -> SearchResult:
-        """Read a saved result; with ``model``, it can be validated (and must match it)."""
+        """Read a saved result; with ``model``, it can be validated (and must match it).
+
+        Args:
+            path: a JSON file :meth:`save` (or ``sparsevit-search --out``) wrote.
+            model: the searched model, to validate or fine-tune the result with.
+
+        Returns:
+            The :class:`SearchResult`, as it was saved (older schemas migrated).
+
+        Raises:
+            DocumentError: the file is not a search result, is of an unknown schema, or disagrees with
+                itself (its best config not in its history); the message names the field and the fix.
+            ValueError: ``model`` is not the model the result was searched for.
+        """
         data = read_json(path, what="search result", fix="give the JSON file a search saved (result.save, "
                                                              "sparsevit-search --out)")
         return cls.from_dict(data, model=model, source=str(path))

@@ -149,6 +149,35 @@ class SearchSession:
     ``result.stopped`` and ``summary()`` say which limit fired, and when.  These settings are
     the fields of a :class:`SearchSettings`, given as keywords or as ``settings``, and read
     back as ``session.settings``.
+
+    Args:
+        model: a built-in model, a :class:`SparseSwin`, or any model :func:`sparsify` made
+            (a classifier, a segmenter around its Swin: its latency is the whole model's).
+        hw: where latency is predicted: a target name (``"cpu"``, ``"jetson-orin"``, ...),
+            ``"local"`` (this CPU, calibrated and cached) or a :class:`LatencyPredictor`.
+        proxy: ``proxy(config) -> float``, higher is better (e.g. an ``AccuracyProxy``);
+            None scores by agreement with the dense model's outputs.
+        input_shape: the deployment input ``(B, C, H, W)`` in pixels.
+        space: the knobs and grid (default :func:`search_space` of ``model``).
+        executor: ``"local"``, ``"process"``, ``"ray"`` or an object with ``map(fn, it)``.
+        checkpoint: a JSON file rewritten after every generation, for :meth:`resume`.
+        progress: show a progress bar (a line a minute into a log).
+        proxy_images: demo images the default proxy scores on.
+        proxy_resolution: ``(H, W)`` of those images (default: the input's).
+        runtime: ``"eager"``, ``"compiled"`` or ``"onnxruntime"`` (default: the predictor's).
+        call: how the model is run: None, a method name or ``call(model, x)``.
+        rest_ms: the latency of the model beyond its backbone, in ms, instead of measuring it.
+        strategy: ``"ga"``, ``"nsga2"``, ``"random"`` or a :class:`SearchStrategy`.
+        settings: a :class:`SearchSettings` instead of its fields as keywords.
+        **options: the settings' fields (``latency_budget`` as a share of dense, default 0.7,
+            or ``budget_ms``; ``budget_of``; ``seed``; ``timeout_s``, default 600;
+            ``max_evaluations``; ``patience``; ``retries``) and the strategy's own keywords
+            (``population``, ``parents``, ``generations``, ... or ``samples``, ``rounds``).
+
+    Raises:
+        TypeError: an argument of the wrong type, or a keyword no setting or strategy takes.
+        ValueError: a value out of range, a budget no config can reach (with the Amdahl
+            bound), a search space for another model, or a predictor for another runtime.
     """
 
     @checked
@@ -356,7 +385,20 @@ class SearchSession:
 
     def run(self) -> SearchResult:
         """Search (from the checkpoint, for a resumed session), then package the best config,
-        the Pareto front and the history."""
+        the Pareto front and the history.
+
+        Returns:
+            The :class:`SearchResult`: ``best`` (a :class:`SparsityConfig`), ``predicted_ms``
+            and ``dense_predicted_ms`` (the whole model's, in ms), ``score``, ``pareto`` and
+            ``history`` (DataFrames), and ``stopped`` (which limit ended the search, if any).
+
+        Raises:
+            ExecutorLost: the executor (a Ray cluster) was lost; the message says how to resume
+                from the checkpoint.
+            ValueError: the budget is infeasible (even the sparsest config is predicted over
+                it; the message names the budget that would do).
+            RuntimeError: the proxy failed on the reference configs after its retries.
+        """
         self._started = time.perf_counter()
         try:
             with owning(self.checkpoint) if self.checkpoint is not None else contextlib.nullcontext():
