@@ -135,7 +135,22 @@ class LatencyPredictor:
 
     def predict_config(self, model, input_shape: Sequence[int], config: SparsityConfig,
                        *, dtype: str | None = None) -> float:
-        """Whole-model latency (ms) of ``model`` at ``config``."""
+        """Whole-model latency (ms) of ``model`` at ``config``.
+
+        Args:
+            model: a built-in model, a :class:`SparseSwin` or a model :func:`sparsify` made; its
+                backbone's architecture is what is priced (the rest of a whole model is not).
+            input_shape: ``(B, C, H, W)`` in pixels.
+            config: a :class:`SparsityConfig` of this model.
+            dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (default: the predictor's).
+
+        Returns:
+            The predicted latency in milliseconds: the sum of the units' predictions plus the
+            fitted per-device overhead. :attr:`expected_error` says how far to trust it.
+
+        Raises:
+            ValueError: ``config`` is for another model, or the model refuses ``input_shape``.
+        """
         return float(self.predict_configs(model, input_shape, [config], dtype=dtype)[0])
 
     def rest_for(self, model_key: str, input_shape: Sequence[int], *, dtype: str | None = None) -> dict | None:
@@ -191,6 +206,15 @@ class LatencyPredictor:
         one scale per group and the overhead by least squares, pulled toward a single common
         scale with weight ``prior_weight`` so ten samples cannot overfit.  The calibrated
         rows are excluded from :meth:`evaluate`.
+
+        Args:
+            base: the fitted predictor to adapt (usually the shipped one nearest the device).
+            df: profile rows measured on the new device (the dataset schema; a few whole models
+                and units suffice).
+            prior_weight: how strongly the per-group scales are pulled toward one common scale.
+
+        Returns:
+            A new, calibrated :class:`LatencyPredictor`; ``base`` is left as it was.
         """
         params = base.get_params()
         learned = transfer.calibrate(base._state, df, statistic=params["statistic"], prior_weight=prior_weight)
@@ -214,6 +238,20 @@ class LatencyPredictor:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike) -> LatencyPredictor:
-        """A predictor file, or a shipped one by name (``"cpu"`` → ``predictors/cpu.json``)."""
+        """A predictor file, or a shipped one by name (``"cpu"`` → ``predictors/cpu.json``).
+
+        Args:
+            name_or_path: a shipped predictor's name (``"cpu"``, ``"intel-xeon-amx"``,
+                ``"intel-xeon-amx-2t"``) or the path of a JSON file :meth:`save` wrote.
+
+        Returns:
+            The fitted :class:`LatencyPredictor`, validated down to its xgboost trees.
+
+        Raises:
+            DocumentError: the file is damaged, of another kind or of an unknown schema; the
+                message names the file, the field and the fix.
+            ValueError: no such file and no shipped predictor of that name (the message lists the
+                shipped ones).
+        """
         params, learned = persistence.load(name_or_path, shipped_predictors())
         return cls(**params)._learn(learned)
