@@ -3,20 +3,37 @@ Face ``ModelOutput`` (a dict of its non-None fields, ``logits`` among them for a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
 PREDICTION_KEY = "logits"  # what a Hugging Face task model calls its prediction
+OUTPUT_NAME = "output"  # a tensor's name where its model gives none
+
+
+def _named(output: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(output, torch.Tensor):
+        yield name, output
+    elif isinstance(output, Mapping):  # a ModelOutput is a dict of its non-None fields
+        for key, value in output.items():
+            yield from _named(value, f"{name}_{key}" if name != OUTPUT_NAME else str(key))
+    elif isinstance(output, tuple | list):
+        for i, value in enumerate(output):
+            yield from _named(value, f"{name}_{i}")
+
+
+def named_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in a forward's output, in the order ``torch.export`` flattens it, with the name
+    the output gives it: ``logits`` of a ``ModelOutput``, ``feature_maps_0`` … of a tuple inside it,
+    ``output`` for a bare tensor, ``output_0`` … for a tuple's (a tensor, tuple, list, dict or
+    ``ModelOutput``; anything else holds none)."""
+    return list(_named(output, OUTPUT_NAME))
 
 
 def tensor_leaves(output: Any) -> tuple[torch.Tensor, ...]:
-    """Every tensor in a forward's output, in order: a tensor, tuple, list, dict or ``ModelOutput``."""
-    if isinstance(output, Mapping):  # a ModelOutput is a dict of what it holds
-        output = list(output.values())
-    return tuple(t for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor))
+    """Every tensor in a forward's output, in order (see :func:`named_tensors`)."""
+    return tuple(tensor for _, tensor in _named(output, OUTPUT_NAME))
 
 
 def prediction(output: Any) -> torch.Tensor:

@@ -6,6 +6,11 @@ kept rows → the block → ScatterND back (no NonZero, no dynamic slicing).  A 
 exports as a plain Swin graph (no scoring at all).  The kernels scatter in place in eager
 mode; under ``torch.export`` they return a new tensor instead, which is what a graph can
 hold (``SparseSwinBlock.forward``).
+
+The graph's input and outputs carry the model's own names, so code written for the model reads
+the graph too: a Hugging Face model's ``pixel_values`` → ``logits`` (its ``main_input_name`` and
+output fields), otherwise ``images`` → ``output`` (``output_0`` … for several).  Whatever runs a
+graph reads the names from it.
 """
 
 from __future__ import annotations
@@ -21,11 +26,30 @@ from .._atomic import atomic_write, check_writable
 from ..arch import check_input_shape
 from ..config import SparsityConfig
 from ..devices import TORCH_DTYPES, dtype_name
+from ..outputs import named_tensors
 from ..sparse.convert import set_sparsity, sparse_backbone
 from ..sparse.state import check_config, preserved
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; LayerNormalization is one op since 17
 EXPORT_DTYPES = ("fp32", "fp16")
+INPUT_NAME = "images"  # the graph input's name where the model declares none (Hugging Face's main_input_name)
+
+
+def input_name(model: nn.Module) -> str:
+    """What ``model`` calls its image batch: Hugging Face's ``main_input_name`` (``pixel_values``), else ``images``."""
+    name = getattr(model, "main_input_name", None)
+    return name if isinstance(name, str) and name else INPUT_NAME
+
+
+def _names(given: Sequence[str] | None, default: list[str], what: str) -> list[str]:
+    """``given`` (checked: one distinct name per tensor) or the model's own ``default``."""
+    if given is None:
+        return default
+    names = [given] if isinstance(given, str) else list(given)
+    if len(names) != len(default) or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{what}_names={given!r}: the model has {len(default)} {what}(s) ({', '.join(default)}); "
+                         f"pass {len(default)} distinct non-empty names, or leave {what}_names out for these")
+    return names
 
 
 def export_onnx(
@@ -36,6 +60,8 @@ def export_onnx(
     *,
     dtype: str = "fp32",
     opset: int = DEFAULT_OPSET,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> Path:
     """Write ``model``'s own forward at ``config`` (default: its current sparsity) as ONNX.
 
@@ -48,6 +74,9 @@ def export_onnx(
     anything runs and the file is written atomically.  ``model`` itself is left as it was (its
     sparsity, every module's mode, each weight and buffer bit for bit in its own dtype), on
     error and Ctrl-C too.
+
+    ``input_names`` (one) and ``output_names`` (one per output tensor) rename the graph's input and
+    outputs; by default they are the model's own (see the module docstring).
     """
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
@@ -57,6 +86,7 @@ def export_onnx(
         raise ValueError(f"cannot export in {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
     if config is not None:
         check_config(model, config)
+    inputs = _names(input_names, [input_name(model)], "input")
     path = check_writable(path)
     device = next(model.parameters()).device
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, TORCH_DTYPES[dtype])
@@ -64,7 +94,8 @@ def export_onnx(
     with preserved(model, training=False, dtype=TORCH_DTYPES[dtype]), torch.no_grad():
         if config is not None:
             set_sparsity(model, config)  # validates the config's order before anything is traced
+        outputs = _names(output_names, [name for name, _ in named_tensors(model(x))], "output")
         atomic_write(path, lambda tmp: torch.onnx.export(
-            model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=["images"], verbose=False,
-            external_data=False))  # one self-contained file: the rename is the whole write
+            model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=inputs, output_names=outputs,
+            verbose=False, external_data=False))  # one self-contained file: the rename is the whole write
     return path
