@@ -77,6 +77,27 @@ def export_onnx(
 
     ``input_names`` (one) and ``output_names`` (one per output tensor) rename the graph's input and
     outputs; by default they are the model's own (see the module docstring).
+
+    Args:
+        model: a :class:`SparseSwin` or a model :func:`sparsify` made.
+        input_shape: ``(B, C, H, W)`` the graph is traced for, in pixels; fixed in the graph.
+        path: the ``.onnx`` file to write (one self-contained file).
+        config: the sparsity to export (a :class:`SparsityConfig` of this model); None exports
+            the model's current sparsity.
+        dtype: ``"fp32"`` or ``"fp16"``.
+        opset: the ONNX opset version.
+        input_names: the graph input's name (default: ``pixel_values`` for a Hugging Face
+            model, else ``images``).
+        output_names: one name per output tensor (default: the model's output fields, else
+            ``output`` / ``output_0`` …).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: a config for another model or out of order, an unsupported dtype, an input
+            shape the model refuses, names that do not fit the model's inputs and outputs, or a
+            path that cannot be written.
     """
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
