@@ -1,12 +1,23 @@
-"""Built-in architectures, registered by name; random initialisation only (no hub downloads)."""
+"""Built-in architectures, registered by name; random initialisation only (no hub downloads);
+and the input size any model declares, which every default input shape is taken from."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn as nn
 
+from ._logs import warn_once
 from .sparse.swin import SparseSwin
+
+logger = logging.getLogger(__name__)
+
+# The input of a model that declares none (torchvision's Swin, the built-in models): SparseViT's
+# high-resolution setting, where most windows can be skipped (at 224x224 a Swin-T's last stages
+# hold 4 and 1 windows).
+DEFAULT_INPUT_SHAPE = (1, 3, 672, 672)
 
 _REGISTRY: dict[str, Callable[..., SparseSwin]] = {}
 
@@ -93,3 +104,44 @@ def swinv2_t(**kwargs) -> SparseSwin:
 def swinv2_t_window16(**kwargs) -> SparseSwin:
     """Swin V2-T with window 16 (timm's ``swinv2_tiny_window16_256``), the high-resolution shape."""
     return swinv2_t(**{"window_size": 16, **kwargs})
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def declared_input_shape(model: nn.Module) -> tuple[int, int, int, int] | None:
+    """The input ``(1, C, H, W)`` ``model`` says it takes, or None where it says nothing.
+
+    A Hugging Face model: ``config.image_size`` and ``config.num_channels``.  A timm model: the
+    size it was built for (``patch_embed.img_size``, which ``img_size=`` and ``set_input_size``
+    change), else ``pretrained_cfg['input_size']`` (or ``default_cfg``), which keeps the
+    pretrained size whatever the model was built for.  torchvision's Swin and the built-in
+    models declare none.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "image_size", None) is not None:
+        return (1, int(getattr(config, "num_channels", 3)), *_pair(config.image_size))
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        channels, *size = cfg["input_size"]
+        built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        return (1, int(channels), *_pair(built if built is not None else size))
+    return None
+
+
+def input_shape_for(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
+    """``input_shape`` as given, or by default the one ``model`` declares (:func:`declared_input_shape`;
+    :data:`DEFAULT_INPUT_SHAPE` where it declares none).  A given shape whose channels or size differ
+    from the declared ones is named, with them, in a warning (once): a model trained at 224 px
+    searched at 672 px is a choice to make knowingly."""
+    declared = declared_input_shape(model)
+    if input_shape is None:
+        return declared or DEFAULT_INPUT_SHAPE
+    shape = tuple(input_shape)
+    if declared is not None and shape[1:] != declared[1:]:
+        given, says = "x".join(map(str, shape[1:])), "x".join(map(str, declared[1:]))
+        warn_once(logger, f"{type(model).__name__} {given} {says}",
+                  "input %s (C x H x W) differs from the %s %s declares; pass input_shape=(B, %s) for its own, "
+                  "or keep this one knowingly", given, says, type(model).__name__, ", ".join(map(str, declared[1:])))
+    return shape

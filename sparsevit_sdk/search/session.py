@@ -36,6 +36,7 @@ from ..arch import check_input_shape
 from ..checks import Count, Resolution, checked, optional
 from ..config import SearchSpace, SparsityConfig
 from ..local import LOCAL, for_device
+from ..models import input_shape_for
 from ..predictor.latency import LatencyPredictor
 from ..profiler.forward import Call, ModelForward, RestOfModel
 from ..sparse.convert import search_space, sparse_backbone
@@ -108,9 +109,9 @@ def _check_given(path: str | os.PathLike, given: dict[str, Any], recorded: dict[
 class SearchSession:
     """Search per-knob sparsity of ``model`` for target ``hw`` under a latency budget.
 
-    ``input_shape`` is the deployment input ``(B, C, H, W)``; the default 672x672 is
-    SparseViT's high-resolution setting, where most windows can be skipped (at 224x224 a
-    Swin-T's last stages hold 4 and 1 windows, and on a GPU fixed costs dominate).
+    ``input_shape`` is the deployment input ``(B, C, H, W)``; by default the size the model declares
+    (``config.image_size``, timm's ``pretrained_cfg``), else 672x672: SparseViT's high-resolution
+    setting (:func:`~sparsevit_sdk.models.input_shape_for`; another size is named in a warning).
     ``hw`` is a target name (see ``sparsevit_sdk.hardware.list_hardware()``), ``"local"``
     (this CPU: :func:`~sparsevit_sdk.local.for_device` measures for about two minutes the first
     time, then reuses its cached calibration), or a fitted :class:`LatencyPredictor`
@@ -157,7 +158,7 @@ class SearchSession:
             ``"local"`` (this CPU, calibrated and cached) or a :class:`LatencyPredictor`.
         proxy: ``proxy(config) -> float``, higher is better (e.g. an ``AccuracyProxy``);
             None scores by agreement with the dense model's outputs.
-        input_shape: the deployment input ``(B, C, H, W)`` in pixels.
+        input_shape: the deployment input ``(B, C, H, W)`` in pixels (default: the model's own).
         space: the knobs and grid (default :func:`search_space` of ``model``).
         executor: ``"local"``, ``"process"``, ``"ray"`` or an object with ``map(fn, it)``.
         checkpoint: a JSON file rewritten after every generation, for :meth:`resume`.
@@ -187,7 +188,7 @@ class SearchSession:
         hw: str | LatencyPredictor = "cpu",
         *,
         proxy: Proxy | None = None,
-        input_shape: Sequence[int] = (1, 3, 672, 672),
+        input_shape: Sequence[int] | None = None,
         space: SearchSpace | None = None,
         executor: Executor | str | None = None,
         checkpoint: str | os.PathLike | None = None,
@@ -207,7 +208,7 @@ class SearchSession:
         self.settings = settings_from(settings, options, caller="SearchSession")
         self.model = model
         self.backbone = sparse_backbone(model)
-        self.input_shape = check_input_shape(input_shape, self.backbone.in_chans)
+        self.input_shape = check_input_shape(input_shape_for(model, input_shape), self.backbone.in_chans)
         arch = self.backbone.architecture
         arch.check_fits(self.input_shape, fix="a smaller input_shape (--resolution)")
         if proxy is None and proxy_resolution is not None:
