@@ -4,7 +4,7 @@ Blocks of one page run in order in one namespace (a later block may use what an 
 temporary working folder with ``MPLBACKEND=Agg`` and a fresh ``SPARSEVIT_CACHE``.  A block that needs what a
 test machine lacks (a GPU, the network, a pretrained download, minutes of work) is marked by the line
 ``<!-- no-test -->`` right above its fence and is only shown; a page whose blocks together take more than a
-few seconds says ``<!-- docs-test: slow -->`` anywhere and is tested under ``-m slow`` only.
+few seconds says ``<!-- docs-test: slow -->`` on a line of its own and is tested under ``-m slow`` only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_TEST = "<!-- no-test -->"
-SLOW_PAGE = "<!-- docs-test: slow -->"
+SLOW_PAGE = re.compile(r"^<!-- docs-test: slow -->$", re.M)  # on a line of its own
 README_MAX_LINES = 150
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
@@ -46,7 +46,7 @@ def _page_params() -> list:
         text = page.read_text(encoding="utf-8")
         if not python_blocks(text):
             continue
-        marks = [pytest.mark.slow] if SLOW_PAGE in text else []
+        marks = [pytest.mark.slow] if SLOW_PAGE.search(text) else []
         params.append(pytest.param(page, marks=marks, id=str(page.relative_to(ROOT))))
     return params
 

@@ -16,7 +16,7 @@ import sparsevit_sdk
 
 PACKAGE = Path(sparsevit_sdk.__file__).parent
 MAX_LINES = 400
-# README's Module map, top to bottom: a module imports only modules of its own layer or of one above
+# The module map of docs/design.md, top to bottom: a module imports only modules of its own layer or of one above
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "_atomic", "_documents", "_logs", "_progress", "_data", "_ray", "checks", "hardware", "outputs"),
     ("arch",),
@@ -120,7 +120,7 @@ def _layer(module: str) -> int:
     for index, layer in enumerate(LAYERS):
         if any(inner == top or inner.startswith(f"{top}.") for top in layer):
             return index
-    raise AssertionError(f"{module} is in no layer: add it to LAYERS here and to README's Module map")
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS here and to the module map in docs/design.md")
 
 
 def test_no_import_cycles():

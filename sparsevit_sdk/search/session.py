@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
@@ -46,17 +46,16 @@ from .executors import resolve_executor
 from .fingerprint import check_same_model, model_fingerprint
 from .protocols import Executor, ExecutorLost, Proxy, proxy_name
 from .result import SearchResult
+from .resuming import check_given
 from .settings import (
     DEFAULT_BUDGET,
-    RUN_FIELDS,
     SHAPE_FIELDS,
     SearchSettings,
-    check_keywords,
     resolve_budget,
     settings_from,
 )
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
-from .strategies import DEFAULT_STRATEGY, OPTION_NAMES, make_strategy, resolve_strategy
+from .strategies import DEFAULT_STRATEGY, make_strategy, resolve_strategy
 from .strategy import SearchStrategy
 from .whole import RestMs, fitted_elsewhere, predict_calls, rest_of_model
 
@@ -64,23 +63,6 @@ logger = logging.getLogger(__name__)
 
 # what the session's own arguments accept (sparsevit_sdk.checks); the settings check theirs
 ProxyResolution = optional(Resolution, "the input's")
-
-
-class SettingsDiffer(ValueError):
-    """Settings given to :meth:`SearchSession.resume` that differ from the checkpointed search's:
-    ``differ`` maps each name to (the value given, the checkpoint's)."""
-
-    def __init__(self, path: str | os.PathLike, differ: dict[str, tuple[Any, Any]]) -> None:
-        self.path, self.differ = path, differ
-        super().__init__(self.message(lambda name, value: f"{name}={value!r}"))
-
-    def message(self, spell: Callable[[str, Any], str]) -> str:
-        """The refusal, each setting written by ``spell(name, value)`` (a command spells flags)."""
-        listed = ", ".join(f"{spell(name, given)} (the checkpoint's: "
-                           f"{'none' if recorded is None else spell(name, recorded)})"
-                           for name, (given, recorded) in self.differ.items())
-        return (f"{self.path}: a resumed search keeps the settings it was started with, and {listed} differ; leave "
-                "them out (or give the checkpoint's), or start a new search with a new checkpoint")
 
 
 def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
@@ -93,91 +75,48 @@ def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
                        predictor.learned_.hw, why, here["name"])
 
 
-def _check_given(path: str | os.PathLike, given: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
-    """The run settings of ``given`` (a resume's keywords), once every other one is found equal to
-    the checkpoint's ``recorded`` one; a keyword that is neither is refused, naming them."""
-    check_keywords(given, caller="SearchSession.resume", allowed=(*RUN_FIELDS, *recorded, *OPTION_NAMES))
-    if isinstance(given.get("input_shape"), Sequence):
-        given = {**given, "input_shape": tuple(given["input_shape"])}
-    differ = {name: (value, recorded.get(name)) for name, value in given.items()
-              if name not in RUN_FIELDS and value != recorded.get(name)}
-    if differ:
-        raise SettingsDiffer(path, differ)
-    return {name: value for name, value in given.items() if name in RUN_FIELDS}
-
-
 class SearchSession:
     """Search per-knob sparsity of ``model`` for target ``hw`` under a latency budget.
 
-    ``input_shape`` is the deployment input ``(B, C, H, W)``; by default the size the model declares
-    (``config.image_size``, timm's ``pretrained_cfg``), else 672x672: SparseViT's high-resolution
-    setting (:func:`~sparsevit_sdk.models.input_shape_for`; another size is named in a warning).
-    ``hw`` is a target name (see ``sparsevit_sdk.hardware.list_hardware()``), ``"local"``
-    (this CPU: :func:`~sparsevit_sdk.local.for_device` measures for about two minutes the first
-    time, then reuses its cached calibration), or a fitted :class:`LatencyPredictor`
-    (e.g. ``for_device(model, input_shape, "cuda:0")``).  ``runtime``
-    ("eager", "compiled", "onnxruntime"; default: the predictor's) is what the latencies are
-    for: with ``hw="local"`` the calibration times whole models in it, and a predictor made
-    for another runtime is refused.  The budget is either
-    ``latency_budget``, a fraction of the dense model's predicted latency (default 0.7), or
-    ``budget_ms``.  ``proxy(cfg) -> float`` scores a config, higher is better; without one
-    the label-free agreement with the dense model on ``proxy_images`` demo images of
-    ``proxy_resolution`` (default: the input's) is used (logged as a warning: it ranks
-    configs by how little they change the outputs, not by task accuracy).
-    ``executor`` is "local" (default), "process", "ray" or any object with ``map(fn,
-    iterable)``; proxy calls go through it (a proxy sets the sparsity of its model, so
-    workers need their own copy: processes or remote workers, not threads sharing this
-    model).  A failed proxy call (an error, or a return value that is not a real finite
-    number) is retried ``retries`` times, then recorded as failed in the history.
-    ``checkpoint`` is a file rewritten after every generation; continue an interrupted
-    search with :meth:`resume`.
-
-    Latencies are the whole model's, as the user runs it: ``call`` is None (``model(x)``, or
-    ``model(pixel_values=x)`` for a Hugging Face model), a method name (``"forward_features"``)
-    or ``call(model, x)``.  Each is the backbone's predicted latency plus the rest of the model
-    (heads, decoders), measured here at sparsity 0 beside the backbone, or estimated for
-    another target and flagged so (see :mod:`.whole`); ``rest_ms`` gives it instead.  The
-    budget (``latency_budget`` or ``budget_ms``) is of the whole model unless
-    ``budget_of="backbone"``; a whole-model budget no config can reach is refused with the
-    Amdahl bound.  A model that is only a sparse Swin has no rest.
-    ``strategy`` proposes the configs: a built-in's name, built from the keywords that are its
-    own (``"ga"``, the default, follows the SparseViT reference: ``population`` 100, the top
-    ``parents`` 25 breed, for ``generations`` 20; ``"nsga2"`` takes the same; ``"random"``
-    takes ``samples`` and ``rounds``), or a strategy object (:mod:`.strategy`).  Whatever the
-    strategy, the search stops early after ``timeout_s`` seconds (default 600),
-    ``max_evaluations`` proxy evaluations or ``patience`` generations (rounds of the strategy)
-    without a better best score (None: no limit, the default for these two);
-    ``result.stopped`` and ``summary()`` say which limit fired, and when.  These settings are
-    the fields of a :class:`SearchSettings`, given as keywords or as ``settings``, and read
-    back as ``session.settings``.
+    Latencies are the whole model's as it is run: the backbone's prediction plus the rest (heads,
+    decoders), measured here at sparsity 0 beside the backbone, or estimated for another target and
+    flagged so (:mod:`.whole`); a bare sparse Swin has no rest.  The search stops at the first limit
+    (``timeout_s``, ``max_evaluations``, ``patience``); ``result.stopped`` and ``summary()`` say which.
 
     Args:
-        model: a built-in model, a :class:`SparseSwin`, or any model :func:`sparsify` made
-            (a classifier, a segmenter around its Swin: its latency is the whole model's).
-        hw: where latency is predicted: a target name (``"cpu"``, ``"jetson-orin"``, ...),
-            ``"local"`` (this CPU, calibrated and cached) or a :class:`LatencyPredictor`.
-        proxy: ``proxy(config) -> float``, higher is better (e.g. an ``AccuracyProxy``);
-            None scores by agreement with the dense model's outputs.
-        input_shape: the deployment input ``(B, C, H, W)`` in pixels (default: the model's own).
-        space: the knobs and grid (default :func:`search_space` of ``model``).
-        executor: ``"local"``, ``"process"``, ``"ray"`` or an object with ``map(fn, it)``.
-        checkpoint: a JSON file rewritten after every generation, for :meth:`resume`.
-        progress: show a progress bar (a line a minute into a log).
-        proxy_images: demo images the default proxy scores on.
-        proxy_resolution: ``(H, W)`` of those images (default: the input's).
-        runtime: ``"eager"``, ``"compiled"`` or ``"onnxruntime"`` (default: the predictor's).
-        call: how the model is run: None, a method name or ``call(model, x)``.
-        rest_ms: the latency of the model beyond its backbone, in ms, instead of measuring it.
-        strategy: ``"ga"``, ``"nsga2"``, ``"random"`` or a :class:`SearchStrategy`.
-        settings: a :class:`SearchSettings` instead of its fields as keywords.
-        **options: the settings' fields (``latency_budget`` as a share of dense, default 0.7,
-            or ``budget_ms``; ``budget_of``; ``seed``; ``timeout_s``, default 600;
-            ``max_evaluations``; ``patience``; ``retries``) and the strategy's own keywords
-            (``population``, ``parents``, ``generations``, ... or ``samples``, ``rounds``).
+        model: a built-in model, a :class:`SparseSwin` or any model :func:`sparsify` made.
+        hw: a target name (``sparsevit_sdk.hardware.list_hardware()``), ``"local"`` (this CPU:
+            :func:`~sparsevit_sdk.local.for_device` measures for about two minutes the first time,
+            then reuses its cached calibration) or a fitted :class:`LatencyPredictor`.
+        proxy: ``proxy(cfg) -> float``, higher is better; None: the label-free agreement with the
+            dense model on demo images (a warning says it ranks by how little outputs change).
+        input_shape: the deployment input ``(B, C, H, W)``; default: the size the model declares
+            (:func:`~sparsevit_sdk.models.input_shape_for`), else 672x672 (SparseViT's); another
+            size is named in a warning.
+        space: the knobs and grid (default: :func:`search_space` of ``model``).
+        executor: "local" (default), "process", "ray" or any object with ``map(fn, iterable)``;
+            proxy calls go through it, so workers need their own model (processes, not threads).
+        checkpoint: a file rewritten after every generation; continue with :meth:`resume`.
+        progress: show progress bars.
+        proxy_images: how many demo images the default proxy scores.
+        proxy_resolution: their ``(H, W)`` (default: the input's).
+        runtime: "eager", "compiled" or "onnxruntime" (default: the predictor's); ``hw="local"``
+            calibrates in it, and a predictor made for another runtime is refused.
+        call: how the model is run: None (``model(x)``; ``model(pixel_values=x)`` for Hugging
+            Face), a method name (``"forward_features"``) or ``call(model, x)``.
+        rest_ms: what the model costs beyond its backbone, in ms, instead of measuring it.
+        strategy: ``"ga"`` (default, SparseViT's reference: ``population`` 100, the top
+            ``parents`` 25 breed, for ``generations`` 20), ``"nsga2"`` (the same keywords),
+            ``"random"`` (``samples``, ``rounds``) or a strategy object (:mod:`.strategy`).
+        settings: a :class:`SearchSettings` instead of its fields as keywords (``session.settings``).
+        **options: its fields: ``latency_budget`` (a share of the dense latency, default 0.7) or
+            ``budget_ms``, of the whole model unless ``budget_of="backbone"``; ``seed``;
+            ``retries`` (then a failed proxy call is recorded as failed); ``timeout_s`` (default
+            600), ``max_evaluations``, ``patience`` (None: no limit); and the strategy's keywords.
 
     Raises:
         TypeError: an argument of the wrong type, or a keyword no setting or strategy takes.
-        ValueError: a value out of range, a budget no config can reach (with the Amdahl
+        ValueError: a value out of range, a whole-model budget no config can reach (with the Amdahl
             bound), a search space for another model, or a predictor for another runtime.
     """
 
@@ -345,7 +284,7 @@ class SearchSession:
         space = search_space(backbone, grid=s["grid"], granularity=s["granularity"], monotonic=s["monotonic"])
         if isinstance(strategy, str):
             settings["strategy"], strategy = strategy, None
-        run = _check_given(path, settings, recorded={
+        run = check_given(path, settings, recorded={
             **{name: s.get(name) for name in SHAPE_FIELDS}, "strategy": s["strategy"], **s["strategy_options"],
             "input_shape": tuple(info["input_shape"]), "runtime": info.get("runtime", "eager")})
         forward = ModelForward(model, call)
@@ -389,15 +328,12 @@ class SearchSession:
         the Pareto front and the history.
 
         Returns:
-            The :class:`SearchResult`: ``best`` (a :class:`SparsityConfig`), ``predicted_ms``
-            and ``dense_predicted_ms`` (the whole model's, in ms), ``score``, ``pareto`` and
-            ``history`` (DataFrames), and ``stopped`` (which limit ended the search, if any).
+            The :class:`SearchResult`: ``best``, ``predicted_ms`` (whole model, ms), ``score``,
+            ``pareto``, ``history`` and ``stopped`` (the limit that ended it, if any).
 
         Raises:
-            ExecutorLost: the executor (a Ray cluster) was lost; the message says how to resume
-                from the checkpoint.
-            ValueError: the budget is infeasible (even the sparsest config is predicted over
-                it; the message names the budget that would do).
+            ExecutorLost: the Ray cluster was lost; the message says how to resume.
+            ValueError: no config is predicted under the budget (the message names one that is).
             RuntimeError: the proxy failed on the reference configs after its retries.
         """
         self._started = time.perf_counter()
