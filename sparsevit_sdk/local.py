@@ -127,7 +127,33 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
     ``runtime`` ("eager", "compiled", "onnxruntime") is what the whole models are timed in.
     ``model`` may be a whole model around its Swin (a classifier, a segmenter): it is then
     also timed as it is called (``call``: None, a method name or ``call(model, x)``) at
-    sparsity 0, and ``rest_for`` gives what it costs beyond its backbone here."""
+    sparsity 0, and ``rest_for`` gives what it costs beyond its backbone here.
+
+    Args:
+        model: a built-in model, a :class:`~sparsevit_sdk.sparse.swin.SparseSwin` or a model
+            :func:`~sparsevit_sdk.sparse.convert.sparsify` made (whole models are timed as called).
+        input_shape: the deployment input ``(B, C, H, W)`` in pixels.
+        device: ``"cpu"`` or ``"cuda:N"``: where to measure.
+        dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        threads: CPU threads to time with (default 1, on the thread's CPU clock; N > 1 on the
+            wall clock).
+        runtime: ``"eager"``, ``"compiled"`` or ``"onnxruntime"``: what whole models are timed in.
+        base: the predictor to calibrate (default: the shipped one nearest this device).
+        cache: read and write the calibration cache (``$SPARSEVIT_CACHE``).
+        refresh: measure again even when the cache holds this key, and replace the entry.
+        call: how a whole model is run: None, a method name or ``call(model, x)``.
+        progress: show a progress bar while measuring.
+
+    Returns:
+        The calibrated :class:`LatencyPredictor` (``hw`` ``"local"``): its ``expected_error`` is
+        the cross-validated error on the whole models measured here, and ``rest_for`` prices the
+        rest of a whole model.
+
+    Raises:
+        ValueError: an input shape the model refuses, a stage depth that is odd (block pairs are
+            timed), ``threads`` < 1, or a runtime that cannot be timed on that clock.
+        TypeError: ``model`` holds no window-sparse Swin.
+    """
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape, backbone.in_chans)
     arch = backbone.architecture
