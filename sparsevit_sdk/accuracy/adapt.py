@@ -45,13 +45,53 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor] | Mapping[str, Any]
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainLog:
-    """What a training run did: the configs run at every step and the mean loss of each step."""
+    """What a training run did, step by step: the configs run, and the mean over them of the loss
+    minimised (``losses``), of the task loss alone (``task_losses``) and of the weighted
+    distillation term alone (``distill_losses``, 0 without distillation): ``losses`` is their sum.
+
+    ``print(log)`` gives a header (steps, time, the model the configs are for) and a row a step,
+    with the configs' ratios only (the config itself once, in the header, where every step ran it).
+    """
 
     configs: list[tuple[SparsityConfig, ...]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    task_losses: list[float] = field(default_factory=list)
+    distill_losses: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+
+    def record(self, configs: tuple[SparsityConfig, ...], task: float, distill: float) -> None:
+        """One step: ``task`` and ``distill`` summed over its ``configs``."""
+        self.configs.append(configs)
+        self.task_losses.append(task / len(configs))
+        self.distill_losses.append(distill / len(configs))
+        self.losses.append((task + distill) / len(configs))
+
+    def extend(self, other: TrainLog) -> None:
+        """Append the steps of ``other`` (a later part of the same run)."""
+        for name in ("configs", "losses", "task_losses", "distill_losses"):
+            getattr(self, name).extend(getattr(other, name))
+        self.wall_s += other.wall_s
+
+    def __repr__(self) -> str:
+        last = (f", final loss {self.losses[-1]:.4g} (task {self.task_losses[-1]:.4g} + distill "
+                f"{self.distill_losses[-1]:.4g})") if self.losses else ""
+        return f"TrainLog({len(self.losses)} steps in {self.wall_s:.1f} s{last})"
+
+    def __str__(self) -> str:
+        if not self.configs:
+            return repr(self)
+        first = self.configs[0][0]
+        fixed = all(step == self.configs[0] for step in self.configs)
+        runs = " and ".join(map(str, self.configs[0])) if fixed else "per step (ratios below)"
+        lines = [f"{self!r}", f"model {first.signature} ({first.granularity} knobs); configs: {runs}",
+                 f"{'step':>5} {'loss':>10} {'task':>10} {'distill':>10}" + ("" if fixed else "  configs")]
+        for step, (configs, loss, task, distill) in enumerate(
+                zip(self.configs, self.losses, self.task_losses, self.distill_losses)):
+            ratios = "" if fixed else "  " + " ".join(map(str, configs))
+            lines.append(f"{step:>5} {loss:>10.4f} {task:>10.4f} {distill:>10.4f}{ratios}")
+        return "\n".join(lines)
 
 
 def _cycle(loader: Iterable[Batch]) -> Iterator[Batch]:
@@ -145,7 +185,8 @@ def _train(
                 tensor.copy_(before)
         raise
     log.wall_s = time.perf_counter() - start
-    logger.info("%s: %d steps in %.1f s, final loss %.4f", desc, steps, log.wall_s, log.losses[-1])
+    logger.info("%s: %d steps in %.1f s, final loss %.4f (task %.4f + distillation %.4f)", desc, steps, log.wall_s,
+                log.losses[-1], log.task_losses[-1], log.distill_losses[-1])
     return log
 
 
@@ -181,26 +222,28 @@ def _steps(model: nn.Module, loader: Iterable[Batch], loss_fn: LossFn | None, st
         args, kwargs, targets = _call(next(batches), device)
         configs = pick(step)
         optimizer.zero_grad(set_to_none=True)
-        total, teacher = 0.0, None
+        task, distilled, teacher = 0.0, 0.0, None
         for cfg in configs:
             adapter.apply(cfg)
             outputs = model(*args, **kwargs)
             loss = _loss(outputs, targets, loss_fn)
+            term = None
             if adapter.in_place and cfg == dense:
                 teacher = outputs  # the dense run teaches the sparse runs after it
             elif adapter.distill is not None:
-                loss = loss + adapter.distillation(outputs, *args, teacher_outputs=teacher, **kwargs)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(_non_finite(model, args, kwargs, step, cfg, loss.item()))
-            loss.backward()
-            total += loss.item()
+                term = adapter.distillation(outputs, *args, teacher_outputs=teacher, **kwargs)
+            total = loss if term is None else loss + term
+            if not torch.isfinite(total):
+                raise FloatingPointError(_non_finite(model, args, kwargs, step, cfg, total.item()))
+            total.backward()
+            task += loss.item()
+            distilled += 0.0 if term is None else term.item()
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         schedule.step()
-        log.configs.append(configs)
-        log.losses.append(total / len(configs))
-        bar.set_postfix(loss=f"{log.losses[-1]:.4f}", refresh=False)
+        log.record(configs, task, distilled)
+        bar.set_postfix(loss=f"{log.losses[-1]:.4f}", distill=f"{log.distill_losses[-1]:.4f}", refresh=False)
 
 
 def finetune(

@@ -212,8 +212,7 @@ def _train_dense(recipe: DemoRecipe, model: DemoSegmenter, progress: bool) -> tu
         while (done := len(points) * cycle) < cap:
             part = finetune(model, loader, segmentation_loss, min(cycle, cap - done), lr=lr,
                             seed=recipe.seed + len(points), progress=progress)
-            log.configs += part.configs
-            log.losses += part.losses
+            log.extend(part)
             val.cache_clear()
             points.append((done + len(part.losses), val(search_space(model).dense())))
             curve.append(CurvePoint(size, points[-1][0], points[-1][1], time.perf_counter() - start))

@@ -53,6 +53,8 @@ class SparsityTrainer(Trainer):
     is the ``Trainer``'s own, so a model that computes its loss from its labels needs nothing
     more; one that computes none needs ``compute_loss_func``.  Under gradient accumulation the
     term is scaled as the task loss is, so accumulated micro-batches give the full batch's gradient.
+    Each logged ``loss`` (their sum, what is minimised) comes with ``task_loss`` and
+    ``distill_loss``, its two parts over the same steps.
     """
 
     def __init__(self, *args: Any, distill: Distillation | bool | float | None = True,
@@ -67,6 +69,8 @@ class SparsityTrainer(Trainer):
         self.adapter = SparsityAdapter(self.model, space=space, distill=distill, seed=self.args.seed)
         self.current_gradient_accumulation_steps = self.args.gradient_accumulation_steps  # train() sets it per step
         self.add_callback(SparsityCallback(self.adapter))
+        self._distill_sum: torch.Tensor | float = 0.0  # the term as it entered the loss, since the last log
+        self._distill_logged_at = 0  # global_step at that log
 
     def train(self, *args: Any, **kwargs: Any):
         """``Trainer.train``; on any exit, Ctrl-C included, the model's sparsity is put back."""
@@ -82,10 +86,24 @@ class SparsityTrainer(Trainer):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and self.adapter.distill is not None:
             term = self.adapter.distillation(outputs, **teacher_inputs)  # a mean over this micro-batch
+            accumulation = self.current_gradient_accumulation_steps
             if self._loss_used_as_is(num_items_in_batch):  # else training_step divides loss and term alike
-                term = term / self.current_gradient_accumulation_steps
+                term = term / accumulation
+                self._distill_sum = self._distill_sum + term.detach()
+            else:
+                self._distill_sum = self._distill_sum + term.detach() / accumulation
             loss = loss + term
         return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """``Trainer.log``, with a training ``loss`` split into ``task_loss`` and ``distill_loss``
+        (each a mean per optimiser step since the last log, as ``loss`` is)."""
+        if "loss" in logs and self.adapter.distill is not None:
+            steps = max(1, self.state.global_step - self._distill_logged_at)
+            distill = float(self._distill_sum) / steps
+            logs = {**logs, "task_loss": logs["loss"] - distill, "distill_loss": distill}
+            self._distill_sum, self._distill_logged_at = 0.0, self.state.global_step
+        super().log(logs, start_time)
 
     def _loss_used_as_is(self, num_items_in_batch: torch.Tensor | int | None) -> bool:
         """Whether ``training_step`` takes the loss as already scaled for gradient accumulation.

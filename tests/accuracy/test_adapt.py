@@ -132,3 +132,23 @@ def test_training_that_goes_non_finite_leaves_the_model_as_it_was(case, message)
     assert all(torch.equal(before[k], after[k]) for k in before)  # every weight as it was
     with pytest.raises(ValueError, match="lr must be a positive finite number, got inf"):
         finetune(model, [(images, labels)], F.cross_entropy, 1, lr=float("inf"), progress=False)
+
+
+def test_the_log_keeps_the_task_loss_and_the_distillation_term_apart(seg, space):
+    plain = finetune(copy.deepcopy(seg), small_loader(), segmentation_loss, steps=2, config=space.uniform(0.5),
+                     progress=False)
+    assert plain.distill_losses == [0.0, 0.0] and plain.losses == plain.task_losses
+    log = adapt(copy.deepcopy(seg), small_loader(), segmentation_loss, steps=3, distill=True, progress=False)
+    assert all(d > 0 for d in log.distill_losses)
+    assert log.losses == pytest.approx([t + d for t, d in zip(log.task_losses, log.distill_losses)])
+
+
+def test_a_printed_log_names_the_config_once_then_a_row_a_step(seg, space):
+    cfg = space.uniform(0.2)
+    fixed = str(finetune(copy.deepcopy(seg), small_loader(), segmentation_loss, steps=3, config=cfg, progress=False))
+    lines = fixed.splitlines()
+    assert len(lines) == 3 + 3 and fixed.count(cfg.signature) == 1 and fixed.count(str(cfg)) == 1
+    assert lines[2].split() == ["step", "loss", "task", "distill"]
+    varied = str(adapt(copy.deepcopy(seg), small_loader(), segmentation_loss, steps=3, progress=False))
+    assert varied.count(cfg.signature) == 1 and len(varied.splitlines()) == 6
+    assert "SparsityConfig" not in fixed + varied

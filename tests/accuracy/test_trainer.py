@@ -47,12 +47,16 @@ def test_trainer_adapts_an_hf_classifier_with_distillation(tmp_path):
 
     model = sparsify(_randomize(transformers.SwinForImageClassification(_hf_swin_config(num_labels=5))))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = SparsityTrainer(model=model, args=_args(tmp_path), train_dataset=_Images(6), distill=True)
+    trainer = SparsityTrainer(model=model, args=_args(tmp_path, logging_strategy="steps", logging_steps=1),
+                              train_dataset=_Images(6), distill=True)
     drawn = []
     trainer.add_callback(type("Spy", (transformers.TrainerCallback,), {  # the config in force at each update
         "on_pre_optimizer_step": lambda self, *a, **k: drawn.append(trainer.adapter.config)}))
     trainer.train()
     assert trainer.state.global_step == 3
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]  # the loss and its two parts
+    assert len(logged) == 3 and all(e["distill_loss"] > 0 for e in logged)
+    assert all(e["loss"] == pytest.approx(e["task_loss"] + e["distill_loss"]) for e in logged)
     assert any(not torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert len(drawn) == 3 and None not in drawn and len(set(drawn)) == 3  # a fresh config every step
     assert trainer.adapter.backbone.block_sparsity == [[0.0, 0.0]] * 3  # restored after training
