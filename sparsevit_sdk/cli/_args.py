@@ -7,15 +7,17 @@ import importlib
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import torch
+import torch.nn as nn
 
 from .._atomic import check_writable
 from ..hardware import get_hardware, looks_like_file
 from ..local import LOCAL
+from ..models import build_model, input_shape_for, list_models
 from ..profiler.sweep import parse_resolution
 
 T = TypeVar("T")
@@ -90,6 +92,11 @@ def hardware(text: str) -> str:
     return text
 
 
+MODEL_HELP = (f"a built-in model ({', '.join(list_models())}; random weights) or module:function, importable "
+              "from here, that returns your model")
+RESOLUTION_HELP = "HxW of the input (default: the size the model declares, else 672x672)"
+
+
 def user_model(text: str) -> tuple[str, object]:
     """``--model``: a built-in name as it is, or ``module:function`` (a user's whole model): the
     function is imported and called with no arguments, and must return the model to time.  Its
@@ -108,6 +115,22 @@ def user_model(text: str) -> tuple[str, object]:
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"--model {text}: {function}() returned a {type(model).__name__}, not a torch.nn.Module")
     return f"{module}.{function}", model
+
+
+def model_from(text: str) -> tuple[str, nn.Module]:
+    """``--model`` built: a built-in by name (its random weights), or the module of ``module:function``."""
+    name, model = user_model(text)
+    return name, build_model(model) if isinstance(model, str) else model
+
+
+def input_shape(model: nn.Module, resolution: Sequence[int] | None, batch: int | None) -> tuple[int, ...]:
+    """``--resolution`` and ``--batch`` as an input ``(B, C, H, W)``: where one is not given, the
+    model's declared input (``input_shape_for``, batch 1), as every command and the Python API default."""
+    if resolution is None:
+        default = input_shape_for(model)
+        return (batch or default[0], *default[1:])
+    declared = input_shape_for(model)
+    return input_shape_for(model, (batch or 1, declared[1], *resolution))  # another size than declared: a warning
 
 
 def check_output(flag: str, *paths: str | os.PathLike | None) -> None:

@@ -4,6 +4,7 @@
     sparsevit-calibrate --model swin_t --resolution 672x672 --threads 2 --out swin_t_672_2t.json
     sparsevit-calibrate --model swin_t --resolution 1024x768 --device cuda:0
     sparsevit-calibrate --model swin_t --resolution 672x672 --runtime onnxruntime
+    sparsevit-calibrate --model my_models:classifier          # your model, at the input it declares
 
 Times every block pair at each grid sparsity, the small units and a few whole models of the
 model at that input, calibrates the shipped predictor nearest this device, and keeps the
@@ -20,19 +21,18 @@ from collections.abc import Sequence
 
 from ..arch import DTYPE_BYTES
 from ..local import for_device
-from ..models import build_model, list_models
 from ..predictor.latency import LatencyPredictor
 from ..runtimes import RUNTIMES
 from ..sparse.convert import search_space
-from ._args import check_output, positive_int, resolution
+from ._args import MODEL_HELP, RESOLUTION_HELP, check_output, input_shape, model_from, positive_int, resolution
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsevit-calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, choices=list_models(), help="built-in model")
-    p.add_argument("--resolution", type=resolution, default=(672, 672), help="HxW of the input (default: 672x672)")
-    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--resolution", type=resolution, metavar="HxW", help=RESOLUTION_HELP)
+    p.add_argument("--batch", type=positive_int, help="batch size (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="fp32")
     p.add_argument("--threads", type=positive_int,
@@ -51,9 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         check_output("--out", args.out)
-        model = build_model(args.model)
+        name, model = model_from(args.model)
         base = None if args.base is None else LatencyPredictor.load(args.base)
-        shape = (args.batch, model.in_chans, *args.resolution)
+        shape = input_shape(model, args.resolution, args.batch)
         predictor = for_device(model, shape, args.device, dtype=args.dtype, threads=args.threads,
                                runtime=args.runtime, base=base, refresh=args.refresh)
         if args.out:
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = predictor.learned_.calibration
     checked = (f"; cross-validated on its {info['model_rows']} whole models: {info['cv_within_10']:.0f} % within "
                f"±10 %, MAPE {info['cv_mape']:.1f} %" if "cv_mape" in info else "")
-    print(f"{predictor!r} calibrated from the {info['base']} predictor: {args.model} at {'x'.join(map(str, shape))} "
+    print(f"{predictor!r} calibrated from the {info['base']} predictor: {name} at {'x'.join(map(str, shape))} "
           f"predicted {dense:.1f} ms dense{checked}")
     return 0
 

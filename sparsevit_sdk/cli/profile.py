@@ -25,13 +25,15 @@ import sys
 import time
 from collections.abc import Sequence
 
+import torch.nn as nn
+
 from ..arch import DTYPE_BYTES
 from ..dataset.files import dataset_path, load_profiles
 from ..profiler.fingerprint import default_hw
 from ..profiler.remote import profile_fleet
 from ..profiler.sweep import SweepSettings, profile_model
 from ..profiler.timing import CLOCKS
-from ._args import check_output, positive_int, resolution, user_model
+from ._args import MODEL_HELP, check_output, input_shape, model_from, positive_int, resolution, user_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target name, the dataset's folder (default: cpu, or the GPU's name); with --ray-address, "
                         "repeat for several device nodes, profiled in parallel")
     p.add_argument("--model", action="append", required=True,
-                   help="built-in model name, or module:function returning your whole model (it is then also timed "
-                        "as it is called, beside its backbone: the rest of the model on this device); repeat for "
-                        "several")
+                   help=f"{MODEL_HELP} (your whole model is then also timed as it is called, beside its backbone: "
+                        "the rest of the model on this device); repeat for several")
     p.add_argument("--resolution", action="append", type=resolution, metavar="HxW",
-                   help="input size, e.g. 672x672; repeat for several (default: 224x224)")
+                   help="input size, e.g. 672x672; repeat for several (default: the size each model declares, else "
+                        "672x672)")
     p.add_argument("--batch", action="append", type=positive_int, help="batch size; repeat for several (default: 1)")
     p.add_argument("--dtype", choices=list(DTYPE_BYTES), default="fp32")
     p.add_argument("--out", default="profiles", help="dataset root folder (default: profiles)")
@@ -113,6 +115,11 @@ def _each(hws: list[str], flag: str, values: list) -> list:
     return values * len(hws) if len(values) == 1 else values
 
 
+def _declared_resolution(model: str | nn.Module) -> tuple[int, ...]:
+    """The ``(H, W)`` ``model`` declares, as every command's default (a built-in is built to ask it)."""
+    return input_shape(model_from(model)[1] if isinstance(model, str) else model, None, None)[2:]
+
+
 def _profile(args: argparse.Namespace) -> None:
     settings = _settings(args)
     devices = _devices(args)
@@ -120,9 +127,9 @@ def _profile(args: argparse.Namespace) -> None:
     check_output("--out", *(dataset_path(args.out, hw, name) for name, _ in models for hw in devices))  # first
     for name, model in models:
         start = time.perf_counter()
-        sweep = dict(resolutions=args.resolution or [(224, 224)], batches=args.batch or [1], dtype=args.dtype,
-                     out=args.out, settings=settings, clock=args.clock, seed=args.seed, resume=args.resume,
-                     note=args.note)
+        sweep = dict(resolutions=args.resolution or [_declared_resolution(model)], batches=args.batch or [1],
+                     dtype=args.dtype, out=args.out, settings=settings, clock=args.clock, seed=args.seed,
+                     resume=args.resume, note=args.note)
         if args.ray_address:
             if not isinstance(model, str):
                 raise ValueError("--ray-address profiles built-in models by name; profile your own model on the "

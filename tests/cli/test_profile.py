@@ -93,8 +93,8 @@ def test_the_profile_command_times_a_users_whole_model(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "p"
-    assert profile.main(["--device", "cpu", "--model", "my_models:segmenter", "--quick", "--out", str(out),
-                         "--no-progress"]) == 0
+    assert profile.main(["--device", "cpu", "--model", "my_models:segmenter", "--quick", "--resolution", "224",
+                         "--out", str(out), "--no-progress"]) == 0
     assert profile.main(["--device", "cpu", "--model", "my_models:not_a_model", "--quick", "--out", str(out)]) == 2
     assert profile.main(["--device", "cpu", "--model", "my_models:nope", "--quick", "--out", str(out)]) == 2
     err = capsys.readouterr().err
