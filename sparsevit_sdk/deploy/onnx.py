@@ -62,6 +62,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    optimize: bool = True,
 ) -> Path:
     """Write ``model``'s own forward at ``config`` (default: its current sparsity) as ONNX.
 
@@ -90,6 +91,10 @@ def export_onnx(
             model, else ``images``).
         output_names: one name per output tensor (default: the model's output fields, else
             ``output`` / ``output_0`` …).
+        optimize: run onnxscript's graph optimizer (constant folding, dead-code removal) on the
+            exported graph, as ``torch.onnx.export`` does by default.  ``False`` exports about a
+            third faster (swin_micro at 112 px: 10 s instead of 15 s), for a graph made only to
+            be timed or checked in ONNX Runtime, which optimizes the graph it loads itself.
 
     Returns:
         The path written.
@@ -118,5 +123,6 @@ def export_onnx(
         outputs = _names(output_names, [name for name, _ in named_tensors(model(x))], "output")
         atomic_write(path, lambda tmp: torch.onnx.export(
             model, (x,), str(tmp), dynamo=True, opset_version=opset, input_names=inputs, output_names=outputs,
-            verbose=False, external_data=False))  # one self-contained file: the rename is the whole write
+            verbose=False, external_data=False,  # one self-contained file: the rename is the whole write
+            optimize=optimize))
     return path
