@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from filelock import FileLock
 
 from sparsevit_sdk import LatencyPredictor, build_model, search_space
 from sparsevit_sdk import hardware as hardware_module
@@ -47,15 +50,36 @@ def image():
 # --- a small dataset measured here, and the predictor fitted on it (predictor/, cli/, test_hardware) ---
 
 
-@pytest.fixture(scope="session")
-def profile_dir(tmp_path_factory) -> Path:
-    """swin_micro timed unit by unit and as whole models at two small resolutions, the way the
-    shipped CPU profile was (one thread, thread CPU-time clock, quietest of two rounds)."""
-    out = tmp_path_factory.mktemp("profiles")
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder ``name`` that ``make(folder)`` fills once per test run, shared by every pytest-xdist
+    worker (the first to ask makes it while the others wait; each would otherwise redo the same work).
+
+    Only for what tests read and never change: a test that writes copies it to its own ``tmp_path``.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if root.name.startswith("popen-gw"):  # an xdist worker's base temp; their parent is the run's, shared
+        root = root.parent
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed attempt left
+            make(folder)
+            done.touch()
+    return folder
+
+
+def _profile_micro(out: Path) -> None:
     settings = SweepSettings(warmup=1, repeats=4, model_repeats=4, random_configs=12, rounds=2)
     profile_model("swin_micro", resolutions=["64", "96"], hw="cpu", out=out, settings=settings, threads=1,
                   clock="cpu", progress=False)
-    return out / "cpu"
+
+
+@pytest.fixture(scope="session")
+def profile_dir(tmp_path_factory) -> Path:
+    """swin_micro timed unit by unit and as whole models at two small resolutions, the way the
+    shipped CPU profile was (one thread, thread CPU-time clock, quietest of two rounds); measured
+    once per run, however many workers read it."""
+    return made_once(tmp_path_factory, "profiles", _profile_micro) / "cpu"
 
 
 @pytest.fixture(scope="session")
