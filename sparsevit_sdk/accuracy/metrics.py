@@ -97,6 +97,15 @@ class MeanIoU:
         for s in _checked(states, (K, K), self.name):
             self.confusion += torch.from_numpy(s.astype(np.int64))
 
+    def chance(self, targets: torch.Tensor) -> float:
+        """What always answering ``targets``' most frequent class scores: the mIoU of a model that learned
+        nothing (that class's share of the pixels, averaged with an IoU of 0 for every other class present)."""
+        true = targets.flatten().cpu().long()
+        if self.ignore_index is not None:
+            true = true[true != self.ignore_index]
+        counts = torch.bincount(true, minlength=self.num_classes)
+        return float(counts.max() / counts.sum() / (counts > 0).sum())
+
     def compute(self) -> float:
         c = self.confusion.double()
         inter = c.diag()
@@ -130,6 +139,12 @@ class Accuracy:
         for correct, total in _checked(states, (2,), self.name):
             self.correct += int(correct)
             self.total += int(total)
+
+    def chance(self, targets: torch.Tensor) -> float:
+        """What always answering ``targets``' most frequent label scores (1/K for K balanced classes): the
+        accuracy of a model that learned nothing."""
+        counts = torch.bincount(targets.flatten().cpu().long())
+        return float(counts.max() / counts.sum())
 
     def compute(self) -> float:
         if not self.total:

@@ -227,6 +227,19 @@ class AccuracyProxy(SplittableProxy):
         if not self.batches:
             raise ValueError("the calibration loader yielded no batches; pass a loader over at least one batch")
 
+    def noise(self, score: float) -> float:
+        """The standard error of ``score`` (in [0, 1]) from which images the set holds: ``sqrt(p (1 - p) / N)``
+        for N images.  The binomial error of an accuracy over images; for a metric over pixels (pixel accuracy,
+        mIoU) each image counts as one draw, since the pixels of one image err together."""
+        p = min(max(score, 0.0), 1.0)
+        return math.sqrt(p * (1 - p) / sum(len(x) for x, _ in self.batches))
+
+    def chance(self) -> float | None:
+        """What a model that learned nothing scores on this set (the metric's ``chance(targets)``: always the
+        most frequent label), or None where the metric does not say."""
+        chance = getattr(self.metric, "chance", None)
+        return None if chance is None else float(chance(torch.cat([y.flatten() for _, y in self.batches])))
+
     def check_splittable(self) -> None:
         if not isinstance(self.metric, MergeableMetric):
             raise TypeError(f"metric {self.name!r} ({type(self.metric).__name__}) has no state() and merge(), so its "

@@ -53,6 +53,16 @@ class SplitProxy(CachedProxy):
         states = list(mapped(self._score_part, [Part(config, i, self.parts) for i in range(self.parts)]))
         return self.proxy.merge_states(states)
 
+    def noise(self, score: float) -> float | None:
+        """The split proxy's (see :meth:`AccuracyProxy.noise`), where it says."""
+        noise = getattr(self.proxy, "noise", None)
+        return None if noise is None else noise(score)
+
+    def chance(self) -> float | None:
+        """The split proxy's (see :meth:`AccuracyProxy.chance`), where it says."""
+        chance = getattr(self.proxy, "chance", None)
+        return None if chance is None else chance()
+
     def cache_clear(self) -> None:
         """Forget this proxy's scores and those of the proxy it splits (whose dense outputs, if any,
         are recomputed from the weights as they are now)."""

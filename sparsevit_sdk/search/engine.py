@@ -11,7 +11,8 @@ What is the engine's, the same for every strategy:
 
 - the references: dense (what every score is read against) and the fastest uniform config
   (within the budget, so a best always exists) are scored first, and a budget nothing can
-  meet is refused before any proxy call;
+  meet is refused before any proxy call; a proxy whose references show it cannot rank is named
+  in a warning before the search optimises it (:mod:`.ranking`; ``SearchOutcome.proxy_warning``);
 - the budget rule: for a ``"budget"`` objective a config over the budget is never given to
   the proxy; for a ``"pareto"`` one every config is scored, and the budget only picks ``best``;
 - the cache (:class:`~.evaluation.Ledger`): every distinct config is predicted once and scored
@@ -49,6 +50,7 @@ from .checkpoint import SearchState
 from .evaluation import Ledger
 from .outcome import PROGRESS_COLUMNS, SearchOutcome
 from .protocols import Executor, LatencyFn, Proxy, check_executor
+from .ranking import proxy_warning
 from .settings import FIELDS, SearchSettings, resolve_budget, settings_from, space_settings
 from .strategies import DEFAULT_STRATEGY, resolve_strategy
 from .strategy import Objective, SearchStrategy
@@ -192,6 +194,9 @@ class SearchEngine:
         else:
             self._restore(state)
             first = state.generation + 1
+        warning = proxy_warning(self.proxy, ledger.scores, self.space.dense())
+        if warning is not None:
+            logger.warning("%s", warning)
         stop, rounds = None, strategy.rounds
         with progress_bar(total=rounds, initial=first, desc=f"search ({strategy.name})", unit="gen",
                           enabled=self.progress) as bar:
@@ -224,7 +229,7 @@ class SearchEngine:
             best=best, best_ms=ledger.predicted[best], best_score=best_score, dense_ms=self._dense_ms,
             dense_score=ledger.scores[self.space.dense()], budget_ms=ledger.budget_ms, history=ledger.history(),
             progress=pd.DataFrame(self._logbook, columns=list(PROGRESS_COLUMNS)), stopped=stopped,
-            retried=ledger.retried,
+            retried=ledger.retried, proxy_warning=warning,
         )
 
     def _limit_reached(self) -> str | None:

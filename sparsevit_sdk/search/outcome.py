@@ -41,6 +41,7 @@ class SearchOutcome:
     progress: pd.DataFrame  # one row per generation: configs proposed and scored, share within budget, best so far
     stopped: str | None = None  # why and when a limit ended the search early; None: it ran every generation
     retried: int = 0  # proxy calls made again after a failed attempt (an error, a lost worker or node)
+    proxy_warning: str | None = None  # why the proxy cannot rank configs, if its references show it (.ranking)
 
     @property
     def pareto(self) -> pd.DataFrame:
