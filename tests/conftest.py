@@ -120,3 +120,54 @@ def _edit(doc: dict, dotted: str, value) -> dict:
     else:
         node[last] = value
     return doc
+
+
+# --- one 2-node Ray cluster per worker, for every test that needs a real cluster ---
+
+RAY = pytest.mark.xdist_group("ray")  # Ray tests share one worker (and so its cluster); each module adds it
+CLUSTER_NODES = ({"cpu-1t": 1}, {"cpu-2t": 1, "node2": 1})  # test_fleet's two devices; test_cluster's node2
+CLUSTER_CPUS = 2  # per node: test_fleet's 2-thread sweep reserves 2
+
+
+class Clusters:
+    """A :class:`LocalCluster` of :data:`CLUSTER_NODES` started on first use and kept for the session; a
+    test that kills a node leaves it to be replaced at the next :meth:`get` (two ``ray start`` take ~5-10 s)."""
+
+    def __init__(self) -> None:
+        self.cluster = None
+
+    def get(self):
+        from sparsevit_sdk._ray import LocalCluster
+
+        if self.cluster is not None and not all(node.processes() for node in self.cluster.nodes):
+            self.stop()  # a test killed a node (their last tests kill the head)
+        if self.cluster is None:
+            self.cluster = LocalCluster(CLUSTER_NODES, num_cpus=CLUSTER_CPUS).start()
+        return self.cluster
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            cluster, self.cluster = self.cluster, None
+            cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_clusters():
+    pytest.importorskip("ray")
+    clusters = Clusters()
+    yield clusters
+    clusters.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_clusters):
+    """A live 2-node cluster this module's driver is connected to (``ray.init``) until the module ends."""
+    ray = pytest.importorskip("ray")
+    cluster = ray_clusters.get()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster's nodes run
+        ray.init(address=cluster.address, log_to_driver=False)
+        try:
+            yield cluster
+        finally:
+            ray.shutdown()

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from sparsevit_sdk import SearchSession, search_space
-from sparsevit_sdk._ray import LocalCluster
 from sparsevit_sdk.accuracy import (
     NUM_CLASSES,
     Accuracy,
@@ -24,6 +23,7 @@ from sparsevit_sdk.accuracy.metrics import BatchMean
 from sparsevit_sdk.profiler.timing import num_threads
 from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor
 
+from ..conftest import RAY
 from .conftest import SMALL
 
 BATCHES = 5  # of 2 images each: parts of unequal size (5 = 2 + 2 + 1)
@@ -83,24 +83,13 @@ def search(model, proxy, **kwargs):
                          population=6, parents=2, generations=2, progress=False, seed=0, **kwargs).run()
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A head and one more node, each its own `ray start` with one CPU: the parts of a candidate land on both."""
-    ray = pytest.importorskip("ray")
-    with pytest.MonkeyPatch.context() as env, LocalCluster([{}, {}], num_cpus=1) as cluster:
-        env.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster's nodes run
-        ray.init(address=cluster.address, log_to_driver=False)
-        yield
-        ray.shutdown()
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["process", "ray"])
+@pytest.mark.parametrize("kind", ["process", pytest.param("ray", marks=RAY)])
 def test_a_search_with_the_split_proxy_equals_the_unsplit_one(seg, loader, kind, request):
     proxy = AccuracyProxy(seg, loader, metric=MeanIoU(NUM_CLASSES))
     unsplit = search(seg, proxy)
     if kind == "ray":
-        request.getfixturevalue("ray_cluster")
+        request.getfixturevalue("ray_cluster")  # the session's 2-node cluster (conftest), each its own `ray start`
     agreement, cfg = AgreementProxy(seg, [x for x, _ in loader], measure="kl"), search_space(seg).uniform(0.5)
     with ProcessExecutor(2) if kind == "process" else RayExecutor() as executor:
         split = search(seg, SplitProxy(proxy, parts=3, executor=executor))

@@ -12,26 +12,26 @@ from pathlib import Path
 import pytest
 
 from sparsevit_sdk import LatencyPredictor
-from sparsevit_sdk._ray import LocalCluster
 from sparsevit_sdk.cli.fit import main as fit_main
 from sparsevit_sdk.cli.profile import main as profile_main
 from sparsevit_sdk.dataset import load_profiles, read_fingerprint
 from sparsevit_sdk.profiler import SweepSettings
 from sparsevit_sdk.profiler.remote import profile_fleet
 
+from ..conftest import CLUSTER_CPUS, CLUSTER_NODES, RAY
+
 ray = pytest.importorskip("ray")
+pytestmark = RAY  # on the worker of the session's cluster; the last test kills its head
 
 DEVICES = {"cpu-1t": 1, "cpu-2t": 2}  # the resource each node advertises -> the threads it is profiled with
 
 
 @pytest.fixture(scope="module")
-def fleet():
-    """A head and a second node, each advertising one device (2 CPUs each: the 2-thread sweep reserves 2)."""
-    with pytest.MonkeyPatch.context() as env, LocalCluster([{hw: 1} for hw in DEVICES], num_cpus=2) as cluster:
-        env.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster's nodes run
-        ray.init(address=cluster.address, log_to_driver=False)
-        yield cluster
-        ray.shutdown()
+def fleet(ray_cluster):
+    """The session's 2-node cluster (conftest): a head and a second node, each advertising one device (2 CPUs
+    each: the 2-thread sweep reserves 2)."""
+    assert [set(node) & set(DEVICES) for node in CLUSTER_NODES] == [{hw} for hw in DEVICES] and CLUSTER_CPUS == 2
+    return ray_cluster
 
 
 def profile(out, *extra: str) -> int:

@@ -1,7 +1,8 @@
 """A search on a real two-node Ray cluster on this machine (each node its own `ray start`): the same result as a
 local search, a lost worker node retried on the node left without scoring anything twice, a lost head stopping the
 search with the checkpoint to resume from, and bad input (address, resources, workers without the SDK) refused in
-seconds.  The tests share one cluster and run in file order: the last one kills its head."""
+seconds.  The tests share the session's cluster (conftest: one worker runs every Ray test) and run in file order:
+the last one kills its head."""
 
 from __future__ import annotations
 
@@ -21,22 +22,21 @@ from sparsevit_sdk.search.checkpoint import read_checkpoint
 from sparsevit_sdk.search.executors import RayExecutor
 from sparsevit_sdk.search.protocols import ExecutorError, ExecutorLost
 
+from ..conftest import CLUSTER_NODES, RAY
 from .test_executors import same
 
 ray = pytest.importorskip("ray")
+pytestmark = RAY
 
 SHAPE = (1, 3, 112, 112)
 DELAY_S = 0.3  # per proxy call on the cluster: long enough to kill a node while a call runs there
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster([{}, {"node2": 1}]) as c:
-        ray.init(address=c.address, log_to_driver=False)
-        try:
-            yield c
-        finally:
-            ray.shutdown()
+def cluster(ray_cluster):
+    """The session's two nodes (conftest), the second with the resource node2."""
+    assert [node.get("node2", 0) for node in CLUSTER_NODES] == [0, 1]
+    return ray_cluster
 
 
 @pytest.fixture(scope="module", autouse=True)

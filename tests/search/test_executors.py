@@ -22,9 +22,11 @@ from sparsevit_sdk.search import SearchEngine
 from sparsevit_sdk.search.checkpoint import read_checkpoint
 from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor, resolve_executor
 
+from ..conftest import RAY
 from .test_engine import Quadratic, latency
 
 ray = pytest.importorskip("ray")
+pytestmark = RAY  # one Ray at a time on a worker: beside the session's cluster, not on another worker's cores
 
 SHAPE = (1, 3, 112, 112)
 
