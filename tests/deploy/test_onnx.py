@@ -15,8 +15,25 @@ from sparsevit_sdk import (
 )
 from sparsevit_sdk.deploy import export_onnx
 
+from ..conftest import made_once
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
+
+ODD = (2, 3, 97, 130)  # an odd size (windows padded) and batch two
+
+
+@pytest.fixture(scope="module")
+def odd_graph(tmp_path_factory):
+    """``odd_graph(sparsity)``: swin_micro (as ``micro``) at ODD and that uniform sparsity, exported as a user
+    exports it (the default optimizer); once per run, for ONNX Runtime and OpenVINO alike."""
+    def get(sparsity: float):
+        def make(folder):
+            folder.mkdir(parents=True)
+            model = build_model("swin_micro")  # seeded: the weights of the session's micro
+            export_onnx(model, ODD, folder / "m.onnx", search_space(model).uniform(sparsity))
+        return made_once(tmp_path_factory, f"odd-graph-{sparsity}", make) / "m.onnx"
+    return get
 
 def _run(path, x: torch.Tensor) -> list[np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -43,10 +60,10 @@ def _names(path) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.parametrize("sparsity", [pytest.param(0.0, marks=pytest.mark.slow), 0.5])
-def test_onnx_runtime_equals_eager_at_an_odd_size_and_batch_two(micro, tmp_path, sparsity):
-    shape = (2, 3, 97, 130)
+def test_onnx_runtime_equals_eager_at_an_odd_size_and_batch_two(micro, odd_graph, sparsity):
+    shape = ODD
     cfg = search_space(micro).uniform(sparsity)
-    path = export_onnx(micro, shape, tmp_path / "m.onnx", cfg)
+    path = odd_graph(sparsity)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     expected = _eager(micro, cfg, x)
     got = _run(path, x)
@@ -79,7 +96,8 @@ def test_a_hugging_face_classifier_exports_under_its_own_names(tmp_path):
 @pytest.mark.slow
 def test_names_can_be_given_and_a_wrong_count_is_refused_before_writing(micro, tmp_path):
     names = ["stage1", "stage2", "stage3", "stage4"]
-    path = export_onnx(micro, (1, 3, 64, 64), tmp_path / "a.onnx", input_names=["x"], output_names=names)
+    path = export_onnx(micro, (1, 3, 64, 64), tmp_path / "a.onnx", input_names=["x"], output_names=names,
+                       optimize=False)  # names are given before the optimizer, which keeps them
     assert _names(path) == (["x"], names)
     with pytest.raises(ValueError, match=r"4 output\(s\) \(output_0, output_1, output_2, output_3\)"):
         export_onnx(micro, (1, 3, 64, 64), tmp_path / "b.onnx", output_names=["logits"])
@@ -89,11 +107,11 @@ def test_names_can_be_given_and_a_wrong_count_is_refused_before_writing(micro, t
 
 
 @pytest.mark.parametrize("sparsity", [pytest.param(0.0, marks=pytest.mark.slow), 0.5])
-def test_openvino_runs_the_exported_graph_as_eager_does(micro, tmp_path, sparsity):
+def test_openvino_runs_the_exported_graph_as_eager_does(micro, odd_graph, sparsity):
     ov = pytest.importorskip("openvino")
-    shape = (2, 3, 97, 130)
+    shape = ODD
     cfg = search_space(micro).uniform(sparsity)
-    path = export_onnx(micro, shape, tmp_path / "m.onnx", cfg)
+    path = odd_graph(sparsity)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     expected = _eager(micro, cfg, x)
     core = ov.Core()  # f32: on a CPU with AMX or AVX-512 bf16, OpenVINO would otherwise run in bf16
@@ -122,7 +140,7 @@ def test_a_converted_timm_classifier_exports_its_logits(tmp_path):
 @pytest.mark.slow
 def test_export_restores_the_model_and_refuses_bad_input_before_writing(micro, tmp_path):
     before = micro.block_sparsity
-    export_onnx(micro, (1, 3, 64, 64), tmp_path / "a.onnx", search_space(micro).uniform(0.5))
+    export_onnx(micro, (1, 3, 64, 64), tmp_path / "a.onnx", search_space(micro).uniform(0.5), optimize=False)
     assert micro.block_sparsity == before and not micro.training
     foreign = search_space(build_model("swin_t", seed=None)).uniform(0.5)
     with pytest.raises(ValueError, match="made for model"):
