@@ -7,6 +7,7 @@
     proxy = AccuracyProxy(model, demo_loader("val", 64), metric=MeanIoU(NUM_CLASSES))
     proxy(search_space(model).uniform(0.5))                                     # -> mIoU
     SplitProxy(proxy, parts=4, executor=RayExecutor())   # the same mIoU, each config scored by 4 workers
+    train_demo_supernet(DemoRecipe(task="textures"))     # the texture task, where no window is empty
 """
 
 from .adapt import TrainLog, adapt, finetune
@@ -17,10 +18,12 @@ from .metrics import Accuracy, MeanIoU, MergeableMetric, Metric
 from .proxy import AccuracyProxy, AgreementProxy, CachedProxy, CacheInfo, SplittableProxy, default_proxy, probe_images
 from .split import SplitProxy
 from .supernet import DemoRecipe, DemoSupernet, train_demo_supernet
+from .textures import NUM_TEXTURES, TextureScenes, texture_loader
 
 __all__ = [
-    "NUM_CLASSES", "Accuracy", "AccuracyProxy", "AgreementProxy", "CacheInfo", "CachedProxy", "DemoRecipe",
-    "DemoSegmenter", "DemoSupernet", "DigitCanvases", "Distillation", "MeanIoU", "MergeableMetric", "Metric",
-    "SparsityAdapter", "SplitProxy", "SplittableProxy", "TrainLog", "adapt", "build_demo_model", "default_proxy",
-    "demo_loader", "distillation_loss", "finetune", "probe_images", "segmentation_loss", "train_demo_supernet",
+    "NUM_CLASSES", "NUM_TEXTURES", "Accuracy", "AccuracyProxy", "AgreementProxy", "CacheInfo", "CachedProxy",
+    "DemoRecipe", "DemoSegmenter", "DemoSupernet", "DigitCanvases", "Distillation", "MeanIoU", "MergeableMetric",
+    "Metric", "SparsityAdapter", "SplitProxy", "SplittableProxy", "TextureScenes", "TrainLog", "adapt",
+    "build_demo_model", "default_proxy", "demo_loader", "distillation_loss", "finetune", "probe_images",
+    "segmentation_loss", "texture_loader", "train_demo_supernet",
 ]

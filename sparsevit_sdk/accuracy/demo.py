@@ -54,7 +54,8 @@ def source_indices(split: str, *, split_seed: int = 0) -> np.ndarray:
     return np.sort(order[bounds[i] : bounds[i + 1]])
 
 
-def _check_range(name: str, value: Sequence[float]) -> tuple:
+def check_range(name: str, value: Sequence[float]) -> tuple:
+    """``value`` as ``(low, high)`` with ``0 < low <= high``: a range a built-in task draws from."""
     low, high = value
     if not 0 < low <= high:
         raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {tuple(value)}")
@@ -93,9 +94,9 @@ class DigitCanvases(torch.utils.data.Dataset):
             raise ValueError(f"num_images must be positive, got {num_images}")
         self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.cells = (self.size[0] // cell, self.size[1] // cell)
-        self.digits_per_image = _check_range("digits_per_image", digits_per_image)
-        self.digit_px = _check_range("digit_px", digit_px)
-        self.noise = _check_range("noise", noise)
+        self.digits_per_image = check_range("digits_per_image", digits_per_image)
+        self.digit_px = check_range("digit_px", digit_px)
+        self.noise = check_range("noise", noise)
         if digit_px[1] > cell or digits_per_image[1] > self.cells[0] * self.cells[1]:
             raise ValueError(
                 f"{digits_per_image[1]} digits of up to {digit_px[1]} px do not fit {self.cells[0]}x{self.cells[1]} "

@@ -33,6 +33,7 @@ import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -45,11 +46,14 @@ from .demo import NUM_CLASSES, DemoSegmenter, build_demo_model, demo_loader, seg
 from .distill import Distillation
 from .metrics import MeanIoU
 from .proxy import AccuracyProxy
+from .textures import NUM_TEXTURES, texture_loader
 
 logger = logging.getLogger(__name__)
 
+Task = Literal["digits", "textures"]
+TASKS: tuple[Task, ...] = ("digits", "textures")  # .demo's DigitCanvases, .textures' TextureScenes
 # Fields that decide the dense-trained weights; the rest only change the adaptation.
-_DENSE_FIELDS = ("backbone", "size", "pretrain_size", "cell", "digit_px", "digits_per_image", "batch_size",
+_DENSE_FIELDS = ("task", "backbone", "size", "pretrain_size", "cell", "digit_px", "digits_per_image", "batch_size",
                  "pretrain_steps", "pretrain_lr", "finetune_steps", "finetune_lr", "cycle_steps", "plateau",
                  "val_images", "seed")
 
@@ -63,12 +67,15 @@ class DemoRecipe:
     cap the two dense phases; with ``cycle_steps = (c1, c2)`` each phase trains in cosine
     cycles of that many steps and stops when val mIoU (``val_images`` canvases of the phase's
     size) rose less than ``plateau`` over its last fifth of steps; ``None`` runs exactly the
-    capped steps.  ``distill`` is the adaptation's :class:`Distillation` setting (``None``: labels only);
+    capped steps.  ``task`` is the built-in task: ``"digits"`` (:class:`DigitCanvases`, mostly background;
+    the digit fields apply) or ``"textures"`` (:class:`TextureScenes`, where no window is empty).
+    ``distill`` is the adaptation's :class:`Distillation` setting (``None``: labels only);
     ``window_score`` how the models rank windows (``"norm"``, SparseViT's, or ``"deviation"``).
     ``threads`` pins torch's intra-op threads while training (1 is fastest on a shared
     2-core machine; None leaves torch's setting alone).
     """
 
+    task: Task = "digits"
     backbone: str = "swin_micro"
     size: int = 224
     pretrain_size: int = 112
@@ -91,6 +98,15 @@ class DemoRecipe:
     seed: int = 0
     threads: int | None = 1
 
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the task's masks: what the model's head predicts and mIoU averages over."""
+        return NUM_CLASSES if self.task == "digits" else NUM_TEXTURES
+
     @classmethod
     def quick(cls, **overrides) -> DemoRecipe:
         """A smoke-test recipe (about a minute on a 2-core CPU): too short to learn much."""
@@ -98,15 +114,19 @@ class DemoRecipe:
                       "adapt_steps": 40, **overrides})
 
     def canvas(self) -> dict:
-        """Keyword arguments of :class:`DigitCanvases` for this recipe's canvases."""
+        """Keyword arguments of the task's dataset (:class:`DigitCanvases`, :class:`TextureScenes`) for this recipe's
+        images."""
+        if self.task == "textures":
+            return dict(size=self.size)
         return dict(size=self.size, cell=self.cell, digit_px=self.digit_px, digits_per_image=self.digits_per_image)
 
     def loader(self, split: str, num_images: int, *, batch_size: int | None = None,
                size: int | None = None, seed: int | None = None) -> torch.utils.data.DataLoader:
-        """Demo canvases of ``split`` drawn like the training ones (optionally on a larger ``size``)."""
+        """The task's images of ``split`` drawn like the training ones (optionally on a larger ``size``)."""
         canvas = {**self.canvas(), **({"size": size} if size is not None else {})}
-        return demo_loader(split, num_images, batch_size=batch_size or self.batch_size,
-                           seed=self.seed if seed is None else seed, **canvas)
+        make = demo_loader if self.task == "digits" else texture_loader
+        return make(split, num_images, batch_size=batch_size or self.batch_size,
+                    seed=self.seed if seed is None else seed, **canvas)
 
     def key(self, *, dense_only: bool = False) -> str:
         """A short hash of the recipe (or of its dense part): the cache file name."""
@@ -114,6 +134,8 @@ class DemoRecipe:
         fields.pop("threads")  # changes the speed of training, not its result
         if dense_only:
             fields = {k: fields[k] for k in _DENSE_FIELDS}
+        if fields["task"] == "digits":
+            del fields["task"]  # the keys of digit recipes cached before there were tasks still hold
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -207,7 +229,8 @@ def _train_dense(recipe: DemoRecipe, model: DemoSegmenter, progress: bool) -> tu
             continue
         cycle = recipe.cycle_steps[phase] if recipe.cycle_steps else cap
         loader = recipe.loader("train", 1_000_000, size=size)  # one loader: each cycle continues its shuffle
-        val = AccuracyProxy(model, recipe.loader("val", recipe.val_images, size=size), metric=MeanIoU(NUM_CLASSES))
+        val = AccuracyProxy(model, recipe.loader("val", recipe.val_images, size=size),
+                            metric=MeanIoU(recipe.num_classes))
         points: list[tuple[int, float]] = []
         while (done := len(points) * cycle) < cap:
             part = finetune(model, loader, segmentation_loss, min(cycle, cap - done), lr=lr,
@@ -237,7 +260,8 @@ def train_demo_supernet(recipe: DemoRecipe | None = None, *, cache_dir: str | os
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     dense_path = cache / f"demo_dense_{recipe.key(dense_only=True)}.pt" if cache else None
     adapted_path = cache / f"demo_adapted_{recipe.key()}.pt" if cache else None
-    dense = set_window_score(build_demo_model(recipe.backbone, seed=recipe.seed), recipe.window_score)
+    dense = set_window_score(build_demo_model(recipe.backbone, num_classes=recipe.num_classes, seed=recipe.seed),
+                             recipe.window_score)
     dense_log = adapt_log = None
     curve = _load_curve(_curve_path(dense_path))
     with num_threads(recipe.threads):
