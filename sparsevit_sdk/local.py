@@ -7,10 +7,10 @@ models within ±10 %): a unit timed alone can hit a cache edge that the same uni
 model does not (benchmarks/RESULTS.md, "Shipped predictors on their own held-out configs").
 So the calibration is done where the search will use it: at the deployment model, input
 shape, dtype and thread count. It times every block pair of each stage at each grid
-sparsity, the scoring and glue units, and a few whole models (each measured in two rounds,
-keeping the quieter), then :meth:`LatencyPredictor.calibrate` fits the group scales, the
-per-geometry residual curves (trusted as far as cross-validation on the whole models
-allows) and the overhead.
+sparsity and the scoring and glue units, then whole models until the predictor meets its target
+on whole models held out of the fit, or its time limit (:mod:`.calibration`);
+:meth:`LatencyPredictor.calibrate` fits the group scales, the per-geometry residual curves (trusted
+as far as cross-validation on the whole models allows) and the overhead.
 
 Given a whole model (a classifier, a segmenter around its Swin), it also times the model as it is
 called at sparsity 0 beside its backbone, so the predictor knows the rest of the model on this
@@ -47,27 +47,21 @@ from ._data import shipped_predictors
 from ._documents import DocumentError
 from ._logs import warn_once
 from .arch import Architecture, check_input_shape
+from .calibration import MIN_MODELS, calibrate_here
 from .dataset.fingerprint import same_device, stored_fingerprints
 from .devices import dtype_name, resolve_device
 from .hardware import gpu_target
+from .models import input_shape_for
 from .predictor.latency import LatencyPredictor
 from .profiler.fingerprint import device_fingerprint
 from .profiler.forward import Call, ModelForward
-from .profiler.plan import SweepSettings
-from .profiler.reference import CHANGED, reference_ms, speed_change
-from .profiler.sweep import profile_model
+from .profiler.reference import CHANGED, speed_change
 from .runtimes import check_runtime
 from .sparse.convert import sparse_backbone
 
 logger = logging.getLogger(__name__)
 
 LOCAL = "local"  # the hw name of predictors calibrated on the device they run on
-# what a calibration measures: every unit at every grid sparsity, the grid's uniform configs
-# and a few random ones, in two rounds (each row keeps its quieter round).  In a compiled or
-# exported runtime each whole model is compiled or exported once per round, which costs more
-# than timing it: one round, two random configs.
-CALIBRATION = SweepSettings(warmup=1, repeats=5, model_repeats=3, random_configs=6, rounds=2)
-RUNTIME_CALIBRATION = SweepSettings(warmup=1, repeats=5, model_repeats=3, random_configs=2, rounds=1)
 
 
 def cache_dir() -> Path:
@@ -114,13 +108,17 @@ def nearest_shipped(fingerprint: dict) -> LatencyPredictor:
     return min(candidates, key=lambda c: c[:3])[3]
 
 
-def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, dtype: str = "fp32",
+def for_device(model: nn.Module, input_shape: Sequence[int] | None = None, device: str = "cpu", *, dtype: str = "fp32",
                threads: int | None = None, runtime: str = "eager", base: LatencyPredictor | None = None,
-               cache: bool = True, refresh: bool = False, call: Call = None, progress: bool = True) -> LatencyPredictor:
-    """A predictor for ``model`` at ``input_shape`` on ``device`` ("cpu", "cuda:0"),
-    calibrated here: about 2 minutes of measuring for Swin-T at 672 on a 2-core CPU, then
-    cached (see the module's notes) so the next call returns at once (``refresh`` measures
-    again and replaces it; ``cache=False`` neither reads nor writes it).
+               cache: bool = True, refresh: bool = False, call: Call = None, progress: bool = True,
+               time_limit: float | None = None) -> LatencyPredictor:
+    """A predictor for ``model`` at ``input_shape`` (default: the size the model declares, see
+    :func:`~sparsevit_sdk.models.input_shape_for`) on ``device`` ("cpu", "cuda:0"),
+    calibrated here, then cached (see the module's notes) so the next call returns at once
+    (``refresh`` measures again and replaces it; ``cache=False`` neither reads nor writes it).
+    It measures until 90 % of its held-out whole models are predicted within ±10 %, or for
+    ``time_limit`` seconds (default: a minute, or 200 dense forwards of a slower model: about
+    2 minutes for Swin-T at 672 on a 2-core CPU); one that stops short says so.
 
     ``base`` defaults to the shipped predictor nearest this device; ``threads`` (CPU)
     defaults to 1, timed on the thread CPU clock, and N > 1 is timed on the wall clock;
@@ -143,6 +141,8 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
         refresh: measure again even when the cache holds this key, and replace the entry.
         call: how a whole model is run: None, a method name or ``call(model, x)``.
         progress: show a progress bar while measuring.
+        time_limit: the most seconds to measure (default: a minute, or 200 dense forwards of a
+            slower model).
 
     Returns:
         The calibrated :class:`LatencyPredictor` (``hw`` ``"local"``): its ``expected_error`` is
@@ -155,7 +155,7 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
         TypeError: ``model`` holds no window-sparse Swin.
     """
     backbone = sparse_backbone(model)
-    shape = check_input_shape(input_shape, backbone.in_chans)
+    shape = check_input_shape(input_shape_for(model, input_shape), backbone.in_chans)
     arch = backbone.architecture
     arch.check_fits(shape, fix="a smaller input shape (--resolution)")
     dtype = dtype_name(dtype)
@@ -191,13 +191,8 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
     base = base if base is not None else nearest_shipped(fingerprint)
     logger.info("calibrating the %s predictor to this %s (%s, %s threads, %s) at input %s; cached in %s",
                 base.hw, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)), path)
-    probe = reference_ms(clock) if dev.type == "cpu" else None
-    rows = profile_model(model, resolutions=[shape[2:]], batches=[shape[0]], device=dev, dtype=dtype, hw=LOCAL,
-                         settings=CALIBRATION if runtime == "eager" else RUNTIME_CALIBRATION, threads=threads,
-                         clock=clock, runtime=runtime, call=call, progress=progress)
-    document = LatencyPredictor.calibrate(base, rows).to_dict()
-    if probe is not None:  # the machine's speed as calibrated: the quieter of before and after the sweep
-        document["calibration"]["probe_ms"] = min(probe, reference_ms(clock))
+    document = calibrate_here(base, model, shape, dev, dtype=dtype, threads=threads, clock=clock, runtime=runtime,
+                              call=call, hw=LOCAL, time_limit=time_limit, progress=progress).to_dict()
     document["calibration"]["cache_key"] = key  # what the entry is for, checked when it is read
     # which calibration a result used, named in its summary: the same seed on the same one gives the same search
     document["calibration"].update(entry=path.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -207,16 +202,22 @@ def for_device(model: nn.Module, input_shape: Sequence[int], device: str = "cpu"
 
 
 def _checked(predictor: LatencyPredictor, path: Path) -> LatencyPredictor:
-    """``predictor``, after saying once per calibration when its held-out whole models were poor:
-    a number off by its MAPE should not be read as a measurement."""
-    error = predictor.expected_error
-    if error is not None and error["poor"]:
-        warn_once(
-            logger, f"poor {path}",
-            "this calibration predicts only %.0f %% of %d whole models within ±10 %% (MAPE %.1f %%, %s): expect "
-            "predictions off by about that much. Measure again on a quieter machine (for_device(..., refresh=True); "
-            "one thread is steadiest), or judge configs by SearchResult.validate()'s measurements",
-            error["within_10"], error["models"], error["mape"], error["how"])
+    """``predictor``, after saying once per calibration when it stopped short of its target or its held-out
+    whole models were poor: a number off by its MAPE should not be read as a measurement."""
+    error, calibration = predictor.expected_error, predictor.learned_.calibration
+    if error is None or not (error["poor"] or calibration.get("met") is False):
+        return predictor
+    figure = (f"{error['within_10']:.0f} % of {error['models']} whole models within ±10 % (MAPE {error['mape']:.1f} %, "
+              f"{error['how']})")
+    if calibration.get("met") is False:
+        said = (f"this calibration stopped at its time limit ({calibration['time_limit_s']:.0f} s) short of its target "
+                f"({calibration['target_within_10']:.0f} % within ±10 % of at least {MIN_MODELS} whole models): it "
+                f"predicts {figure}. A longer for_device(..., time_limit=...) measures more models")
+    else:
+        said = f"this calibration predicts only {figure}. Measure again"
+    warn_once(logger, f"poor {path}", "%s; expect predictions off by about that much. On a quieter machine, "
+              "for_device(..., refresh=True) measures again (one thread is steadiest); SearchResult.validate() "
+              "measures what was predicted", said)
     return predictor
 
 

@@ -10,8 +10,8 @@ import pytest
 
 import sparsevit_sdk.local as local
 from sparsevit_sdk import LatencyPredictor, SearchSession, build_model, measure_latency, search_space
+from sparsevit_sdk.calibration import MIN_MODELS
 from sparsevit_sdk.local import for_device
-from sparsevit_sdk.profiler import SweepSettings
 
 SHAPE = (1, 3, 112, 112)
 
@@ -31,7 +31,9 @@ def test_for_device_fixes_a_base_five_times_too_slow_and_caches_the_result(cache
     predictor = for_device(micro, SHAPE, "cpu", base=base, progress=False)
     assert predictor.hw == "local" and not predictor.estimated
     assert predictor.learned_.threads == [1] and predictor.learned_.fingerprint["clock"] == "cpu"
-    assert predictor.learned_.calibration["model_rows"] >= 10 and predictor.learned_.calibration["layer_rows"] > 0
+    record = predictor.learned_.calibration
+    assert record["model_rows"] >= MIN_MODELS or not record["met"]
+    assert record["model_rows"] >= 5 and record["layer_rows"] > 0
     assert abs(predictor.predict_config(micro, SHAPE, dense) / measured - 1) < 0.35
     assert len(list(cache.glob("*.json"))) == 1
     assert predictor.learned_.calibration["probe_ms"] > 0  # the machine's speed as calibrated
@@ -39,7 +41,7 @@ def test_for_device_fixes_a_base_five_times_too_slow_and_caches_the_result(cache
     def no_measuring(*args, **kwargs):
         raise AssertionError("a cached calibration was measured again")
 
-    monkeypatch.setattr(local, "profile_model", no_measuring)
+    monkeypatch.setattr(local, "calibrate_here", no_measuring)
     again = for_device(micro, SHAPE, "cpu", progress=False)
     assert again.to_dict()["unit_scale"] == predictor.to_dict()["unit_scale"]
     with pytest.raises(AssertionError, match="measured again"):
@@ -105,9 +107,9 @@ def test_a_calibration_that_cannot_be_cached_is_returned_with_one_warning(tmp_pa
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("SPARSEVIT_CACHE", str(blocker))
-    monkeypatch.setattr(local, "CALIBRATION", SweepSettings(warmup=0, repeats=1, model_repeats=1, random_configs=2))
     with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.local"):
-        predictor = for_device(micro, (1, 3, 64, 64), "cpu", base=LatencyPredictor.load("cpu"), progress=False)
+        predictor = for_device(micro, (1, 3, 64, 64), "cpu", base=LatencyPredictor.load("cpu"), progress=False,
+                               time_limit=1)
     assert predictor.hw == "local" and predictor.learned_.calibration["model_rows"] > 0
     (message,) = [r.getMessage() for r in caplog.records if "cached" in r.getMessage()]  # said once
     assert "used but not cached" in message and str(blocker / "predictors") in message and "SPARSEVIT_CACHE" in message
@@ -151,7 +153,7 @@ def test_a_predictor_calibrated_in_onnxruntime_drives_search_and_validation_ther
     assert predictor.learned_.runtime == "onnxruntime" and predictor.learned_.fingerprint["clock"] == "wall"
     assert LatencyPredictor.load(next(cache.glob("*.json"))).learned_.runtime == "onnxruntime"
     session = SearchSession(micro, hw="local", runtime="onnxruntime", input_shape=SHAPE, progress=False,
-                            max_evaluations=10, latency_budget=0.9, population=8, parents=4, seed=0,
+                            max_evaluations=10, latency_budget=0.95, population=8, parents=4, seed=0,
                             proxy=lambda cfg: -cfg.mean)
     assert session.predictor.learned_.runtime == "onnxruntime"  # the cached calibration
     report = session.run().validate("cpu", repeats=3, warmup=1, rounds=1)

@@ -216,9 +216,18 @@ class LatencyPredictor:
         Returns:
             A new, calibrated :class:`LatencyPredictor`; ``base`` is left as it was.
         """
+        return cls.calibrate_with_folds(base, df, prior_weight=prior_weight)[0]
+
+    @classmethod
+    def calibrate_with_folds(cls, base: LatencyPredictor, df: pd.DataFrame, *,
+                             prior_weight: float = 1.0) -> tuple[LatencyPredictor, list[LatencyPredictor]]:
+        """:meth:`calibrate`, and one predictor per cross-validation fold, each fitted without that fold's
+        whole models (none under five of them): where they disagree on a config, measuring it teaches the
+        calibration most."""
         params = base.get_params()
-        learned = transfer.calibrate(base._state, df, statistic=params["statistic"], prior_weight=prior_weight)
-        return cls(**params)._learn(learned)
+        learned, folds = transfer.calibrate_with_folds(base._state, df, statistic=params["statistic"],
+                                                       prior_weight=prior_weight)
+        return cls(**params)._learn(learned), [cls(**params)._learn(fold) for fold in folds]
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:

@@ -138,14 +138,18 @@ class Task:
 
 class SweepPlan:
     """Plans the tasks of one model on one device (``sweep.py`` runs them); with ``whole`` (a user's
-    whole model around ``model``), a ``whole`` row per input shape as well."""
+    whole model around ``model``), a ``whole`` row per input shape as well, timed beside the dense model.
+
+    ``units`` False leaves out the layer units; ``configs`` replaces the sampled whole-model configs
+    (``[]``: none), so a calibration can time the models it chooses when it chooses them."""
 
     def __init__(self, model: SparseSwin, name: str, device: torch.device, dtype: str, space: SearchSpace,
                  settings: SweepSettings, seed: int, clock: str, runtime: str = "eager",
-                 whole: ModelForward | None = None) -> None:
+                 whole: ModelForward | None = None, *, units: bool = True,
+                 configs: Sequence[SparsityConfig] | None = None) -> None:
         self.model, self.name, self.device, self.dtype = model, name, device, dtype
         self.space, self.settings, self.seed, self.clock, self.runtime = space, settings, seed, clock, runtime
-        self.whole = whole
+        self.whole, self.units, self.configs = whole, units, configs
 
     def activations(self, img_h: int, img_w: int, batch: int) -> Activations:
         """Unit inputs from a dense forward (their values do not change any unit's cost)."""
@@ -162,9 +166,11 @@ class SweepPlan:
         units, pairs = self._unit_tasks(acts, base)
         fixed_flops = sum(t.flops for t in units if t.row["layer"] in ("patch_embed", "patch_merge"))
         rng = np.random.default_rng([self.seed, img_h, img_w, batch])
-        models = [self._model_task(cfg, acts, base, fixed_flops, pairs) for cfg in self._configs(rng)]
-        whole = [] if self.whole is None else [self._whole_task(models[0])]  # the first config is the dense one
-        return units + models + whole
+        configs = self._configs(rng) if self.configs is None else list(self.configs)
+        models = [self._model_task(cfg, acts, base, fixed_flops, pairs) for cfg in configs]
+        dense = self.space.dense()
+        whole = [] if self.whole is None or dense not in configs else [self._whole_task(models[configs.index(dense)])]
+        return (units if self.units else []) + models + whole
 
     def _stage_row(self, base: dict, i: int) -> dict:
         """Descriptor fields every row of stage ``i`` shares (model rows use stage 0's, with stage -1)."""

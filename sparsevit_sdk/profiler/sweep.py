@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from .._progress import progress_bar
 from .._version import __version__
+from ..config import SparsityConfig
 from ..dataset.files import claim_folder, dataset_path, merge_rows, read_frame
 from ..dataset.schema import KEY, empty_frame, validate_frame
 from ..devices import TORCH_DTYPES, dtype_name, resolve_device
@@ -75,6 +76,8 @@ def profile_model(
     note: str = "",
     call: Call = None,
     progress: bool = True,
+    units: bool = True,
+    configs: Sequence[SparsityConfig] | None = None,
 ) -> pd.DataFrame:
     """Time every layer unit and sampled whole models of ``model``; return the new rows.
 
@@ -87,7 +90,9 @@ def profile_model(
     repeats.  ``threads`` defaults to 1 on the CPU; ``clock`` is "wall" (perf_counter) or
     "cpu" (thread CPU time, single-threaded CPU only).  ``grid`` defaults to the SearchSpace grid.
     ``runtime`` ("eager", "compiled", "onnxruntime") runs the whole-model rows (each config
-    compiled or exported once per round); units are always timed eager.
+    compiled or exported once per round); units are always timed eager.  ``units=False`` times no
+    layer unit, and ``configs`` gives the whole models to time instead of the sampled ones (``[]``:
+    none); the whole model is timed where the dense config is.
     """
     dev = resolve_device(device)
     dtype = dtype_name(dtype)
@@ -119,7 +124,8 @@ def profile_model(
                 old = read_frame(path)
                 if resume:
                     done = dict(zip(old[list(KEY)].itertuples(index=False, name=None), old["repeats"]))
-        sweep = SweepPlan(net, name, dev, dtype, space, settings, seed, clock, runtime, whole)
+        sweep = SweepPlan(net, name, dev, dtype, space, settings, seed, clock, runtime, whole, units=units,
+                          configs=configs)
         common = dict(hw=fp["hw"], fingerprint_id=fp["fingerprint_id"], device=str(dev),
                       threads=fp["threads"], torch_version=torch.__version__, sdk_version=__version__)
         groups, skipped = [], 0

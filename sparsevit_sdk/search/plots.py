@@ -13,6 +13,7 @@ from matplotlib.ticker import MaxNLocator
 from .._atomic import write_figure
 from ..config import SparsityConfig
 from ..profiler.forward import RestOfModel
+from .finalists import Measured
 
 
 class Plotted(Protocol):
@@ -34,6 +35,12 @@ class Plotted(Protocol):
     @property
     def pareto(self) -> pd.DataFrame: ...
 
+    @property
+    def expected_error(self) -> dict | None: ...
+
+    @property
+    def measured(self) -> Measured | None: ...
+
 
 def plot_result(result: Plotted, path: str | os.PathLike | None = None) -> Figure:
     """Pareto front of (predicted latency, proxy score) beside the best score per generation.
@@ -50,7 +57,18 @@ def plot_result(result: Plotted, path: str | os.PathLike | None = None) -> Figur
     front_ax.plot(uniform["predicted_ms"], uniform["score"], "x", color="tab:green", label="uniform sparsity")
     front = result.pareto
     front_ax.step(front["predicted_ms"], front["score"], where="post", color="tab:orange", label="Pareto front")
+    error = result.expected_error
+    if error:  # the predictor's error on held-out whole models: how far each point may lie from the truth
+        front_ax.errorbar(front["predicted_ms"], front["score"], xerr=front["predicted_ms"] * error["mape"] / 100,
+                          fmt="none", ecolor="tab:orange", alpha=0.5, label=f"± {error['mape']:.1f} % (held-out error)")
     front_ax.axvline(result.budget_ms, ls="--", color="black", lw=1, label=f"budget {result.budget_ms:.3g} ms")
+    if result.measured is not None:  # finalists timed before choosing: predicted -> measured
+        m = result.measured
+        for f in m.finalists:
+            front_ax.plot([f.predicted_ms, f.measured_ms], [f.score, f.score], color="tab:purple", lw=0.8)
+        front_ax.plot([f.measured_ms for f in m.finalists], [f.score for f in m.finalists], "D", mfc="none",
+                      color="tab:purple", label="finalists, measured here")
+        front_ax.axvline(m.budget_ms, ls=":", color="tab:purple", lw=1, label=f"budget measured {m.budget_ms:.3g} ms")
     front_ax.plot([result.predicted_ms], [result.score], "*", ms=16, color="tab:red", label=f"best {result.best}")
     whole = result.rest.source != "none"
     front_ax.set(xlabel=f"predicted {result.call} end to end on {result.hw} ({unit})" if whole else

@@ -27,6 +27,7 @@ from ..config import SparsityConfig
 from ..profiler.forward import Call, RestOfModel
 from ..sparse.convert import set_window_score, sparse_backbone
 from ..sparse.windows import WINDOW_SCORES, WindowScore
+from .finalists import Measured
 from .outcome import HISTORY_COLUMNS, PROGRESS_COLUMNS, pareto_front
 from .validation import ValidationReport, validate_result
 
@@ -47,8 +48,11 @@ def _from_schema_2(data: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **{k: v for k, v in data.items() if not (k == "rest" and v is None)}}
 
 
-RESULT = DocumentKind("sparsevit-search-result", 3, what="search result", fix="re-run the search",
-                      migrations={2: _from_schema_2})  # 2: ``strategy`` replaced ``mode``; 3: ``hw``, window_score
+RESULT = DocumentKind("sparsevit-search-result", 5, what="search result", fix="re-run the search",
+                      migrations={2: _from_schema_2, 3: lambda data: {**data, "measured": None},
+                                  4: lambda data: {**data, "proxy_warning": None}})
+# 2: ``strategy`` replaced ``mode``; 3: ``hw``, window_score; 4: ``measured`` (finalists timed before choosing);
+# 5: ``proxy_warning`` (a proxy that cannot rank, named)
 
 
 @dataclass(eq=False)  # DataFrames have no truth value; compare results with to_dict()
@@ -87,6 +91,10 @@ class SearchResult:
     # how the model ranked its windows (set_window_score): the configs mean what they scored only under it.
     # None: read from ``model`` ("norm", SparseViT's, without one)
     window_score: WindowScore | None = None
+    # the finalists timed on this machine before the best was chosen (None: the target was not this machine)
+    measured: Measured | None = None
+    # why the proxy cannot rank configs, where its dense and uniform scores showed it (search/ranking.py)
+    proxy_warning: str | None = None
 
     def __post_init__(self) -> None:
         if self.window_score is None:
@@ -129,7 +137,7 @@ class SearchResult:
         """The result in a few lines, for a person: the best config and what the search cost, the target and
         input, the predicted latency with its expected error against the dense model's and the budget, where the
         predictor came from (and whether it is poor here), the rest of the model, the score, and why the search
-        stopped early, if it did.
+        stopped early, if it did, and a warning where the proxy cannot rank configs.
 
         Returns:
             The text, one line per fact (``print(result.summary())``).
@@ -155,14 +163,28 @@ class SearchResult:
                f"{calibrated['base']} predictor)"] if "entry" in calibrated else []),
             *([f"  the predictor is poor here: {error['within_10']:.0f} % of {error['models']} whole models within "
                f"±10 % ({error['how']}); validate() measures what it predicts"] if error and error["poor"] else []),
+            *self._measured_lines(),
             *([f"  backbone {self.backbone_predicted_ms:.4g} ms vs dense {self.backbone_dense_predicted_ms:.4g} ms "
                f"({self.backbone_predicted_speedup:.2f}x) + the rest {rest:.4g} ms "
                f"({rest / self.dense_predicted_ms:.0%} of dense; {self.rest.note})"] if whole else []),
             f"  {self.proxy_name}: {self.score:.4f} (dense {self.dense_score:.4f})",
+            *([f"  WARNING: {self.proxy_warning}"] if self.proxy_warning else []),
             *([f"  {self.stopped}"] if self.stopped else []),
             *([f"  {self.retried} proxy call(s) retried (a proxy error, or a lost worker or node); {failed} config(s) "
                "given up on (history['error'])"] if self.retried or failed else []),
         ])
+
+    def _measured_lines(self) -> list[str]:
+        """What the finalists measured, for the summary (nothing where none were timed)."""
+        m = self.measured
+        if m is None:
+            return []
+        best = next(f for f in m.finalists if f.ratios == self.best.ratios)
+        within = sum(f.measured_ms <= m.budget_ms for f in m.finalists)
+        return [f"  measured here before choosing: {best.measured_ms:.4g} ms vs dense {m.dense_ms:.4g} ms "
+                f"({m.dense_ms / best.measured_ms:.2f}x; budget {m.budget_ms:.4g} ms measured); best-scored of "
+                f"{len(m.finalists)} finalists, {within} measured within the budget"
+                + ("" if within else ": none was, so the fastest measured is chosen")]
 
     # ------------------------------------------------------------- training
     def finetune(self, loader: Iterable, loss_fn: LossFn | None, steps: int, *, model: nn.Module | None = None,
@@ -239,6 +261,8 @@ class SearchResult:
             "seed": self.seed, "search_time_s": self.search_time_s, "settings": self.settings,
             "predictor_info": self.predictor_info, "stopped": self.stopped, "rest": self.rest.to_dict(),
             "call": self.call, "retried": self.retried, "window_score": self.window_score,
+            "measured": None if self.measured is None else self.measured.to_dict(),
+            "proxy_warning": self.proxy_warning,
             "history": _records(history), "progress": _records(self.progress),
         }
 
@@ -255,9 +279,11 @@ class SearchResult:
                     {c: "int64" for c in ("generation", "new_configs", "evaluations")}),
                 input_shape=tuple(data["input_shape"]), model=model, rest=RestOfModel.from_dict(data["rest"]),
                 call=str(data["call"]), retried=int(data["retried"]),
+                measured=None if data["measured"] is None else Measured.from_dict(data["measured"]),
                 **{k: data[k] for k in ("predicted_ms", "dense_predicted_ms", "score", "dense_score", "budget_ms",
                                         "hw", "estimated", "proxy_name", "strategy", "seed", "search_time_s",
-                                        "settings", "predictor_info", "stopped", "window_score")},
+                                        "settings", "predictor_info", "stopped", "window_score",
+                                        "proxy_warning")},
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source}: corrupt search result ({type(err).__name__}: {err})") from err

@@ -43,6 +43,7 @@ from ..sparse.convert import search_space, sparse_backbone
 from .checkpoint import SearchState, owning, read_checkpoint, write_checkpoint
 from .engine import SearchEngine
 from .executors import resolve_executor
+from .finalists import band_of, measure_finalists
 from .fingerprint import check_same_model, model_fingerprint
 from .protocols import Executor, ExecutorLost, Proxy, proxy_name
 from .result import SearchResult
@@ -109,6 +110,9 @@ class SearchSession:
             ``parents`` 25 breed, for ``generations`` 20), ``"nsga2"`` (the same keywords),
             ``"random"`` (``samples``, ``rounds``) or a strategy object (:mod:`.strategy`).
         settings: a :class:`SearchSettings` instead of its fields as keywords (``session.settings``).
+        measure_finalists: time the best-scored configs predicted near the budget on this CPU and choose
+            by measured latency (default: where the predictor was calibrated on this CPU, ``hw="local"``,
+            and the budget is the whole model's; see :mod:`.finalists`).
         **options: its fields: ``latency_budget`` (a share of the dense latency, default 0.7) or
             ``budget_ms``, of the whole model unless ``budget_of="backbone"``; ``seed``;
             ``retries`` (then a failed proxy call is recorded as failed); ``timeout_s`` (default
@@ -139,6 +143,7 @@ class SearchSession:
         rest_ms: RestMs = None,
         strategy: str | SearchStrategy = DEFAULT_STRATEGY,
         settings: SearchSettings | None = None,
+        measure_finalists: bool | None = None,
         **options: Any,
     ) -> None:
         self.strategy, options = resolve_strategy(strategy, options, caller="SearchSession")
@@ -165,6 +170,9 @@ class SearchSession:
         else:
             self.predictor = LatencyPredictor.for_hardware(hw)
         _warn_if_fitted_elsewhere(self.predictor)
+        here = (self.predictor.hw == LOCAL and fitted_elsewhere(self.predictor)[0] is None  # calibrated here
+                and self.settings.budget_of == "model")
+        self.measure_finalists = here if measure_finalists is None else measure_finalists
         if runtime is not None and runtime != self.predictor.learned_.runtime:
             raise ValueError(f"the {self.predictor.hw} predictor predicts {self.predictor.learned_.runtime} latencies, "
                              f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
@@ -351,18 +359,28 @@ class SearchSession:
         whole = (lambda ms: ms) if self.settings.budget_of == "model" else self.rest.end_to_end
         history = out.history.assign(predicted_ms=whole(out.history["predicted_ms"].to_numpy(float)))
         learned = self.predictor.learned_
+        info = {"statistic": learned.statistic, "threads": list(learned.threads), "runtime": learned.runtime,
+                "fingerprint": learned.fingerprint, "expected_error": self.predictor.expected_error,
+                "calibration": learned.calibration}
+        best, best_ms, score, measured = out.best, float(whole(out.best_ms)), out.best_score, None
+        if self.measure_finalists:  # the winner measured before it is chosen (see .finalists)
+            measured = measure_finalists(
+                self.forward, history, self.space.dense(), budget_ms=float(whole(out.budget_ms)),
+                dense_predicted_ms=float(whole(out.dense_ms)), relative=self.settings.budget_ms is None,
+                band=band_of(self.predictor.expected_error), input_shape=self.input_shape, predictor_info=info,
+                runtime=learned.runtime)
+            pick = measured.chosen()
+            best, best_ms, score = SparsityConfig(pick.ratios, best.signature, best.granularity), pick.predicted_ms, \
+                pick.score
         result = SearchResult(
-            best=out.best, predicted_ms=float(whole(out.best_ms)), dense_predicted_ms=float(whole(out.dense_ms)),
-            score=out.best_score, dense_score=out.dense_score, budget_ms=float(whole(out.budget_ms)),
+            best=best, predicted_ms=best_ms, dense_predicted_ms=float(whole(out.dense_ms)), measured=measured,
+            score=score, dense_score=out.dense_score, budget_ms=float(whole(out.budget_ms)),
             rest=self.rest, call=self.forward.describe, hw=self.predictor.hw,
             estimated=self.predictor.estimated, proxy_name=proxy_name(self.proxy), input_shape=self.input_shape,
             strategy=self.strategy.name, seed=self.settings.seed, search_time_s=elapsed, history=history,
             progress=out.progress, settings={**self.settings.to_dict(), **self.engine.shape()},
-            stopped=out.stopped, retried=out.retried,
-            predictor_info={"statistic": learned.statistic, "threads": list(learned.threads),
-                            "runtime": learned.runtime, "fingerprint": learned.fingerprint,
-                            "expected_error": self.predictor.expected_error, "calibration": learned.calibration},
-            model=self.model,
+            stopped=out.stopped, retried=out.retried, proxy_warning=out.proxy_warning,
+            predictor_info=info, model=self.model,
         )
         logger.info("%s", result.summary())
         return result

@@ -16,6 +16,7 @@ from ..dataset.schema import stable_statistic
 from ..devices import resolve_device
 from ..profiler.fingerprint import device_fingerprint
 from ..profiler.forward import Call, ModelForward, RestOfModel, backbone_calls
+from ..profiler.reference import CHANGED, speed_change
 from ..profiler.timing import num_threads, time_callable
 from ..runtimes import allows_cpu_clock, check_runtime, runtime_call
 from ..sparse.convert import set_sparsity
@@ -81,6 +82,8 @@ class ValidationReport:
     backbone_dense_predicted_ms: float = 0.0
     backbone_predicted_ms: float = 0.0
     expected_mape: float | None = None  # the predictor's held-out error (%): the band a prediction carries
+    # the reference probe now over its time at calibration (None: not a calibration of this CPU)
+    machine_speed: float | None = None
 
     @property
     def inside_band(self) -> bool | None:
@@ -145,6 +148,10 @@ class ValidationReport:
                 f" ({'inside' if self.inside_band else 'OUTSIDE'} the predictor's ± {self.expected_mape:.1f} %)")
             lines.append(f"  measured / predicted: sparse {self.ratio:.2f}, dense "
                          f"{self.dense_ms / self.dense_predicted_ms:.2f}{band}")
+        if self.machine_speed is not None and abs(self.machine_speed - 1) > CHANGED:
+            lines.append(f"  this machine ran a fixed reference workload {abs(self.machine_speed - 1):.0%} "
+                         f"{'slower' if self.machine_speed > 1 else 'faster'} than when the predictor was calibrated: "
+                         "the predictions assume the machine as it was then")
         if self.spread > UNSTEADY:
             lines.append(f"  rounds spread {self.spread:.2f}x (slowest / fastest): the machine was busy or changing "
                          "speed; the fastest round is reported, run again on a quieter machine to confirm")
@@ -181,39 +188,14 @@ def validate_result(result: Searched, device: str = "cpu", *, model: nn.Module |
     dev = resolve_device(device)
     predicted_runtime = result.predictor_info.get("runtime", "eager")
     runtime = runtime or predicted_runtime
-    fingerprints = stored_fingerprints(result.predictor_info.get("fingerprint"))
-    fitted_threads = result.predictor_info.get("threads") or []
-    if threads is None and dev.type == "cpu" and len(fitted_threads) == 1:
-        threads = int(fitted_threads[0])
-        if not 1 <= threads <= (os.cpu_count() or 1):  # a number from a file steers the machine: bound it
-            raise ValueError(f"the result says its predictor was measured with {threads} threads "
-                             f"(predictor_info.threads), and this machine has {os.cpu_count()} CPUs; pass "
-                             "threads=N to validate with N")
-    threads = threads or torch.get_num_threads()
-    fitted_clocks = {fp.get("clock") for fp in fingerprints}
-    if clock is None:
-        clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} and allows_cpu_clock(runtime) \
-            else "wall"
-    check_runtime(runtime, clock)
+    threads, clock = timing_settings(result.predictor_info, dev, runtime, threads, clock)
     statistic = stable_statistic(dev)
     dense_cfg = SparsityConfig((0.0,) * len(result.best.ratios), result.best.signature, result.best.granularity)
-    parts = {"model": forward} if forward.is_backbone else {"model": forward, "backbone": backbone}
-
-    rows: dict[tuple[str, SparsityConfig], list[float]] = {(p, c): [] for c in (dense_cfg, result.best) for p in parts}
-    with preserved(model, training=False, device=dev, dtype=torch.float32), num_threads(threads), torch.no_grad():
-        x = torch.randn(result.input_shape, device=dev)
-        shapes = forward.probe(x)  # the backbone is timed as the model calls it: each call at its shape
-        calls = {}
-        for part, cfg in rows:  # compile or export each config once, outside the timed calls
-            set_sparsity(backbone, cfg)
-            calls[part, cfg] = (backbone_calls(backbone, shapes, x, runtime, threads=threads) if part == "backbone"
-                                else runtime_call(parts[part], x, runtime, threads=threads))
-        for _ in range(rounds):
-            for (part, cfg), values in rows.items():
-                set_sparsity(backbone, cfg)
-                stats = time_callable(calls[part, cfg], dev, warmup=warmup, repeats=repeats, threads=threads,
-                                      clock=clock)
-                values.append(getattr(stats, statistic))
+    parts = ("model",) if forward.is_backbone else ("model", "backbone")
+    rows = time_rounds(forward, [dense_cfg, result.best], result.input_shape, dev, parts=parts, runtime=runtime,
+                       threads=threads, clock=clock, warmup=warmup, repeats=repeats, rounds=rounds)
+    fingerprints = stored_fingerprints(result.predictor_info.get("fingerprint"))
+    calibrated = (result.predictor_info.get("calibration") or {}).get("probe_ms")
     comparable, note = _comparability(result, fingerprints, device_fingerprint(dev, threads=threads, clock=clock))
     if runtime != predicted_runtime:
         comparable, note = False, (f"measured in {runtime}, predicted for {predicted_runtime}: compare the "
@@ -231,7 +213,57 @@ def validate_result(result: Searched, device: str = "cpu", *, model: nn.Module |
         backbone_dense_predicted_ms=result.backbone_dense_predicted_ms,
         backbone_predicted_ms=result.backbone_predicted_ms,
         expected_mape=(result.predictor_info.get("expected_error") or {}).get("mape"),
+        machine_speed=speed_change(calibrated, clock)[1] if comparable and calibrated and dev.type == "cpu" else None,
     )
+
+
+def timing_settings(predictor_info: dict[str, Any], dev: torch.device, runtime: str, threads: int | None,
+                    clock: str | None) -> tuple[int, str]:
+    """The threads and clock to time on: as given, else as the predictor's data was measured (on a CPU,
+    its one thread count, and its thread CPU clock where the runtime allows), so measured and predicted
+    ms are like for like (ONNX Runtime is always timed on the wall clock)."""
+    fingerprints = stored_fingerprints(predictor_info.get("fingerprint"))
+    fitted_threads = predictor_info.get("threads") or []
+    if threads is None and dev.type == "cpu" and len(fitted_threads) == 1:
+        threads = int(fitted_threads[0])
+        if not 1 <= threads <= (os.cpu_count() or 1):  # a number from a file steers the machine: bound it
+            raise ValueError(f"the result says its predictor was measured with {threads} threads "
+                             f"(predictor_info.threads), and this machine has {os.cpu_count()} CPUs; pass "
+                             "threads=N to validate with N")
+    threads = threads or torch.get_num_threads()
+    fitted_clocks = {fp.get("clock") for fp in fingerprints}
+    if clock is None:
+        clock = "cpu" if dev.type == "cpu" and threads == 1 and fitted_clocks == {"cpu"} and allows_cpu_clock(runtime) \
+            else "wall"
+    check_runtime(runtime, clock)
+    return threads, clock
+
+
+def time_rounds(forward: ModelForward, configs: list[SparsityConfig], input_shape: tuple[int, ...],
+                dev: torch.device, *, parts: tuple[str, ...] = ("model",), runtime: str, threads: int, clock: str,
+                warmup: int, repeats: int, rounds: int) -> dict[tuple[str, SparsityConfig], list[float]]:
+    """Per (part, config), the stable statistic of each of ``rounds`` rounds: ``"model"`` is the whole
+    model as called, ``"backbone"`` its backbone at the shapes the model calls it with.  Rounds alternate
+    every part and config, so drift hits all alike; each config is compiled or exported once, outside the
+    timed calls.  The model is timed in fp32 and left as it was (on error and Ctrl-C too)."""
+    backbone, statistic = forward.backbone, stable_statistic(dev)
+    rows: dict[tuple[str, SparsityConfig], list[float]] = {(p, c): [] for c in configs for p in parts}
+    with preserved(forward.model, training=False, device=dev, dtype=torch.float32), num_threads(threads), \
+            torch.no_grad():
+        x = torch.randn(input_shape, device=dev)
+        shapes = forward.probe(x)  # the backbone is timed as the model calls it: each call at its shape
+        calls = {}
+        for part, cfg in rows:
+            set_sparsity(backbone, cfg)
+            calls[part, cfg] = (backbone_calls(backbone, shapes, x, runtime, threads=threads) if part == "backbone"
+                                else runtime_call(forward, x, runtime, threads=threads))
+        for _ in range(rounds):
+            for (part, cfg), values in rows.items():
+                set_sparsity(backbone, cfg)
+                stats = time_callable(calls[part, cfg], dev, warmup=warmup, repeats=repeats, threads=threads,
+                                      clock=clock)
+                values.append(getattr(stats, statistic))
+    return rows
 
 
 def _comparability(result: Searched, fingerprints: list[dict], here: dict) -> tuple[bool, str]:

@@ -13,9 +13,8 @@ import torch.nn as nn
 from sparsevit_sdk import SearchSession, build_model, search_space
 from sparsevit_sdk._documents import DocumentError
 from sparsevit_sdk.profiler.timing import num_threads
-from sparsevit_sdk.search import SearchEngine
+from sparsevit_sdk.search import SearchEngine, SettingsDiffer
 from sparsevit_sdk.search.checkpoint import read_checkpoint, write_checkpoint
-from sparsevit_sdk.search.session import SettingsDiffer
 
 from ..conftest import _edit
 from .test_engine import Quadratic, latency

@@ -62,3 +62,9 @@ def test_the_report_names_rounds_that_disagree():
     assert "rounds spread" not in str(_report())
     busy = _report(sparse_rounds_ms=(14.0, 21.0))
     assert busy.spread == 1.5 and "rounds spread 1.50x" in str(busy)
+
+
+def test_the_report_says_when_the_machine_runs_at_another_speed_than_when_calibrated():
+    assert "slower than when the predictor was calibrated" in str(_report(machine_speed=1.3))
+    assert "25% faster" in str(_report(machine_speed=0.75))
+    assert "reference workload" not in str(_report(machine_speed=1.05)) + str(_report())
