@@ -17,7 +17,8 @@ from .executors import ProcessExecutor, RayExecutor, resolve_executor
 from .outcome import SearchOutcome, pareto_front
 from .protocols import Executor
 from .result import SearchResult
-from .session import SearchSession, SettingsDiffer
+from .resuming import SettingsDiffer
+from .session import SearchSession
 from .settings import SearchSettings, resolve_budget
 from .strategies import STRATEGIES, GeneticSearch, NSGA2Search, RandomSearch
 from .strategy import Problem, SearchStrategy, Trial
