@@ -2,7 +2,7 @@
 
 A predictor is not equally wrong about every config, and a search under a budget favours the configs
 whose latency it underestimates most: they look fastest for their score.  So where the predictor was
-calibrated here, the best-scored configs predicted near the budget (within its expected error) are timed
+calibrated here, the Pareto front near the budget (predicted within it plus its expected error) is timed
 on the real kernels, as ``validate()`` times them, beside the dense model; the best-scored one measured
 within the budget wins.  The result keeps both the predicted and the measured figures.
 """
@@ -18,6 +18,7 @@ import torch
 from ..config import SparsityConfig
 from ..dataset.schema import stable_statistic
 from ..profiler.forward import ModelForward
+from .outcome import pareto_front
 from .validation import time_rounds, timing_settings
 
 FINALISTS = 5  # configs timed before the winner is chosen
@@ -63,10 +64,12 @@ class Measured:
 
 
 def finalists(history: pd.DataFrame, budget_ms: float, band: float, k: int = FINALISTS) -> pd.DataFrame:
-    """The ``k`` best-scored configs of ``history`` predicted within ``budget_ms`` plus ``band`` (the
-    predictor's expected error, a fraction): a config predicted just over the budget may measure under it."""
-    scored = history[history["score"].notna() & (history["predicted_ms"] <= budget_ms * (1 + band))]
-    return scored.sort_values(["score", "predicted_ms"], ascending=[False, True], kind="stable").head(k)
+    """The ``k`` best-scored configs of the Pareto front of ``history`` predicted within ``budget_ms`` plus
+    ``band`` (the predictor's expected error, a fraction): a config predicted just over the budget may measure
+    under it, and each next one down the front is faster, so some finalist is likely to measure within it."""
+    front = pareto_front(history)
+    near = front[front["predicted_ms"] <= budget_ms * (1 + band)]
+    return near.sort_values(["score", "predicted_ms"], ascending=[False, True], kind="stable").head(k)
 
 
 def measure_finalists(forward: ModelForward, history: pd.DataFrame, dense: SparsityConfig, *, budget_ms: float,

@@ -110,8 +110,8 @@ class SearchSession:
             ``parents`` 25 breed, for ``generations`` 20), ``"nsga2"`` (the same keywords),
             ``"random"`` (``samples``, ``rounds``) or a strategy object (:mod:`.strategy`).
         settings: a :class:`SearchSettings` instead of its fields as keywords (``session.settings``).
-        measure_finalists: time the best-scored configs predicted near the budget on this CPU and choose
-            by measured latency (default: where the predictor was calibrated on this CPU, ``hw="local"``,
+        measure_finalists: time the Pareto front near the budget on this CPU and choose the best-scored
+            config measured within it (default: where the predictor was calibrated on this CPU, ``hw="local"``,
             and the budget is the whole model's; see :mod:`.finalists`).
         **options: its fields: ``latency_budget`` (a share of the dense latency, default 0.7) or
             ``budget_ms``, of the whole model unless ``budget_of="backbone"``; ``seed``;

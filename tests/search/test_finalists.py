@@ -17,13 +17,14 @@ def _history(rows):
     return pd.DataFrame(rows, columns=["ratios", "predicted_ms", "score"])
 
 
-def test_finalists_are_the_best_scored_within_the_budget_and_its_band():
+def test_finalists_are_the_front_near_the_budget_best_scored_first():
     history = _history([((0.1,), 9.0, 0.90), ((0.2,), 10.4, 0.95), ((0.3,), 11.5, 0.99), ((0.4,), 8.0, 0.80),
-                        ((0.5,), 7.0, None)])
+                        ((0.5,), 7.0, None), ((0.6,), 9.5, 0.85), ((0.7,), 9.9, 0.95)])
     picked = finalists(history, budget_ms=10.0, band=0.05, k=2)
-    # 11.5 ms is beyond the band, the unscored config is no finalist; best score first
-    assert picked["ratios"].tolist() == [(0.2,), (0.1,)]
-    assert finalists(history, budget_ms=10.0, band=0.2, k=5)["ratios"].tolist() == [(0.3,), (0.2,), (0.1,), (0.4,)]
+    # 11.5 ms is beyond the band; the unscored config, and those another beats on both score and latency
+    # (0.6: slower than 0.1 and worse; 0.2: slower than 0.7 and no better), are no finalists
+    assert picked["ratios"].tolist() == [(0.7,), (0.1,)]
+    assert finalists(history, budget_ms=10.0, band=0.2, k=5)["ratios"].tolist() == [(0.3,), (0.7,), (0.1,), (0.4,)]
 
 
 def test_the_best_scored_finalist_measured_within_the_budget_wins():
