@@ -2,14 +2,16 @@
 
     sparsevit-search --model swin_t --hw jetson-orin --budget 0.7 --out result.json --plot pareto.png
 
-``--hw`` is a target name or a predictor file (e.g. one calibrated on your device).  The
-built-in models are randomly initialised and scored by the label-free agreement with the
-dense model; for task accuracy use the Python API with your own model and proxy.
+``--hw`` is a target name or a predictor file (e.g. one calibrated on your device).  ``--model``
+is a built-in (randomly initialised) or ``module:function`` returning your model; either is scored
+by the label-free agreement with the dense model; for task accuracy use the Python API with a proxy.
+The input is the size the model declares unless ``--resolution`` says otherwise.
 
 Scale out with ``--executor process`` (``--workers N``) or ``--executor ray``
-(``--ray-address ADDR``); ``--checkpoint PATH`` saves every generation, and
-``--resume PATH --model NAME --out result.json`` (with the same ``--proxy-*`` options) continues
-an interrupted search.  A resumed search honours this run's ``--timeout-s``,
+(``--ray-address ADDR``); ``--checkpoint PATH`` saves every generation, and ``--resume`` (with
+``--checkpoint PATH``, or ``--resume PATH``) ``--model NAME --out result.json`` (with the same
+``--proxy-*`` options) continues an interrupted search, as ``sparsevit-profile --resume`` continues
+its ``--out``.  A resumed search honours this run's ``--timeout-s``,
 ``--max-evaluations``, ``--patience``, ``--retries``, executor and output flags; the others are
 the checkpoint's (budget, seed, strategy and its flags, ``--resolution``, ``--batch``,
 ``--runtime``), and one given with another value than the checkpoint's is refused, listed.
@@ -33,18 +35,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
+
 from ..hardware import list_hardware
-from ..models import build_model, list_models
 from ..predictor.latency import LatencyPredictor
 from ..runtimes import RUNTIMES
 from ..search import STRATEGIES, SearchSettings
 from ..search.executors import EXECUTORS, resolve_executor
-from ..search.session import SearchSession, SettingsDiffer
+from ..search.resuming import SettingsDiffer
+from ..search.session import SearchSession
 from ..search.strategies import DEFAULT_STRATEGY
-from ._args import check_output, fraction, hardware, or_none, positive_float, positive_int, resolution
+from ._args import (
+    MODEL_HELP,
+    RESOLUTION_HELP,
+    check_output,
+    fraction,
+    hardware,
+    input_shape,
+    model_from,
+    or_none,
+    positive_float,
+    positive_int,
+    resolution,
+)
 
 DEFAULTS = SearchSettings  # the class's field defaults are the search's defaults
-DEFAULT_RESOLUTION = (672, 672)  # as SearchSession's input_shape
 # each strategy's flags (None: the strategy's default), as its keyword arguments
 STRATEGY_FLAGS = ("population", "parents", "generations", "mutation_prob", "samples", "rounds")
 
@@ -52,7 +67,7 @@ STRATEGY_FLAGS = ("population", "parents", "generations", "mutation_prob", "samp
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsevit-search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, choices=list_models(), help="built-in model")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--hw", type=hardware,
                    help=f"target ({', '.join(list_hardware())}), local (calibrate on this CPU, cached) or a "
                         "predictor .json file (default: cpu; with "
@@ -61,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--budget", type=fraction(one=True, hint="; for a budget in milliseconds use --budget-ms"),
                         help="latency budget as a fraction of dense latency, in (0, 1] (default: 0.7)")
     budget.add_argument("--budget-ms", type=positive_float, help="latency budget in milliseconds")
-    p.add_argument("--resolution", type=resolution, metavar="HxW",
-                   help="input size (default: 672x672, as SearchSession: the high-resolution setting where "
-                        "skipping windows pays)")
+    p.add_argument("--resolution", type=resolution, metavar="HxW", help=RESOLUTION_HELP)
     p.add_argument("--batch", type=positive_int, help="batch size (default: 1)")
     p.add_argument("--proxy-images", type=positive_int, default=8, metavar="N",
                    help="images the label-free proxy scores each config on (default: 8)")
@@ -96,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=DEFAULTS.retries,
                    help=f"extra attempts of a failed proxy call (default: {DEFAULTS.retries})")
     p.add_argument("--checkpoint", metavar="PATH", help="save the search to PATH after every generation")
-    p.add_argument("--resume", metavar="PATH",
-                   help="continue the search checkpointed at PATH (search settings come from it; one given that "
-                        "differs is refused)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="PATH",
+                   help="continue an interrupted search from its --checkpoint file, or from PATH (search settings "
+                        "come from it; one given that differs is refused)")
     p.add_argument("--runtime", choices=RUNTIMES,
                    help="what latencies are predicted (and validated) for; with --hw local the calibration times "
                         "whole models in it (default: the predictor's, eager for the shipped ones)")
@@ -108,12 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _given(args: argparse.Namespace) -> dict[str, Any]:
+def _given(args: argparse.Namespace, model: nn.Module) -> dict[str, Any]:
     """The settings a search is given by its flags (a flag not given: none), as SearchSession's keywords."""
     given = {"seed": args.seed, "latency_budget": args.budget, "budget_ms": args.budget_ms, "strategy": args.strategy,
              "runtime": args.runtime, **{k: getattr(args, k) for k in STRATEGY_FLAGS}}
     if args.batch is not None or args.resolution is not None:
-        given["input_shape"] = (args.batch or 1, 3, *(args.resolution or DEFAULT_RESOLUTION))
+        given["input_shape"] = input_shape(model, args.resolution, args.batch)
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -129,12 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        if args.resume is True:  # a bare --resume continues this search's own --checkpoint
+            if not args.checkpoint:
+                raise ValueError("--resume continues the --checkpoint file: give --checkpoint PATH, or --resume PATH")
+            args.resume = args.checkpoint
         for flag in ("--out", "--plot", "--checkpoint", "--resume"):  # before the search, not hours after it
             check_output(flag, getattr(args, flag[2:]))
         if args.resume and args.checkpoint and Path(args.checkpoint).resolve() != Path(args.resume).resolve():
             raise ValueError(f"--checkpoint {args.checkpoint}: a resumed search goes on writing its --resume file "
                              f"{args.resume}; leave --checkpoint out (or copy the file and resume the copy)")
-        model = build_model(args.model)
+        model = model_from(args.model)[1]
         hw = LatencyPredictor.load(args.hw) if args.hw is not None and Path(args.hw).is_file() else args.hw
         executor = resolve_executor(args.executor, workers=args.workers, address=args.ray_address)
         run = dict(executor=executor, retries=args.retries, progress=not args.no_progress,
@@ -143,13 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.closing(executor) if executor is not None else contextlib.nullcontext():
             if args.resume:
                 try:
-                    session = SearchSession.resume(args.resume, model, hw=hw, **run, **_given(args))
+                    session = SearchSession.resume(args.resume, model, hw=hw, **run, **_given(args, model))
                 except SettingsDiffer as err:
                     raise ValueError(err.message(_flag)) from err
             else:
-                given = _given(args)
                 session = SearchSession(model, "cpu" if hw is None else hw, checkpoint=args.checkpoint, **run, **{
-                    "input_shape": (1, 3, *DEFAULT_RESOLUTION), "strategy": DEFAULT_STRATEGY, **given})
+                    "input_shape": input_shape(model, None, None), "strategy": DEFAULT_STRATEGY,
+                    **_given(args, model)})
             result = session.run()
         print(result.summary())
         print(f"wrote {result.save(args.out)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from sparsevit_sdk import SearchResult
@@ -86,7 +88,7 @@ def test_cli_search_says_a_predictor_file_is_missing(tmp_path, capsys):
 @pytest.mark.parametrize("flag, kind", [("--out", "folder"), ("--out", "under-a-file"), ("--plot", "folder"),
                                         ("--checkpoint", "under-a-file")])
 def test_search_refuses_its_outputs_before_searching(tmp_path, capsys, monkeypatch, flag, kind):
-    monkeypatch.setattr(search_cli, "build_model", _no_work)
+    monkeypatch.setattr(search_cli, "model_from", _no_work)
     monkeypatch.setattr(search_cli, "SearchSession", _no_work)
     paths = {"--out": str(tmp_path / "ok.json"), flag: str(_bad(tmp_path, kind))}
     argv = ["--model", "swin_micro", "--resolution", "64x64", *(x for item in paths.items() for x in item)]
@@ -136,3 +138,13 @@ def test_resume_honours_this_runs_limits_and_equal_settings(checkpointed, tmp_pa
     limits = (result.settings["max_evaluations"], result.settings["timeout_s"], result.settings["retries"])
     assert limits == (40, None, 1)
     assert result.stopped is None and len(result.progress) == 3  # every generation, the first from the checkpoint
+
+
+def test_a_bare_resume_continues_the_checkpoint_as_profile_resume_continues_its_out(checkpointed, tmp_path, capsys):
+    own = tmp_path / "ck.json"
+    shutil.copy(checkpointed, own)
+    out = tmp_path / "r.json"
+    assert search_main([*SMALL_SEARCH, "--resume", "--checkpoint", str(own), "--out", str(out)]) == 0
+    assert len(SearchResult.load(out).progress) == 3  # every generation, the first from the checkpoint
+    assert search_main([*SMALL_SEARCH, "--resume", "--out", str(out)]) == 2
+    assert "--resume continues the --checkpoint file" in capsys.readouterr().err
