@@ -11,7 +11,10 @@ this CPU) four recipes pick a config:
 - ``adapt``: today's recipe, adapt (no teacher) for N + M steps, then search;
 - ``adapt+distill``: adapt with in-place distillation for N + M steps, then search;
 - ``adapt+distill+finetune``: adapt with distillation for N steps, search, then fine-tune the
-  chosen config with distillation for M steps (SparseViT's last step).
+  chosen config with distillation for M steps (SparseViT's last step);
+- ``training-free (norm)``, ``training-free (deviation)``: no adaptation at all, the dense-trained
+  model ranking windows by each score (``set_window_score``), searched the same way: what a user
+  who cannot train keeps.
 
 Every search uses the same label-free proxy (exp(-KL) of sparse vs dense logits on a few
 unlabelled val canvases) and settings.  Each pick is timed on the real kernels, all configs
@@ -20,6 +23,7 @@ as a share of the dense-trained model's.  ``--terms`` runs the other part instea
 distillation term to use for segmentation logits, each with the same loop, steps and configs.
 
     python benchmarks/accuracy_tradeoff.py [--adapt-steps 600] [--finetune-steps 300] [--quick] [--no-write]
+    python benchmarks/accuracy_tradeoff.py --task textures   # the texture task, where no window is empty
     python benchmarks/accuracy_tradeoff.py --terms [--term-steps 300]
     python benchmarks/accuracy_tradeoff.py --step-cost       # seconds per step of each recipe's training
 
@@ -64,12 +68,12 @@ from sparsevit_sdk.accuracy import (  # noqa: E402
     Distillation,
     SparsityAdapter,
     adapt,
-    class_kl,
-    feature_nmse,
     finetune,
     segmentation_loss,
     train_demo_supernet,
 )
+from sparsevit_sdk.accuracy.distill import class_kl, feature_nmse  # noqa: E402
+from sparsevit_sdk.accuracy.supernet import TASKS  # noqa: E402
 from sparsevit_sdk.local import for_device  # noqa: E402
 from sparsevit_sdk.profiler import device_fingerprint, num_threads  # noqa: E402
 from sparsevit_sdk.sparse import WINDOW_SCORES, SparseSwinStage, set_window_score  # noqa: E402
@@ -77,7 +81,7 @@ from sparsevit_sdk.sparse import WINDOW_SCORES, SparseSwinStage, set_window_scor
 logger = logging.getLogger("accuracy_tradeoff")
 def plot_path() -> Path:
     teacher = "" if FINETUNE_TEACHER == "frozen" else "_in_place"
-    return Path(__file__).with_name("accuracy_tradeoff" + suffix("_") + teacher + ".png")
+    return Path(__file__).with_name("accuracy_tradeoff" + task_tag("_") + suffix("_") + teacher + ".png")
 
 
 def suffix(sep: str) -> str:
@@ -85,9 +89,15 @@ def suffix(sep: str) -> str:
     return "" if RECIPE.window_score == DemoRecipe.window_score else f"{sep}{RECIPE.window_score}"
 
 
+def task_tag(sep: str) -> str:
+    """What tells a run on another task than the digits apart: in headings, file names and the command."""
+    return "" if RECIPE.task == "digits" else f"{sep}{RECIPE.task}"
+
+
 def teacher_flag() -> str:
     return "" if FINETUNE_TEACHER == "frozen" else f" --finetune-teacher {FINETUNE_TEACHER}"
 RECIPES = ("adapt", "adapt+distill", "adapt+distill+finetune")
+FREE = tuple(f"training-free ({measure})" for measure in WINDOW_SCORES)  # no adaptation, one row per window score
 
 
 @dataclasses.dataclass
@@ -113,6 +123,11 @@ def search(model, budget: float, predictor: LatencyPredictor, settings: Settings
 def test_batches(num_images: int) -> list:
     """The test canvases, drawn once: every model and config below is scored on these same batches."""
     return list(RECIPE.loader("test", num_images, size=SEARCH_SIZE))
+
+
+def miou_on(model, test: list):
+    """The proxy that scores ``model`` by mIoU on the ``test`` batches, over the task's classes."""
+    return mean_iou(model, test, "test mIoU", RECIPE.num_classes)
 
 
 def probe(settings: Settings) -> torch.Tensor:
@@ -193,7 +208,7 @@ def diagnose(args: argparse.Namespace) -> str:
              "| model | dense | pick | " + " | ".join(f"knob {i + 1} alone ({r})" for i, r in enumerate(cfg.ratios))
              + " |", "|---|" + "---:|" * (2 + len(cfg.ratios))]
     for name, m in tuned:
-        score = mean_iou(m, test, "test mIoU")
+        score = miou_on(m, test)
         alone = [space.config([r if j == i else 0.0 for j in range(len(cfg.ratios))]) for i, r in
                  enumerate(cfg.ratios)]
         lines.append(f"| {name} | {score(space.dense()):.4f} | {score(cfg):.4f} | "
@@ -207,11 +222,11 @@ def diagnose(args: argparse.Namespace) -> str:
         set_window_score(model, measure)
         errors, tables[measure] = pixel_errors_and_windows(model, cfg, space, test)
         e = errors[str(cfg)]
-        lines.append(f"| {measure} | {mean_iou(model, test, 'test mIoU')(cfg):.4f} | {e[0]:.2%} | {e[1]:.2%} | "
+        lines.append(f"| {measure} | {miou_on(model, test)(cfg):.4f} | {e[0]:.2%} | {e[1]:.2%} | "
                      f"{e[2]:.2%} |")
     set_window_score(model, RECIPE.window_score)
     e = errors["dense"]
-    lines.append(f"| (dense) | {mean_iou(model, test, 'test mIoU')(space.dense()):.4f} | {e[0]:.2%} | {e[1]:.2%} | "
+    lines.append(f"| (dense) | {miou_on(model, test)(space.dense()):.4f} | {e[0]:.2%} | {e[1]:.2%} | "
                  f"{e[2]:.2%} |")
     lines += ["", "| window score | stage | windows | kept by its first block | windows holding digit pixels "
               "(mean per image) | digit tokens in pruned windows |", "|---|---:|---:|---:|---:|---:|"]
@@ -320,7 +335,7 @@ def ablation(recipe: DemoRecipe, dense, steps: int, test, space: SearchSpace) ->
         handle.remove()
         adapter.restore()
         model.eval()
-        score = mean_iou(model, test, "test mIoU")
+        score = miou_on(model, test)
         values = [score(space.uniform(s)) for s in (0.3, 0.5, 0.7)]
         rows.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values)
                     + f" | {sum(values) / 3:.3f} | {time.perf_counter() - start:.0f} |")
@@ -331,7 +346,7 @@ def ablation(recipe: DemoRecipe, dense, steps: int, test, space: SearchSpace) ->
 def plot(rows: list[Row], uniform: list[tuple[float, float]], dense: tuple[float, float]) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(*zip(*sorted(uniform)), "o-", color="0.6", label="uniform sparsity (distilled supernet)")
-    for recipe, marker in zip(RECIPES, "s^D"):
+    for recipe, marker in zip((*RECIPES, *FREE), "s^Dvx"):
         points = sorted((r.measured_ms, r.miou) for r in rows if r.recipe == recipe)
         ax.plot(*zip(*points), marker, label=recipe, markersize=7)
     ax.plot(*dense, "k*", markersize=12, label="dense")
@@ -359,7 +374,7 @@ def run(args: argparse.Namespace) -> str:
     trained_s = time.perf_counter() - start
     test = test_batches(settings.test_images)
     space = search_space(dense)
-    dense_miou = mean_iou(dense, test, "test mIoU")(space.dense())
+    dense_miou = miou_on(dense, test)(space.dense())
     predictor = for_device(dense.backbone, (1, 3, SEARCH_SIZE, SEARCH_SIZE), "cpu", threads=1,
                                             progress=False)
     rows: list[Row] = []
@@ -370,15 +385,20 @@ def run(args: argparse.Namespace) -> str:
             result = search(model, budget, predictor, settings, args.seed)
             before = None
             if recipe.endswith("finetune"):
-                before = mean_iou(model, test, "test mIoU")(result.best)
+                before = miou_on(model, test)(result.best)
                 model = copy.deepcopy(model)
                 t = time.perf_counter()
                 finetune_pick(model, result.best, m)
                 finetune_s += time.perf_counter() - t
-            miou = mean_iou(model, test, "test mIoU")(result.best)
+            miou = miou_on(model, test)(result.best)
             rows.append(Row(budget, recipe, result.best, miou, result.score, result.predicted_speedup,
                             before_finetune=before))
             logger.info("budget %.2f %s: %s test mIoU %.4f", budget, recipe, result.best, miou)
+        for measure, recipe in zip(WINDOW_SCORES, FREE):
+            model = set_window_score(copy.deepcopy(dense), measure)
+            result = search(model, budget, predictor, settings, args.seed)
+            rows.append(Row(budget, recipe, result.best, miou_on(model, test)(result.best), result.score,
+                            result.predicted_speedup))
     # latency: every pick and every uniform config, side by side in the same rounds
     uniform = [space.uniform(g) for g in space.grid]
     configs = list(dict.fromkeys([space.dense(), *uniform, *(r.config for r in rows)]))
@@ -387,7 +407,7 @@ def run(args: argparse.Namespace) -> str:
     for r in rows:
         r.measured_ms = ms[r.config]
     distilled = nets["adapt+distill"].adapted
-    uniform_score = mean_iou(distilled, test, "test mIoU")
+    uniform_score = miou_on(distilled, test)
     uniform_proxy = AgreementProxy(distilled, probe(settings), measure="kl")
     uniform_points = [(ms[c], uniform_score(c)) for c in uniform]
     dense_ms = ms[space.dense()]
@@ -407,23 +427,26 @@ def run(args: argparse.Namespace) -> str:
 def report(args, rows: list[Row], dense_miou: float, dense_ms: float, curve, trained_s: float, finetune_s: float,
            wall_s: float) -> str:
     fp = device_fingerprint("cpu")
-    order = ("uniform", *RECIPES)
+    order = ("uniform", *RECIPES, *FREE)
     lines = [
-        "## Accuracy kept" + suffix(", window score ")
+        "## Accuracy kept" + task_tag(", task ") + suffix(", window score ")
         + ("" if FINETUNE_TEACHER == "frozen" else ", fine-tuned with the in-place teacher"),
         "",
         f"`python benchmarks/accuracy_tradeoff.py --adapt-steps {args.adapt_steps} --finetune-steps "
-        f"{args.finetune_steps}{suffix(' --window-score ')}{teacher_flag()}` on {fp['name']} ({', '.join(fp['isa'])}; "
+        f"{args.finetune_steps}{task_tag(' --task ')}{suffix(' --window-score ')}{teacher_flag()}` on {fp['name']} "
+        f"({', '.join(fp['isa'])}; "
         f"fingerprint {fp['fingerprint_id']}), "
         f"torch {torch.__version__}, {now_utc()}, seed "
         f"{args.seed}, {wall_s / 60:.0f} min in all ({trained_s / 60:.0f} min loading or training the supernets, "
-        f"{finetune_s / 60:.0f} min fine-tuning).  Demo task, `swin_micro` + demo head; adapted on 224x224 canvases, "
+        f"{finetune_s / 60:.0f} min fine-tuning).  {RECIPE.task.capitalize()} task, `swin_micro` + demo head; "
+        "adapted on 224x224 canvases, "
         f"searched, timed and scored on {SEARCH_SIZE}x{SEARCH_SIZE}.  Dense model: {dense_curve(curve)}.  "
         f"Test mIoU on {args.test_images} canvases, dense **{dense_miou:.4f}**; dense measured {dense_ms:.1f} ms "
         "(one thread, thread CPU clock, p10, fastest of interleaved rounds; every config below timed in the same "
         "rounds).  Optimiser steps per recipe: N + M = "
         f"{args.adapt_steps} + {args.finetune_steps} (batch {RECIPE.batch_size}); a distillation step adds one "
-        "no-grad dense forward.  Search: label-free proxy exp(-KL) on 8 val canvases, population 16, 4 parents, 4 "
+        "no-grad dense forward; the training-free rows take none (the dense-trained model, each window score, "
+        "timed in the recipe's).  Search: label-free proxy exp(-KL) on 8 val canvases, population 16, 4 parents, 4 "
         "generations; budgets are fractions of the dense latency priced by `hw=\"local\"`.",
         "",
         "| budget | recipe | config | measured ms | measured speed-up | predicted speed-up | test mIoU | "
@@ -493,6 +516,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--window-score", choices=WINDOW_SCORES, default=DemoRecipe.window_score,
                         help="how stages rank windows")
+    parser.add_argument("--task", choices=TASKS, default=DemoRecipe.task,
+                        help="digits (mostly background) or textures (no window empty)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny recipe and settings")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -500,7 +525,9 @@ def main() -> None:
     if args.quick:
         RECIPE = DemoRecipe.quick(seed=args.seed)
         args.adapt_steps, args.finetune_steps, args.term_steps, args.test_images = 4, 2, 2, 4
-    RECIPE = dataclasses.replace(RECIPE, seed=args.seed, window_score=args.window_score)
+    if args.diagnose and args.task != "digits":
+        parser.error("--diagnose counts digit and background pixels: it runs on --task digits only")
+    RECIPE = dataclasses.replace(RECIPE, seed=args.seed, window_score=args.window_score, task=args.task)
     FINETUNE_TEACHER = args.finetune_teacher
     with num_threads(RECIPE.threads):
         text = (terms_table(args) if args.terms else step_cost(args) if args.step_cost

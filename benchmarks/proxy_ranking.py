@@ -47,8 +47,9 @@ CACHE = Path.home() / ".cache" / "sparsevit_sdk"
 SPARSITIES = (0.0, 0.3, 0.5, 0.7)
 
 
-def mean_iou(model: torch.nn.Module, loader, name: str) -> AccuracyProxy:
-    return AccuracyProxy(model, loader, metric=MeanIoU(NUM_CLASSES), name=name)
+def mean_iou(model: torch.nn.Module, loader, name: str, num_classes: int = NUM_CLASSES) -> AccuracyProxy:
+    """mIoU over the task's ``num_classes`` (the digit demo's by default; a recipe's ``num_classes`` for its task)."""
+    return AccuracyProxy(model, loader, metric=MeanIoU(num_classes), name=name)
 
 
 def adaptation_table(recipe: DemoRecipe, test_images: int) -> tuple[list[str], dict[str, float], tuple[float, float]]:
