@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from sparsevit_sdk import SearchResult, SearchSession, build_model, search_space, set_sparsity
-from sparsevit_sdk.accuracy import AccuracyProxy
+from sparsevit_sdk.accuracy import AccuracyProxy, SplitProxy
 from sparsevit_sdk.accuracy.metrics import Accuracy, MeanIoU
 from sparsevit_sdk.search.engine import SearchEngine
 from sparsevit_sdk.search.ranking import proxy_warning
@@ -115,3 +115,9 @@ def test_chance_is_what_always_answering_the_most_frequent_label_scores():
 def test_a_proxy_that_says_nothing_of_noise_or_chance_is_not_judged(micro_space):
     dense, sparse = micro_space.dense(), micro_space.uniform(0.8)
     assert proxy_warning(lambda cfg: 0.0, {dense: 0.2, sparse: 0.9}, dense) is None
+
+
+def test_a_split_proxy_says_what_the_proxy_it_splits_says(model, images):
+    proxy = _proxy(model, images, torch.arange(IMAGES) % CLASSES)
+    split = SplitProxy(proxy, parts=2)
+    assert split.chance() == proxy.chance() == 0.25 and split.noise(0.5) == proxy.noise(0.5) == 0.5 / IMAGES ** 0.5
