@@ -44,10 +44,13 @@ STEP = 4  # whole models added per step
 CANDIDATES = 64  # random configs the folds are asked about per step
 # units: every unit at every grid sparsity, in two rounds (each row keeps its quieter round)
 UNITS = SweepSettings(warmup=1, repeats=5, model_repeats=1, random_configs=0, rounds=2)
-# whole models as a user times them: warm-up calls first, rounds interleaved over the step's configs.  In a
-# compiled or exported runtime each round compiles or exports every config again, which costs more than timing.
+# whole models as a user times them: warm-up calls first, rounds interleaved over the step's configs.  A model
+# under CHEAP_MS costs less to time than a step's fit, so it is timed harder; in a compiled or exported runtime
+# each round compiles or exports every config again, which costs more than timing.
 MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=4, random_configs=0, rounds=2)
+CHEAP_MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=6, random_configs=0, rounds=3)
 RUNTIME_MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=4, random_configs=0, rounds=1)
+CHEAP_MS = 100.0
 
 
 def default_time_limit(dense_ms: float) -> float:
@@ -66,12 +69,14 @@ class Step:
 
 def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, ...], device: torch.device, *,
                    dtype: str, threads: int | None, clock: str, runtime: str, call: Call, hw: str,
-                   time_limit: float | None = None, seed: int = 0, progress: bool = True) -> LatencyPredictor:
+                   time_limit: float | None = None, seed: int = 0, progress: bool = True,
+                   started: float | None = None) -> LatencyPredictor:
     """``base`` calibrated to ``model`` at ``shape`` on ``device``, measured until its held-out whole models
     meet :data:`TARGET_WITHIN_10` or ``time_limit`` seconds (None: :func:`default_time_limit`) have passed.
     Its ``learned_.calibration`` records the target, the limit, the seconds taken, whether the target was
-    met, the steps and the steps timed again, and ``probe_ms``, the machine's speed as calibrated."""
-    start = time.monotonic()
+    met, the steps and the steps timed again, and ``probe_ms``, the machine's speed as calibrated.  The limit
+    counts from ``started`` (a ``time.monotonic()``; default: now), so a caller's own setup counts too."""
+    start = time.monotonic() if started is None else started
     on_cpu = device.type == "cpu"
     probe = reference_ms(clock) if on_cpu else float("nan")
     statistic = stable_statistic(device, profile=True)
@@ -81,7 +86,8 @@ def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, .
     space = search_space(sparse_backbone(model))
     rng = np.random.default_rng(seed)
     first = [space.uniform(s) for s in (0.0, 0.4, 0.8)] + _fresh(space, rng, 2, set())
-    settings = MODELS if runtime == "eager" else RUNTIME_MODELS
+    cheap = base.predict_config(model, shape, space.dense()) < CHEAP_MS  # the nearest CPU's figure: 1.5x at worst
+    settings = RUNTIME_MODELS if runtime != "eager" else CHEAP_MODELS if cheap else MODELS
     step, remeasured, steps = Step(pd.DataFrame(), probe), 0, 0
     measured: set[SparsityConfig] = set()
     configs = first
@@ -126,7 +132,7 @@ def _left(start: float, time_limit: float | None, step_began: float) -> float:
     if time_limit is None:
         return float("inf")
     now = time.monotonic()
-    return time_limit - (now - start) - (now - step_began)
+    return time_limit - (now - start) - 1.5 * (now - step_began)
 
 
 def _fresh(space, rng: np.random.Generator, n: int, seen: set[SparsityConfig]) -> list[SparsityConfig]:

@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,6 +155,7 @@ def for_device(model: nn.Module, input_shape: Sequence[int] | None = None, devic
             timed), ``threads`` < 1, or a runtime that cannot be timed on that clock.
         TypeError: ``model`` holds no window-sparse Swin.
     """
+    started = time.monotonic()  # the time limit counts the whole call
     backbone = sparse_backbone(model)
     shape = check_input_shape(input_shape_for(model, input_shape), backbone.in_chans)
     arch = backbone.architecture
@@ -192,7 +194,8 @@ def for_device(model: nn.Module, input_shape: Sequence[int] | None = None, devic
     logger.info("calibrating the %s predictor to this %s (%s, %s threads, %s) at input %s; cached in %s",
                 base.hw, fingerprint["name"], dtype, fingerprint["threads"], runtime, "x".join(map(str, shape)), path)
     document = calibrate_here(base, model, shape, dev, dtype=dtype, threads=threads, clock=clock, runtime=runtime,
-                              call=call, hw=LOCAL, time_limit=time_limit, progress=progress).to_dict()
+                              call=call, hw=LOCAL, time_limit=time_limit, progress=progress,
+                              started=started).to_dict()
     document["calibration"]["cache_key"] = key  # what the entry is for, checked when it is read
     # which calibration a result used, named in its summary: the same seed on the same one gives the same search
     document["calibration"].update(entry=path.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
