@@ -16,25 +16,21 @@ import sparsevit_sdk
 
 PACKAGE = Path(sparsevit_sdk.__file__).parent
 MAX_LINES = 400
-# The module map of docs/design.md, top to bottom: a module imports only modules of its own layer or of one above
-LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "_atomic", "_documents", "_logs", "_progress", "_data", "_ray", "checks", "hardware", "outputs"),
-    ("arch",),
-    ("devices",),
-    ("config",),
-    ("sparse",),
-    ("models",),
-    ("deploy",),
-    ("runtimes",),
-    ("dataset",),
-    ("profiler",),
-    ("predictor",),
-    ("calibration",),
-    ("local",),
-    ("accuracy",),
-    ("search",),
-    ("cli",),
-)
+DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
+
+
+def module_map() -> tuple[tuple[str, ...], ...]:
+    """The module map of docs/design.md, top to bottom, one layer a table row: a module imports only modules of
+    its own layer or of one above.  The list the docs render is the list checked here, so they cannot disagree."""
+    text = DESIGN.read_text()
+    section = text[text.index("## Module map"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = re.findall(r"^\|[^|]*\| (`[^|]*`) \|", section, re.M)
+    return tuple(tuple(name.rstrip("/").removesuffix(".py") for name in re.findall(r"`([^`]+)`", row))
+                 for row in rows)
+
+
+LAYERS = module_map()
 
 
 def test_importing_the_kernels_loads_no_predictor_search_or_plotting_stack():
