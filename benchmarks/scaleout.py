@@ -36,7 +36,6 @@ import ray
 from _results import RESULTS, now_utc, write_section
 
 from sparsevit_sdk import SearchResult, SearchSession, build_model, search_space
-from sparsevit_sdk._ray import LocalCluster
 from sparsevit_sdk.accuracy import (
     NUM_CLASSES,
     AccuracyProxy,
@@ -48,6 +47,7 @@ from sparsevit_sdk.accuracy import (
 )
 from sparsevit_sdk.profiler import num_threads
 from sparsevit_sdk.search import ProcessExecutor, RayExecutor
+from sparsevit_sdk.testing import LocalCluster
 
 SHAPE = (1, 3, 112, 112)
 WORKERS = 2

@@ -137,7 +137,7 @@ class Clusters:
         self.cluster = None
 
     def get(self):
-        from sparsevit_sdk._ray import LocalCluster
+        from sparsevit_sdk.testing import LocalCluster
 
         if self.cluster is not None and not all(node.processes() for node in self.cluster.nodes):
             self.stop()  # a test killed a node (their last tests kill the head)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from sparsevit_sdk._ray import check_ray_address, session_processes
+from sparsevit_sdk._ray import check_ray_address
 from sparsevit_sdk.cli.search import main as search_main
+from sparsevit_sdk.testing import session_processes
 
 ray = pytest.importorskip("ray")
 from sparsevit_sdk.search.executors import RayExecutor  # noqa: E402  (after the skip: it needs Ray)
@@ -126,7 +127,7 @@ def test_a_closed_port_is_refused_naming_the_address():
 
 
 OWNER = """import json, sys, time
-from sparsevit_sdk._ray import LocalCluster
+from sparsevit_sdk.testing import LocalCluster
 cluster = LocalCluster([{}, {}]).start()
 print(json.dumps({"sids": [n.sid for n in cluster.nodes], "temp_dir": cluster.temp_dir, "address": cluster.address,
                   "watchdog": cluster.watchdog.pid}), flush=True)

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from sparsevit_sdk import SearchSession
-from sparsevit_sdk._ray import LocalCluster, LocalNode, check_ray_address
+from sparsevit_sdk._ray import check_ray_address
 from sparsevit_sdk.profiler.timing import num_threads
 from sparsevit_sdk.search.checkpoint import read_checkpoint
 from sparsevit_sdk.search.executors import RayExecutor
 from sparsevit_sdk.search.protocols import ExecutorError, ExecutorLost
+from sparsevit_sdk.testing import LocalCluster, LocalNode
 
 from ..conftest import CLUSTER_NODES, RAY
 from .test_executors import same
