@@ -28,6 +28,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from .._atomic import check_writable
@@ -52,28 +53,17 @@ from .settings import (
     DEFAULT_BUDGET,
     SHAPE_FIELDS,
     SearchSettings,
-    resolve_budget,
     settings_from,
 )
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
 from .strategies import DEFAULT_STRATEGY, make_strategy, resolve_strategy
 from .strategy import SearchStrategy
-from .whole import RestMs, fitted_elsewhere, predict_calls, rest_of_model
+from .whole import RestMs, check_reachable, fitted_elsewhere, predict_calls, rest_of_model, warn_if_fitted_elsewhere
 
 logger = logging.getLogger(__name__)
 
 # what the session's own arguments accept (sparsevit_sdk.checks); the settings check theirs
 ProxyResolution = optional(Resolution, "the input's")
-
-
-def _warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
-    """A CPU predictor measured on another CPU than this one predicts that CPU's latencies:
-    say so, and name the one-line fix, for the user who deploys here."""
-    why, here = fitted_elsewhere(predictor)
-    if why is not None and here is not None:  # (an estimate or a GPU's data has nothing to compare with here)
-        logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
-                       "search with hw='local' to calibrate one here (about 2 minutes, then cached)",
-                       predictor.learned_.hw, why, here["name"])
 
 
 class SearchSession:
@@ -83,12 +73,14 @@ class SearchSession:
     decoders), measured here at sparsity 0 beside the backbone, or estimated for another target and
     flagged so (:mod:`.whole`); a bare sparse Swin has no rest.  The search stops at the first limit
     (``timeout_s``, ``max_evaluations``, ``patience``); ``result.stopped`` and ``summary()`` say which.
+    Making a session only checks its arguments (and runs the model once, as called); what takes time
+    (a local calibration, timing the rest of the model, the default proxy) happens in :meth:`run`.
 
     Args:
         model: a built-in model, a :class:`SparseSwin` or any model :func:`sparsify` made.
         hw: a target name (``sparsevit_sdk.hardware.list_hardware()``), ``"local"`` (this CPU:
-            :func:`~sparsevit_sdk.local.for_device` measures for about two minutes the first time,
-            then reuses its cached calibration) or a fitted :class:`LatencyPredictor`.
+            :func:`~sparsevit_sdk.local.for_device` measures for a minute or two when :meth:`run` first
+            needs it, then reuses its cached calibration) or a fitted :class:`LatencyPredictor`.
         proxy: ``proxy(cfg) -> float``, higher is better; None: the label-free agreement with the
             dense model on demo images (a warning says it ranks by how little outputs change).
         input_shape: the deployment input ``(B, C, H, W)``; default: the size the model declares
@@ -162,43 +154,76 @@ class SearchSession:
         if self.space.signature != self.backbone.signature:
             raise ValueError(f"the search space is for {self.space.signature!r}, the model is "
                              f"{self.backbone.signature!r}; build it with search_space(model)")
-        if isinstance(hw, LatencyPredictor):
-            self.predictor = hw
-        elif hw == LOCAL:  # calibrated on this CPU at this model and input (cached after the first time)
-            self.predictor = for_device(self.backbone, self.input_shape, "cpu",
-                                                         runtime=runtime or "eager", progress=progress)
-        else:
-            self.predictor = LatencyPredictor.for_hardware(hw)
-        _warn_if_fitted_elsewhere(self.predictor)
-        here = (self.predictor.hw == LOCAL and fitted_elsewhere(self.predictor)[0] is None  # calibrated here
-                and self.settings.budget_of == "model")
-        self.measure_finalists = here if measure_finalists is None else measure_finalists
-        if runtime is not None and runtime != self.predictor.learned_.runtime:
-            raise ValueError(f"the {self.predictor.hw} predictor predicts {self.predictor.learned_.runtime} latencies, "
-                             f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
-                             f"CPU in {runtime}) or pass hw=for_device(..., runtime={runtime!r})")
         self.forward = ModelForward(model, call)
-        self.rest: RestOfModel = rest_of_model(self.forward, self.predictor, self.space, self.input_shape,
-                                               rest_ms=rest_ms)
-        self._check_reachable()
-        if proxy is None:
-            shape = self.input_shape if proxy_resolution is None else (*self.input_shape[:2], *proxy_resolution)
-            seed = self.settings.seed
-            proxy = default_proxy(model, shape, num_images=proxy_images, seed=0 if seed is None else seed)
-            logger.warning("no proxy given: configs are scored by %s, the label-free agreement of the sparse model's "
-                           "outputs with the dense model's; pass proxy=AccuracyProxy(model, loader, metric=...) to "
-                           "rank them by task accuracy", proxy_name(proxy))
-        self.proxy = proxy
+        if not self.forward.is_backbone:  # the model runs as called (one input's forwards): checked now, timed in run()
+            self.forward.probe(torch.randn(*self.input_shape))
+        self._hw, self._runtime, self._rest_ms, self._progress = hw, runtime, rest_ms, progress
+        self._proxy, self._proxy_images, self._proxy_resolution = proxy, proxy_images, proxy_resolution
+        self._executor, self._measure_finalists = executor, measure_finalists
         self.checkpoint = None if checkpoint is None else check_writable(checkpoint)  # before hours of search
-        self.engine = SearchEngine(
-            self.space, self._latency, proxy, strategy=self.strategy, executor=resolve_executor(executor),
-            progress=progress, checkpoint=None if checkpoint is None else self._write_checkpoint,
-            settings=self.settings)
-        # an executor made here from a name is closed after each run (its pool restarts on the next)
-        self._owned_executor = self.engine.executor if isinstance(executor, str) else None
+        if hw != LOCAL:  # a name or a predictor is checked now; a calibration, a proxy and timing wait for run()
+            self.predictor  # noqa: B018 (resolved and checked)
+            if rest_ms is not None or self.forward.is_backbone:
+                self._check_reachable()
         self._resume_from: SearchState | None = None
         self._elapsed_before = 0.0  # search time spent before the checkpoint this session resumes
         self._started = time.perf_counter()
+
+    @cached_property
+    def predictor(self) -> LatencyPredictor:
+        """The target's latency predictor; with ``hw="local"`` calibrated on this CPU at this model and input
+        (cached after the first time), on first use."""
+        hw, runtime = self._hw, self._runtime
+        if isinstance(hw, LatencyPredictor):
+            predictor = hw
+        elif hw == LOCAL:
+            predictor = for_device(self.backbone, self.input_shape, "cpu", runtime=runtime or "eager",
+                                   progress=self._progress)
+        else:
+            predictor = LatencyPredictor.for_hardware(hw)
+        warn_if_fitted_elsewhere(predictor)
+        if runtime is not None and runtime != predictor.learned_.runtime:
+            raise ValueError(f"the {predictor.hw} predictor predicts {predictor.learned_.runtime} latencies, "
+                             f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
+                             f"CPU in {runtime}) or pass hw=for_device(..., runtime={runtime!r})")
+        return predictor
+
+    @cached_property
+    def rest(self) -> RestOfModel:
+        """What the model costs beyond its backbone (timed here at sparsity 0 unless given), on first use."""
+        return rest_of_model(self.forward, self.predictor, self.space, self.input_shape, rest_ms=self._rest_ms)
+
+    @cached_property
+    def proxy(self) -> Proxy:
+        """The proxy given, or the default one (built on first use)."""
+        if self._proxy is not None:
+            return self._proxy
+        shape = self.input_shape if self._proxy_resolution is None else (*self.input_shape[:2],
+                                                                         *self._proxy_resolution)
+        seed = self.settings.seed
+        proxy = default_proxy(self.model, shape, num_images=self._proxy_images, seed=0 if seed is None else seed)
+        logger.warning("no proxy given: configs are scored by %s, the label-free agreement of the sparse model's "
+                       "outputs with the dense model's; pass proxy=AccuracyProxy(model, loader, metric=...) to "
+                       "rank them by task accuracy", proxy_name(proxy))
+        return proxy
+
+    @cached_property
+    def engine(self) -> SearchEngine:
+        """The engine around the predictor, the rest and the proxy, after the budget is found reachable."""
+        self._check_reachable()
+        return SearchEngine(
+            self.space, self._latency, self.proxy, strategy=self.strategy, executor=resolve_executor(self._executor),
+            progress=self._progress, checkpoint=None if self.checkpoint is None else self._write_checkpoint,
+            settings=self.settings)
+
+    @property
+    def measure_finalists(self) -> bool:
+        """Whether :meth:`run` times its finalists here: by default where the predictor was calibrated on this CPU
+        and the budget is the whole model's."""
+        if self._measure_finalists is not None:
+            return self._measure_finalists
+        return (self.predictor.hw == LOCAL and fitted_elsewhere(self.predictor)[0] is None
+                and self.settings.budget_of == "model")
 
     @property
     def seed(self) -> int | None:
@@ -215,25 +240,8 @@ class SearchSession:
         return ms if self.settings.budget_of == "backbone" else self.rest.end_to_end(ms)
 
     def _check_reachable(self) -> None:
-        """Refuse a whole-model budget that Amdahl's law puts out of reach, before any proxy call
-        (the engine refuses an unreachable backbone budget itself)."""
-        s = self.settings
-        if s.budget_of == "backbone" or self.rest.ms == 0:
-            return
-        uniform = [self.space.dense(), *(self.space.uniform(g) for g in self.space.grid)]
-        ms = self._latency(uniform)
-        dense, i = float(ms[0]), int(np.argmin(ms))
-        budget = resolve_budget(s.latency_budget, s.budget_ms, dense)
-        if budget >= ms[i]:
-            return
-        rest = self.rest.ms
-        raise ValueError(
-            f"latency budget {budget:.4g} ms cannot be met end to end: the backbone is {(dense - rest) / dense:.0%} "
-            f"of this model's {dense:.4g} ms on {self.predictor.hw} ({self.forward.describe}; the rest, "
-            f"{rest:.4g} ms, does not speed up: {self.rest.note}); the most any config can reach is "
-            f"{dense / ms[i]:.2f}x ({ms[i]:.4g} ms at {uniform[i]}), and a backbone that took no time would give "
-            f"{dense / rest:.2f}x. Raise the budget to latency_budget={math.ceil(ms[i] / dense * 100) / 100} or "
-            f"more, or pass budget_of='backbone' to budget the backbone alone")
+        """Refuse a whole-model budget that Amdahl's law puts out of reach, before any proxy call."""
+        check_reachable(self._latency, self.space, self.settings, self.rest, self.predictor.hw, self.forward.describe)
 
     # ------------------------------------------------------------- checkpoints
     def _elapsed(self) -> float:
@@ -344,14 +352,16 @@ class SearchSession:
             ValueError: no config is predicted under the budget (the message names one that is).
             RuntimeError: the proxy failed on the reference configs after its retries.
         """
+        engine = self.engine  # calibrates, times the rest and builds the proxy where they waited for run()
         self._started = time.perf_counter()
         try:
             with owning(self.checkpoint) if self.checkpoint is not None else contextlib.nullcontext():
-                out = self.engine.run(self._resume_from)
+                out = engine.run(self._resume_from)
         except ExecutorLost as err:
             raise ExecutorLost(f"{err}; {self._resume_hint()}") from err
         finally:
-            close = getattr(self._owned_executor, "close", None)
+            # an executor made here from a name is closed after each run (its pool restarts on the next)
+            close = getattr(engine.executor, "close", None) if isinstance(self._executor, str) else None
             if close is not None:
                 close()
         elapsed = self._elapsed()

@@ -21,8 +21,10 @@ sparsity config, so it is one number per model, input shape and target, found in
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -38,6 +40,9 @@ from ..profiler.forward import ModelForward, RestOfModel, describe_calls, format
 from ..profiler.timing import num_threads
 from ..sparse.convert import set_sparsity
 from ..sparse.state import preserved
+from .settings import SearchSettings, resolve_budget
+
+logger = logging.getLogger(__name__)
 
 
 def fitted_elsewhere(predictor: LatencyPredictor) -> tuple[str | None, dict | None]:
@@ -117,3 +122,35 @@ def _profiled_rest(forward: ModelForward, predictor: LatencyPredictor, space: Se
                        backbone_ms=calls_ms, source="measured",
                        note=f"measured on {predictor.hw} when it was profiled: {forward.describe} "
                             f"{stored['whole_ms']:.4g} ms, {how}")
+
+
+def warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
+    """A CPU predictor measured on another CPU than this one predicts that CPU's latencies:
+    say so, and name the one-line fix, for the user who deploys here."""
+    why, here = fitted_elsewhere(predictor)
+    if why is not None and here is not None:  # (an estimate or a GPU's data has nothing to compare with here)
+        logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
+                       "search with hw='local' to calibrate one here (about 2 minutes, then cached)",
+                       predictor.learned_.hw, why, here["name"])
+
+
+def check_reachable(latency: Callable[[list[SparsityConfig]], np.ndarray], space: SearchSpace, settings: SearchSettings,
+                    rest: RestOfModel, hw: str, describe: str) -> None:
+    """Refuse a whole-model budget that Amdahl's law puts out of reach (``latency``: predicted whole-model ms of
+    configs), before any proxy call; the engine refuses an unreachable backbone budget itself."""
+    s = settings
+    if s.budget_of == "backbone" or rest.ms == 0:
+        return
+    uniform = [space.dense(), *(space.uniform(g) for g in space.grid)]
+    ms = latency(uniform)
+    dense, i = float(ms[0]), int(np.argmin(ms))
+    budget = resolve_budget(s.latency_budget, s.budget_ms, dense)
+    if budget >= ms[i]:
+        return
+    raise ValueError(
+        f"latency budget {budget:.4g} ms cannot be met end to end: the backbone is {(dense - rest.ms) / dense:.0%} "
+        f"of this model's {dense:.4g} ms on {hw} ({describe}; the rest, {rest.ms:.4g} ms, does not speed up: "
+        f"{rest.note}); the most any config can reach is {dense / ms[i]:.2f}x ({ms[i]:.4g} ms at {uniform[i]}), and "
+        f"a backbone that took no time would give {dense / rest.ms:.2f}x. Raise the budget to "
+        f"latency_budget={math.ceil(ms[i] / dense * 100) / 100} or more, or pass budget_of='backbone' to budget the "
+        "backbone alone")
