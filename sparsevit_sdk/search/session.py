@@ -252,7 +252,8 @@ class SearchSession:
         write_checkpoint(self.checkpoint, state, {
             "hw": self.predictor.hw, "runtime": self.predictor.learned_.runtime,
             "input_shape": list(self.input_shape), "call": self.forward.describe, "rest": self.rest.to_dict(),
-            "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed(), "model": self.fingerprint})
+            "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed(), "model": self.fingerprint,
+            "proxy_images": self._proxy_images, "proxy_resolution": self._proxy_resolution})
 
     @classmethod
     @checked
@@ -265,8 +266,8 @@ class SearchSession:
         proxy: Proxy | None = None,
         executor: Executor | str | None = None,
         progress: bool = True,
-        proxy_images: Count = 8,
-        proxy_resolution: ProxyResolution = None,
+        proxy_images: optional(Count, "the checkpoint's") = None,
+        proxy_resolution: optional(Resolution, "the checkpoint's") = None,
         call: Call = None,
         strategy: str | SearchStrategy | None = None,
         **settings: Any,
@@ -274,8 +275,8 @@ class SearchSession:
         """A session that continues the search checkpointed at ``path`` when :meth:`run` is called.
 
         Pass the same ``model`` (its weights and head: a checkpoint records their fingerprint, and
-        another model's is refused) and ``proxy`` (None: the default proxy, with the same
-        ``proxy_images`` and ``proxy_resolution`` as before) and, if the search used a predictor
+        another model's is refused) and ``proxy`` (None: the default proxy, on the checkpoint's
+        ``proxy_images`` and ``proxy_resolution`` unless given) and, if the search used a predictor
         object rather than a target name, that predictor as ``hw``, and the same ``call``; the rest
         of the model is the checkpoint's (not measured again, so every latency is the one the search
         started with); the executor may differ.  A built-in strategy is rebuilt from the checkpoint;
@@ -311,9 +312,11 @@ class SearchSession:
         fingerprint = model_fingerprint(forward, space, info["input_shape"])
         check_same_model(path, info["model"], fingerprint, rest.ms)
         session = cls(model, info["hw"] if hw is None else hw, proxy=proxy, input_shape=info["input_shape"],
-                      space=space, executor=executor, checkpoint=path, progress=progress, proxy_images=proxy_images,
-                      proxy_resolution=proxy_resolution, runtime=info.get("runtime", "eager"), call=call,
-                      rest_ms=rest.ms, settings=SearchSettings.from_shape(s, **run),
+                      space=space, executor=executor, checkpoint=path, progress=progress,
+                      proxy_images=info.get("proxy_images", 8) if proxy_images is None else proxy_images,
+                      proxy_resolution=proxy_resolution or info.get("proxy_resolution"),
+                      runtime=info.get("runtime", "eager"), call=call, rest_ms=rest.ms,
+                      settings=SearchSettings.from_shape(s, **run),
                       strategy=make_strategy(s["strategy"], **s["strategy_options"]) if strategy is None else strategy)
         session.rest, session.fingerprint = rest, fingerprint
         session._check_resumable(state, info, path)
