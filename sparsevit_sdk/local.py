@@ -63,6 +63,9 @@ from .sparse.convert import sparse_backbone
 logger = logging.getLogger(__name__)
 
 LOCAL = "local"  # the hw name of predictors calibrated on the device they run on
+# how calibrations are measured, part of their cache key: an entry an earlier procedure measured is measured again
+# (2: whole models in steps until the target or the time limit, see calibration.py)
+PROCEDURE = 2
 
 
 def cache_dir() -> Path:
@@ -72,10 +75,10 @@ def cache_dir() -> Path:
 
 def cache_fields(fingerprint: dict, arch: Architecture, input_shape: Sequence[int], dtype: str,
                  runtime: str = "eager", whole: str | None = None) -> dict:
-    """What a calibration is valid for: the device (its fingerprint id, threads and clock), the
-    architecture, the input shape, the dtype and the runtime; and for a whole model, its key (the
-    rest of the model was timed too).  A cache entry holds these, and is used only for them."""
-    return {"fingerprint": fingerprint["fingerprint_id"], "threads": fingerprint["threads"],
+    """What a calibration is valid for: how it was measured (:data:`PROCEDURE`), the device (its fingerprint
+    id, threads and clock), the architecture, the input shape, the dtype and the runtime; and for a whole
+    model, its key (the rest of the model was timed too).  A cache entry holds these, and is used only for them."""
+    return {"procedure": PROCEDURE, "fingerprint": fingerprint["fingerprint_id"], "threads": fingerprint["threads"],
             "clock": fingerprint.get("clock", "wall"), "signature": arch.signature, "mlp_ratio": arch.mlp_ratio,
             "input_shape": list(input_shape), "dtype": dtype, "runtime": runtime, **({"whole": whole} if whole else {})}
 

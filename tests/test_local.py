@@ -88,6 +88,8 @@ def test_the_cache_key_names_device_model_shape_and_dtype(micro):
             key(fp, build_model("swin_t").architecture, SHAPE, "fp32"),
             key(fp, arch, SHAPE, "fp32", "eager", "Seg-0123")}
     assert len(keys) == 6
+    # an entry an earlier calibration procedure measured is not this procedure's
+    assert local.cache_fields(fp, arch, SHAPE, "fp32")["procedure"] == local.PROCEDURE
 
 
 def test_a_cache_write_that_fails_says_why_and_raises_nothing(tmp_path, caplog):
