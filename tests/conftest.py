@@ -31,6 +31,19 @@ def one_torch_thread():
         yield
 
 
+TEST_CALIBRATION_S = 8.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def short_calibrations():
+    """A calibration in a test stops after :data:`TEST_CALIBRATION_S` (a user's: after a minute or more): the tests
+    check what a calibration does and records, and ``benchmarks/local_accuracy.py`` how good it gets.  Tests of
+    the default itself call ``calibration.default_time_limit`` as imported."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sparsevit_sdk.calibration.default_time_limit", lambda dense_ms: TEST_CALIBRATION_S)
+        yield
+
+
 @pytest.fixture(scope="session")
 def micro():
     """A seeded swin_micro in eval mode; tests must reset any sparsity they set."""

@@ -62,7 +62,36 @@ def check_range(name: str, value: Sequence[float]) -> tuple:
     return low, high
 
 
-class DigitCanvases(torch.utils.data.Dataset):
+class GeneratedImages(torch.utils.data.Dataset):
+    """A demo task's images, each made from its seed, split and index alone (deterministic, no files): ``generate``
+    gives the raw ``(H, W)`` image in [0, 1] and its mask, normalised here by the task's ``mean`` and ``std``."""
+
+    mean: float
+    std: float
+    split: str
+    num_images: int
+    channels: int
+    seed: int
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of image ``index`` (refused out of range)."""
+        if not 0 <= index < self.num_images:
+            raise IndexError(f"index {index} out of range for {self.num_images} images")
+        return np.random.default_rng([self.seed, SPLITS.index(self.split), index])
+
+    def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.generate(index)
+        normalised = torch.from_numpy((image - self.mean) / self.std)
+        return normalised.expand(self.channels, -1, -1).contiguous(), torch.from_numpy(mask)
+
+
+class DigitCanvases(GeneratedImages):
     """Canvases of ``H x W`` pixels (``size`` is an int or ``(H, W)``) with ``digits_per_image``
     digits of ``digit_px`` pixels each.
 
@@ -74,6 +103,8 @@ class DigitCanvases(torch.utils.data.Dataset):
     placement learns).  Item ``i`` is ``(image, mask)``: image ``(channels, H, W)``
     float32, standardised; mask ``(H, W)`` int64, 0 for background and ``d + 1`` for digit ``d``.
     """
+
+    mean, std = PIXEL_MEAN, PIXEL_STD
 
     def __init__(
         self,
@@ -110,14 +141,9 @@ class DigitCanvases(torch.utils.data.Dataset):
         self.seed = seed
         self.sources = source_indices(split, split_seed=split_seed)
 
-    def __len__(self) -> int:
-        return self.num_images
-
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw canvas ``(H, W)`` in [0, 1] and its mask ``(H, W)``."""
-        if not 0 <= index < self.num_images:
-            raise IndexError(f"index {index} out of range for {self.num_images} images")
-        rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index])
+        rng = self.rng(index)
         images, labels = _digits()
         H, W = self.size
         canvas = rng.uniform(0.0, 0.15) + rng.normal(0.0, rng.uniform(*self.noise), (H, W))
@@ -134,20 +160,21 @@ class DigitCanvases(torch.utils.data.Dataset):
             mask[y : y + px, x : x + px][glyph > INK_THRESHOLD] = labels[src] + 1
         return np.clip(canvas, 0.0, 1.0).astype(np.float32), mask
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        canvas, mask = self.generate(index)
-        image = torch.from_numpy((canvas - PIXEL_MEAN) / PIXEL_STD)
-        return image.expand(self.channels, -1, -1).contiguous(), torch.from_numpy(mask)
+
+
+def seeded_loader(data: torch.utils.data.Dataset, split: str, batch_size: int,
+                  seed: int) -> torch.utils.data.DataLoader:
+    """A loader over a demo task's ``data``; the train split is shuffled with its own seeded generator."""
+    shuffle = split == "train"
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 def demo_loader(
     split: str = "train", num_images: int = 1000, *, batch_size: int = 8, seed: int = 0, **canvas_kwargs
 ) -> torch.utils.data.DataLoader:
-    """Loader over :class:`DigitCanvases`; the train split is shuffled with its own seeded generator."""
-    data = DigitCanvases(split, num_images, seed=seed, **canvas_kwargs)
-    shuffle = split == "train"
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    """Loader over :class:`DigitCanvases` (see :func:`seeded_loader`)."""
+    return seeded_loader(DigitCanvases(split, num_images, seed=seed, **canvas_kwargs), split, batch_size, seed)
 
 
 class DemoSegmenter(nn.Module):

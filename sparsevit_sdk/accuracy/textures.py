@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .demo import SPLITS, check_range
+from .demo import SPLITS, GeneratedImages, check_range, seeded_loader
 
 ORIENTATIONS_DEG = (0.0, 60.0, 120.0)
 PERIODS_PX = (6.0, 12.0)  # both above the patch size 4, so a patch sees each grating's phase change
@@ -27,13 +27,15 @@ JITTER = (10.0, 0.1)  # largest random change of a region's angle (degrees) and 
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.25
 
 
-class TextureScenes(torch.utils.data.Dataset):
+class TextureScenes(GeneratedImages):
     """Images of ``H x W`` pixels (``size`` is an int or ``(H, W)``) cut into ``regions`` Voronoi regions
     (a random count in that range, seeds uniform over the image), each a texture class.
 
     Item ``i`` is ``(image, mask)``: image ``(channels, H, W)`` float32, standardised (the gray
     image repeated over the channels); mask ``(H, W)`` int64, the texture class of every pixel.
     """
+
+    mean, std = PIXEL_MEAN, PIXEL_STD
 
     def __init__(
         self,
@@ -59,14 +61,9 @@ class TextureScenes(torch.utils.data.Dataset):
         self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.split, self.num_images, self.channels, self.seed = split, num_images, channels, seed
 
-    def __len__(self) -> int:
-        return self.num_images
-
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw image ``(H, W)`` in [0, 1] and its mask ``(H, W)``."""
-        if not 0 <= index < self.num_images:
-            raise IndexError(f"index {index} out of range for {self.num_images} images")
-        rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index])
+        rng = self.rng(index)
         H, W = self.size
         y, x = np.mgrid[0:H, 0:W].astype(np.float32)  # (H, W) each
         count = int(rng.integers(self.regions[0], self.regions[1] + 1))
@@ -83,17 +80,9 @@ class TextureScenes(torch.utils.data.Dataset):
         image += rng.normal(0.0, rng.uniform(*self.noise), (H, W)).astype(np.float32)
         return np.clip(image, 0.0, 1.0), classes[region].astype(np.int64)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.generate(index)
-        image = torch.from_numpy((image - PIXEL_MEAN) / PIXEL_STD)
-        return image.expand(self.channels, -1, -1).contiguous(), torch.from_numpy(mask)
-
 
 def texture_loader(
     split: str = "train", num_images: int = 1000, *, batch_size: int = 8, seed: int = 0, **scene_kwargs
 ) -> torch.utils.data.DataLoader:
-    """Loader over :class:`TextureScenes`; the train split is shuffled with its own seeded generator."""
-    data = TextureScenes(split, num_images, seed=seed, **scene_kwargs)
-    shuffle = split == "train"
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    """Loader over :class:`TextureScenes` (see :func:`~.demo.seeded_loader`)."""
+    return seeded_loader(TextureScenes(split, num_images, seed=seed, **scene_kwargs), split, batch_size, seed)
