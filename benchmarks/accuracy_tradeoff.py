@@ -63,17 +63,18 @@ from sparsevit_sdk import (  # noqa: E402
     set_sparsity,
 )
 from sparsevit_sdk.accuracy import (  # noqa: E402
+    TASKS,
     AgreementProxy,
     DemoRecipe,
     Distillation,
     SparsityAdapter,
     adapt,
+    class_kl,
+    feature_nmse,
     finetune,
     segmentation_loss,
     train_demo_supernet,
 )
-from sparsevit_sdk.accuracy.distill import class_kl, feature_nmse  # noqa: E402
-from sparsevit_sdk.accuracy.supernet import TASKS  # noqa: E402
 from sparsevit_sdk.local import for_device  # noqa: E402
 from sparsevit_sdk.profiler import device_fingerprint, num_threads  # noqa: E402
 from sparsevit_sdk.sparse import WINDOW_SCORES, SparseSwinStage, set_window_score  # noqa: E402

@@ -86,8 +86,7 @@ def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, .
     space = search_space(sparse_backbone(model))
     rng = np.random.default_rng(seed)
     first = [space.uniform(s) for s in (0.0, 0.4, 0.8)] + _fresh(space, rng, 2, set())
-    cheap = base.predict_config(model, shape, space.dense()) < CHEAP_MS  # the nearest CPU's figure: 1.5x at worst
-    settings = RUNTIME_MODELS if runtime != "eager" else CHEAP_MODELS if cheap else MODELS
+    settings = MODELS if runtime == "eager" else RUNTIME_MODELS  # until the first step has timed the dense model
     step, remeasured, steps = Step(pd.DataFrame(), probe), 0, 0
     measured: set[SparsityConfig] = set()
     configs = first
@@ -107,8 +106,11 @@ def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, .
         measured |= set(configs)
         steps += 1
         predictor, folds = LatencyPredictor.calibrate_with_folds(base, _together(units, step.rows))
+        dense_ms = _dense_ms(step.rows, statistic)
         if time_limit is None:
-            time_limit = default_time_limit(_dense_ms(step.rows, statistic))
+            time_limit = default_time_limit(dense_ms)
+        if runtime == "eager" and dense_ms < CHEAP_MS:
+            settings = CHEAP_MODELS
         error = predictor.expected_error or {}
         met = len(measured) >= MIN_MODELS and error.get("within_10", 0.0) >= TARGET_WITHIN_10
         logger.info("calibration step %d: %d whole models, %.0f %% within ±10 %% held out (%.0f s of %.0f s)",

@@ -13,17 +13,18 @@
 from .adapt import TrainLog, adapt, finetune
 from .adapter import SparsityAdapter
 from .demo import NUM_CLASSES, DemoSegmenter, DigitCanvases, build_demo_model, demo_loader, segmentation_loss
-from .distill import Distillation, distillation_loss
+from .distill import Distillation, class_kl, distillation_loss, feature_nmse
 from .metrics import Accuracy, MeanIoU, MergeableMetric, Metric
 from .proxy import AccuracyProxy, AgreementProxy, CachedProxy, CacheInfo, SplittableProxy, default_proxy, probe_images
 from .split import SplitProxy
-from .supernet import DemoRecipe, DemoSupernet, train_demo_supernet
+from .supernet import TASKS, DemoRecipe, DemoSupernet, train_demo_supernet
 from .textures import NUM_TEXTURES, TextureScenes, texture_loader
 
 __all__ = [
-    "NUM_CLASSES", "NUM_TEXTURES", "Accuracy", "AccuracyProxy", "AgreementProxy", "CacheInfo", "CachedProxy",
+    "NUM_CLASSES", "NUM_TEXTURES", "TASKS", "Accuracy", "AccuracyProxy", "AgreementProxy", "CacheInfo", "CachedProxy",
     "DemoRecipe", "DemoSegmenter", "DemoSupernet", "DigitCanvases", "Distillation", "MeanIoU", "MergeableMetric",
     "Metric", "SparsityAdapter", "SplitProxy", "SplittableProxy", "TextureScenes", "TrainLog", "adapt",
-    "build_demo_model", "default_proxy", "demo_loader", "distillation_loss", "finetune", "probe_images",
+    "build_demo_model", "class_kl", "default_proxy", "demo_loader", "distillation_loss", "feature_nmse", "finetune",
+    "probe_images",
     "segmentation_loss", "texture_loader", "train_demo_supernet",
 ]

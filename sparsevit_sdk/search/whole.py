@@ -130,7 +130,7 @@ def warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
     why, here = fitted_elsewhere(predictor)
     if why is not None and here is not None:  # (an estimate or a GPU's data has nothing to compare with here)
         logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
-                       "search with hw='local' to calibrate one here (about 2 minutes, then cached)",
+                       "search with hw='local' to calibrate one here (a minute or two, then cached)",
                        predictor.learned_.hw, why, here["name"])
 
 
