@@ -51,12 +51,14 @@ MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=4, random_configs=0, r
 CHEAP_MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=6, random_configs=0, rounds=3)
 RUNTIME_MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=4, random_configs=0, rounds=1)
 CHEAP_MS = 100.0
+MAX_DEFAULT_S = 120.0  # the default limit's ceiling, whatever the model costs
 
 
 def default_time_limit(dense_ms: float) -> float:
-    """Seconds a calibration may take: 60, or 200 dense forwards where the model is slower (a Swin-T at
-    672 px, about 0.6 s a forward on a 2-core CPU, gets 2 minutes)."""
-    return max(60.0, 0.2 * dense_ms)
+    """Seconds a calibration may take: 200 dense forwards, at least 60 and at most :data:`MAX_DEFAULT_S` (a
+    Swin-T at 672 px, 0.7-1.3 s a forward on a 2-core CPU, gets 2 minutes; a longer one is asked for with
+    ``time_limit=``)."""
+    return min(MAX_DEFAULT_S, max(60.0, 0.2 * dense_ms))
 
 
 @dataclass

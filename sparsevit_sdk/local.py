@@ -121,8 +121,8 @@ def for_device(model: nn.Module, input_shape: Sequence[int] | None = None, devic
     calibrated here, then cached (see the module's notes) so the next call returns at once
     (``refresh`` measures again and replaces it; ``cache=False`` neither reads nor writes it).
     It measures until 90 % of its held-out whole models are predicted within ±10 %, or for
-    ``time_limit`` seconds (default: a minute, or 200 dense forwards of a slower model: about
-    2 minutes for Swin-T at 672 on a 2-core CPU); one that stops short says so.
+    ``time_limit`` seconds (default: 200 dense forwards, at least a minute and at most two:
+    Swin-T at 672 gets two minutes on a 2-core CPU); one that stops short says so.
 
     ``base`` defaults to the shipped predictor nearest this device; ``threads`` (CPU)
     defaults to 1, timed on the thread CPU clock, and N > 1 is timed on the wall clock;
@@ -145,8 +145,8 @@ def for_device(model: nn.Module, input_shape: Sequence[int] | None = None, devic
         refresh: measure again even when the cache holds this key, and replace the entry.
         call: how a whole model is run: None, a method name or ``call(model, x)``.
         progress: show a progress bar while measuring.
-        time_limit: the most seconds to measure (default: a minute, or 200 dense forwards of a
-            slower model).
+        time_limit: the most seconds to measure (default: 200 dense forwards, at least 60
+            and at most 120).
 
     Returns:
         The calibrated :class:`LatencyPredictor` (``hw`` ``"local"``): its ``expected_error`` is

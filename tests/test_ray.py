@@ -140,12 +140,14 @@ def test_a_local_cluster_goes_when_its_owner_is_killed():
     owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
     try:
         line = owner.stdout.readline()  # bounded: LocalCluster.start has its own timeouts, and the owner exits
+        started = json.loads(line)
+        # counted while the owner lives: once it is killed the watchdog starts stopping them within a second
+        up = session_processes(started["sids"])
     finally:
         os.kill(owner.pid, signal.SIGKILL)  # no stop(), no atexit, no finally: a crash
         owner.wait()
-    started = json.loads(line)
     sessions = [*started["sids"], started["watchdog"]]  # the watchdog leads a session of its own
-    assert len(session_processes(started["sids"])) >= 4  # a GCS and two raylets, at least, were up
+    assert len(up) >= 4  # a GCS and two raylets, at least, were up
     deadline = time.monotonic() + 30
     while (session_processes(sessions) or Path(started["temp_dir"]).exists()) and time.monotonic() < deadline:
         time.sleep(0.1)
