@@ -22,7 +22,7 @@ from sparsevit_sdk.search import (
 COST = np.array([3.0, 2.0, 2.0, 2.0, 2.0, 1.0])
 SENSITIVITY = np.array([4.0, 2.0, 0.5, 0.7, 1.0, 3.0])
 SMALL = {"ga": dict(population=8, parents=3, generations=3), "nsga2": dict(population=8, parents=3, generations=3),
-         "random": dict(samples=6, rounds=4)}
+         "random": dict(samples=6, generations=3)}
 
 
 def latency(configs: list[SparsityConfig]) -> np.ndarray:
@@ -131,7 +131,7 @@ def test_a_strategy_of_ones_own_is_passed_as_an_object(space):
 
 def test_options_go_to_the_named_strategy_and_others_are_refused(space):
     assert isinstance(engine(space, "random").strategy, RandomSearch)
-    with pytest.raises(TypeError, match="population.*the search settings it takes are.*samples, rounds"):
+    with pytest.raises(TypeError, match="population.*the search settings it takes are.*samples, generations"):
         SearchEngine(space, latency, quadratic, strategy="random", latency_budget=0.7, population=8)
     with pytest.raises(TypeError, match="to its constructor"):
         SearchEngine(space, latency, quadratic, strategy=GeneticSearch(), latency_budget=0.7, population=8)

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", metavar="NAME_OR_JSON",
                    help="predictor to calibrate (default: the shipped one nearest this device)")
     p.add_argument("--time-limit", type=positive_float, metavar="S",
-                   help="seconds to measure at most (default: 200 dense forwards, at least 60 and at most 120); it stops "
-                        "sooner once 90 %% of held-out whole models are within ±10 %%")
+                   help="seconds to measure at most (default: 200 dense forwards, at least 60 and at most 120); "
+                        "it stops sooner once 90 %% of held-out whole models are within ±10 %%")
     p.add_argument("--refresh", action="store_true", help="measure again and replace a cached calibration")
     p.add_argument("--out", metavar="JSON", help="also write the predictor to this file")
     return p

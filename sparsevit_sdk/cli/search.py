@@ -18,7 +18,7 @@ the checkpoint's (budget, seed, strategy and its flags, ``--resolution``, ``--ba
 
 ``--strategy`` picks how configs are proposed: ``ga`` (the default), ``nsga2`` (both take
 ``--population``, ``--parents``, ``--generations``, ``--mutation-prob``) or ``random``
-(``--samples``, ``--rounds``).
+(``--samples``, ``--generations``).
 
 A search stops early after ``--timeout-s`` (default 600 s; ``none``: no limit),
 ``--max-evaluations`` proxy calls or ``--patience`` generations without a better score, and
@@ -61,7 +61,7 @@ from ._args import (
 
 DEFAULTS = SearchSettings  # the class's field defaults are the search's defaults
 # each strategy's flags (None: the strategy's default), as its keyword arguments
-STRATEGY_FLAGS = ("population", "parents", "generations", "mutation_prob", "samples", "rounds")
+STRATEGY_FLAGS = ("population", "parents", "generations", "mutation_prob", "samples")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,12 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=list(STRATEGIES),
                    help="ga: a genetic algorithm for the best score under the budget; nsga2: the Pareto front; "
                         f"random: random configs under the budget, a baseline (default: {DEFAULT_STRATEGY})")
-    p.add_argument("--generations", type=int, help="ga, nsga2: rounds after the first population (default: 20)")
+    p.add_argument("--generations", type=int, help="rounds after the first (default: 20)")
     p.add_argument("--population", type=int, help="ga, nsga2: configs per round (default: 100)")
     p.add_argument("--parents", type=int, help="ga, nsga2: the best that breed the next round (default: 25)")
     p.add_argument("--mutation-prob", type=float, help="ga, nsga2: per-gene mutation probability (default: 0.1)")
     p.add_argument("--samples", type=int, help="random: configs per round (default: 50)")
-    p.add_argument("--rounds", type=int, help="random: rounds (default: 21)")
     p.add_argument("--seed", type=int, help=f"seed of the strategy's draws and the proxy's images (default: "
                                             f"{DEFAULTS.seed})")
     p.add_argument("--timeout-s", type=or_none(positive_float), default=DEFAULTS.timeout_s, metavar="SECONDS",

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
+from ..checks import integer
 from ..config import SearchSpace, SparsityConfig
 
 # What a strategy optimises, and so which configs the engine scores:
@@ -31,6 +32,8 @@ from ..config import SearchSpace, SparsityConfig
 # "pareto": the front of (score ↑, latency ↓); every config is scored and the budget only picks the best.
 Objective = Literal["budget", "pareto"]
 
+# every strategy's rounds after its first (a far bound refuses a corrupted file's number)
+Generations = integer(ge=0, le=100_000, note="rounds after the first")
 NOVELTY_TRIES = 50  # rounds of drawing a new (in-budget) candidate; bounded, then a repeat is accepted
 T = TypeVar("T")
 

@@ -29,14 +29,13 @@ from deap import base, creator, tools
 from ..._documents import Field
 from ...checks import Probability, checked, integer
 from ...config import SparsityConfig
-from ..strategy import Objective, Problem, Trial, draw_new
+from ..strategy import Generations, Objective, Problem, Trial, draw_new
 
 # far beyond any search (the reference is 100 x 20), near enough to refuse a corrupted file's number
 # (a population sizes memory)
-MAX_POPULATION, MAX_GENERATIONS = 100_000, 100_000
+MAX_POPULATION = 100_000
 Population = integer(ge=3, le=MAX_POPULATION)
 Parents = integer(ge=2, note="two breed a child")
-Generations = integer(ge=0, le=MAX_GENERATIONS, note="rounds after the first population")
 
 
 def _create_types() -> None:

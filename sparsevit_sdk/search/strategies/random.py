@@ -14,24 +14,29 @@ import numpy as np
 from ..._documents import Field
 from ...checks import Count, checked
 from ...config import SparsityConfig
-from ..strategy import Objective, Problem, Trial, draw_new
+from ..strategy import Generations, Objective, Problem, Trial, draw_new
 
 
 class RandomSearch:
-    """``rounds`` rounds of ``samples`` new random configs within the budget each."""
+    """``samples`` new random configs within the budget, then ``generations`` more rounds of them (the
+    genetic strategies' word and default: "rounds after the first", so one flag means one thing)."""
 
     name = "random"
     objective: Objective = "budget"
 
     @checked
-    def __init__(self, samples: Count = 50, rounds: Count = 21) -> None:
-        self.samples, self.rounds = samples, rounds
+    def __init__(self, samples: Count = 50, generations: Generations = 20) -> None:
+        self.samples, self.generations = samples, generations
+
+    @property
+    def rounds(self) -> int:
+        return self.generations + 1
 
     def options(self) -> dict[str, Any]:
-        return {"samples": self.samples, "rounds": self.rounds}
+        return {"samples": self.samples, "generations": self.generations}
 
     def __repr__(self) -> str:
-        return f"RandomSearch(samples={self.samples}, rounds={self.rounds})"
+        return f"RandomSearch(samples={self.samples}, generations={self.generations})"
 
     def start(self, problem: Problem, seed: int | None) -> None:
         self._problem = problem
