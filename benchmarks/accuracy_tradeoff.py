@@ -62,19 +62,16 @@ from sparsevit_sdk import (  # noqa: E402
     search_space,
     set_sparsity,
 )
-from sparsevit_sdk.accuracy import (  # noqa: E402
-    TASKS,
+from sparsevit_sdk.accuracy import (
     AgreementProxy,
-    DemoRecipe,
     Distillation,
     SparsityAdapter,
     adapt,
     class_kl,
     feature_nmse,
     finetune,
-    segmentation_loss,
-    train_demo_supernet,
 )
+from sparsevit_sdk.demo import TASKS, DemoRecipe, segmentation_loss, train_demo_supernet
 from sparsevit_sdk.local import for_device  # noqa: E402
 from sparsevit_sdk.profiler import device_fingerprint, num_threads  # noqa: E402
 from sparsevit_sdk.sparse import WINDOW_SCORES, SparseSwinStage, set_window_score  # noqa: E402

@@ -30,7 +30,8 @@ import torch.nn as nn
 from _results import now_utc, write_section
 
 from sparsevit_sdk import SearchSession, build_model, sparse_backbone, sparsify
-from sparsevit_sdk.accuracy import AgreementProxy, DemoSegmenter, probe_images
+from sparsevit_sdk.accuracy import AgreementProxy
+from sparsevit_sdk.demo import DemoSegmenter, probe_images
 
 SIZES = ("512x512", "1024x768")
 PLOT = Path(__file__).with_name("end_to_end.png")

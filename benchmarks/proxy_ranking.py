@@ -33,14 +33,8 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from sparsevit_sdk import search_space
-from sparsevit_sdk.accuracy import (
-    NUM_CLASSES,
-    AccuracyProxy,
-    AgreementProxy,
-    DemoRecipe,
-    MeanIoU,
-    train_demo_supernet,
-)
+from sparsevit_sdk.accuracy import AccuracyProxy, AgreementProxy, MeanIoU
+from sparsevit_sdk.demo import NUM_CLASSES, DemoRecipe, train_demo_supernet
 from sparsevit_sdk.profiler import device_fingerprint, num_threads
 
 CACHE = Path.home() / ".cache" / "sparsevit_sdk"

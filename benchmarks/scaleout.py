@@ -36,15 +36,8 @@ import ray
 from _results import RESULTS, now_utc, write_section
 
 from sparsevit_sdk import SearchResult, SearchSession, build_model, search_space
-from sparsevit_sdk.accuracy import (
-    NUM_CLASSES,
-    AccuracyProxy,
-    MeanIoU,
-    SplitProxy,
-    build_demo_model,
-    default_proxy,
-    demo_loader,
-)
+from sparsevit_sdk.accuracy import AccuracyProxy, MeanIoU, SplitProxy
+from sparsevit_sdk.demo import NUM_CLASSES, build_demo_model, default_proxy, demo_loader
 from sparsevit_sdk.profiler import num_threads
 from sparsevit_sdk.search import ProcessExecutor, RayExecutor
 from sparsevit_sdk.testing import LocalCluster

@@ -49,7 +49,8 @@ from sparsevit_sdk import (
     search_space,
     set_sparsity,
 )
-from sparsevit_sdk.accuracy import AgreementProxy, DemoRecipe, train_demo_supernet
+from sparsevit_sdk.accuracy import AgreementProxy
+from sparsevit_sdk.demo import DemoRecipe, train_demo_supernet
 from sparsevit_sdk.profiler import device_fingerprint, num_threads
 
 logger = logging.getLogger("search_quality")

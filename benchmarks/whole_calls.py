@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsevit_sdk import build_model, for_device, search_space
-from sparsevit_sdk.accuracy import build_demo_model
+from sparsevit_sdk.demo import build_demo_model
 from sparsevit_sdk.profiler import ModelForward, backbone_calls, format_shapes, num_threads, time_callable
 from sparsevit_sdk.search import predict_calls, rest_of_model
 

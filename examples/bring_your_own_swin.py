@@ -19,7 +19,8 @@ import timm
 import torch
 
 from sparsevit_sdk import SearchSession, search_space, set_sparsity, sparsify
-from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+from sparsevit_sdk.accuracy import AgreementProxy
+from sparsevit_sdk.demo import probe_images
 
 SIZE = (1024, 768)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from sparsevit_sdk import SearchSession, build_model
-from sparsevit_sdk.accuracy import default_proxy
+from sparsevit_sdk.demo import default_proxy
 
 SHAPE = (1, 3, 672, 672)  # SparseViT's high-resolution setting: most windows are background
 

@@ -24,14 +24,8 @@ from pathlib import Path
 import torch
 
 from sparsevit_sdk import SearchSession, search_space
-from sparsevit_sdk.accuracy import (
-    NUM_CLASSES,
-    AccuracyProxy,
-    DemoRecipe,
-    MeanIoU,
-    segmentation_loss,
-    train_demo_supernet,
-)
+from sparsevit_sdk.accuracy import AccuracyProxy, MeanIoU
+from sparsevit_sdk.demo import NUM_CLASSES, DemoRecipe, segmentation_loss, train_demo_supernet
 from sparsevit_sdk.profiler import num_threads
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from sparsevit_sdk import LatencyPredictor, SearchResult, SearchSession, build_model, search_space
 from sparsevit_sdk._atomic import atomic_write, check_writable, write_figure
-from sparsevit_sdk.accuracy import default_proxy
+from sparsevit_sdk.demo import default_proxy
 from sparsevit_sdk.search.checkpoint import read_checkpoint, write_checkpoint
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file-size limits are POSIX")

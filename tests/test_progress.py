@@ -10,7 +10,8 @@ def test_progress_bars_write_a_few_lines_into_a_log(capsys, micro):
 
     from sparsevit_sdk import SearchSession
     from sparsevit_sdk._progress import progress_bar
-    from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+    from sparsevit_sdk.accuracy import AgreementProxy
+    from sparsevit_sdk.demo import probe_images
 
     for _ in progress_bar(range(300), desc="work"):
         time.sleep(0.002)  # 0.6 s: tqdm's own 0.1 s interval would write six lines or more

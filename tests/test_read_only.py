@@ -28,8 +28,9 @@ from sparsevit_sdk import (
     set_sparsity,
     sparse_backbone,
 )
-from sparsevit_sdk.accuracy import AccuracyProxy, AgreementProxy, SplitProxy, default_proxy
+from sparsevit_sdk.accuracy import AccuracyProxy, AgreementProxy, SplitProxy
 from sparsevit_sdk.accuracy.metrics import BatchMean
+from sparsevit_sdk.demo import default_proxy
 from sparsevit_sdk.deploy import export_onnx
 from sparsevit_sdk.profiler import SweepSettings, profile_model
 from sparsevit_sdk.sparse import set_window_score

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sparsevit_sdk import SearchSession, SearchSpace, SparsityConfig
-from sparsevit_sdk.accuracy import default_proxy
+from sparsevit_sdk.demo import default_proxy
 from sparsevit_sdk.search import (
     STRATEGIES,
     GeneticSearch,

@@ -11,8 +11,8 @@ outputs of the old ones refuses to answer until ``cache_clear()``.
   calibration set.
 - :class:`AgreementProxy` — label-free: how closely the sparse model's outputs agree
   with the dense model's on a few images (1.0 means identical, e.g. at sparsity 0).
-- :func:`default_proxy` — the label-free proxy on a few demo-task canvases, what the
-  search uses when the user gives no proxy.
+
+(The search's fallback, :func:`sparsevit_sdk.demo.default_proxy`, is the agreement proxy on demo images.)
 
 Both are :class:`SplittableProxy`: a part of their batches scores to a state (metric counts,
 per-image agreements) and states merge exactly, so ``SplitProxy`` (split.py) can score one
@@ -21,7 +21,6 @@ config over several workers and get the same float as one worker does.
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,10 +37,7 @@ from ..config import SparsityConfig
 from ..outputs import tensor_leaves
 from ..sparse.convert import search_space, set_sparsity, sparse_backbone
 from ..sparse.state import check_config, preserved
-from .demo import DigitCanvases
 from .metrics import MergeableMetric, Metric, as_metric
-
-logger = logging.getLogger(__name__)
 
 Measure = Literal["cosine", "kl"]
 
@@ -346,47 +342,3 @@ class AgreementProxy(SplittableProxy):
     def merge_states(self, states: Sequence[np.ndarray]) -> float:
         values = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in states])
         return math.fsum(values) / len(values)
-
-
-def probe_images(
-    input_shape: Sequence[int], *, num_images: int = 8, seed: int = 0
-) -> tuple[torch.Tensor, str]:
-    """``num_images`` images of ``input_shape``'s ``(C, H, W)`` for a label-free proxy, and their kind.
-
-    Demo-task canvases (val split; one digit per cell of a 4x4 grid, scaled to the canvas, the gray
-    image repeated over the channels) where the canvas is at least 64 px a side; otherwise (or for unusual sizes)
-    seeded Gaussian noise, which still exercises every window but says less about accuracy.
-    """
-    if len(input_shape) not in (3, 4):
-        raise ValueError(f"input_shape must be (C, H, W) or (B, C, H, W), got {tuple(input_shape)}")
-    if num_images < 1:
-        raise ValueError(f"num_images must be at least 1, got {num_images}")
-    C, H, W = (int(v) for v in input_shape[-3:])
-    if min(H, W) >= 64:
-        side = min(H, W)
-        canvases = DigitCanvases("val", num_images, size=(H, W), cell=side // 4, digit_px=(side // 8, side // 4),
-                                 channels=C, seed=seed)
-        return torch.stack([canvases[i][0] for i in range(num_images)]), "demo"
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(num_images, C, H, W, generator=generator), "synthetic"
-
-
-def default_proxy(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    *,
-    num_images: int = 8,
-    measure: Measure = "cosine",
-    seed: int = 0,
-    progress: bool = False,
-) -> AgreementProxy:
-    """The search's fallback proxy: :class:`AgreementProxy` on :func:`probe_images`.
-
-    Its name records which images it uses, e.g. ``"agreement-cosine(demo, 8x224x224)"``, so a
-    checkpointed search refuses to resume with a proxy on other images.
-    """
-    images, kind = probe_images(input_shape, num_images=num_images, seed=seed)
-    logger.info("default proxy: label-free %s agreement on %d %s images of %s", measure, num_images, kind,
-                tuple(images.shape[1:]))
-    name = f"agreement-{measure}({kind}, {num_images}x{images.shape[-2]}x{images.shape[-1]})"
-    return AgreementProxy(model, images, measure=measure, name=name, progress=progress)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sparsevit_sdk import search_space
-from sparsevit_sdk.accuracy import (
-    build_demo_model,
-    demo_loader,
-)
+from sparsevit_sdk.demo import build_demo_model, demo_loader
 
 SMALL = dict(size=64, cell=32, digit_px=(16, 24), digits_per_image=(1, 2))  # tiny canvases keep the suite fast
 

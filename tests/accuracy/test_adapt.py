@@ -9,15 +9,8 @@ import pytest
 import torch
 
 from sparsevit_sdk import build_model, search_space, set_sparsity
-from sparsevit_sdk.accuracy import (
-    NUM_CLASSES,
-    AccuracyProxy,
-    AgreementProxy,
-    MeanIoU,
-    adapt,
-    finetune,
-    segmentation_loss,
-)
+from sparsevit_sdk.accuracy import AccuracyProxy, AgreementProxy, MeanIoU, adapt, finetune
+from sparsevit_sdk.demo import NUM_CLASSES, segmentation_loss
 from sparsevit_sdk.profiler.timing import num_threads
 
 from .conftest import small_loader

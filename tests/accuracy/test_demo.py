@@ -1,4 +1,4 @@
-"""accuracy/demo.py: the digit-canvas task, its splits and its segmenter."""
+"""demo/digits.py: the digit-canvas task, its splits and its segmenter."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from sparsevit_sdk import set_sparsity
-from sparsevit_sdk.accuracy import (
-    NUM_CLASSES,
-    DemoRecipe,
-    DigitCanvases,
-    segmentation_loss,
-)
-from sparsevit_sdk.accuracy.demo import SPLITS, source_indices
+from sparsevit_sdk.demo import NUM_CLASSES, DemoRecipe, DigitCanvases, segmentation_loss
+from sparsevit_sdk.demo.digits import SPLITS, source_indices
 from sparsevit_sdk.profiler.timing import num_threads
 
 from .conftest import SMALL, small_loader

@@ -12,17 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsevit_sdk import search_space, set_sparsity, sparsify
-from sparsevit_sdk.accuracy import (
-    Distillation,
-    SparsityAdapter,
-    adapt,
-    build_demo_model,
-    demo_loader,
-    distillation_loss,
-    finetune,
-    segmentation_loss,
-)
+from sparsevit_sdk.accuracy import Distillation, SparsityAdapter, adapt, distillation_loss, finetune
 from sparsevit_sdk.accuracy.distill import shared_tensors
+from sparsevit_sdk.demo import build_demo_model, demo_loader, segmentation_loss
 from sparsevit_sdk.profiler.timing import num_threads
 
 from ..sparse.test_convert import _randomize

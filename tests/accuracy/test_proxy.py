@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from sparsevit_sdk import search_space, set_sparsity
-from sparsevit_sdk.accuracy import (
-    NUM_CLASSES,
-    Accuracy,
-    AccuracyProxy,
-    AgreementProxy,
-    MeanIoU,
-    default_proxy,
-)
+from sparsevit_sdk.accuracy import Accuracy, AccuracyProxy, AgreementProxy, MeanIoU
+from sparsevit_sdk.demo import NUM_CLASSES, default_proxy
 from sparsevit_sdk.profiler.timing import num_threads
 from sparsevit_sdk.sparse import set_window_score
 

@@ -10,16 +10,9 @@ import pandas as pd
 import pytest
 
 from sparsevit_sdk import SearchSession, search_space
-from sparsevit_sdk.accuracy import (
-    NUM_CLASSES,
-    Accuracy,
-    AccuracyProxy,
-    AgreementProxy,
-    MeanIoU,
-    SplitProxy,
-    demo_loader,
-)
+from sparsevit_sdk.accuracy import Accuracy, AccuracyProxy, AgreementProxy, MeanIoU, SplitProxy
 from sparsevit_sdk.accuracy.metrics import BatchMean
+from sparsevit_sdk.demo import NUM_CLASSES, demo_loader
 from sparsevit_sdk.profiler.timing import num_threads
 from sparsevit_sdk.search.executors import ProcessExecutor, RayExecutor
 

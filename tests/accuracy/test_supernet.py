@@ -1,4 +1,4 @@
-"""accuracy/supernet.py: the demo supernet recipe, its cache and its plateau rule."""
+"""demo/recipe.py: the demo supernet recipe, its cache and its plateau rule."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import logging
 import pytest
 import torch
 
-from sparsevit_sdk.accuracy import (
-    build_demo_model,
-    train_demo_supernet,
-)
+from sparsevit_sdk.demo import build_demo_model, train_demo_supernet
 from sparsevit_sdk.profiler.timing import num_threads
 
 from .test_demo import TINY
@@ -54,7 +51,7 @@ def test_demo_supernet_is_deterministic_under_its_seed():
 
 
 def test_plateau_rule_needs_five_points_and_compares_the_last_fifth():
-    from sparsevit_sdk.accuracy.supernet import plateaued
+    from sparsevit_sdk.demo.recipe import plateaued
 
     rising = [(100 * i, 0.5 + 0.05 * i) for i in range(1, 6)]
     assert not plateaued(rising[:4], 0.01) and not plateaued(rising, 0.01)
@@ -89,7 +86,7 @@ def test_corrupt_supernet_cache_is_rebuilt_with_a_warning(tmp_path, caplog, dama
         path.write_bytes(path.read_bytes()[:1000])
     else:  # weights of another model under this recipe's name
         torch.save(build_demo_model(TINY.backbone, head_dim=16).state_dict(), path)
-    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.accuracy.supernet"):
+    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.demo.recipe"):
         net = train_demo_supernet(TINY, cache_dir=tmp_path, progress=False)
     assert net.dense_log is not None  # trained again, not loaded
     assert any(str(path) in r.getMessage() and "training again" in r.getMessage() for r in caplog.records)

@@ -1,4 +1,4 @@
-"""accuracy/textures.py: the texture task, where no window is empty: shapes, determinism, every window
+"""demo/textures.py: the texture task, where no window is empty: shapes, determinism, every window
 labelled, and a short training run that beats chance."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from sparsevit_sdk import search_space
-from sparsevit_sdk.accuracy import AccuracyProxy, MeanIoU, build_demo_model, finetune, segmentation_loss
-from sparsevit_sdk.accuracy.supernet import DemoRecipe
-from sparsevit_sdk.accuracy.textures import NUM_TEXTURES, TextureScenes, texture_loader
+from sparsevit_sdk.accuracy import AccuracyProxy, MeanIoU, finetune
+from sparsevit_sdk.demo import build_demo_model, segmentation_loss
+from sparsevit_sdk.demo.recipe import DemoRecipe
+from sparsevit_sdk.demo.textures import NUM_TEXTURES, TextureScenes, texture_loader
 
 WINDOW_PX = 28  # a 7x7-token window at swin_micro's patch size 4
 

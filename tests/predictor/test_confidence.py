@@ -55,7 +55,8 @@ def test_a_poor_calibration_is_reported_once_not_silent(tmp_path, caplog):
 
 def test_the_summary_gives_the_band_and_names_a_poor_predictor(tmp_path):
     from sparsevit_sdk import SearchSession, build_model
-    from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+    from sparsevit_sdk.accuracy import AgreementProxy
+    from sparsevit_sdk.demo import probe_images
 
     micro = build_model("swin_micro")
     proxy = AgreementProxy(micro, probe_images((1, 3, 64, 64), num_images=1)[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sparsevit_sdk import SearchSpace
-from sparsevit_sdk.accuracy import default_proxy
+from sparsevit_sdk.demo import default_proxy
 
 SHAPE = (1, 3, 112, 112)
 

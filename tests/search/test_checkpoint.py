@@ -53,7 +53,8 @@ def test_session_refuses_a_checkpoint_folder_before_searching(micro, tmp_path):
 
 def test_a_checkpoint_has_one_writer(tmp_path, micro):
     from sparsevit_sdk import SearchSession
-    from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+    from sparsevit_sdk.accuracy import AgreementProxy
+    from sparsevit_sdk.demo import probe_images
     from sparsevit_sdk.search.checkpoint import CheckpointInUse, owning
 
     checkpoint = tmp_path / "search.ckpt"

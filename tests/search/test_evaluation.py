@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sparsevit_sdk import SearchResult, SearchSession, SearchSpace
-from sparsevit_sdk.accuracy import default_proxy
+from sparsevit_sdk.demo import default_proxy
 from sparsevit_sdk.profiler.timing import num_threads
 from sparsevit_sdk.search import SearchEngine, engine
 from sparsevit_sdk.search.session import DEFAULT_TIMEOUT_S

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from sparsevit_sdk import SearchResult, SearchSession, build_model
-from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+from sparsevit_sdk.accuracy import AgreementProxy
+from sparsevit_sdk.demo import probe_images
 from sparsevit_sdk.local import for_device
 from sparsevit_sdk.search.finalists import Finalist, Measured, band_of, finalists
 

@@ -31,7 +31,8 @@ SHAPE = (1, 3, 112, 112)
 
 def test_validation_refuses_a_thread_count_from_a_file_beyond_this_machine(tmp_path, micro):
     from sparsevit_sdk import SearchSession
-    from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+    from sparsevit_sdk.accuracy import AgreementProxy
+    from sparsevit_sdk.demo import probe_images
 
     proxy = AgreementProxy(micro, probe_images((1, 3, 64, 64), num_images=1)[0])
     result = SearchSession(micro, "cpu", input_shape=SHAPE, proxy=proxy, latency_budget=0.95, population=4,

@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsevit_sdk import LatencyPredictor, SearchSession, build_model, for_device, search_space
-from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+from sparsevit_sdk.accuracy import AgreementProxy
+from sparsevit_sdk.demo import probe_images
 from sparsevit_sdk.predictor.rest import rest_key
 from sparsevit_sdk.profiler.forward import ModelForward, RestOfModel, describe_calls
 from sparsevit_sdk.profiler.timing import time_callable

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .demo import SPLITS, GeneratedImages, check_range, seeded_loader
+from .digits import SPLITS, GeneratedImages, check_range, seeded_loader
 
 ORIENTATIONS_DEG = (0.0, 60.0, 120.0)
 PERIODS_PX = (6.0, 12.0)  # both above the patch size 4, so a patch sees each grating's phase change

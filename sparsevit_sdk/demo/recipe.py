@@ -38,14 +38,14 @@ from typing import Literal
 import torch
 
 from .._atomic import atomic_write, write_json
+from ..accuracy.adapt import TrainLog, adapt, finetune
+from ..accuracy.distill import Distillation
+from ..accuracy.metrics import MeanIoU
+from ..accuracy.proxy import AccuracyProxy
 from ..profiler.timing import num_threads
 from ..sparse.convert import search_space, set_window_score
 from ..sparse.windows import WindowScore
-from .adapt import TrainLog, adapt, finetune
-from .demo import NUM_CLASSES, DemoSegmenter, build_demo_model, demo_loader, segmentation_loss
-from .distill import Distillation
-from .metrics import MeanIoU
-from .proxy import AccuracyProxy
+from .digits import NUM_CLASSES, DemoSegmenter, build_demo_model, demo_loader, segmentation_loss
 from .textures import NUM_TEXTURES, texture_loader
 
 logger = logging.getLogger(__name__)
