@@ -18,6 +18,7 @@ _EXPORTS = {  # public name -> the module that defines it, or the package that e
     "build_model": ".models", "list_models": ".models",
     "LatencyPredictor": ".predictor", "for_device": ".local",
     "LatencyStats": ".profiler", "measure_latency": ".profiler",
+    "Target": ".target",
     "SearchResult": ".search", "SearchSession": ".search",
     "SparseSwin": ".sparse", "search_space": ".sparse", "set_sparsity": ".sparse",
     "sparse_backbone": ".sparse", "sparsify": ".sparse",

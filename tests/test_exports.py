@@ -29,10 +29,12 @@ def test_the_names_a_newcomer_reaches_for_import():
     from sparsevit_sdk.deploy import export_onnx as deploy_export
     from sparsevit_sdk.predictor import LatencyPredictor
     from sparsevit_sdk.search import SearchResult, SearchSession
+    from sparsevit_sdk.target import Target
 
     assert export_onnx is deploy_export
     assert (sparsevit_sdk.SearchSession, sparsevit_sdk.SearchResult) == (SearchSession, SearchResult)
     assert sparsevit_sdk.LatencyPredictor is LatencyPredictor
+    assert sparsevit_sdk.Target is Target
 
 
 def _reaches(path: Path) -> list[str]:

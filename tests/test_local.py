@@ -143,7 +143,7 @@ def test_the_nearest_shipped_predictor_is_the_one_sharing_the_most_isa(monkeypat
 def test_search_session_with_hw_local_calibrates_here_when_it_runs(cache, micro):
     session = SearchSession(micro, hw="local", input_shape=SHAPE, progress=False, max_evaluations=20,
                             latency_budget=0.9, population=10, parents=4, seed=0, proxy=lambda cfg: -cfg.mean)
-    assert list(cache.glob("*.json")) == [] and "predictor" not in vars(session)  # the constructor measured nothing
+    assert list(cache.glob("*.json")) == [] and "target" not in vars(session)  # the constructor measured nothing
     result = session.run()
     assert session.predictor.hw == result.hw == "local"
     assert result.predicted_ms > 0 and len(list(cache.glob("*.json"))) == 1

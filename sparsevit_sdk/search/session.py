@@ -36,11 +36,12 @@ from ..accuracy import default_proxy
 from ..arch import check_input_shape
 from ..checks import Count, Resolution, checked, optional
 from ..config import SearchSpace, SparsityConfig
-from ..local import LOCAL, for_device
+from ..local import LOCAL
 from ..models import input_shape_for
 from ..predictor.latency import LatencyPredictor
 from ..profiler.forward import Call, ModelForward, RestOfModel
 from ..sparse.convert import search_space, sparse_backbone
+from ..target import Target
 from .checkpoint import SearchState, owning, read_checkpoint, write_checkpoint
 from .engine import SearchEngine
 from .executors import resolve_executor
@@ -58,7 +59,7 @@ from .settings import (
 from .settings import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S  # importable from here, as before
 from .strategies import DEFAULT_STRATEGY, make_strategy, resolve_strategy
 from .strategy import SearchStrategy
-from .whole import RestMs, check_reachable, fitted_elsewhere, predict_calls, rest_of_model, warn_if_fitted_elsewhere
+from .whole import RestMs, check_reachable, predict_calls, rest_of_model
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class SearchSession:
         model: a built-in model, a :class:`SparseSwin` or any model :func:`sparsify` made.
         hw: a target name (``sparsevit_sdk.hardware.list_hardware()``), ``"local"`` (this CPU:
             :func:`~sparsevit_sdk.local.for_device` measures for a minute or two when :meth:`run` first
-            needs it, then reuses its cached calibration) or a fitted :class:`LatencyPredictor`.
+            needs it, then reuses its cached calibration), a predictor file's path, a fitted
+            :class:`LatencyPredictor` or a :class:`~sparsevit_sdk.target.Target` (all resolved by
+            ``Target.resolve``: :mod:`sparsevit_sdk.target`).
         proxy: ``proxy(cfg) -> float``, higher is better; None: the label-free agreement with the
             dense model on demo images (a warning says it ranks by how little outputs change).
         input_shape: the deployment input ``(B, C, H, W)``; default: the size the model declares
@@ -120,7 +123,7 @@ class SearchSession:
     def __init__(
         self,
         model: nn.Module,
-        hw: str | LatencyPredictor = "cpu",
+        hw: str | os.PathLike | LatencyPredictor | Target = "cpu",
         *,
         proxy: Proxy | None = None,
         input_shape: Sequence[int] | None = None,
@@ -161,8 +164,8 @@ class SearchSession:
         self._proxy, self._proxy_images, self._proxy_resolution = proxy, proxy_images, proxy_resolution
         self._executor, self._measure_finalists = executor, measure_finalists
         self.checkpoint = None if checkpoint is None else check_writable(checkpoint)  # before hours of search
-        if hw != LOCAL:  # a name or a predictor is checked now; a calibration, a proxy and timing wait for run()
-            self.predictor  # noqa: B018 (resolved and checked)
+        if hw != LOCAL:  # anything but a calibration is resolved and checked now; it, a proxy and timing wait for run()
+            self.target  # noqa: B018 (resolved and checked)
             if rest_ms is not None or self.forward.is_backbone:
                 self._check_reachable()
         self._resume_from: SearchState | None = None
@@ -170,28 +173,23 @@ class SearchSession:
         self._started = time.perf_counter()
 
     @cached_property
+    def target(self) -> Target:
+        """Where latency is predicted: ``hw`` resolved (:meth:`Target.resolve`), on first use; with ``hw="local"``
+        calibrated on this CPU at this model's backbone and input (cached after the first time)."""
+        target = Target.resolve(self._hw, self.backbone, self.input_shape, runtime=self._runtime,
+                                progress=self._progress)
+        target.warn_if_elsewhere()
+        return target
+
+    @property
     def predictor(self) -> LatencyPredictor:
-        """The target's latency predictor; with ``hw="local"`` calibrated on this CPU at this model and input
-        (cached after the first time), on first use."""
-        hw, runtime = self._hw, self._runtime
-        if isinstance(hw, LatencyPredictor):
-            predictor = hw
-        elif hw == LOCAL:
-            predictor = for_device(self.backbone, self.input_shape, "cpu", runtime=runtime or "eager",
-                                   progress=self._progress)
-        else:
-            predictor = LatencyPredictor.for_hardware(hw)
-        warn_if_fitted_elsewhere(predictor)
-        if runtime is not None and runtime != predictor.learned_.runtime:
-            raise ValueError(f"the {predictor.hw} predictor predicts {predictor.learned_.runtime} latencies, "
-                             f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
-                             f"CPU in {runtime}) or pass hw=for_device(..., runtime={runtime!r})")
-        return predictor
+        """The target's latency predictor (``self.target.predictor``)."""
+        return self.target.predictor
 
     @cached_property
     def rest(self) -> RestOfModel:
         """What the model costs beyond its backbone (timed here at sparsity 0 unless given), on first use."""
-        return rest_of_model(self.forward, self.predictor, self.space, self.input_shape, rest_ms=self._rest_ms)
+        return rest_of_model(self.forward, self.target, self.space, self.input_shape, rest_ms=self._rest_ms)
 
     @cached_property
     def proxy(self) -> Proxy:
@@ -222,8 +220,7 @@ class SearchSession:
         and the budget is the whole model's."""
         if self._measure_finalists is not None:
             return self._measure_finalists
-        return (self.predictor.hw == LOCAL and fitted_elsewhere(self.predictor)[0] is None
-                and self.settings.budget_of == "model")
+        return self.target.calibrated_here and self.settings.budget_of == "model"
 
     @property
     def seed(self) -> int | None:
@@ -262,7 +259,7 @@ class SearchSession:
         path: str | os.PathLike,
         model: nn.Module,
         *,
-        hw: str | LatencyPredictor | None = None,
+        hw: str | os.PathLike | LatencyPredictor | Target | None = None,
         proxy: Proxy | None = None,
         executor: Executor | str | None = None,
         progress: bool = True,
@@ -373,14 +370,14 @@ class SearchSession:
         history = out.history.assign(predicted_ms=whole(out.history["predicted_ms"].to_numpy(float)))
         learned = self.predictor.learned_
         info = {"statistic": learned.statistic, "threads": list(learned.threads), "runtime": learned.runtime,
-                "fingerprint": learned.fingerprint, "expected_error": self.predictor.expected_error,
+                "fingerprint": learned.fingerprint, "expected_error": self.target.expected_error,
                 "calibration": learned.calibration}
         best, best_ms, score, measured = out.best, float(whole(out.best_ms)), out.best_score, None
         if self.measure_finalists:  # the winner measured before it is chosen (see .finalists)
             measured = measure_finalists(
                 self.forward, history, self.space.dense(), budget_ms=float(whole(out.budget_ms)),
                 dense_predicted_ms=float(whole(out.dense_ms)), relative=self.settings.budget_ms is None,
-                band=band_of(self.predictor.expected_error), input_shape=self.input_shape, predictor_info=info,
+                band=band_of(self.target.expected_error), input_shape=self.input_shape, predictor_info=info,
                 runtime=learned.runtime)
             pick = measured.chosen()
             best, best_ms, score = SparsityConfig(pick.ratios, best.signature, best.granularity), pick.predicted_ms, \

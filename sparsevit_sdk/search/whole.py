@@ -21,7 +21,6 @@ sparsity config, so it is one number per model, input shape and target, found in
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,26 +32,13 @@ import torch.nn as nn
 
 from ..checks import checked, number, optional
 from ..config import SearchSpace, SparsityConfig
-from ..dataset.fingerprint import device_mismatch, stored_fingerprints
 from ..predictor.latency import LatencyPredictor
-from ..profiler.fingerprint import device_fingerprint
 from ..profiler.forward import ModelForward, RestOfModel, describe_calls, format_shapes, measure_rest
 from ..profiler.timing import num_threads
 from ..sparse.convert import set_sparsity
 from ..sparse.state import preserved
+from ..target import Target
 from .settings import SearchSettings, resolve_budget
-
-logger = logging.getLogger(__name__)
-
-
-def fitted_elsewhere(predictor: LatencyPredictor) -> tuple[str | None, dict | None]:
-    """Why ``predictor``'s measurements are not of this machine's CPU (None: they are), and the
-    fingerprint of this CPU as the predictor's data was timed (None for an estimate or a GPU)."""
-    fitted = [fp for fp in stored_fingerprints(predictor.learned_.fingerprint) if fp.get("device_type") == "cpu"]
-    if predictor.learned_.estimated or not fitted:
-        return "its latencies are not measured on a CPU", None
-    here = device_fingerprint("cpu", threads=max(predictor.learned_.threads), clock=fitted[0].get("clock", "wall"))
-    return device_mismatch(here, fitted), here
 
 
 def predict_calls(predictor: LatencyPredictor, backbone: nn.Module, rest: RestOfModel, input_shape: Sequence[int],
@@ -68,9 +54,10 @@ RestMs = optional(number(ge=0, unit="milliseconds"), "measured or estimated")  #
 
 
 @checked
-def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: SearchSpace, input_shape: Sequence[int], *,
-                  rest_ms: RestMs = None) -> RestOfModel:
-    """What ``forward`` costs beyond its backbone calls on ``predictor``'s target (see the module docstring)."""
+def rest_of_model(forward: ModelForward, target: Target | LatencyPredictor, space: SearchSpace,
+                  input_shape: Sequence[int], *, rest_ms: RestMs = None) -> RestOfModel:
+    """What ``forward`` costs beyond its backbone calls on ``target`` (a :class:`Target`, or a predictor
+    resolved to one; see the module docstring)."""
     if forward.is_backbone:
         return RestOfModel()
     backbone = forward.backbone
@@ -78,17 +65,18 @@ def rest_of_model(forward: ModelForward, predictor: LatencyPredictor, space: Sea
         shapes = forward.probe(torch.randn(*input_shape))
         return RestOfModel(ms=float(rest_ms), calls=len(shapes), shapes=shapes, source="given",
                            note=f"rest_ms given by the user, beside the backbone's {describe_calls(shapes)}")
-    why, here = fitted_elsewhere(predictor)
-    stored = None if why is None else predictor.rest_for(forward.key(), input_shape)
+    target = Target.resolve(target, backbone, input_shape)
+    predictor, why = target.predictor, target.why_not_here
+    stored = None if target.measured_here else predictor.rest_for(forward.key(), input_shape)
     if stored is not None:
         return _profiled_rest(forward, predictor, space, input_shape, stored)
     # here: as the predictor's data was timed, in its runtime; else one thread, eager, as estimates are
-    threads, clock, runtime = ((int(here["threads"]), here["clock"], predictor.learned_.runtime) if why is None else
+    threads, clock, runtime = ((target.threads, target.clock, target.runtime) if target.measured_here else
                                (1, "cpu", "eager"))
     with preserved(forward.model, training=False), num_threads(threads), torch.no_grad():
         set_sparsity(backbone, space.dense())
         measured = measure_rest(forward, input_shape, "cpu", threads=threads, clock=clock, runtime=runtime)
-    if why is None:
+    if target.measured_here:
         return measured
     dense_ms = float(predict_calls(predictor, backbone, measured, input_shape, [space.dense()])[0])
     return replace(
@@ -122,16 +110,6 @@ def _profiled_rest(forward: ModelForward, predictor: LatencyPredictor, space: Se
                        backbone_ms=calls_ms, source="measured",
                        note=f"measured on {predictor.hw} when it was profiled: {forward.describe} "
                             f"{stored['whole_ms']:.4g} ms, {how}")
-
-
-def warn_if_fitted_elsewhere(predictor: LatencyPredictor) -> None:
-    """A CPU predictor measured on another CPU than this one predicts that CPU's latencies:
-    say so, and name the one-line fix, for the user who deploys here."""
-    why, here = fitted_elsewhere(predictor)
-    if why is not None and here is not None:  # (an estimate or a GPU's data has nothing to compare with here)
-        logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will run, "
-                       "search with hw='local' to calibrate one here (a minute or two, then cached)",
-                       predictor.learned_.hw, why, here["name"])
 
 
 def check_reachable(latency: Callable[[list[SparsityConfig]], np.ndarray], space: SearchSpace, settings: SearchSettings,
