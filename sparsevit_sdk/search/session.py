@@ -32,10 +32,10 @@ import torch
 import torch.nn as nn
 
 from .._atomic import check_writable
-from ..accuracy import default_proxy
 from ..arch import check_input_shape
 from ..checks import Count, Resolution, checked, optional
 from ..config import SearchSpace, SparsityConfig
+from ..demo import default_proxy
 from ..local import LOCAL
 from ..models import input_shape_for
 from ..predictor.latency import LatencyPredictor
@@ -103,7 +103,7 @@ class SearchSession:
         rest_ms: what the model costs beyond its backbone, in ms, instead of measuring it.
         strategy: ``"ga"`` (default, SparseViT's reference: ``population`` 100, the top
             ``parents`` 25 breed, for ``generations`` 20), ``"nsga2"`` (the same keywords),
-            ``"random"`` (``samples``, ``rounds``) or a strategy object (:mod:`.strategy`).
+            ``"random"`` (``samples``, ``generations``) or a strategy object (:mod:`.strategy`).
         settings: a :class:`SearchSettings` instead of its fields as keywords (``session.settings``).
         measure_finalists: time the Pareto front near the budget on this CPU and choose the best-scored
             config measured within it (default: where the predictor was calibrated on this CPU, ``hw="local"``,

@@ -17,8 +17,8 @@ from sparsevit_sdk import (
     search_space,
     set_sparsity,
 )
-from sparsevit_sdk.accuracy import default_proxy
 from sparsevit_sdk.cli.search import main as search_main
+from sparsevit_sdk.demo import default_proxy
 from sparsevit_sdk.hardware import get_hardware
 from sparsevit_sdk.profiler.timing import num_threads
 

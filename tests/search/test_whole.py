@@ -16,7 +16,8 @@ from sparsevit_sdk import (
     search_space,
     sparsify,
 )
-from sparsevit_sdk.accuracy import AgreementProxy, probe_images
+from sparsevit_sdk.accuracy import AgreementProxy
+from sparsevit_sdk.demo import probe_images
 from sparsevit_sdk.profiler.forward import ModelForward, RestOfModel
 from sparsevit_sdk.profiler.timing import time_callable
 from sparsevit_sdk.search.whole import rest_of_model
