@@ -156,7 +156,7 @@ def run(budgets: list[float], recipe: DemoRecipe, settings: Settings, seed: int)
                               parents=settings.parents, generations=settings.generations)
         picks = [search, uniform_pick(space, shared, budget * dense_ms, predict),
                  session_pick("random", model, shared, predictor, budget, seed, strategy="random",
-                              rounds=search.evaluations, max_evaluations=search.evaluations, timeout_s=None)]
+                              generations=search.evaluations - 1, max_evaluations=search.evaluations, timeout_s=None)]
         measured = measured_ms(backbone, [space.dense(), *(p.config for p in picks)], settings)
         dense_measured.append(measured[0])
         truth = [test(p.config) for p in picks]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .hardware import list_hardware, looks_like_file
 from .local import LOCAL, for_device
 from .predictor.latency import LatencyPredictor
 from .profiler.fingerprint import device_fingerprint
+from .sparse.convert import sparse_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,19 @@ def fitted_elsewhere(predictor: LatencyPredictor) -> tuple[str | None, dict | No
     return device_mismatch(here, fitted), here
 
 
+def _calibrated_for_another(predictor: LatencyPredictor, model: nn.Module, input_shape: Sequence[int]) -> str | None:
+    """The model and input a local calibration was measured at, where they are not ``model`` at ``input_shape``
+    (its whole-model rows, and so its error figure, are of that pair); None where they are, or for a predictor
+    that is no local calibration."""
+    key = predictor.learned_.calibration.get("cache_key")
+    if not key:
+        return None
+    signature, shape = sparse_backbone(model).signature, [int(v) for v in input_shape]
+    if key.get("signature") == signature and list(key.get("input_shape", [])) == shape:
+        return None
+    return f"{key.get('signature')} at {'x'.join(str(v) for v in key.get('input_shape', []))}"
+
+
 def _clock(predictor: LatencyPredictor) -> str:
     """The clock the predictor's data was timed on: its CPU fingerprint's, else its first one's, else the wall."""
     stored = [fp for fp in stored_fingerprints(predictor.learned_.fingerprint) if "device_type" in fp]
@@ -84,7 +98,10 @@ class Target:
         here: this CPU's fingerprint as compared (with ``threads`` and ``clock``); None for a
             spec estimate or a GPU's data.
         expected_error: its error on whole models held out of its fit (``within_10`` %, ``mape``
-            %, ``models``, ``how``, ``poor``); None for a spec estimate.
+            %, ``models``, ``how``, ``poor``); None for a spec estimate.  A calibration made for another
+            model or input shape (see ``calibrated_for``) is marked poor: its figure is of that one.
+        calibrated_for: the model and input a local calibration was measured at, where they are not
+            this model's (None: they are, or it is no local calibration).
     """
 
     predictor: LatencyPredictor
@@ -95,6 +112,7 @@ class Target:
     why_not_here: str | None
     here: dict[str, Any] | None = field(default=None, repr=False)
     expected_error: dict[str, Any] | None = field(default=None, repr=False)
+    calibrated_for: str | None = None
 
     @property
     def measured_here(self) -> bool:
@@ -117,7 +135,8 @@ class Target:
             hw: a target name (:func:`~sparsevit_sdk.hardware.list_hardware`), ``"local"`` (this
                 CPU: :func:`~sparsevit_sdk.local.for_device` measures for a minute or two, then
                 reuses its cached calibration), the path of a predictor file, a fitted
-                :class:`LatencyPredictor`, or a ``Target`` (returned as it is).
+                :class:`LatencyPredictor`, or a ``Target`` (returned as it is, unless it was judged for
+                another model or input than these).
             model: the model latencies are predicted for; only ``"local"`` measures it.
             input_shape: the deployment input ``(B, C, H, W)`` in pixels; only ``"local"`` uses it.
             runtime: ``"eager"``, ``"compiled"`` or ``"onnxruntime"`` (None: the predictor's);
@@ -135,7 +154,9 @@ class Target:
         """
         if isinstance(hw, Target):
             cls._check_runtime(hw.predictor, runtime)
-            return hw
+            if _calibrated_for_another(hw.predictor, model, input_shape) == hw.calibrated_for:
+                return hw
+            return replace(cls.resolve(hw.predictor, model, input_shape), name=hw.name)  # judged for this model
         if isinstance(hw, LatencyPredictor):
             name, predictor = hw.hw, hw
         elif not isinstance(hw, str | os.PathLike):
@@ -154,9 +175,12 @@ class Target:
             name, predictor = hw, LatencyPredictor.for_hardware(hw)
         cls._check_runtime(predictor, runtime)
         why, here = fitted_elsewhere(predictor)
-        learned = predictor.learned_
+        learned, error = predictor.learned_, predictor.expected_error
+        other = _calibrated_for_another(predictor, model, input_shape)
+        if other is not None and error is not None:
+            error = {**error, "poor": True, "how": f"{error['how']}, of {other}: not this model and input"}
         return cls(predictor=predictor, name=name, runtime=learned.runtime, threads=max(learned.threads, default=1),
-                   clock=_clock(predictor), why_not_here=why, here=here, expected_error=predictor.expected_error)
+                   clock=_clock(predictor), why_not_here=why, here=here, expected_error=error, calibrated_for=other)
 
     @staticmethod
     def _check_runtime(predictor: LatencyPredictor, runtime: str | None) -> None:
@@ -170,6 +194,10 @@ class Target:
         """Warn when a CPU predictor was measured on another CPU than this one: it predicts that CPU's
         latencies, and a user deploying here should hear so, with the one-line fix.  A spec estimate or
         a GPU's data has nothing here to compare with, and says so in every result instead."""
+        if self.calibrated_for is not None:
+            logger.warning("this predictor was calibrated for %s; its held-out error says nothing of this model and "
+                           "input, which it prices from its units alone: calibrate for them with hw='local' (or "
+                           "for_device(model, input_shape)), then validate()", self.calibrated_for)
         if self.why_not_here is not None and self.here is not None:
             logger.warning("the %s predictor was measured on another CPU (%s); if this %s is where the model will "
                            "run, search with hw='local' to calibrate one here (a minute or two, then cached)",

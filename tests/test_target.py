@@ -101,3 +101,27 @@ def test_a_search_session_takes_a_predictor_file_as_hw(micro, tmp_path):
     session = SearchSession(micro, hw=str(path), input_shape=(1, 3, 112, 112), progress=False,
                             proxy=lambda cfg: -cfg.mean)
     assert session.target.name == str(path) and session.predictor.hw == "cpu"
+
+
+def test_a_calibration_used_for_another_input_or_model_is_called_poor_and_warned(micro, caplog):
+    """A model swapped (or an input changed) after calibrating: the calibration's error figure is of the model and
+    input it measured, so it must not pass for this one's."""
+    from sparsevit_sdk import build_model, for_device
+
+    calibrated = for_device(micro, SHAPE, "cpu", cache=False, progress=False, time_limit=1)
+    same = Target.resolve(calibrated, micro, SHAPE)
+    assert same.calibrated_for is None and same.expected_error == calibrated.expected_error
+    for model, shape in ((micro, (1, 3, 96, 96)), (build_model("swin_micro", embed_dim=48), SHAPE)):
+        other = Target.resolve(calibrated, model, shape)
+        assert other.calibrated_for == f"{micro.signature} at 1x3x64x64"
+        assert other.expected_error["poor"] and "not this model and input" in other.expected_error["how"]
+        with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.target"):
+            caplog.clear()
+            other.warn_if_elsewhere()
+        assert "calibrated for" in caplog.text and "hw='local'" in caplog.text
+    # a Target judged for one input is judged again for another
+    assert Target.resolve(same, micro, (1, 3, 96, 96)).expected_error["poor"]
+    summary = SearchSession(micro, hw=same, input_shape=(1, 3, 96, 96), progress=False, max_evaluations=8,
+                            latency_budget=0.9, population=4, parents=2, seed=0, proxy=lambda cfg: -cfg.mean
+                            ).run().summary()
+    assert "the predictor is poor here" in summary

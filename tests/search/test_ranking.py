@@ -64,7 +64,7 @@ def _search(model: nn.Module, proxy: AccuracyProxy):
     """The engine on a cheap latency (sparser is faster): it scores dense and uniform 0.8 first."""
     space = search_space(model)
     return SearchEngine(space, lambda configs: np.array([10.0 * (1 - 0.5 * c.mean) for c in configs]), proxy,
-                        strategy="random", samples=2, rounds=1, latency_budget=0.7, seed=0).run()
+                        strategy="random", samples=2, generations=0, latency_budget=0.7, seed=0).run()
 
 
 def test_a_proxy_on_labels_the_model_never_learned_is_named_with_its_numbers(model, images, caplog):
@@ -97,7 +97,7 @@ def test_a_proxy_that_ranks_is_left_alone(model, images, caplog):
 def test_the_warning_reaches_the_result_its_summary_and_its_file(model, images, tmp_path):
     labels = torch.randint(CLASSES, (IMAGES,), generator=torch.Generator().manual_seed(1))
     result = SearchSession(model, "cpu", proxy=_proxy(model, images, labels), input_shape=SHAPE, latency_budget=0.9,
-                           strategy="random", samples=2, rounds=1, progress=False).run()
+                           strategy="random", samples=2, generations=0, progress=False).run()
     assert "chance (" in result.proxy_warning and f"WARNING: {result.proxy_warning}" in result.summary()
     loaded = SearchResult.load(result.save(tmp_path / "r.json"))
     assert loaded.proxy_warning == result.proxy_warning
