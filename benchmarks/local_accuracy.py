@@ -3,10 +3,12 @@
 (one thread, thread CPU-clock, the quietest of the rounds) beside the predictions.
 
 Reported per case: share of hidden configs predicted within ±10 %, share of predicted speed-ups
-(dense / config) within ±10 % of the measured ones, the calibration's own cross-validated figure
-(what every prediction carries as ``expected_error``), the reference workload's time beside the hidden configs
-over its time at calibration (does it move as the model does?), and the calibration's seconds.  ``--busy``
-runs a spinning process on another core for the whole case, as a shared machine would.
+(dense / config) within ±10 % of the measured ones, the share within ±10 % after the level check a
+search makes first (``Target.rechecked``: the dense model timed again, predictions re-levelled where it
+ran > 5 % off), the calibration's own cross-validated figure (what every prediction carries as
+``expected_error``), the reference workload's time beside the hidden configs over its time at
+calibration (does it move as the model does?), and the calibration's seconds.  ``--busy`` runs a
+spinning process on another core for the whole case, as a shared machine would.
 
     python benchmarks/local_accuracy.py [--cases micro224 micro320x448 micro448 t448 t672] [--hidden 12]
         [--rounds 3] [--busy] [--write]
@@ -22,7 +24,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from sparsevit_sdk import build_model, measure_latency, search_space, set_sparsity
+from sparsevit_sdk import Target, build_model, measure_latency, search_space, set_sparsity
 from sparsevit_sdk.local import for_device
 from sparsevit_sdk.profiler import device_fingerprint, reference_ms
 
@@ -66,6 +68,7 @@ def run_case(name: str, hidden: int, rounds: int, busy: bool) -> dict:
         start = time.perf_counter()
         predictor = for_device(model, shape, "cpu", cache=False, progress=False)
         calibration_s = time.perf_counter() - start
+        checked = Target.resolve(predictor, model, shape).rechecked(model, shape).predictor  # as a search does first
         measured = np.full(len(configs), np.inf)
         probe = np.inf  # the reference workload beside the hidden configs: does it move as the model does?
         for _ in range(rounds):  # interleaved: drift hits every config alike
@@ -79,10 +82,13 @@ def run_case(name: str, hidden: int, rounds: int, busy: bool) -> dict:
     ratio = measured / predicted
     speedup_ratio = (measured[0] / measured[1:]) / (predicted[0] / predicted[1:])
     error = predictor.expected_error or {}
+    checked_ratio = measured / checked.predict_configs(model, shape, configs)
     return {
         "case": name, "busy": busy, "within_10": 100 * float(np.mean(np.abs(ratio - 1) <= 0.1)),
         "mape": 100 * float(np.mean(np.abs(ratio - 1))),
         "speedup_within_10": 100 * float(np.mean(np.abs(speedup_ratio - 1) <= 0.1)),
+        "checked_within_10": 100 * float(np.mean(np.abs(checked_ratio - 1) <= 0.1)),
+        "level": checked.learned_.calibration.get("level", 1.0),
         "dense_measured_over_predicted": float(ratio[0]), "cv_within_10": error.get("within_10"),
         "cv_mape": error.get("mape"), "calibration_s": calibration_s,
         "probe_ratio": probe / predictor.learned_.calibration["probe_ms"],
@@ -93,13 +99,15 @@ def run_case(name: str, hidden: int, rounds: int, busy: bool) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| case | neighbour | hidden within ±10 % | MAPE | speed-ups within ±10 % | dense meas./pred. | "
+             "after the level check: within ±10 % (level) | "
              "calibration's own CV (within ±10 %, MAPE) | whole models timed, target met | probe then / at calibration "
              "| calibration s (limit) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         neighbour = "busy" if r["busy"] else "idle"
         lines.append(f"| {r['case']} | {neighbour} | {r['within_10']:.0f} % | {r['mape']:.1f} % | "
                      f"{r['speedup_within_10']:.0f} % | {r['dense_measured_over_predicted']:.2f} | "
+                     f"{r['checked_within_10']:.0f} % ({r['level']:.2f}) | "
                      f"{r['cv_within_10']:.0f} %, {r['cv_mape']:.1f} % | {r['models']}, {'yes' if r['met'] else 'no'}"
                      " | "
                      f"{r['probe_ratio']:.2f} | {r['calibration_s']:.0f} ({r['time_limit_s']:.0f}) |")

@@ -34,7 +34,9 @@ from .profiler.forward import Call
 from .profiler.plan import SweepSettings
 from .profiler.reference import CHANGED, reference_ms
 from .profiler.sweep import profile_model
-from .sparse.convert import search_space, sparse_backbone
+from .profiler.timing import measure_latency
+from .sparse.convert import search_space, set_sparsity, sparse_backbone
+from .sparse.state import preserved
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,19 @@ def default_time_limit(dense_ms: float) -> float:
     Swin-T at 672 px, 0.7-1.3 s a forward on a 2-core CPU, gets 2 minutes; a longer one is asked for with
     ``time_limit=``)."""
     return min(MAX_DEFAULT_S, max(60.0, 0.2 * dense_ms))
+
+
+def dense_ms_now(model: nn.Module, shape: tuple[int, ...], *, predicted_ms: float, threads: int, clock: str,
+                 runtime: str) -> float:
+    """The dense ``model`` (a sparse backbone) timed now on this CPU as a calibration times its whole models
+    (:data:`MODELS`, or :data:`CHEAP_MODELS` under :data:`CHEAP_MS`), its quietest round's ``p10_ms``: a row
+    on the calibration's own scale, for a level check."""
+    settings = (RUNTIME_MODELS if runtime != "eager" else CHEAP_MODELS if predicted_ms < CHEAP_MS else MODELS)
+    with preserved(model, training=False):
+        set_sparsity(model, search_space(model).dense())
+        return min(measure_latency(model, shape, "cpu", warmup=settings.warmup, repeats=settings.model_repeats,
+                                   threads=threads, clock=clock, runtime=runtime).p10_ms
+                   for _ in range(settings.rounds))
 
 
 @dataclass

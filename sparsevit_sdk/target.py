@@ -25,16 +25,21 @@ from typing import Any
 
 import torch.nn as nn
 
+from .calibration import dense_ms_now
 from .dataset.fingerprint import device_mismatch, stored_fingerprints
 from .hardware import list_hardware, looks_like_file
 from .local import LOCAL, for_device
 from .predictor.latency import LatencyPredictor
 from .profiler.fingerprint import device_fingerprint
-from .sparse.convert import sparse_backbone
+from .profiler.reference import CHANGED
+from .sparse.convert import search_space, sparse_backbone
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Target", "fitted_elsewhere"]
+
+# dense measured / predicted beyond which a local target is re-levelled: above a quiet machine's run-to-run noise
+LEVEL_TOLERANCE = 0.05
 
 
 def fitted_elsewhere(predictor: LatencyPredictor) -> tuple[str | None, dict | None]:
@@ -189,6 +194,45 @@ class Target:
             raise ValueError(f"the {predictor.hw} predictor predicts {predictor.learned_.runtime} latencies, "
                              f"not {runtime}: search with hw='local', runtime={runtime!r} (calibrates one on this "
                              f"CPU in {runtime}) or pass hw=for_device(..., runtime={runtime!r})")
+
+    def rechecked(self, model: nn.Module, input_shape: Sequence[int]) -> Target:
+        """This target with its predictions re-levelled to the dense model timed now, where that ran more than
+        :data:`LEVEL_TOLERANCE` off its prediction; itself otherwise, or where it was not calibrated on this CPU
+        for this model and input.
+
+        A shared machine's speed drifts by up to 10-15 % between minutes (benchmarks/RESULTS.md): a calibration's
+        speed-ups hold while its absolute milliseconds move with the machine, and the reference probe does not
+        always see it.  The dense model itself is the surest probe; timing it costs a few forwards.
+
+        Args:
+            model: the model (or its sparse backbone) it was calibrated for, left as it was.
+            input_shape: the input ``(B, C, H, W)`` it was calibrated at.
+
+        Returns:
+            The target, its predictor :meth:`~LatencyPredictor.releveled` by measured / predicted where the
+            two differ by more than :data:`LEVEL_TOLERANCE` (said in the log; a warning beyond 10 %).
+        """
+        if not self.calibrated_here or self.calibrated_for is not None:
+            return self
+        backbone = sparse_backbone(model)
+        predicted = self.predictor.predict_config(backbone, input_shape, search_space(backbone).dense())
+        measured = dense_ms_now(backbone, tuple(int(v) for v in input_shape), predicted_ms=predicted,
+                                threads=self.threads, clock=self.clock, runtime=self.runtime)
+        factor = measured / predicted
+        if abs(factor - 1) <= LEVEL_TOLERANCE:
+            return self
+        (logger.warning if abs(factor - 1) > CHANGED else logger.info)(
+            "the dense model runs %.1f ms now, %.0f %% %s than its calibration predicts (%.1f ms): this machine's "
+            "speed has changed since; predictions are re-levelled to it (the speed-ups stand). If it stays so, "
+            "calibrate again (for_device(..., refresh=True))", measured, abs(factor - 1) * 100,
+            "slower" if factor > 1 else "faster", predicted)
+        return replace(self, predictor=self.predictor.releveled(factor))
+
+    def at_level(self, level: float) -> Target:
+        """This target with its predictor re-levelled ``level`` times in all (:meth:`rechecked`'s record, as
+        ``learned_.calibration["level"]``): a checkpointed search resumes on the scale it began with."""
+        now = self.predictor.learned_.calibration.get("level", 1.0)
+        return self if level == now else replace(self, predictor=self.predictor.releveled(level / now))
 
     def warn_if_elsewhere(self) -> None:
         """Warn when a CPU predictor was measured on another CPU than this one: it predicts that CPU's

@@ -125,3 +125,42 @@ def test_a_calibration_used_for_another_input_or_model_is_called_poor_and_warned
                             latency_budget=0.9, population=4, parents=2, seed=0, proxy=lambda cfg: -cfg.mean
                             ).run().summary()
     assert "the predictor is poor here" in summary
+
+
+def test_a_predictor_releveled_scales_every_whole_model_prediction_and_records_it(micro, tmp_path):
+    from sparsevit_sdk import search_space
+
+    base = LatencyPredictor.load("cpu")
+    configs = [search_space(micro).dense(), search_space(micro).uniform(0.5)]
+    twice = base.releveled(2.0)
+    before = base.predict_configs(micro, SHAPE, configs)
+    assert twice.predict_configs(micro, SHAPE, configs) == pytest.approx(2 * before)
+    assert twice.releveled(0.5).learned_.calibration["level"] == 1.0 and "level" not in base.learned_.calibration
+    assert LatencyPredictor.load(twice.save(tmp_path / "p.json")).learned_.calibration["level"] == 2.0
+    with pytest.raises(ValueError, match="positive"):
+        base.releveled(0.0)
+
+
+def test_a_machine_that_changed_speed_since_calibrating_is_releveled_to_the_dense_model_now(micro, caplog):
+    from sparsevit_sdk import for_device, search_space
+
+    calibrated = for_device(micro, SHAPE, "cpu", cache=False, progress=False, time_limit=1)
+    dense = search_space(micro).dense()
+    # as if calibrated when the machine ran 1.6x slower: the dense model, timed now, runs far faster than predicted
+    slow = Target.resolve(calibrated.releveled(1.6), micro, SHAPE)
+    with caplog.at_level(logging.WARNING, logger="sparsevit_sdk.target"):
+        now = slow.rechecked(micro, SHAPE)
+    assert "faster than its calibration predicts" in caplog.text and "refresh=True" in caplog.text
+    ratio = now.predictor.predict_config(micro, SHAPE, dense) / calibrated.predict_config(micro, SHAPE, dense)
+    assert 0.75 < ratio < 1.33  # back near the machine's scale (a live measurement: loose)
+    assert now.predictor.learned_.calibration["level"] == pytest.approx(ratio)  # 1.6 x measured / predicted
+    assert micro.block_sparsity == [[0.0, 0.0]] * 4  # left dense, as found
+    # only a calibration of this CPU, for this model and input, is checked against it
+    shipped = Target.resolve("cpu", micro, SHAPE)
+    assert shipped.rechecked(micro, SHAPE) is shipped
+    other_input = Target.resolve(calibrated, micro, (1, 3, 96, 96))
+    assert other_input.rechecked(micro, (1, 3, 96, 96)) is other_input
+    summary = SearchSession(micro, hw=calibrated.releveled(1.6), input_shape=SHAPE, progress=False, max_evaluations=8,
+                            latency_budget=0.9, population=4, parents=2, seed=0, proxy=lambda cfg: -cfg.mean,
+                            measure_finalists=False).run().summary()
+    assert "re-levelled x" in summary

@@ -229,6 +229,19 @@ class LatencyPredictor:
                                                        prior_weight=prior_weight)
         return cls(**params)._learn(learned), [cls(**params)._learn(fold) for fold in folds]
 
+    def releveled(self, factor: float) -> LatencyPredictor:
+        """A copy whose every whole-model prediction is ``factor`` times this one's (recorded as
+        ``learned_.calibration["level"]``): the dense model, timed again, ran ``factor`` times as long as
+        predicted, so the machine has slowed down or sped up since it was measured, and its speed-ups (which
+        it still predicts) are better anchored to the machine as it is now."""
+        if not factor > 0:
+            raise ValueError(f"a level factor must be positive, got {factor}")
+        state = self._state
+        scale = {kind: factor * value for kind, value in state.scale.items()} or dict.fromkeys(state.blocks, factor)
+        level = factor * state.calibration.get("level", 1.0)
+        return type(self)(**self.get_params())._learn(state.replace(
+            scale=scale, overhead_ms=factor * state.overhead_ms, calibration={**state.calibration, "level": level}))
+
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
         """Metadata and boosters (xgboost JSON) as one JSON-able document."""

@@ -160,7 +160,9 @@ class SearchResult:
             f"  predicted {self.predicted_ms:.4g} ms{band} vs dense {self.dense_predicted_ms:.4g} ms "
             f"({self.predicted_speedup:.2f}x; {budget})",
             *([f"  calibrated here {calibrated['created']} (cache entry {calibrated['entry']}, from the "
-               f"{calibrated['base']} predictor)"] if "entry" in calibrated else []),
+               f"{calibrated['base']} predictor)"
+               + (f", re-levelled x{calibrated['level']:.2f} to the dense model timed before the search"
+                  if "level" in calibrated else "")] if "entry" in calibrated else []),
             *([f"  the predictor is poor here: {error['within_10']:.0f} % of {error['models']} whole models within "
                f"±10 % ({error['how']}); validate() measures what it predicts"] if error and error["poor"] else []),
             *self._measured_lines(),

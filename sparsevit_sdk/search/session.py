@@ -250,7 +250,8 @@ class SearchSession:
             "hw": self.predictor.hw, "runtime": self.predictor.learned_.runtime,
             "input_shape": list(self.input_shape), "call": self.forward.describe, "rest": self.rest.to_dict(),
             "proxy_name": proxy_name(self.proxy), "elapsed_s": self._elapsed(), "model": self.fingerprint,
-            "proxy_images": self._proxy_images, "proxy_resolution": self._proxy_resolution})
+            "proxy_images": self._proxy_images, "proxy_resolution": self._proxy_resolution,
+            "level": self.predictor.learned_.calibration.get("level", 1.0)})  # see Target.rechecked
 
     @classmethod
     @checked
@@ -316,6 +317,7 @@ class SearchSession:
                       settings=SearchSettings.from_shape(s, **run),
                       strategy=make_strategy(s["strategy"], **s["strategy_options"]) if strategy is None else strategy)
         session.rest, session.fingerprint = rest, fingerprint
+        session.target = session.target.at_level(info.get("level", 1.0))  # as re-levelled when the search began
         session._check_resumable(state, info, path)
         session._resume_from, session._elapsed_before = state, float(info["elapsed_s"])
         return session
@@ -352,6 +354,8 @@ class SearchSession:
             ValueError: no config is predicted under the budget (the message names one that is).
             RuntimeError: the proxy failed on the reference configs after its retries.
         """
+        if self._resume_from is None and "engine" not in vars(self):  # a resumed search keeps its checkpoint's scale
+            self.target = self.target.rechecked(self.backbone, self.input_shape)  # the machine as it runs now
         engine = self.engine  # calibrates, times the rest and builds the proxy where they waited for run()
         self._started = time.perf_counter()
         try:
