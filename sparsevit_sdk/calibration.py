@@ -53,6 +53,7 @@ MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=4, random_configs=0, r
 CHEAP_MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=6, random_configs=0, rounds=3)
 RUNTIME_MODELS = SweepSettings(warmup=2, repeats=1, model_repeats=4, random_configs=0, rounds=1)
 CHEAP_MS = 100.0
+SAFETY = 1.2  # a step is begun only with this much more time left than it is expected to take
 MAX_DEFAULT_S = 120.0  # the default limit's ceiling, whatever the model costs
 
 
@@ -112,7 +113,7 @@ def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, .
         rows = profile_model(model, settings=settings, units=False, configs=configs, progress=False, **sweep)
         if on_cpu:
             now = reference_ms(clock)
-            if now > step.probe_ms * (1 + CHANGED) and _left(start, time_limit, began) > 0:
+            if now > step.probe_ms * (1 + CHANGED) and _left(start, time_limit, began, configs, settings) > 0:
                 logger.info("the reference probe ran %.0f %% slow while these models were timed: timing them again",
                             (now / step.probe_ms - 1) * 100)
                 again = profile_model(model, settings=settings, units=False, configs=configs, progress=False, **sweep)
@@ -126,13 +127,12 @@ def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, .
         dense_ms = _dense_ms(step.rows, statistic)
         if time_limit is None:
             time_limit = default_time_limit(dense_ms)
-        if runtime == "eager" and dense_ms < CHEAP_MS:
-            settings = CHEAP_MODELS
+        timed, settings = settings, CHEAP_MODELS if runtime == "eager" and dense_ms < CHEAP_MS else settings
         error = predictor.expected_error or {}
         met = len(measured) >= MIN_MODELS and error.get("within_10", 0.0) >= TARGET_WITHIN_10
         logger.info("calibration step %d: %d whole models, %.0f %% within ±10 %% held out (%.0f s of %.0f s)",
                     steps, len(measured), error.get("within_10", float("nan")), time.monotonic() - start, time_limit)
-        if met or _left(start, time_limit, began) <= 0:
+        if met or _left(start, time_limit, began, configs, timed, STEP, settings) <= 0:
             break
         configs = _most_disputed(folds, model, shape, _fresh(space, rng, CANDIDATES, measured)) or []
         if not configs:
@@ -146,12 +146,16 @@ def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, .
     return predictor
 
 
-def _left(start: float, time_limit: float | None, step_began: float) -> float:
-    """Seconds left for another step as long as the last one took (any, before the limit is known)."""
+def _left(start: float, time_limit: float | None, step_began: float, configs: Sequence[SparsityConfig],
+          settings: SweepSettings, n: int | None = None, next_settings: SweepSettings | None = None) -> float:
+    """Seconds that would be left after timing ``n`` configs (default: ``configs`` again) with ``next_settings``
+    (default: ``settings``), priced by the step that began at ``step_began`` timing ``configs`` with ``settings``,
+    with :data:`SAFETY` in hand (any, before the limit is known)."""
     if time_limit is None:
         return float("inf")
     now = time.monotonic()
-    return time_limit - (now - start) - 1.5 * (now - step_began)
+    calls = (next_settings or settings).model_calls * (len(configs) if n is None else n)
+    return time_limit - (now - start) - SAFETY * (now - step_began) * calls / (settings.model_calls * len(configs))
 
 
 def _fresh(space, rng: np.random.Generator, n: int, seen: set[SparsityConfig]) -> list[SparsityConfig]:

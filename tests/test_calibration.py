@@ -4,6 +4,7 @@ them where its folds disagree, times a step again when the machine ran slow, and
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -83,3 +84,18 @@ def test_the_folds_of_a_calibration_leave_their_models_out():
     cv = np.abs(predicted[np.arange(len(configs)) % 5, np.arange(len(configs))] / models.p10_ms.to_numpy() - 1)
     # what the folds predict for the models they left out is the calibration's cross-validated figure
     assert calibrated.learned_.calibration["cv_mape"] == pytest.approx(100 * cv.mean(), rel=0.05)
+
+
+def test_a_step_is_begun_only_if_it_fits_priced_per_forward_by_the_last_one():
+    """The next step (STEP configs, maybe timed harder) is priced from the last step's seconds per forward: a
+    Swin-T at 672 px stopped at 75 s of 120 with time for four more models when a step was priced as a whole."""
+    from sparsevit_sdk.calibration import CHEAP_MODELS, MODELS, SAFETY, _left
+
+    now = time.monotonic()
+    five = [None] * 5
+    left = _left(now - 10, 20, now - 4, five, MODELS, STEP, MODELS)  # 4 s for 5 models: 4 more cost 3.2 s
+    assert left == pytest.approx(20 - 10 - SAFETY * 4 * STEP / 5, abs=0.05)
+    harder = _left(now - 10, 20, now - 4, five, MODELS, STEP, CHEAP_MODELS)
+    assert harder == pytest.approx(20 - 10 - SAFETY * 4 * STEP * CHEAP_MODELS.model_calls / (5 * MODELS.model_calls),
+                                   abs=0.05)
+    assert _left(now, None, now, five, MODELS) == float("inf")  # before the limit is known

@@ -70,6 +70,11 @@ class SweepSettings:
             raise ValueError("need warmup >= 0, repeats >= 1, model_repeats >= 1, random_configs >= 0 and "
                              f"rounds >= 1; got {self}")
 
+    @property
+    def model_calls(self) -> int:
+        """Forwards one whole model costs: warm-up and timed calls, every round."""
+        return self.rounds * (self.warmup + self.model_repeats)
+
     @classmethod
     def quick(cls) -> SweepSettings:
         """A smoke test of the whole sweep (seconds for swin_micro at 224 on a 2-core CPU)."""
