@@ -48,6 +48,10 @@ STEP = 4  # whole models added per step
 CANDIDATES = 64  # random configs the folds are asked about per step
 # units: every unit at every grid sparsity, in two rounds (each row keeps its quieter round)
 UNITS = SweepSettings(warmup=1, repeats=5, model_repeats=1, random_configs=0, rounds=2)
+# a model slower than SLOW_MS a forward has its units timed once, lighter: at Swin-T 672 the unit sweep took a quarter
+# of a two-minute limit, and whole models, which calibration fits, decide its accuracy (its units' curves got weight 0)
+SLOW_UNITS = SweepSettings(warmup=1, repeats=3, model_repeats=1, random_configs=0, rounds=1)
+SLOW_MS = 500.0
 # whole models as a user times them: warm-up calls first, rounds interleaved over the step's configs.  A model
 # under CHEAP_MS costs less to time than a step's fit, so it is timed harder; in a compiled or exported runtime
 # each round compiles or exports every config again, which costs more than timing.
@@ -102,7 +106,9 @@ def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, .
     statistic = stable_statistic(device, profile=True)
     sweep = dict(resolutions=[shape[2:]], batches=[shape[0]], device=device, dtype=dtype, hw=hw, threads=threads,
                  clock=clock, runtime=runtime, call=call, seed=seed)
-    units = profile_model(model, settings=UNITS, configs=[], progress=progress, **sweep)
+    first_ms = measure_latency(model, shape, device, warmup=1, repeats=1, threads=threads, clock=clock).p10_ms
+    units = profile_model(model, settings=SLOW_UNITS if first_ms > SLOW_MS else UNITS, configs=[], progress=progress,
+                          **sweep)
     space = search_space(sparse_backbone(model))
     rng = np.random.default_rng(seed)
     first = [space.uniform(s) for s in (0.0, 0.4, 0.8)] + _fresh(space, rng, 2, set())
