@@ -5,8 +5,8 @@
 Reported per case: share of hidden configs predicted within ±10 %, share of predicted speed-ups
 (dense / config) within ±10 % of the measured ones, the share within ±10 % after the level check a
 search makes first (``Target.rechecked``: the dense model timed again, predictions re-levelled where it
-ran > 5 % off), the calibration's own cross-validated figure (what every prediction carries as
-``expected_error``), the reference workload's time beside the hidden configs over its time at
+ran > 10 % off the calibration's dense row), the calibration's own cross-validated figure (what every
+prediction carries as ``expected_error``), the reference workload's time beside the hidden configs over its time at
 calibration (does it move as the model does?), and the calibration's seconds.  ``--busy`` runs a
 spinning process on another core for the whole case, as a shared machine would.
 

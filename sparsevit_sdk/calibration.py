@@ -148,7 +148,7 @@ def calibrate_here(base: LatencyPredictor, model: nn.Module, shape: tuple[int, .
         configs.append(space.dense())  # every speed-up's denominator and the budget's base: timed in every step
     seconds = time.monotonic() - start
     record = {"target_within_10": TARGET_WITHIN_10, "time_limit_s": round(time_limit, 1), "seconds": round(seconds, 1),
-              "met": bool(met), "steps": steps, "remeasured_steps": remeasured}
+              "met": bool(met), "steps": steps, "remeasured_steps": remeasured, "dense_ms": dense_ms}
     if on_cpu:
         record["probe_ms"] = step.probe_ms
     predictor.learned_.calibration.update(record)

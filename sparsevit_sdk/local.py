@@ -64,8 +64,9 @@ logger = logging.getLogger(__name__)
 
 LOCAL = "local"  # the hw name of predictors calibrated on the device they run on
 # how calibrations are measured, part of their cache key: an entry an earlier procedure measured is measured again
-# (2: whole models in steps until the target or the time limit, see calibration.py)
-PROCEDURE = 2
+# (2: whole models in steps until the target or the time limit; 3: the dense model timed in every step and
+# recorded, a slow model's units timed lighter: see calibration.py)
+PROCEDURE = 3
 
 
 def cache_dir() -> Path:
