@@ -70,12 +70,12 @@ def default_time_limit(dense_ms: float) -> float:
     return min(MAX_DEFAULT_S, max(60.0, 0.2 * dense_ms))
 
 
-def dense_ms_now(model: nn.Module, shape: tuple[int, ...], *, predicted_ms: float, threads: int, clock: str,
+def dense_ms_now(model: nn.Module, shape: tuple[int, ...], *, expected_ms: float, threads: int, clock: str,
                  runtime: str) -> float:
     """The dense ``model`` (a sparse backbone) timed now on this CPU as a calibration times its whole models
     (:data:`MODELS`, or :data:`CHEAP_MODELS` under :data:`CHEAP_MS`), its quietest round's ``p10_ms``: a row
-    on the calibration's own scale, for a level check."""
-    settings = (RUNTIME_MODELS if runtime != "eager" else CHEAP_MODELS if predicted_ms < CHEAP_MS else MODELS)
+    on the calibration's own scale, for a level check (``expected_ms``, its earlier row, picks how hard)."""
+    settings = (RUNTIME_MODELS if runtime != "eager" else CHEAP_MODELS if expected_ms < CHEAP_MS else MODELS)
     with preserved(model, training=False):
         set_sparsity(model, search_space(model).dense())
         return min(measure_latency(model, shape, "cpu", warmup=settings.warmup, repeats=settings.model_repeats,

@@ -219,7 +219,7 @@ class Target:
         then = calibration.get("dense_ms", 0.0) * calibration.get("level", 1.0)  # on the predictor's scale now
         if not then > 0:  # a calibration that recorded no dense row: nothing measured to compare with
             return self
-        measured = dense_ms_now(backbone, tuple(int(v) for v in input_shape), predicted_ms=then, threads=self.threads,
+        measured = dense_ms_now(backbone, tuple(int(v) for v in input_shape), expected_ms=then, threads=self.threads,
                                 clock=self.clock, runtime=self.runtime)
         factor = measured / then
         if abs(factor - 1) <= CHANGED:
